@@ -1,0 +1,89 @@
+//! The command line: `detour run` and `detour check`, with `--config` anywhere.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, AdminListen, Config};
+
+/// detour: DNS failover and maintenance redirects.
+#[derive(Debug, Parser)]
+#[command(name = "detour", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: serve DNS from the config and zones.
+    Run,
+    /// Validate the config and zones, print a summary; exit 0 when valid, 2 when not.
+    Check,
+}
+
+/// `detour check`: the summary printed for a valid config.
+pub fn summary(cfg: &Config) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(&mut out, format!("{}: OK", cfg.path.display()));
+    let dynamic: usize = cfg.zones.iter().map(|z| z.dynamic.len()).sum();
+    line(
+        &mut out,
+        format!(
+            "  zones:    {} ({} static records, {} dynamic)",
+            cfg.zones.len(),
+            cfg.record_count(),
+            dynamic
+        ),
+    );
+    for z in &cfg.zones {
+        line(
+            &mut out,
+            format!(
+                "    {:<24} {} records, {} dynamic, negative TTL {} s",
+                z.origin.to_string(),
+                z.records.len(),
+                z.dynamic.len(),
+                z.soa.minimum.min(z.soa.ttl)
+            ),
+        );
+    }
+    let ids: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
+    line(
+        &mut out,
+        format!(
+            "  services: {} ({}), {} checks",
+            cfg.services.len(),
+            ids.join(", "),
+            cfg.check_count()
+        ),
+    );
+    let dns: Vec<String> = cfg.server.dns_listen.iter().map(|a| a.to_string()).collect();
+    let page: Vec<String> = cfg.server.page_listen.iter().map(|a| a.to_string()).collect();
+    let admin = match &cfg.server.admin_listen {
+        AdminListen::Tcp(a) => a.to_string(),
+        AdminListen::Unix(p) => format!("unix:{}", p.display()),
+    };
+    line(
+        &mut out,
+        format!(
+            "  listen:   dns {} (UDP+TCP), page {}, admin {}",
+            dns.join(" "),
+            page.join(" "),
+            admin
+        ),
+    );
+    for w in &cfg.warnings {
+        line(&mut out, format!("warning: {w}"));
+    }
+    out
+}

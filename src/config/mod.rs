@@ -1,0 +1,420 @@
+//! Configuration: `detour.toml` and `zones/*.toml`, parsed and validated into an immutable [`Config`].
+//!
+//! Loading is two steps. `schema` holds the TOML exactly as written (serde, unknown keys
+//! rejected); `validate` checks everything serde cannot (addresses, names inside their zone,
+//! CNAME beside other data, references between services) and builds the typed [`Config`].
+//! Every problem becomes a [`Diagnostic`] naming file:line:col; all problems of a load are
+//! reported together where the parser allows.
+
+mod diag;
+pub mod duration;
+mod schema;
+mod validate;
+mod zone;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
+
+pub use diag::{Diagnostic, Diagnostics, line_col};
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/detour.toml";
+
+/// A validated, immutable configuration: everything detour runs from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: Server,
+    /// `[admin]`.
+    pub admin: Admin,
+    /// `[page]`.
+    pub page: Page,
+    /// `[services.*]`, by id.
+    pub services: BTreeMap<String, Service>,
+    /// `[[maintenance]]` windows.
+    pub maintenance: Vec<Maintenance>,
+    /// `[guard]`.
+    pub guard: Guard,
+    /// `[[notify]]` sinks.
+    pub notify: Vec<Notify>,
+    /// Zones from `zones_dir`, sorted by origin.
+    pub zones: Vec<Zone>,
+    /// Things that are allowed but probably not meant; `detour check` prints them.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`: where detour listens and keeps its files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// DNS listeners; UDP and TCP on each.
+    pub dns_listen: Vec<SocketAddr>,
+    /// Outage/status page listeners (HTTP).
+    pub page_listen: Vec<SocketAddr>,
+    /// Admin API listener.
+    pub admin_listen: AdminListen,
+    /// Overrides, incidents, last states.
+    pub state_dir: PathBuf,
+    /// Folder of zone files.
+    pub zones_dir: PathBuf,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// At most this many TCP connections at once; beyond it the longest-idle one is closed.
+    pub tcp_max_connections: usize,
+    /// Largest UDP answer detour sends, whatever the client's EDNS buffer says.
+    pub udp_max_payload: u16,
+    /// UDP sockets (SO_REUSEPORT) per listen address; 0 means one per CPU.
+    pub udp_workers: usize,
+}
+
+/// Where the admin API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    /// TCP, bearer token required.
+    Tcp(SocketAddr),
+    /// A unix socket (file permissions guard it).
+    Unix(PathBuf),
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// File holding the bearer token for the admin API over TCP.
+    pub token_file: PathBuf,
+}
+
+/// `[page]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    /// Page title.
+    pub title: String,
+    /// Contact line shown on every page.
+    pub contact: String,
+    /// A local image served by detour.
+    pub logo: Option<PathBuf>,
+    /// Links always shown.
+    pub links: Vec<Link>,
+    /// HTTPS listeners and certificates.
+    pub tls: Option<PageTls>,
+}
+
+/// A labelled link on the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// Text shown.
+    pub label: String,
+    /// Where it goes.
+    pub url: String,
+}
+
+/// `[page.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageTls {
+    /// HTTPS listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Certificate/key pairs, chosen by SNI.
+    pub certs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// A watched service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Id (the table key).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Direct link shown on the page.
+    pub url: Option<String>,
+    /// One line saying what it is for.
+    pub description: Option<String>,
+    /// Services this one is reached through.
+    pub depends_on: Vec<String>,
+    /// Its probes; empty means it is up unless an operator says otherwise.
+    pub checks: Vec<Check>,
+    /// How the probes combine.
+    pub healthy_when: HealthyWhen,
+}
+
+/// How a service's checks combine into healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthyWhen {
+    /// Every check passes.
+    All,
+    /// One check passes.
+    Any,
+    /// At least N checks pass.
+    AtLeast(u32),
+}
+
+/// Timing shared by every probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Steady-state pace.
+    pub interval: Duration,
+    /// Bound on one probe, whatever it does.
+    pub timeout: Duration,
+    /// Pace while rise/fall is deciding.
+    pub confirm_interval: Duration,
+    /// Consecutive successes to become up.
+    pub rise: u32,
+    /// Consecutive failures to become down.
+    pub fall: u32,
+}
+
+/// One probe with its timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// What it probes.
+    pub kind: CheckKind,
+    /// How often and how patiently.
+    pub timing: Timing,
+}
+
+/// What a probe does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// An HTTP(S) request.
+    Http(HttpCheck),
+    /// A TCP connect, optionally send/expect.
+    Tcp(TcpCheck),
+    /// A DNS lookup.
+    Dns(DnsCheck),
+}
+
+/// An HTTP probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    /// Full URL.
+    pub url: url::Url,
+    /// Request method.
+    pub method: String,
+    /// Accepted status codes; empty means 200-399.
+    pub expect_status: Vec<u16>,
+    /// The body must contain this.
+    pub body_contains: Option<String>,
+    /// The body must match this.
+    pub body_regex: Option<Pattern>,
+    /// Headers sent.
+    pub headers: BTreeMap<String, String>,
+    /// Slower than this is a failure.
+    pub max_response_time: Option<Duration>,
+    /// Verify TLS certificates.
+    pub tls_verify: bool,
+    /// A certificate expiring sooner than this is a failure.
+    pub tls_min_validity: Option<Duration>,
+    /// Follow redirects.
+    pub follow_redirects: bool,
+}
+
+/// A compiled regular expression, compared by its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// A TCP probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpCheck {
+    /// host:port.
+    pub address: String,
+    /// Bytes sent after connect.
+    pub send: Option<String>,
+    /// Bytes that must come back.
+    pub expect: Option<String>,
+}
+
+/// A DNS probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCheck {
+    /// Name looked up.
+    pub name: Name,
+    /// Server asked.
+    pub server: SocketAddr,
+    /// Record type asked for.
+    pub record_type: RecordType,
+    /// If set, the answer must contain exactly these values (order ignored).
+    pub values: Vec<String>,
+}
+
+/// A planned maintenance window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maintenance {
+    /// Services it takes down.
+    pub services: Vec<String>,
+    /// Start, with the offset it was written in.
+    pub start: DateTime<FixedOffset>,
+    /// End.
+    pub end: DateTime<FixedOffset>,
+    /// What is being done.
+    pub message: String,
+}
+
+/// `[guard]`: canaries outside the watched services.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Guard {
+    /// When every canary is down, detour distrusts its own view.
+    pub canaries: Vec<Check>,
+}
+
+/// A notification sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    /// Where it goes.
+    pub sink: Sink,
+    /// Event kinds sent.
+    pub events: Vec<String>,
+    /// Only these services (empty: all).
+    pub services: Vec<String>,
+    /// Bound on one delivery.
+    pub timeout: Duration,
+    /// Tries before giving up.
+    pub attempts: u32,
+    /// Longest wait between tries.
+    pub max_delay: Duration,
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
+    /// HTTP POST.
+    Webhook {
+        /// Target.
+        url: url::Url,
+        /// Extra headers.
+        headers: BTreeMap<String, String>,
+        /// `json` or `slack`.
+        format: String,
+    },
+    /// A command, event JSON on stdin; never through a shell.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
+}
+
+/// A served zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// The zone file.
+    pub file: PathBuf,
+    /// Apex, lowercase, fully qualified.
+    pub origin: Name,
+    /// Default TTL.
+    pub ttl: u32,
+    /// SOA fields.
+    pub soa: Soa,
+    /// Static records, apex NS included; names lowercase and fully qualified.
+    pub records: Vec<Record>,
+    /// Records that follow service health.
+    pub dynamic: Vec<Dynamic>,
+    /// Sources allowed to transfer the zone (AXFR/IXFR over TCP).
+    pub allow_transfer: Vec<IpNet>,
+    /// Secondaries sent NOTIFY when the zone changes.
+    pub also_notify: Vec<SocketAddr>,
+}
+
+/// SOA fields (the serial is the Snapshot's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    /// Primary name server.
+    pub mname: Name,
+    /// Responsible mailbox, as a name.
+    pub rname: Name,
+    /// Secondary refresh.
+    pub refresh: u32,
+    /// Secondary retry.
+    pub retry: u32,
+    /// Secondary expire.
+    pub expire: u32,
+    /// Negative-caching TTL (RFC 2308).
+    pub minimum: u32,
+    /// TTL of the SOA record itself.
+    pub ttl: u32,
+    /// Lowest serial to start from.
+    pub serial: Option<u32>,
+}
+
+/// A `[[dynamic]]` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dynamic {
+    /// Owner name, lowercase, fully qualified.
+    pub name: Name,
+    /// A, AAAA or CNAME.
+    pub rtype: RecordType,
+    /// TTL of every answer it can give.
+    pub ttl: u32,
+    /// Candidates in order of preference.
+    pub answers: Vec<DynamicAnswer>,
+    /// The outage answer.
+    pub otherwise: Vec<RData>,
+    /// Probe every address of an entry on its own.
+    pub check_each: Option<CheckEach>,
+}
+
+/// One candidate of a dynamic record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicAnswer {
+    /// Service that must be up (or impacted).
+    pub if_up: String,
+    /// Values answered.
+    pub values: Vec<RData>,
+}
+
+/// Per-address probing of a dynamic record's entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckEach {
+    /// `http` or `tcp`.
+    pub kind: CheckEachKind,
+    /// Port probed on each address.
+    pub port: u16,
+    /// Timing.
+    pub timing: Timing,
+}
+
+/// What `check_each` does per address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckEachKind {
+    /// HTTP GET of `path`, with `host` as the Host header.
+    Http {
+        /// `http` or `https`.
+        scheme: String,
+        /// Path requested.
+        path: String,
+        /// Host header (default: the record's name).
+        host: Option<String>,
+        /// Accepted statuses; empty means 200-399.
+        expect_status: Vec<u16>,
+        /// Body must contain.
+        body_contains: Option<String>,
+    },
+    /// TCP connect.
+    Tcp,
+}
+
+impl Config {
+    /// Loads and validates `path` and the zones it names; every problem is in the error.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        validate::load(path)
+    }
+
+    /// Number of static records over all zones.
+    pub fn record_count(&self) -> usize {
+        self.zones.iter().map(|z| z.records.len()).sum()
+    }
+
+    /// Number of checks over all services, canaries and `check_each` entries.
+    pub fn check_count(&self) -> usize {
+        self.services.values().map(|s| s.checks.len()).sum::<usize>() + self.guard.canaries.len()
+    }
+}

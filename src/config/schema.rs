@@ -1,0 +1,278 @@
+//! The TOML shape of `detour.toml` and zone files, exactly as written; `validate` turns it into `Config`.
+//!
+//! Every struct rejects unknown keys. Values that need checking beyond their TOML type are kept
+//! `Spanned` so that the check can name the line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::Dur;
+
+/// `detour.toml` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub check_defaults: RawCheckDefaults,
+    #[serde(default)]
+    pub page: RawPage,
+    #[serde(default)]
+    pub services: BTreeMap<Spanned<String>, RawService>,
+    #[serde(default)]
+    pub maintenance: Vec<Spanned<RawMaintenance>>,
+    #[serde(default)]
+    pub guard: RawGuard,
+    #[serde(default)]
+    pub notify: Vec<Spanned<RawNotify>>,
+}
+
+/// `[server]`: listeners and folders.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub dns_listen: Option<Vec<Spanned<String>>>,
+    pub page_listen: Option<Vec<Spanned<String>>>,
+    pub admin_listen: Option<Spanned<String>>,
+    pub state_dir: Option<String>,
+    pub zones_dir: Option<String>,
+    pub tcp_idle_timeout: Option<Spanned<Dur>>,
+    pub tcp_max_connections: Option<Spanned<u32>>,
+    pub udp_max_payload: Option<Spanned<u16>>,
+    pub udp_workers: Option<Spanned<u16>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token_file: Option<String>,
+}
+
+/// `[check_defaults]`: timing every check falls back to.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckDefaults {
+    pub interval: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub confirm_interval: Option<Spanned<Dur>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+}
+
+/// `[page]`: the outage and status page.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPage {
+    pub title: Option<String>,
+    pub contact: Option<String>,
+    pub logo: Option<Spanned<String>>,
+    #[serde(default)]
+    pub links: Vec<Spanned<RawLink>>,
+    pub tls: Option<RawPageTls>,
+}
+
+/// One extra link on the page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub label: String,
+    pub url: Spanned<String>,
+}
+
+/// `[page.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPageTls {
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    pub certs: Vec<Spanned<RawCertPair>>,
+}
+
+/// A PEM certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// `[services.ID]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Option<String>,
+    pub url: Option<Spanned<String>>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub check: Option<Spanned<RawCheck>>,
+    pub checks: Option<Vec<Spanned<RawCheck>>>,
+    pub healthy_when: Option<Spanned<RawHealthyWhen>>,
+}
+
+/// `healthy_when = "all" | "any" | { at_least = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHealthyWhen {
+    Word(String),
+    AtLeast { at_least: u32 },
+}
+
+/// One probe as written: the fields that apply depend on `type`; `validate` says which do.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub interval: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub confirm_interval: Option<Spanned<Dur>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    // http
+    pub url: Option<Spanned<String>>,
+    pub method: Option<Spanned<String>>,
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    pub body_contains: Option<Spanned<String>>,
+    pub body_regex: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub max_response_time: Option<Spanned<Dur>>,
+    pub tls_verify: Option<Spanned<bool>>,
+    pub tls_min_validity: Option<Spanned<Dur>>,
+    pub follow_redirects: Option<Spanned<bool>>,
+    // tcp
+    pub address: Option<Spanned<String>>,
+    pub send: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    // dns
+    pub name: Option<Spanned<String>>,
+    pub server: Option<Spanned<String>>,
+    pub record_type: Option<Spanned<String>>,
+    pub values: Option<Spanned<Vec<String>>>,
+}
+
+/// `[[maintenance]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub services: Vec<Spanned<String>>,
+    pub start: Spanned<String>,
+    pub end: Spanned<String>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `[guard]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    #[serde(default)]
+    pub canaries: Vec<Spanned<RawCheck>>,
+}
+
+/// `[[notify]]`: one sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
+    pub events: Option<Vec<Spanned<String>>>,
+    pub services: Option<Vec<Spanned<String>>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub format: Option<Spanned<String>>,
+    pub timeout: Option<Dur>,
+    pub attempts: Option<Spanned<u32>>,
+    pub max_delay: Option<Dur>,
+}
+
+/// A zone file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    pub origin: Spanned<String>,
+    pub ttl: Option<u32>,
+    pub soa: Spanned<RawSoa>,
+    pub ns: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub records: Vec<Spanned<RawRecord>>,
+    #[serde(default)]
+    pub dynamic: Vec<Spanned<RawDynamic>>,
+    #[serde(default)]
+    pub allow_transfer: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub also_notify: Vec<Spanned<String>>,
+}
+
+/// `soa = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoa {
+    pub mname: Spanned<String>,
+    pub rname: Spanned<String>,
+    pub minimum: Option<u32>,
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    pub serial: Option<u32>,
+    pub ttl: Option<u32>,
+}
+
+/// A static record: `{ name = "www", type = "CNAME", value = "mls.example.test." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub rtype: Spanned<String>,
+    pub value: Spanned<String>,
+    pub ttl: Option<u32>,
+}
+
+/// `[[dynamic]]`: a record that follows service health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDynamic {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub rtype: Spanned<String>,
+    pub ttl: Option<u32>,
+    #[serde(default)]
+    pub answers: Vec<Spanned<RawAnswer>>,
+    pub otherwise: Option<Spanned<Vec<Spanned<String>>>>,
+    pub check_each: Option<Spanned<RawCheckEach>>,
+}
+
+/// One `answers` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnswer {
+    pub if_up: Spanned<String>,
+    pub values: Vec<Spanned<String>>,
+}
+
+/// `check_each = { type = "http", port = 80, path = "/health" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckEach {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub port: Spanned<u16>,
+    pub path: Option<String>,
+    pub scheme: Option<Spanned<String>>,
+    pub host: Option<String>,
+    pub expect_status: Option<Vec<u16>>,
+    pub body_contains: Option<String>,
+    pub interval: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub confirm_interval: Option<Spanned<Dur>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+}

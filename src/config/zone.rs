@@ -1,0 +1,550 @@
+//! Zone files (`zones/*.toml`): parsed, checked and turned into [`Zone`]s of hickory records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_server::proto::rr::rdata::{CNAME, MX, NS, PTR, SRV, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::diag::{Diagnostic, Diagnostics, Source};
+use super::schema::{RawCheckEach, RawDynamic, RawZone};
+use super::validate::{fqdn, list, parse_toml, read, timing};
+use super::*;
+
+/// Static record types a zone file may hold.
+pub const STATIC_TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::NS,
+    RecordType::SRV,
+    RecordType::CAA,
+    RecordType::PTR,
+];
+
+/// Record types a `[[dynamic]]` entry may have.
+pub const DYNAMIC_TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, RecordType::CNAME];
+
+/// Loads every `*.toml` in `dir` (sorted by file name); `services` are the ids `if_up` may name.
+pub(super) fn load_dir(
+    dir: &Path,
+    services: &BTreeMap<String, Service>,
+) -> Result<Vec<Zone>, Diagnostics> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            return Err(Diagnostics(vec![Diagnostic {
+                file: dir.to_path_buf(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read zones_dir: {e}"),
+            }]));
+        }
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Diagnostics(vec![Diagnostic {
+            file: dir.to_path_buf(),
+            line: 0,
+            col: 0,
+            message: "no zone files (*.toml) in zones_dir: detour would serve nothing".into(),
+        }]));
+    }
+    let mut errors = Vec::new();
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut seen: BTreeMap<Name, PathBuf> = BTreeMap::new();
+    for file in files {
+        let text = match read(&file) {
+            Ok(t) => t,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        let mut src = Source::new(&file, &text);
+        if let Some(raw) = parse_toml::<RawZone>(&mut src, &text) {
+            let origin_span = raw.origin.span();
+            if let Some(zone) = zone(&mut src, raw, services) {
+                if let Some(first) = seen.get(&zone.origin) {
+                    src.error(
+                        origin_span,
+                        format!(
+                            "duplicate zone {}: already served from {}",
+                            zone.origin,
+                            first.display()
+                        ),
+                    );
+                } else {
+                    seen.insert(zone.origin.clone(), file.clone());
+                    zones.push(zone);
+                }
+            }
+        }
+        errors.append(&mut src.errors);
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    zones.sort_by(|a, b| a.origin.cmp(&b.origin));
+    Ok(zones)
+}
+
+/// An owner name from a zone file: `@`, relative to the origin, or absolute inside the zone.
+fn owner(src: &mut Source<'_>, origin: &Name, s: &Spanned<String>) -> Option<Name> {
+    let text = s.get_ref().trim();
+    let name = if text == "@" {
+        origin.clone()
+    } else if text.ends_with('.') {
+        fqdn(src, s)?
+    } else {
+        relative(src, origin, s)?
+    };
+    if !origin.zone_of(&name) {
+        src.error(
+            s.span(),
+            format!("name {name} is outside zone {origin}: expected a name ending in {origin}"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// A name written relative to `origin` (no trailing dot).
+fn relative(src: &mut Source<'_>, origin: &Name, s: &Spanned<String>) -> Option<Name> {
+    match Name::from_str(s.get_ref().trim()).and_then(|n| n.append_domain(origin)) {
+        Ok(n) => Some(n.to_lowercase()),
+        Err(e) => {
+            src.error(
+                s.span(),
+                format!("invalid domain name {:?}: {e}", s.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A target name in record data: absolute with a trailing dot, else relative to the origin.
+fn target(src: &mut Source<'_>, origin: &Name, text: &str, span: Range<usize>) -> Option<Name> {
+    let s = Spanned::new(span, text.to_string());
+    if text == "@" {
+        Some(origin.clone())
+    } else if text.ends_with('.') {
+        fqdn(src, &s)
+    } else {
+        relative(src, origin, &s)
+    }
+}
+
+fn type_name(src: &mut Source<'_>, s: &Spanned<String>, allowed: &[RecordType]) -> Option<RecordType> {
+    let t = RecordType::from_str(&s.get_ref().to_ascii_uppercase()).ok();
+    match t {
+        Some(t) if allowed.contains(&t) => Some(t),
+        Some(RecordType::SOA) => {
+            src.error(s.span(), "the SOA record comes from the zone's `soa` table, not from `records`");
+            None
+        }
+        _ => {
+            let names: Vec<String> = allowed.iter().map(|t| t.to_string()).collect();
+            src.error(
+                s.span(),
+                format!(
+                    "unsupported record type {:?}: expected one of {}",
+                    s.get_ref(),
+                    names.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Splits text into TXT character-strings of at most 255 bytes, on character boundaries.
+pub fn txt_chunks(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while rest.len() > 255 {
+        let mut cut = 255;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(rest[..cut].to_string());
+        rest = &rest[cut..];
+    }
+    out.push(rest.to_string());
+    out
+}
+
+/// Record data of `rtype` from its text form.
+fn rdata(src: &mut Source<'_>, origin: &Name, rtype: RecordType, v: &Spanned<String>) -> Option<RData> {
+    let text = v.get_ref().trim();
+    let span = v.span();
+    let bad = |src: &mut Source<'_>, expected: &str| {
+        src.error(
+            span.clone(),
+            format!("invalid {rtype} value {text:?}: expected {expected}"),
+        );
+        None
+    };
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    match rtype {
+        RecordType::A => match Ipv4Addr::from_str(text) {
+            Ok(a) => Some(RData::A(a.into())),
+            Err(_) => bad(src, "an IPv4 address such as \"192.0.2.10\""),
+        },
+        RecordType::AAAA => match Ipv6Addr::from_str(text) {
+            Ok(a) => Some(RData::AAAA(a.into())),
+            Err(_) => bad(src, "an IPv6 address such as \"2001:db8::10\""),
+        },
+        RecordType::CNAME | RecordType::NS | RecordType::PTR => {
+            if fields.len() != 1 {
+                return bad(src, "one domain name");
+            }
+            let n = target(src, origin, text, span.clone())?;
+            Some(match rtype {
+                RecordType::CNAME => RData::CNAME(CNAME(n)),
+                RecordType::NS => RData::NS(NS(n)),
+                _ => RData::PTR(PTR(n)),
+            })
+        }
+        RecordType::MX => match fields.as_slice() {
+            [pref, host] => match pref.parse::<u16>() {
+                Ok(p) => Some(RData::MX(MX::new(p, target(src, origin, host, span.clone())?))),
+                Err(_) => bad(src, "\"PREFERENCE HOST\" such as \"10 mail.example.test.\""),
+            },
+            _ => bad(src, "\"PREFERENCE HOST\" such as \"10 mail.example.test.\""),
+        },
+        RecordType::SRV => match fields.as_slice() {
+            [p, w, port, host] => match (p.parse::<u16>(), w.parse::<u16>(), port.parse::<u16>()) {
+                (Ok(p), Ok(w), Ok(port)) => Some(RData::SRV(SRV::new(
+                    p,
+                    w,
+                    port,
+                    target(src, origin, host, span.clone())?,
+                ))),
+                _ => bad(src, "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\""),
+            },
+            _ => bad(src, "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\""),
+        },
+        RecordType::TXT => Some(RData::TXT(TXT::new(txt_chunks(v.get_ref())))),
+        RecordType::CAA => match RData::try_from_str(RecordType::CAA, text) {
+            Ok(r) => Some(r),
+            Err(_) => bad(src, "\"FLAGS TAG VALUE\" such as '0 issue \"letsencrypt.org\"'"),
+        },
+        _ => bad(src, "a supported type"),
+    }
+}
+
+fn ip_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Where each owner's data came from, to find conflicts.
+#[derive(Default)]
+struct Owners {
+    /// (type, span, dynamic?) per name.
+    at: BTreeMap<Name, Vec<(RecordType, Range<usize>, bool)>>,
+}
+
+fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>) -> Option<Zone> {
+    let before = src.errors.len();
+    let origin = fqdn(src, &raw.origin)?;
+    let ttl = raw.ttl.unwrap_or(3600);
+    let soa_raw = raw.soa.get_ref();
+    let mname = target(src, &origin, soa_raw.mname.get_ref(), soa_raw.mname.span());
+    let rname = target(src, &origin, &soa_raw.rname.get_ref().replacen('@', ".", 1), soa_raw.rname.span());
+    let soa = Soa {
+        mname: mname.unwrap_or_else(|| origin.clone()),
+        rname: rname.unwrap_or_else(|| origin.clone()),
+        refresh: soa_raw.refresh.unwrap_or(3600),
+        retry: soa_raw.retry.unwrap_or(600),
+        expire: soa_raw.expire.unwrap_or(1_209_600),
+        minimum: soa_raw.minimum.unwrap_or(60),
+        ttl: soa_raw.ttl.unwrap_or(ttl),
+        serial: soa_raw.serial,
+    };
+
+    let mut owners = Owners::default();
+    let mut records: Vec<Record> = Vec::new();
+    if raw.ns.get_ref().is_empty() {
+        src.error(raw.ns.span(), "a zone needs at least one name server in `ns`");
+    }
+    for ns in raw.ns.get_ref() {
+        if let Some(n) = target(src, &origin, ns.get_ref(), ns.span()) {
+            records.push(Record::from_rdata(origin.clone(), ttl, RData::NS(NS(n))));
+            owners.at.entry(origin.clone()).or_default().push((RecordType::NS, ns.span(), false));
+        }
+    }
+
+    for r in &raw.records {
+        let r = r.get_ref();
+        let Some(rtype) = type_name(src, &r.rtype, STATIC_TYPES) else {
+            continue;
+        };
+        let Some(name) = owner(src, &origin, &r.name) else {
+            continue;
+        };
+        if rtype == RecordType::NS && name == origin {
+            src.error(r.rtype.span(), "apex NS records come from the zone's `ns` list");
+            continue;
+        }
+        let Some(data) = rdata(src, &origin, rtype, &r.value) else {
+            continue;
+        };
+        let rec = Record::from_rdata(name.clone(), r.ttl.unwrap_or(ttl), data);
+        if records.iter().any(|x| x.name == rec.name && x.data == rec.data) {
+            src.error(r.name.span(), format!("duplicate record: {name} {rtype} {}", r.value.get_ref()));
+            continue;
+        }
+        if let Some(other) = records
+            .iter()
+            .find(|x| x.name == rec.name && x.record_type() == rtype && x.ttl != rec.ttl)
+        {
+            src.error(
+                r.name.span(),
+                format!(
+                    "records of one RRset must share a TTL: {name} {rtype} has TTL {} here and {} before",
+                    rec.ttl, other.ttl
+                ),
+            );
+            continue;
+        }
+        owners.at.entry(name).or_default().push((rtype, r.name.span(), false));
+        records.push(rec);
+    }
+
+    let mut dynamic = Vec::new();
+    for d in &raw.dynamic {
+        if let Some(d) = dynamic_record(src, &origin, d, services, &mut owners) {
+            dynamic.push(d);
+        }
+    }
+    conflicts(src, &origin, &owners);
+
+    let mut allow_transfer = Vec::new();
+    for a in &raw.allow_transfer {
+        match ip_net(a.get_ref()) {
+            Some(n) => allow_transfer.push(n),
+            None => src.error(
+                a.span(),
+                format!(
+                    "invalid allow_transfer entry {:?}: expected an IP address or prefix such as \"127.0.0.1\" or \"192.0.2.0/24\"",
+                    a.get_ref()
+                ),
+            ),
+        }
+    }
+    let mut also_notify = Vec::new();
+    for a in &raw.also_notify {
+        let s = a.get_ref();
+        match s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))) {
+            Some(x) => also_notify.push(x),
+            None => src.error(
+                a.span(),
+                format!("invalid also_notify entry {s:?}: expected an IP address, optionally with a port"),
+            ),
+        }
+    }
+
+    (src.errors.len() == before).then(|| Zone {
+        file: src.path().to_path_buf(),
+        origin,
+        ttl,
+        soa,
+        records,
+        dynamic,
+        allow_transfer,
+        also_notify,
+    })
+}
+
+fn dynamic_record(
+    src: &mut Source<'_>,
+    origin: &Name,
+    d: &Spanned<RawDynamic>,
+    services: &BTreeMap<String, Service>,
+    owners: &mut Owners,
+) -> Option<Dynamic> {
+    let before = src.errors.len();
+    let span = d.span();
+    let d = d.get_ref();
+    let rtype = type_name(src, &d.rtype, DYNAMIC_TYPES);
+    let name = owner(src, origin, &d.name);
+    let (Some(rtype), Some(name)) = (rtype, name) else {
+        return None;
+    };
+    let values = |src: &mut Source<'_>, vs: &[Spanned<String>], at: Range<usize>| -> Vec<RData> {
+        if vs.is_empty() {
+            src.error(at.clone(), "expected at least one value");
+        }
+        if rtype == RecordType::CNAME && vs.len() > 1 {
+            src.error(at, "a CNAME answer has exactly one value");
+        }
+        vs.iter().filter_map(|v| rdata(src, origin, rtype, v)).collect()
+    };
+    let mut answers = Vec::new();
+    for a in &d.answers {
+        let a_span = a.span();
+        let a = a.get_ref();
+        if !services.contains_key(a.if_up.get_ref()) {
+            src.error(
+                a.if_up.span(),
+                format!(
+                    "if_up names unknown service {:?}: expected one of {}",
+                    a.if_up.get_ref(),
+                    list(services.keys())
+                ),
+            );
+        }
+        answers.push(DynamicAnswer {
+            if_up: a.if_up.get_ref().clone(),
+            values: values(src, &a.values, a_span),
+        });
+    }
+    let otherwise = match &d.otherwise {
+        None => {
+            src.error(
+                span.clone(),
+                format!(
+                    "dynamic record {name} has no `otherwise`: expected the outage answer, e.g. otherwise = [\"<detour's page address>\"]"
+                ),
+            );
+            Vec::new()
+        }
+        Some(o) => values(src, o.get_ref(), o.span()),
+    };
+    let check_each = match &d.check_each {
+        Some(c) if rtype == RecordType::CNAME => {
+            src.error(c.span(), "check_each probes addresses: it applies to A and AAAA records");
+            None
+        }
+        Some(c) => check_each(src, c.get_ref(), &name),
+        None => None,
+    };
+    owners.at.entry(name.clone()).or_default().push((rtype, d.name.span(), true));
+    (src.errors.len() == before).then(|| Dynamic {
+        name,
+        rtype,
+        ttl: d.ttl.unwrap_or(30),
+        answers,
+        otherwise,
+        check_each,
+    })
+}
+
+fn check_each(src: &mut Source<'_>, c: &RawCheckEach, _name: &Name) -> Option<CheckEach> {
+    let base = Timing {
+        interval: std::time::Duration::from_secs(5),
+        timeout: std::time::Duration::from_secs(2),
+        confirm_interval: std::time::Duration::from_millis(1250),
+        rise: 2,
+        fall: 2,
+    };
+    let timing = timing(src, c, &base);
+    let kind = match c.kind.get_ref().as_str() {
+        "http" => {
+            let scheme = c.scheme.as_ref().map_or("http".to_string(), |s| s.get_ref().clone());
+            if let Some(s) = &c.scheme
+                && !matches!(s.get_ref().as_str(), "http" | "https")
+            {
+                src.error(s.span(), "invalid scheme: expected \"http\" or \"https\"");
+            }
+            CheckEachKind::Http {
+                scheme,
+                path: c.path.clone().unwrap_or_else(|| "/".into()),
+                host: c.host.clone(),
+                expect_status: c.expect_status.clone().unwrap_or_default(),
+                body_contains: c.body_contains.clone(),
+            }
+        }
+        "tcp" => CheckEachKind::Tcp,
+        other => {
+            src.error(
+                c.kind.span(),
+                format!("unknown check_each type {other:?}: expected \"http\" or \"tcp\""),
+            );
+            return None;
+        }
+    };
+    Some(CheckEach {
+        kind,
+        port: *c.port.get_ref(),
+        timing,
+    })
+}
+
+/// CNAME beside other data, dynamic beside static of one type, data hidden below a delegation.
+fn conflicts(src: &mut Source<'_>, origin: &Name, owners: &Owners) {
+    let cuts: BTreeSet<&Name> = owners
+        .at
+        .iter()
+        .filter(|(n, v)| *n != origin && v.iter().any(|(t, _, _)| *t == RecordType::NS))
+        .map(|(n, _)| n)
+        .collect();
+    for (name, v) in &owners.at {
+        let cname = v.iter().filter(|(t, _, _)| *t == RecordType::CNAME).count();
+        if cname > 0 && (v.len() > 1 || name == origin) {
+            let (_, span, _) = v.iter().rev().find(|(t, _, _)| *t == RecordType::CNAME).or(v.last()).expect("non-empty");
+            let what = if name == origin {
+                "the zone apex holds SOA and NS, so it cannot be a CNAME".to_string()
+            } else {
+                let others: Vec<String> = v
+                    .iter()
+                    .filter(|(t, _, _)| *t != RecordType::CNAME || cname > 1)
+                    .map(|(t, _, d)| if *d { format!("dynamic {t}") } else { t.to_string() })
+                    .collect();
+                format!("a CNAME must be the only record at its name, but {name} also has {}", others.join(", "))
+            };
+            src.error(span.clone(), format!("CNAME beside other data: {what}"));
+        }
+        let mut dyn_types = BTreeSet::new();
+        for (t, span, dynamic) in v {
+            if *dynamic {
+                if !dyn_types.insert(*t) {
+                    src.error(span.clone(), format!("two [[dynamic]] entries for {name} {t}"));
+                }
+                if v.iter().any(|(t2, _, d2)| !d2 && t2 == t) {
+                    src.error(span.clone(), format!("{name} {t} is both a static record and [[dynamic]]: keep one"));
+                }
+            }
+        }
+        for cut in &cuts {
+            let below = name != *cut && cut.zone_of(name);
+            for (t, span, dynamic) in v {
+                let glue = matches!(t, RecordType::A | RecordType::AAAA) && !dynamic;
+                let at_cut_ok = name == *cut && (*t == RecordType::NS || glue);
+                if (below && !glue) || (name == *cut && !at_cut_ok) {
+                    src.error(
+                        span.clone(),
+                        format!("{name} {t} is hidden by the delegation at {cut}: only NS and glue (A/AAAA) belong at or below a zone cut"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_chunks_split_at_255_bytes_on_char_boundaries() {
+        let long = "é".repeat(200); // 400 bytes
+        let chunks = txt_chunks(&long);
+        assert!(chunks.iter().all(|c| c.len() <= 255));
+        assert_eq!(chunks.concat(), long);
+        assert_eq!(txt_chunks("short"), vec!["short".to_string()]);
+    }
+}

@@ -1,0 +1,99 @@
+//! The DNS server: UDP and TCP listeners on every `dns_listen`, answering from the Snapshot.
+//!
+//! [`answer`] turns one message into its reply; [`udp`] and [`tcp`] move bytes. Listeners are
+//! detour's own (not hickory's `Server`) for two reasons: hickory spawns a task per datagram,
+//! and it has no cap on TCP connections, which the contract needs so that idle TCP clients
+//! cannot starve anyone else.
+
+pub mod answer;
+pub mod tcp;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::snapshot::SnapshotHandle;
+
+/// Sockets bound for one `dns_listen` address (UDP and TCP share the port).
+#[derive(Debug)]
+pub struct Bound {
+    /// The address actually bound (port resolved when 0 was asked for).
+    pub addr: SocketAddr,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: std::net::TcpListener,
+}
+
+/// Binds UDP (`workers` sockets with SO_REUSEPORT) and TCP on `addr`. With port 0, UDP picks
+/// the port and TCP binds the same one.
+pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
+    let workers = workers.max(1);
+    let first = udp_socket(addr)?;
+    let addr = first.local_addr()?;
+    let mut udp = vec![first];
+    for _ in 1..workers {
+        udp.push(udp_socket(addr)?);
+    }
+    let tcp = tcp_listener(addr)?;
+    Ok(Bound { addr, udp, tcp })
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Room for bursts while a worker is busy.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Starts every listener of `bound` on the current tokio runtime. Tasks stop when `cancel`
+/// fires, after finishing the answers they are writing.
+pub fn serve(
+    bound: Vec<Bound>,
+    snapshots: SnapshotHandle,
+    cancel: CancellationToken,
+    tasks: &mut JoinSet<io::Result<()>>,
+) -> io::Result<()> {
+    for b in bound {
+        for s in b.udp {
+            let sock = tokio::net::UdpSocket::from_std(s)?;
+            tasks.spawn(udp::serve(sock, snapshots.clone(), cancel.clone()));
+        }
+        let listener = tokio::net::TcpListener::from_std(b.tcp)?;
+        let limits = {
+            let snap = snapshots.load();
+            tcp::Limits {
+                idle_timeout: snap.config.server.tcp_idle_timeout,
+                max_connections: snap.config.server.tcp_max_connections,
+            }
+        };
+        tasks.spawn(tcp::serve(
+            listener,
+            snapshots.clone(),
+            Arc::new(limits),
+            cancel.clone(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! detour: a DNS failover and maintenance-redirect controller.
+//!
+//! The modules follow the data flow of `DESIGN.md`:
+//!
+//! - [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
+pub mod config;
+pub mod selection;
+pub mod snapshot;
+pub mod dns;
+pub mod cli;
+pub mod daemon;

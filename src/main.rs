@@ -1,0 +1,61 @@
+//! The `detour` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use detour::cli::{Cli, Command};
+use detour::config::Config;
+use detour::daemon::{self, RunError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => match Config::load(&cli.config) {
+            Ok(cfg) => {
+                print!("{}", detour::cli::summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("{} error(s); config not valid", errors.0.len());
+                ExitCode::from(2)
+            }
+        },
+        Command::Run => {
+            init_tracing();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(daemon::run(&cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(RunError::Config(errors)) => {
+                    for e in errors.iter() {
+                        eprintln!("error: {e}");
+                    }
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default (per-query logging off).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

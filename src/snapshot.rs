@@ -1,0 +1,445 @@
+//! The Snapshot: every zone compiled into the form the query path reads, swapped atomically.
+//!
+//! A [`Snapshot`] is immutable. Health changes and reloads build a new one with
+//! [`Snapshot::build`] and publish it through [`SnapshotHandle::store`]; readers call
+//! [`SnapshotHandle::load`], which takes no lock and never waits. A zone's SOA serial goes up
+//! exactly when its content differs from the previous Snapshot's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use hickory_server::proto::rr::rdata::SOA;
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use ipnet::IpNet;
+
+use crate::config::{Config, Zone};
+use crate::selection::Choice;
+
+/// Longest CNAME chain followed inside served zones.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// One RRset: records of one name and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrSet {
+    /// The type.
+    pub rtype: RecordType,
+    /// The records, in config order.
+    pub records: Vec<Record>,
+}
+
+/// Everything held at one owner name.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// RRsets, sorted by type.
+    rrsets: Vec<RrSet>,
+    /// True for a delegation point (NS below the apex).
+    cut: bool,
+}
+
+impl Node {
+    fn get(&self, t: RecordType) -> Option<&RrSet> {
+        self.rrsets.iter().find(|r| r.rtype == t)
+    }
+}
+
+/// A zone as the query path reads it.
+#[derive(Debug)]
+pub struct ZoneData {
+    /// Apex.
+    pub origin: Name,
+    /// SOA serial of this Snapshot's version of the zone.
+    pub serial: u32,
+    /// The SOA record (answers and transfers).
+    pub soa: Record,
+    /// The SOA for negative answers: TTL = min(SOA TTL, minimum) (RFC 2308).
+    pub negative_soa: Record,
+    nodes: HashMap<LowerName, Node>,
+    has_cuts: bool,
+    /// Every record but the SOA, sorted: the zone's content, compared to detect changes.
+    content: Vec<Record>,
+    /// Sources allowed to transfer the zone.
+    pub allow_transfer: Vec<IpNet>,
+}
+
+/// The outcome of looking one name up in one zone.
+#[derive(Debug)]
+pub enum Found<'a> {
+    /// The RRset asked for (owner possibly rewritten by a wildcard).
+    Answer(Vec<Record>),
+    /// The RRset asked for, borrowed (no wildcard).
+    Borrowed(&'a [Record]),
+    /// The name is an alias: follow it.
+    Cname(&'a Record),
+    /// The name exists but has no data of that type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// The name is at or below a delegation: NS records and glue.
+    Referral {
+        /// The delegation's NS RRset.
+        ns: &'a [Record],
+        /// In-zone addresses of those name servers.
+        glue: Vec<&'a Record>,
+    },
+}
+
+impl ZoneData {
+    fn compile(zone: &Zone, choices: &[&Choice], prev: Option<&ZoneData>, now: u32) -> ZoneData {
+        let origin = zone.origin.clone();
+        let mut content: Vec<Record> = zone.records.clone();
+        for c in choices {
+            let d = &zone.dynamic[c.record];
+            for v in &c.values {
+                content.push(Record::from_rdata(d.name.clone(), d.ttl, v.clone()));
+            }
+        }
+        content.sort_by(|a, b| {
+            (&a.name, a.record_type())
+                .cmp(&(&b.name, b.record_type()))
+                .then_with(|| a.data.to_string().cmp(&b.data.to_string()))
+        });
+        let floor = zone.soa.serial.unwrap_or(0);
+        let serial = match prev {
+            Some(p) if p.content == content && p.soa_matches(zone) => p.serial,
+            Some(p) => p.serial.wrapping_add(1).max(now).max(floor),
+            None => now.max(floor),
+        };
+        let soa_rdata = SOA::new(
+            zone.soa.mname.clone(),
+            zone.soa.rname.clone(),
+            serial,
+            zone.soa.refresh as i32,
+            zone.soa.retry as i32,
+            zone.soa.expire as i32,
+            zone.soa.minimum,
+        );
+        let soa = Record::from_rdata(origin.clone(), zone.soa.ttl, RData::SOA(soa_rdata));
+        let mut negative_soa = soa.clone();
+        negative_soa.ttl = zone.soa.ttl.min(zone.soa.minimum);
+
+        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+        let apex = LowerName::new(&origin);
+        nodes.entry(apex.clone()).or_default();
+        for r in &content {
+            let key = LowerName::new(&r.name);
+            let node = nodes.entry(key.clone()).or_default();
+            match node.rrsets.iter_mut().find(|s| s.rtype == r.record_type()) {
+                Some(set) => set.records.push(r.clone()),
+                None => node.rrsets.push(RrSet {
+                    rtype: r.record_type(),
+                    records: vec![r.clone()],
+                }),
+            }
+            if r.record_type() == RecordType::NS && key != apex {
+                node.cut = true;
+            }
+            // Empty non-terminals: every name between the apex and this one exists.
+            let mut up = key.base_name();
+            while up.num_labels() > apex.num_labels() {
+                nodes.entry(up.clone()).or_default();
+                up = up.base_name();
+            }
+        }
+        for n in nodes.values_mut() {
+            n.rrsets.sort_by_key(|s| u16::from(s.rtype));
+        }
+        let apex_node = nodes.get_mut(&apex).expect("apex inserted");
+        apex_node.rrsets.insert(
+            0,
+            RrSet {
+                rtype: RecordType::SOA,
+                records: vec![soa.clone()],
+            },
+        );
+        let has_cuts = nodes.values().any(|n| n.cut);
+        ZoneData {
+            origin,
+            serial,
+            soa,
+            negative_soa,
+            nodes,
+            has_cuts,
+            content,
+            allow_transfer: zone.allow_transfer.clone(),
+        }
+    }
+
+    fn soa_matches(&self, zone: &Zone) -> bool {
+        match &self.soa.data {
+            RData::SOA(s) => {
+                s.mname == zone.soa.mname
+                    && s.rname == zone.soa.rname
+                    && s.refresh == zone.soa.refresh as i32
+                    && s.retry == zone.soa.retry as i32
+                    && s.expire == zone.soa.expire as i32
+                    && s.minimum == zone.soa.minimum
+                    && self.soa.ttl == zone.soa.ttl
+            }
+            _ => false,
+        }
+    }
+
+    /// Every record of the zone but the SOA, sorted by name and type (for AXFR).
+    pub fn records(&self) -> &[Record] {
+        &self.content
+    }
+
+    /// Looks up `name` (inside this zone) for `qtype`.
+    pub fn lookup(&self, name: &LowerName, qtype: RecordType) -> Found<'_> {
+        if self.has_cuts
+            && let Some(found) = self.delegation(name, qtype)
+        {
+            return found;
+        }
+        let node = match self.nodes.get(name) {
+            Some(n) => n,
+            None => return self.wildcard(name, qtype),
+        };
+        if let Some(c) = node.get(RecordType::CNAME)
+            && qtype != RecordType::CNAME
+        {
+            return Found::Cname(&c.records[0]);
+        }
+        if qtype == RecordType::ANY {
+            // RFC 8482: one RRset is enough.
+            return match node.rrsets.first() {
+                Some(set) => Found::Borrowed(&set.records),
+                None => Found::NoData,
+            };
+        }
+        match node.get(qtype) {
+            Some(set) => Found::Borrowed(&set.records),
+            None => Found::NoData,
+        }
+    }
+
+    /// The closest delegation at or above `name`, if any (a DS query at the cut itself is
+    /// the parent's to answer).
+    fn delegation(&self, name: &LowerName, qtype: RecordType) -> Option<Found<'_>> {
+        let apex_labels = self.origin.num_labels();
+        let mut ancestors = Vec::new();
+        let mut n = name.clone();
+        while n.num_labels() > apex_labels {
+            ancestors.push(n.clone());
+            n = n.base_name();
+        }
+        // From the top down: the highest cut wins.
+        for (i, a) in ancestors.iter().rev().enumerate() {
+            let Some(node) = self.nodes.get(a) else {
+                continue;
+            };
+            if !node.cut {
+                continue;
+            }
+            let at_cut = i == ancestors.len() - 1;
+            if at_cut && qtype == RecordType::DS {
+                return None;
+            }
+            let ns = &node.get(RecordType::NS).expect("cut has NS").records;
+            return Some(Found::Referral {
+                ns,
+                glue: self.glue(ns),
+            });
+        }
+        None
+    }
+
+    /// In-zone A and AAAA records of the targets of NS, MX or SRV records.
+    pub fn glue<'a>(&'a self, records: &[Record]) -> Vec<&'a Record> {
+        let mut out = Vec::new();
+        for r in records {
+            let target = match &r.data {
+                RData::NS(ns) => &ns.0,
+                RData::MX(mx) => &mx.exchange,
+                RData::SRV(srv) => &srv.target,
+                _ => continue,
+            };
+            if let Some(node) = self.nodes.get(&LowerName::new(target)) {
+                for t in [RecordType::A, RecordType::AAAA] {
+                    if let Some(set) = node.get(t) {
+                        out.extend(set.records.iter());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// RFC 4592 wildcard synthesis for a name with no node of its own.
+    fn wildcard(&self, name: &LowerName, qtype: RecordType) -> Found<'_> {
+        let apex_labels = self.origin.num_labels();
+        let mut encloser = name.base_name();
+        while encloser.num_labels() >= apex_labels {
+            if self.nodes.contains_key(&encloser) {
+                let star = match Name::from(encloser.clone()).prepend_label("*") {
+                    Ok(s) => LowerName::new(&s),
+                    Err(_) => return Found::NxDomain,
+                };
+                let Some(node) = self.nodes.get(&star) else {
+                    return Found::NxDomain;
+                };
+                let owner = Name::from(name.clone());
+                let pick = if let Some(c) = node.get(RecordType::CNAME) {
+                    Some(c)
+                } else if qtype == RecordType::ANY {
+                    node.rrsets.first()
+                } else {
+                    node.get(qtype)
+                };
+                return match pick {
+                    Some(set) => Found::Answer(
+                        set.records
+                            .iter()
+                            .map(|r| {
+                                let mut r = r.clone();
+                                r.name = owner.clone();
+                                r
+                            })
+                            .collect(),
+                    ),
+                    None => Found::NoData,
+                };
+            }
+            if encloser.num_labels() == apex_labels {
+                break;
+            }
+            encloser = encloser.base_name();
+        }
+        Found::NxDomain
+    }
+}
+
+/// What one dynamic record answers in this Snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicAnswer {
+    /// Owner name.
+    pub name: Name,
+    /// A, AAAA or CNAME.
+    pub rtype: RecordType,
+    /// The selection behind it.
+    pub choice: Choice,
+}
+
+/// An immutable view of everything detour answers.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Counts Snapshots since start: 1 for the first.
+    pub generation: u64,
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// Zones, in `config.zones` order.
+    pub zones: Vec<ZoneData>,
+    index: HashMap<LowerName, usize>,
+    min_labels: u8,
+    max_labels: u8,
+    /// Current answer of every dynamic record.
+    pub dynamic: Vec<DynamicAnswer>,
+}
+
+impl Snapshot {
+    /// Compiles `config` with the given selection; serials continue from `prev`.
+    /// `now` is the current Unix time, the floor for new serials.
+    pub fn build(
+        config: Arc<Config>,
+        choices: &[Choice],
+        prev: Option<&Snapshot>,
+        now: u32,
+    ) -> Snapshot {
+        let mut zones = Vec::with_capacity(config.zones.len());
+        let mut index = HashMap::new();
+        for (zi, zone) in config.zones.iter().enumerate() {
+            let mine: Vec<&Choice> = choices.iter().filter(|c| c.zone == zi).collect();
+            let prev_zone = prev.and_then(|p| p.zone_by_origin(&zone.origin));
+            zones.push(ZoneData::compile(zone, &mine, prev_zone, now));
+            index.insert(LowerName::new(&zone.origin), zi);
+        }
+        let labels = config.zones.iter().map(|z| z.origin.num_labels());
+        let min_labels = labels.clone().min().unwrap_or(0);
+        let max_labels = labels.max().unwrap_or(0);
+        let dynamic = choices
+            .iter()
+            .map(|c| {
+                let d = &config.zones[c.zone].dynamic[c.record];
+                DynamicAnswer {
+                    name: d.name.clone(),
+                    rtype: d.rtype,
+                    choice: c.clone(),
+                }
+            })
+            .collect();
+        Snapshot {
+            generation: prev.map_or(1, |p| p.generation + 1),
+            config,
+            zones,
+            index,
+            min_labels,
+            max_labels,
+            dynamic,
+        }
+    }
+
+    /// The zone whose apex is exactly `origin`.
+    pub fn zone_by_origin(&self, origin: &Name) -> Option<&ZoneData> {
+        self.index
+            .get(&LowerName::new(origin))
+            .map(|&i| &self.zones[i])
+    }
+
+    /// The served zone that holds `name` (longest matching origin), if any.
+    pub fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
+        let labels = name.num_labels();
+        if labels < self.min_labels || self.zones.is_empty() {
+            return None;
+        }
+        let mut n = name.clone();
+        let mut l = labels;
+        while l > self.max_labels {
+            n = n.base_name();
+            l -= 1;
+        }
+        loop {
+            if let Some(&i) = self.index.get(&n) {
+                return Some(&self.zones[i]);
+            }
+            if l <= self.min_labels {
+                return None;
+            }
+            n = n.base_name();
+            l -= 1;
+        }
+    }
+}
+
+/// The current Snapshot, readable without a lock from any thread.
+#[derive(Debug, Clone)]
+pub struct SnapshotHandle(Arc<ArcSwap<Snapshot>>);
+
+impl SnapshotHandle {
+    /// Publishes `first` as the initial Snapshot.
+    pub fn new(first: Snapshot) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(first)))
+    }
+
+    /// The current Snapshot; cheap, lock-free; do not hold it across `.await`.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    /// The current Snapshot as an owned `Arc`, for holding across `.await`.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Replaces the current Snapshot; queries in flight keep the one they loaded.
+    pub fn store(&self, next: Snapshot) {
+        self.0.store(Arc::new(next));
+    }
+}
+
+/// Seconds since the Unix epoch, as a serial floor.
+pub fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
