@@ -1,0 +1,552 @@
+//! The DNS behaviour contract, checked with real queries over UDP and TCP against a detour
+//! bound to 127.0.0.1 on an ephemeral port.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hickory_server::proto::op::{Message, OpCode, ResponseCode};
+use hickory_server::proto::rr::{DNSClass, RData, RecordType};
+use tokio::net::TcpStream;
+
+fn a_values(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn soa_in_authority(m: &Message) -> u32 {
+    let soa: Vec<_> = m
+        .authorities
+        .iter()
+        .filter(|r| r.record_type() == RecordType::SOA)
+        .collect();
+    assert_eq!(soa.len(), 1, "exactly one SOA in authority: {m:?}");
+    soa[0].ttl
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_authoritatively_over_udp_and_tcp() {
+    let s = Server::standard().await;
+    for reply in [
+        udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await.0,
+        tcp(s.addr, &query("mls.example.test.", RecordType::A, None)).await,
+    ] {
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.authoritative, "AA set");
+        assert!(!reply.metadata.recursion_available, "RA clear");
+        assert!(reply.metadata.recursion_desired, "RD copied");
+        assert_eq!(a_values(&reply), vec!["127.0.0.10", "127.0.0.11"]);
+        assert!(reply.answers.iter().all(|r| r.ttl == 30), "dynamic TTL");
+        assert_eq!(reply.queries[0].name().to_string(), "mls.example.test.");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_are_case_insensitive_and_the_question_keeps_its_case() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("MlS.ExAmple.TEST.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), vec!["127.0.0.10", "127.0.0.11"]);
+    assert_eq!(reply.queries[0].name().to_string(), "MlS.ExAmple.TEST.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_names_outside_served_zones() {
+    let s = Server::standard().await;
+    for q in ["example.com.", "test.", "."] {
+        let (reply, _) = udp(s.addr, &query(q, RecordType::A, None)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused, "{q}");
+        assert!(reply.answers.is_empty());
+        assert!(!reply.metadata.recursion_available);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
+    let s = Server::standard().await;
+    let (nx, _) = udp(s.addr, &query("nope.example.test.", RecordType::A, None)).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.metadata.authoritative);
+    // SOA TTL 300, minimum 60: negative answers use min(TTL, minimum) (RFC 2308).
+    assert_eq!(soa_in_authority(&nx), 60);
+
+    let (nodata, _) = udp(s.addr, &query("mls.example.test.", RecordType::MX, None)).await;
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+    assert_eq!(soa_in_authority(&nodata), 60);
+
+    // An empty non-terminal exists: NODATA, not NXDOMAIN.
+    let (ent, _) = udp(s.addr, &query("a.b.example.test.", RecordType::A, None)).await;
+    assert_eq!(ent.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(soa_in_authority(&ent), 60);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_zone_cnames_are_followed_and_loops_are_bounded() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("www.example.test.", RecordType::A, None)).await;
+    assert_eq!(reply.answers[0].record_type(), RecordType::CNAME);
+    assert_eq!(a_values(&reply), vec!["127.0.0.10", "127.0.0.11"]);
+
+    // A CNAME query gets the CNAME alone.
+    let (reply, _) = udp(s.addr, &query("www.example.test.", RecordType::CNAME, None)).await;
+    assert_eq!(reply.answers.len(), 1);
+
+    let (reply, _) = udp(s.addr, &query("loop1.example.test.", RecordType::A, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.len() <= 9, "chain bounded: {}", reply.answers.len());
+    assert!(reply.answers.len() >= 2);
+
+    // A chain that leaves our zones stops there; the resolver follows it.
+    let (reply, _) = udp(s.addr, &query("out.example.test.", RecordType::A, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    assert!(reply.metadata.authoritative);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edns_is_echoed_and_udp_answers_are_capped_at_1232() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("mls.example.test.", RecordType::A, Some(4096))).await;
+    let edns = reply.edns.expect("OPT in reply to an EDNS query");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(edns.version(), 0);
+
+    let (reply, _) = udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert!(reply.edns.is_none(), "no OPT without EDNS in the query");
+}
+
+fn big_txt_zone() -> String {
+    // 30 TXT records of 60 bytes: about 2 KB, more than 1232 and 512.
+    let mut recs = String::new();
+    for i in 0..30 {
+        recs.push_str(&format!(
+            "  {{ name = \"big\", type = \"TXT\", value = \"{i:02}-{}\" }},\n",
+            "x".repeat(57)
+        ));
+    }
+    // 8 records: between 512 and 1232 bytes.
+    for i in 0..8 {
+        recs.push_str(&format!(
+            "  {{ name = \"mid\", type = \"TXT\", value = \"{i:02}-{}\" }},\n",
+            "y".repeat(77)
+        ));
+    }
+    recs.push_str(&format!(
+        "  {{ name = \"long\", type = \"TXT\", value = \"{}\" }},\n",
+        "z".repeat(600)
+    ));
+    format!(
+        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nrecords = [\n{recs}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_udp_answers_are_truncated_and_complete_over_tcp() {
+    let s = Server::start(&config_toml(""), &[("big.toml", &big_txt_zone())]).await;
+    // No EDNS: 512 bytes at most.
+    let (reply, len) = udp(s.addr, &query("mid.big.test.", RecordType::TXT, None)).await;
+    assert!(reply.metadata.truncation, "TC set without EDNS");
+    assert!(len <= 512);
+    // EDNS 1232: fits.
+    let (reply, len) = udp(s.addr, &query("mid.big.test.", RecordType::TXT, Some(1232))).await;
+    assert!(!reply.metadata.truncation);
+    assert_eq!(reply.answers.len(), 8);
+    assert!(len > 512 && len <= 1232, "{len}");
+    // EDNS 4096 asked, but detour caps UDP at 1232.
+    let (reply, len) = udp(s.addr, &query("big.big.test.", RecordType::TXT, Some(4096))).await;
+    assert!(reply.metadata.truncation, "TC above the 1232 cap");
+    assert!(len <= 1232, "{len}");
+    assert!(reply.edns.is_some(), "OPT kept in a truncated reply");
+    // TCP: the whole RRset.
+    let reply = tcp(s.addr, &query("big.big.test.", RecordType::TXT, Some(4096))).await;
+    assert!(!reply.metadata.truncation);
+    assert_eq!(reply.answers.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_txt_values_are_split_into_255_byte_strings() {
+    let s = Server::start(&config_toml(""), &[("big.toml", &big_txt_zone())]).await;
+    let reply = tcp(s.addr, &query("long.big.test.", RecordType::TXT, None)).await;
+    let RData::TXT(txt) = &reply.answers[0].data else {
+        panic!("TXT expected")
+    };
+    let parts: Vec<usize> = txt.txt_data.iter().map(|p| p.len()).collect();
+    assert_eq!(parts, vec![255, 255, 90]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_is_answered_minimally() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("example.test.", RecordType::ANY, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(!reply.answers.is_empty());
+    let first = reply.answers[0].record_type();
+    assert!(
+        reply.answers.iter().all(|r| r.record_type() == first),
+        "one RRset only (RFC 8482): {:?}",
+        reply.answers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delegations_are_referrals_with_glue_and_aa_clear() {
+    let s = Server::standard().await;
+    for q in ["branch.example.test.", "host.deep.branch.example.test."] {
+        let (reply, _) = udp(s.addr, &query(q, RecordType::A, None)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{q}");
+        assert!(!reply.metadata.authoritative, "AA clear on a referral");
+        assert!(reply.answers.is_empty());
+        assert_eq!(reply.authorities.len(), 1);
+        assert_eq!(reply.authorities[0].record_type(), RecordType::NS);
+        assert_eq!(reply.additionals.len(), 1, "glue: {:?}", reply.additionals);
+        assert_eq!(reply.additionals[0].name.to_string(), "ns.branch.example.test.");
+    }
+    // DS at the cut belongs to the parent: authoritative NODATA.
+    let (reply, _) = udp(s.addr, &query("branch.example.test.", RecordType::DS, None)).await;
+    assert!(reply.metadata.authoritative);
+    assert_eq!(soa_in_authority(&reply), 60);
+    // A CNAME into the delegation: the CNAME, then the referral.
+    let (reply, _) = udp(s.addr, &query("into-branch.example.test.", RecordType::A, None)).await;
+    assert_eq!(reply.answers.len(), 1);
+    assert_eq!(reply.authorities[0].record_type(), RecordType::NS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_static_type_is_served() {
+    let s = Server::standard().await;
+    let cases = [
+        ("example.test.", RecordType::SOA),
+        ("example.test.", RecordType::NS),
+        ("example.test.", RecordType::MX),
+        ("example.test.", RecordType::TXT),
+        ("example.test.", RecordType::CAA),
+        ("_sip._tcp.example.test.", RecordType::SRV),
+        ("10.2.0.192.in-addr.example.test.", RecordType::PTR),
+        ("ns2.example.test.", RecordType::AAAA),
+        ("ns1.example.test.", RecordType::A),
+        ("www.example.test.", RecordType::CNAME),
+    ];
+    for (q, t) in cases {
+        let reply = tcp(s.addr, &query(q, t, None)).await;
+        assert!(
+            reply.answers.iter().any(|r| r.record_type() == t),
+            "{q} {t}: {reply:?}"
+        );
+    }
+    // NS and MX answers carry in-zone addresses as additional data.
+    let (reply, _) = udp(s.addr, &query("example.test.", RecordType::MX, None)).await;
+    assert!(reply.additionals.iter().any(|r| r.name.to_string() == "mail.example.test."));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcards_synthesise_the_query_name() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("anything.wild.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), vec!["192.0.2.77"]);
+    assert_eq!(reply.answers[0].name.to_string(), "anything.wild.example.test.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_longest_matching_zone_answers() {
+    let s = Server::standard().await;
+    let (reply, _) = udp(s.addr, &query("host.sub.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), vec!["192.0.2.1"]);
+    let (reply, _) = udp(s.addr, &query("nope.sub.example.test.", RecordType::A, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        reply.authorities[0].name.to_string(),
+        "sub.example.test.",
+        "the sub-zone's SOA"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn badvers_other_classes_and_opcodes() {
+    let s = Server::standard().await;
+    let mut m = query("mls.example.test.", RecordType::A, Some(1232));
+    m.edns.as_mut().unwrap().set_version(1);
+    let (reply, _) = udp(s.addr, &m).await;
+    // BADVERS and BADSIG share code 16; hickory's parser names it BADSIG.
+    assert_eq!(u16::from(reply.metadata.response_code), 16, "BADVERS");
+    assert_eq!(reply.edns.as_ref().map(|e| e.version()), Some(0));
+
+    let (reply, _) = udp(s.addr, &query_class("mls.example.test.", RecordType::A, DNSClass::CH)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+
+    let mut m = query("example.test.", RecordType::SOA, None);
+    m.metadata.op_code = OpCode::Update;
+    let (reply, _) = udp(s.addr, &m).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_and_runt_packets_are_dropped() {
+    let s = Server::standard().await;
+    let mut m = query("mls.example.test.", RecordType::A, None);
+    m.metadata.message_type = hickory_server::proto::op::MessageType::Response;
+    let bytes = m.to_vec().unwrap();
+    assert_eq!(udp_raw(s.addr, &bytes, Duration::from_millis(500)).await, None, "QR=1 dropped");
+    assert_eq!(udp_raw(s.addr, &[1, 2, 3], Duration::from_millis(300)).await, None);
+    // Still answering.
+    udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbled_question_gets_formerr() {
+    let s = Server::standard().await;
+    let mut bytes = query("mls.example.test.", RecordType::A, None).to_vec().unwrap();
+    bytes.truncate(20); // header plus half a name
+    let raw = udp_raw(s.addr, &bytes, Duration::from_secs(2)).await.expect("a reply");
+    assert_eq!(raw[..2], bytes[..2], "id copied");
+    assert_eq!(raw[2] & 0x80, 0x80, "QR set");
+    assert_eq!(raw[3] & 0x0f, 1, "FORMERR");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zone_transfers_only_over_tcp_from_listed_sources() {
+    let s = Server::standard().await;
+    // UDP: refused.
+    let (reply, _) = udp(s.addr, &query("example.test.", RecordType::AXFR, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.answers.is_empty());
+    // The sub-zone lists no sources: refused over TCP too.
+    let msgs = axfr(s.addr, &query("sub.example.test.", RecordType::AXFR, None)).await;
+    assert_eq!(msgs[0].metadata.response_code, ResponseCode::Refused);
+    assert!(msgs[0].answers.is_empty());
+    // Listed: the whole zone between two SOAs; IXFR gets the same.
+    for t in [RecordType::AXFR, RecordType::IXFR] {
+        let msgs = axfr(s.addr, &query("example.test.", t, None)).await;
+        let records: Vec<_> = msgs.iter().flat_map(|m| m.answers.iter()).collect();
+        assert_eq!(records.first().unwrap().record_type(), RecordType::SOA);
+        assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
+        assert!(records.iter().any(|r| r.name.to_string() == "mls.example.test."));
+        // 2 NS, 17 static records, 2 dynamic values, 2 SOA.
+        assert_eq!(records.len(), 2 + 17 + 2 + 2, "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_zones_transfer_in_several_messages() {
+    let mut recs = String::new();
+    for i in 0..3000 {
+        recs.push_str(&format!("  {{ name = \"host{i}\", type = \"A\", value = \"10.0.{}.{}\" }},\n", i / 256, i % 256));
+    }
+    let zone = format!(
+        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nallow_transfer = [\"127.0.0.0/8\"]\nrecords = [\n{recs}]\n"
+    );
+    let s = Server::start(&config_toml(""), &[("big.toml", &zone)]).await;
+    let msgs = axfr(s.addr, &query("big.test.", RecordType::AXFR, None)).await;
+    assert!(msgs.len() > 1, "several messages");
+    let total: usize = msgs.iter().map(|m| m.answers.len()).sum();
+    assert_eq!(total, 3000 + 1 + 2);
+    assert!(msgs.iter().all(|m| !m.metadata.truncation));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_pipelined_queries_are_answered_in_order() {
+    let s = Server::standard().await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let qs = [
+        query("mls.example.test.", RecordType::A, None),
+        query("nope.example.test.", RecordType::A, None),
+        query("example.test.", RecordType::MX, None),
+    ];
+    let mut all = Vec::new();
+    for q in &qs {
+        let b = q.to_vec().unwrap();
+        all.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        all.extend_from_slice(&b);
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &all).await.unwrap();
+    for q in &qs {
+        let r = Message::from_vec(&tcp_recv(&mut stream).await.unwrap()).unwrap();
+        assert_eq!(r.metadata.id, q.metadata.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_tcp_connections_time_out() {
+    let s = Server::start(
+        &config_toml("tcp_idle_timeout = \"300ms\""),
+        &[("example.test.toml", TEST_ZONE)],
+    )
+    .await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(tcp_recv(&mut stream).await, None, "closed by the server");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_idle_tcp_connections_does_not_lock_out_new_clients_or_udp() {
+    let s = Server::start(
+        &config_toml("tcp_max_connections = 8"),
+        &[("example.test.toml", TEST_ZONE)],
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(s.addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // New clients still get answers over TCP, and UDP is unaffected.
+    for _ in 0..3 {
+        tcp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+    }
+    udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+    // The oldest idle connections were closed to make room.
+    assert_eq!(tcp_recv(&mut idle[0]).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_ipv6_listeners() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipping");
+        return;
+    }
+    let cfg = config_toml("").replace("[\"127.0.0.1:0\"]", "[\"[::1]:0\"]");
+    let s = Server::start(&cfg, &[("example.test.toml", TEST_ZONE)]).await;
+    assert!(s.addr.is_ipv6());
+    let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let q = query("mls.example.test.", RecordType::A, None);
+    sock.send_to(&q.to_vec().unwrap(), s.addr).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a_values(&Message::from_vec(&buf[..n]).unwrap()).len(), 2);
+    let reply = tcp(s.addr, &q).await;
+    assert_eq!(a_values(&reply).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serial_rises_only_when_a_zone_changes() {
+    let s = Server::standard().await;
+    let serial = |m: &Message| match &m.answers[0].data {
+        RData::SOA(soa) => soa.serial,
+        _ => panic!("SOA expected"),
+    };
+    let q = query("example.test.", RecordType::SOA, None);
+    let first = serial(&udp(s.addr, &q).await.0);
+    let sub_first = serial(&udp(s.addr, &query("sub.example.test.", RecordType::SOA, None)).await.0);
+
+    // Reload with nothing changed: same serial.
+    s.running.reload().expect("reload");
+    assert_eq!(serial(&udp(s.addr, &q).await.0), first);
+
+    // Change one zone: its serial goes up, the other's does not.
+    let changed = TEST_ZONE.replace("192.0.2.25", "192.0.2.26");
+    write(&s.fixture.zone_path("example.test.toml"), &changed);
+    s.running.reload().expect("reload");
+    let second = serial(&udp(s.addr, &q).await.0);
+    assert!(second > first, "{second} > {first}");
+    assert_eq!(
+        serial(&udp(s.addr, &query("sub.example.test.", RecordType::SOA, None)).await.0),
+        sub_first
+    );
+    let (reply, _) = udp(s.addr, &query("mail.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), vec!["192.0.2.26"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_reload_keeps_the_old_snapshot_serving() {
+    let s = Server::standard().await;
+    write(
+        &s.fixture.zone_path("example.test.toml"),
+        &TEST_ZONE.replace("value = \"192.0.2.25\"", "value = \"not-an-ip\""),
+    );
+    let errors = s.running.reload().expect_err("invalid zone rejected");
+    let text = errors.to_string();
+    assert!(text.contains("example.test.toml:"), "{text}");
+    assert!(text.contains("invalid A value \"not-an-ip\""), "{text}");
+    let (reply, _) = udp(s.addr, &query("mail.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), vec!["192.0.2.25"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_packets_never_stop_the_server() {
+    let s = Server::standard().await;
+    let valid = query("mls.example.test.", RecordType::A, Some(1232)).to_vec().unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Bounded: 3000 random packets and every truncation of a valid one, over UDP.
+    for i in 0..3000 {
+        let len = (rand::random::<u16>() % 600) as usize;
+        let mut p: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+        if i % 3 == 0 && p.len() > 5 {
+            // Keep a plausible header so parsing goes deeper.
+            p[2] = 0;
+            p[4] = 0;
+            p[5] = 1;
+        }
+        sock.send_to(&p, s.addr).await.unwrap();
+    }
+    for cut in 0..valid.len() {
+        sock.send_to(&valid[..cut], s.addr).await.unwrap();
+    }
+    // Bit flips of a valid query.
+    for i in 0..valid.len() * 8 {
+        let mut p = valid.clone();
+        p[i / 8] ^= 1 << (i % 8);
+        sock.send_to(&p, s.addr).await.unwrap();
+    }
+    // And over TCP: garbage, a truncated frame, a length that lies.
+    for junk in [vec![0u8, 3, 1, 2, 3], vec![0xff, 0xff, 1, 2], valid[..10].to_vec()] {
+        let mut st = TcpStream::connect(s.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut st, &junk).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (reply, _) = udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply).len(), 2);
+    let reply = tcp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_answer_engine_never_panics_on_mutated_queries() {
+    // Straight into the engine, so a panic fails the test instead of killing one worker.
+    use detour::dns::answer::{Reply, respond};
+    use hickory_server::net::xfer::Protocol;
+    let s = Server::standard().await;
+    let snap = s.running.snapshots().load_full();
+    let src: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let seeds: Vec<Vec<u8>> = [
+        query("mls.example.test.", RecordType::A, Some(1232)),
+        query("www.example.test.", RecordType::ANY, None),
+        query("example.test.", RecordType::AXFR, None),
+        query("host.branch.example.test.", RecordType::A, Some(512)),
+    ]
+    .iter()
+    .map(|m| m.to_vec().unwrap())
+    .collect();
+    let mut answered = 0;
+    for round in 0..20_000u32 {
+        let mut p = seeds[round as usize % seeds.len()].clone();
+        let flips = 1 + rand::random::<u8>() % 4;
+        for _ in 0..flips {
+            let i = rand::random::<u32>() as usize % p.len();
+            p[i] = rand::random();
+        }
+        if round % 5 == 0 {
+            p.truncate(rand::random::<u32>() as usize % (p.len() + 1));
+        }
+        for proto in [Protocol::Udp, Protocol::Tcp] {
+            if let Reply::Message(m) = respond(&snap, &p, src, proto) {
+                assert!(m.len() >= 12);
+                if proto == Protocol::Udp {
+                    assert!(m.len() <= 1232);
+                }
+                answered += 1;
+            }
+        }
+    }
+    assert!(answered > 10_000, "most mutated queries get a reply: {answered}");
+}
