@@ -1,0 +1,220 @@
+//! Configuration errors: each names file:line:col and what was expected; shipped examples load.
+
+mod common;
+
+use common::*;
+use detour::config::{Config, Diagnostics};
+
+const ZONE_OK: &str = r#"
+origin = "example.test."
+soa = { mname = "ns1.example.test.", rname = "hostmaster.example.test." }
+ns = ["ns1.example.test."]
+records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
+"#;
+
+fn load(config: &str, zones: &[(&str, &str)]) -> (Fixture, Result<Config, Diagnostics>) {
+    let f = Fixture::new(config, zones);
+    let r = Config::load(&f.config_path());
+    (f, r)
+}
+
+/// Asserts one error at `file:line:col` whose message contains `needle`.
+fn expect_error(errors: &Diagnostics, file: &str, line: usize, col: usize, needle: &str) {
+    let found = errors.iter().any(|d| {
+        d.file.ends_with(file) && d.line == line && d.col == col && d.message.contains(needle)
+    });
+    assert!(
+        found,
+        "expected {file}:{line}:{col} containing {needle:?}; got:\n{errors}"
+    );
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = Config::load(&root.join("config/detour.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.zones.len(), 1);
+    assert_eq!(cfg.zones[0].origin.to_string(), "example.test.");
+    let ids: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["forms", "mls", "mls_dr", "sso"]);
+    let dynamic: Vec<String> = cfg.zones[0].dynamic.iter().map(|d| d.name.to_string()).collect();
+    assert_eq!(dynamic, ["mls.example.test.", "sso.example.test."]);
+    assert_eq!(cfg.services["mls"].depends_on, ["sso"]);
+    assert_eq!(cfg.services["mls"].checks[0].timing.interval.as_millis(), 1000);
+    // Confirm pace defaults to interval / 4, at least 250 ms.
+    assert_eq!(cfg.services["mls"].checks[0].timing.confirm_interval.as_millis(), 250);
+    assert_eq!(cfg.maintenance.len(), 1);
+    assert_eq!(cfg.guard.canaries.len(), 1);
+    assert_eq!(cfg.notify.len(), 1);
+}
+
+#[test]
+fn an_unknown_key_names_its_position() {
+    let cfg = config_toml("").replace("udp_workers = 2", "udp_workers = 2\nlisten_dns = 1");
+    let (_f, r) = load(&cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "detour.toml", 6, 1, "unknown field `listen_dns`");
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_table() {
+    // Inject an unknown key into each table of the shipped example (hickory's habit).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/detour.toml")).unwrap();
+    let tables: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .collect();
+    assert!(tables.len() >= 8, "{tables:?}");
+    for t in tables {
+        let bad = text.replacen(t, &format!("{t}\nbogus_key = 1"), 1);
+        let f = Fixture::new(&bad, &[]);
+        let err = Config::load(&f.config_path()).expect_err(t);
+        assert!(
+            err.to_string().contains("unknown field `bogus_key`"),
+            "{t}: {err}"
+        );
+    }
+    // And inside an inline check table.
+    let bad = text.replacen("expect_status = [200]", "expect_status = [200], bogus = 1", 1);
+    let f = Fixture::new(&bad, &[]);
+    assert!(Config::load(&f.config_path()).unwrap_err().to_string().contains("unknown field `bogus`"));
+}
+
+#[test]
+fn a_wrong_type_names_its_position_and_what_was_expected() {
+    let cfg = "[check_defaults]\nrise = \"two\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    expect_error(&r.unwrap_err(), "detour.toml", 2, 8, "invalid type: string \"two\", expected u32");
+
+    let cfg = "[check_defaults]\ninterval = \"five\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    expect_error(&r.unwrap_err(), "detour.toml", 2, 12, "expected a string such as \"250ms\"");
+}
+
+#[test]
+fn every_syntax_error_of_a_file_is_reported() {
+    let cfg = "[server\nstate_dir = \"x\"\n[page]\ntitle = \"unterminated\n";
+    let (_f, r) = load(cfg, &[]);
+    let e = r.unwrap_err();
+    assert!(e.0.len() >= 2, "several syntax errors: {e}");
+    assert!(e.iter().all(|d| d.line > 0 && d.col > 0), "{e}");
+    assert_eq!(e.0[0].line, 1);
+}
+
+#[test]
+fn bad_addresses_are_errors() {
+    let cfg = "[server]\ndns_listen = [\"127.0.0.1\", \"localhost:53\"]\nzones_dir = \"zones\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "detour.toml", 2, 15, "invalid dns_listen address \"127.0.0.1\": expected an IP address and port");
+    expect_error(&e, "detour.toml", 2, 28, "invalid dns_listen address \"localhost:53\"");
+}
+
+fn zone_with(records: &str, extra: &str) -> String {
+    format!(
+        "origin = \"example.test.\"\nsoa = {{ mname = \"ns1.example.test.\", rname = \"h.example.test.\" }}\nns = [\"ns1.example.test.\"]\nrecords = [\n{records}]\n{extra}"
+    )
+}
+
+#[test]
+fn names_outside_their_zone_are_errors() {
+    let z = zone_with("  { name = \"www.example.com.\", type = \"A\", value = \"192.0.2.1\" },\n", "");
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    expect_error(&r.unwrap_err(), "z.toml", 5, 12, "name www.example.com. is outside zone example.test.");
+}
+
+#[test]
+fn a_cname_beside_other_data_is_an_error() {
+    let z = zone_with(
+        "  { name = \"www\", type = \"A\", value = \"192.0.2.1\" },\n  { name = \"www\", type = \"CNAME\", value = \"mls\" },\n",
+        "",
+    );
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    expect_error(&r.unwrap_err(), "z.toml", 6, 12, "CNAME beside other data");
+
+    // A dynamic record beside a static CNAME too.
+    let z = zone_with(
+        "  { name = \"mls\", type = \"CNAME\", value = \"www\" },\n",
+        "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"mls\", values = [\"192.0.2.1\"] } ]\notherwise = [\"192.0.2.80\"]\n",
+    );
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("also has dynamic A"), "{e}");
+}
+
+#[test]
+fn duplicate_zones_are_errors() {
+    let (_f, r) = load(&config_toml(""), &[("a.toml", ZONE_OK), ("b.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "b.toml", 2, 10, "duplicate zone example.test.: already served from");
+}
+
+#[test]
+fn dangling_if_up_and_missing_otherwise_are_errors() {
+    let z = zone_with(
+        "",
+        "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"nosuch\", values = [\"192.0.2.1\"] } ]\n",
+    );
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "z.toml", 9, 23, "if_up names unknown service \"nosuch\": expected one of mls");
+    expect_error(&e, "z.toml", 6, 1, "dynamic record mls.example.test. has no `otherwise`");
+}
+
+#[test]
+fn bad_record_values_name_the_type_and_the_expected_form() {
+    let z = zone_with(
+        "  { name = \"a\", type = \"A\", value = \"::1\" },\n  { name = \"m\", type = \"MX\", value = \"mail\" },\n  { name = \"x\", type = \"HINFO\", value = \"a b\" },\n",
+        "",
+    );
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "z.toml", 5, 37, "invalid A value \"::1\": expected an IPv4 address");
+    expect_error(&e, "z.toml", 6, 38, "expected \"PREFERENCE HOST\"");
+    expect_error(&e, "z.toml", 7, 24, "unsupported record type \"HINFO\"");
+}
+
+#[test]
+fn references_between_services_are_checked() {
+    let cfg = r#"
+[server]
+zones_dir = "zones"
+[services.a]
+depends_on = ["b"]
+[services.b]
+depends_on = ["a", "ghost"]
+"#;
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "detour.toml", 7, 20, "unknown service \"ghost\" in depends_on");
+
+    let (_f, r) = load(&cfg.replace(", \"ghost\"", ""), &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("dependency cycle: a -> b -> a"), "{e}");
+}
+
+#[test]
+fn check_fields_must_fit_their_type() {
+    let cfg = r#"
+[server]
+zones_dir = "zones"
+[services.a]
+check = { type = "tcp", address = "127.0.0.1:80", body_contains = "OK" }
+[services.b]
+check = { type = "smtp" }
+[services.c]
+check = { type = "http", url = "http://127.0.0.1/", interval = "1s", timeout = "3s" }
+"#;
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(&e, "detour.toml", 5, 67, "`body_contains` does not apply to tcp checks");
+    expect_error(&e, "detour.toml", 7, 18, "unknown check type \"smtp\"");
+    expect_error(&e, "detour.toml", 9, 80, "timeout (3s) must not exceed the interval (1s)");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let e = Config::load(std::path::Path::new("/nonexistent/detour.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/detour.toml: cannot read"), "{e}");
+}
