@@ -67,8 +67,18 @@ pub fn summary(cfg: &Config) -> String {
             cfg.check_count()
         ),
     );
-    let dns: Vec<String> = cfg.server.dns_listen.iter().map(|a| a.to_string()).collect();
-    let page: Vec<String> = cfg.server.page_listen.iter().map(|a| a.to_string()).collect();
+    let dns: Vec<String> = cfg
+        .server
+        .dns_listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let page: Vec<String> = cfg
+        .server
+        .page_listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let admin = match &cfg.server.admin_listen {
         AdminListen::Tcp(a) => a.to_string(),
         AdminListen::Unix(p) => format!("unix:{}", p.display()),

@@ -3,9 +3,9 @@
 //! The modules follow the data flow of `DESIGN.md`:
 //!
 //! - [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod dns;
 pub mod selection;
 pub mod snapshot;
-pub mod dns;
-pub mod cli;
-pub mod daemon;

@@ -37,12 +37,25 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(cfg.zones[0].origin.to_string(), "example.test.");
     let ids: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
     assert_eq!(ids, ["forms", "mls", "mls_dr", "sso"]);
-    let dynamic: Vec<String> = cfg.zones[0].dynamic.iter().map(|d| d.name.to_string()).collect();
+    let dynamic: Vec<String> = cfg.zones[0]
+        .dynamic
+        .iter()
+        .map(|d| d.name.to_string())
+        .collect();
     assert_eq!(dynamic, ["mls.example.test.", "sso.example.test."]);
     assert_eq!(cfg.services["mls"].depends_on, ["sso"]);
-    assert_eq!(cfg.services["mls"].checks[0].timing.interval.as_millis(), 1000);
+    assert_eq!(
+        cfg.services["mls"].checks[0].timing.interval.as_millis(),
+        1000
+    );
     // Confirm pace defaults to interval / 4, at least 250 ms.
-    assert_eq!(cfg.services["mls"].checks[0].timing.confirm_interval.as_millis(), 250);
+    assert_eq!(
+        cfg.services["mls"].checks[0]
+            .timing
+            .confirm_interval
+            .as_millis(),
+        250
+    );
     assert_eq!(cfg.maintenance.len(), 1);
     assert_eq!(cfg.guard.canaries.len(), 1);
     assert_eq!(cfg.notify.len(), 1);
@@ -61,10 +74,7 @@ fn unknown_keys_are_rejected_in_every_table() {
     // Inject an unknown key into each table of the shipped example (hickory's habit).
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("config/detour.toml")).unwrap();
-    let tables: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with('['))
-        .collect();
+    let tables: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
     assert!(tables.len() >= 8, "{tables:?}");
     for t in tables {
         let bad = text.replacen(t, &format!("{t}\nbogus_key = 1"), 1);
@@ -76,20 +86,41 @@ fn unknown_keys_are_rejected_in_every_table() {
         );
     }
     // And inside an inline check table.
-    let bad = text.replacen("expect_status = [200]", "expect_status = [200], bogus = 1", 1);
+    let bad = text.replacen(
+        "expect_status = [200]",
+        "expect_status = [200], bogus = 1",
+        1,
+    );
     let f = Fixture::new(&bad, &[]);
-    assert!(Config::load(&f.config_path()).unwrap_err().to_string().contains("unknown field `bogus`"));
+    assert!(
+        Config::load(&f.config_path())
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `bogus`")
+    );
 }
 
 #[test]
 fn a_wrong_type_names_its_position_and_what_was_expected() {
     let cfg = "[check_defaults]\nrise = \"two\"\n";
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
-    expect_error(&r.unwrap_err(), "detour.toml", 2, 8, "invalid type: string \"two\", expected u32");
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        2,
+        8,
+        "invalid type: string \"two\", expected u32",
+    );
 
     let cfg = "[check_defaults]\ninterval = \"five\"\n";
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
-    expect_error(&r.unwrap_err(), "detour.toml", 2, 12, "expected a string such as \"250ms\"");
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        2,
+        12,
+        "expected a string such as \"250ms\"",
+    );
 }
 
 #[test]
@@ -107,8 +138,20 @@ fn bad_addresses_are_errors() {
     let cfg = "[server]\ndns_listen = [\"127.0.0.1\", \"localhost:53\"]\nzones_dir = \"zones\"\n";
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
-    expect_error(&e, "detour.toml", 2, 15, "invalid dns_listen address \"127.0.0.1\": expected an IP address and port");
-    expect_error(&e, "detour.toml", 2, 28, "invalid dns_listen address \"localhost:53\"");
+    expect_error(
+        &e,
+        "detour.toml",
+        2,
+        15,
+        "invalid dns_listen address \"127.0.0.1\": expected an IP address and port",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        2,
+        28,
+        "invalid dns_listen address \"localhost:53\"",
+    );
 }
 
 fn zone_with(records: &str, extra: &str) -> String {
@@ -119,9 +162,18 @@ fn zone_with(records: &str, extra: &str) -> String {
 
 #[test]
 fn names_outside_their_zone_are_errors() {
-    let z = zone_with("  { name = \"www.example.com.\", type = \"A\", value = \"192.0.2.1\" },\n", "");
+    let z = zone_with(
+        "  { name = \"www.example.com.\", type = \"A\", value = \"192.0.2.1\" },\n",
+        "",
+    );
     let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
-    expect_error(&r.unwrap_err(), "z.toml", 5, 12, "name www.example.com. is outside zone example.test.");
+    expect_error(
+        &r.unwrap_err(),
+        "z.toml",
+        5,
+        12,
+        "name www.example.com. is outside zone example.test.",
+    );
 }
 
 #[test]
@@ -145,9 +197,18 @@ fn a_cname_beside_other_data_is_an_error() {
 
 #[test]
 fn duplicate_zones_are_errors() {
-    let (_f, r) = load(&config_toml(""), &[("a.toml", ZONE_OK), ("b.toml", ZONE_OK)]);
+    let (_f, r) = load(
+        &config_toml(""),
+        &[("a.toml", ZONE_OK), ("b.toml", ZONE_OK)],
+    );
     let e = r.unwrap_err();
-    expect_error(&e, "b.toml", 2, 10, "duplicate zone example.test.: already served from");
+    expect_error(
+        &e,
+        "b.toml",
+        2,
+        10,
+        "duplicate zone example.test.: already served from",
+    );
 }
 
 #[test]
@@ -158,8 +219,20 @@ fn dangling_if_up_and_missing_otherwise_are_errors() {
     );
     let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
     let e = r.unwrap_err();
-    expect_error(&e, "z.toml", 9, 23, "if_up names unknown service \"nosuch\": expected one of mls");
-    expect_error(&e, "z.toml", 6, 1, "dynamic record mls.example.test. has no `otherwise`");
+    expect_error(
+        &e,
+        "z.toml",
+        9,
+        23,
+        "if_up names unknown service \"nosuch\": expected one of mls",
+    );
+    expect_error(
+        &e,
+        "z.toml",
+        6,
+        1,
+        "dynamic record mls.example.test. has no `otherwise`",
+    );
 }
 
 #[test]
@@ -170,7 +243,13 @@ fn bad_record_values_name_the_type_and_the_expected_form() {
     );
     let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
     let e = r.unwrap_err();
-    expect_error(&e, "z.toml", 5, 37, "invalid A value \"::1\": expected an IPv4 address");
+    expect_error(
+        &e,
+        "z.toml",
+        5,
+        37,
+        "invalid A value \"::1\": expected an IPv4 address",
+    );
     expect_error(&e, "z.toml", 6, 38, "expected \"PREFERENCE HOST\"");
     expect_error(&e, "z.toml", 7, 24, "unsupported record type \"HINFO\"");
 }
@@ -187,11 +266,20 @@ depends_on = ["a", "ghost"]
 "#;
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
-    expect_error(&e, "detour.toml", 7, 20, "unknown service \"ghost\" in depends_on");
+    expect_error(
+        &e,
+        "detour.toml",
+        7,
+        20,
+        "unknown service \"ghost\" in depends_on",
+    );
 
     let (_f, r) = load(&cfg.replace(", \"ghost\"", ""), &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
-    assert!(e.to_string().contains("dependency cycle: a -> b -> a"), "{e}");
+    assert!(
+        e.to_string().contains("dependency cycle: a -> b -> a"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -208,13 +296,29 @@ check = { type = "http", url = "http://127.0.0.1/", interval = "1s", timeout = "
 "#;
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
-    expect_error(&e, "detour.toml", 5, 67, "`body_contains` does not apply to tcp checks");
+    expect_error(
+        &e,
+        "detour.toml",
+        5,
+        67,
+        "`body_contains` does not apply to tcp checks",
+    );
     expect_error(&e, "detour.toml", 7, 18, "unknown check type \"smtp\"");
-    expect_error(&e, "detour.toml", 9, 80, "timeout (3s) must not exceed the interval (1s)");
+    expect_error(
+        &e,
+        "detour.toml",
+        9,
+        80,
+        "timeout (3s) must not exceed the interval (1s)",
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_a_clear_error() {
     let e = Config::load(std::path::Path::new("/nonexistent/detour.toml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/detour.toml: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/detour.toml: cannot read"),
+        "{e}"
+    );
 }

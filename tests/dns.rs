@@ -37,7 +37,9 @@ fn soa_in_authority(m: &Message) -> u32 {
 async fn answers_authoritatively_over_udp_and_tcp() {
     let s = Server::standard().await;
     for reply in [
-        udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await.0,
+        udp(s.addr, &query("mls.example.test.", RecordType::A, None))
+            .await
+            .0,
         tcp(s.addr, &query("mls.example.test.", RecordType::A, None)).await,
     ] {
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
@@ -102,7 +104,11 @@ async fn in_zone_cnames_are_followed_and_loops_are_bounded() {
 
     let (reply, _) = udp(s.addr, &query("loop1.example.test.", RecordType::A, None)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
-    assert!(reply.answers.len() <= 9, "chain bounded: {}", reply.answers.len());
+    assert!(
+        reply.answers.len() <= 9,
+        "chain bounded: {}",
+        reply.answers.len()
+    );
     assert!(reply.answers.len() >= 2);
 
     // A chain that leaves our zones stops there; the resolver follows it.
@@ -115,7 +121,11 @@ async fn in_zone_cnames_are_followed_and_loops_are_bounded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn edns_is_echoed_and_udp_answers_are_capped_at_1232() {
     let s = Server::standard().await;
-    let (reply, _) = udp(s.addr, &query("mls.example.test.", RecordType::A, Some(4096))).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query("mls.example.test.", RecordType::A, Some(4096)),
+    )
+    .await;
     let edns = reply.edns.expect("OPT in reply to an EDNS query");
     assert_eq!(edns.max_payload(), 1232);
     assert_eq!(edns.version(), 0);
@@ -208,14 +218,21 @@ async fn delegations_are_referrals_with_glue_and_aa_clear() {
         assert_eq!(reply.authorities.len(), 1);
         assert_eq!(reply.authorities[0].record_type(), RecordType::NS);
         assert_eq!(reply.additionals.len(), 1, "glue: {:?}", reply.additionals);
-        assert_eq!(reply.additionals[0].name.to_string(), "ns.branch.example.test.");
+        assert_eq!(
+            reply.additionals[0].name.to_string(),
+            "ns.branch.example.test."
+        );
     }
     // DS at the cut belongs to the parent: authoritative NODATA.
     let (reply, _) = udp(s.addr, &query("branch.example.test.", RecordType::DS, None)).await;
     assert!(reply.metadata.authoritative);
     assert_eq!(soa_in_authority(&reply), 60);
     // A CNAME into the delegation: the CNAME, then the referral.
-    let (reply, _) = udp(s.addr, &query("into-branch.example.test.", RecordType::A, None)).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query("into-branch.example.test.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(reply.answers.len(), 1);
     assert_eq!(reply.authorities[0].record_type(), RecordType::NS);
 }
@@ -244,23 +261,43 @@ async fn every_static_type_is_served() {
     }
     // NS and MX answers carry in-zone addresses as additional data.
     let (reply, _) = udp(s.addr, &query("example.test.", RecordType::MX, None)).await;
-    assert!(reply.additionals.iter().any(|r| r.name.to_string() == "mail.example.test."));
+    assert!(
+        reply
+            .additionals
+            .iter()
+            .any(|r| r.name.to_string() == "mail.example.test.")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcards_synthesise_the_query_name() {
     let s = Server::standard().await;
-    let (reply, _) = udp(s.addr, &query("anything.wild.example.test.", RecordType::A, None)).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query("anything.wild.example.test.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(a_values(&reply), vec!["192.0.2.77"]);
-    assert_eq!(reply.answers[0].name.to_string(), "anything.wild.example.test.");
+    assert_eq!(
+        reply.answers[0].name.to_string(),
+        "anything.wild.example.test."
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_longest_matching_zone_answers() {
     let s = Server::standard().await;
-    let (reply, _) = udp(s.addr, &query("host.sub.example.test.", RecordType::A, None)).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query("host.sub.example.test.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(a_values(&reply), vec!["192.0.2.1"]);
-    let (reply, _) = udp(s.addr, &query("nope.sub.example.test.", RecordType::A, None)).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query("nope.sub.example.test.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(
         reply.authorities[0].name.to_string(),
@@ -279,7 +316,11 @@ async fn badvers_other_classes_and_opcodes() {
     assert_eq!(u16::from(reply.metadata.response_code), 16, "BADVERS");
     assert_eq!(reply.edns.as_ref().map(|e| e.version()), Some(0));
 
-    let (reply, _) = udp(s.addr, &query_class("mls.example.test.", RecordType::A, DNSClass::CH)).await;
+    let (reply, _) = udp(
+        s.addr,
+        &query_class("mls.example.test.", RecordType::A, DNSClass::CH),
+    )
+    .await;
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
 
     let mut m = query("example.test.", RecordType::SOA, None);
@@ -294,8 +335,15 @@ async fn responses_and_runt_packets_are_dropped() {
     let mut m = query("mls.example.test.", RecordType::A, None);
     m.metadata.message_type = hickory_server::proto::op::MessageType::Response;
     let bytes = m.to_vec().unwrap();
-    assert_eq!(udp_raw(s.addr, &bytes, Duration::from_millis(500)).await, None, "QR=1 dropped");
-    assert_eq!(udp_raw(s.addr, &[1, 2, 3], Duration::from_millis(300)).await, None);
+    assert_eq!(
+        udp_raw(s.addr, &bytes, Duration::from_millis(500)).await,
+        None,
+        "QR=1 dropped"
+    );
+    assert_eq!(
+        udp_raw(s.addr, &[1, 2, 3], Duration::from_millis(300)).await,
+        None
+    );
     // Still answering.
     udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
 }
@@ -303,9 +351,13 @@ async fn responses_and_runt_packets_are_dropped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_garbled_question_gets_formerr() {
     let s = Server::standard().await;
-    let mut bytes = query("mls.example.test.", RecordType::A, None).to_vec().unwrap();
+    let mut bytes = query("mls.example.test.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
     bytes.truncate(20); // header plus half a name
-    let raw = udp_raw(s.addr, &bytes, Duration::from_secs(2)).await.expect("a reply");
+    let raw = udp_raw(s.addr, &bytes, Duration::from_secs(2))
+        .await
+        .expect("a reply");
     assert_eq!(raw[..2], bytes[..2], "id copied");
     assert_eq!(raw[2] & 0x80, 0x80, "QR set");
     assert_eq!(raw[3] & 0x0f, 1, "FORMERR");
@@ -328,7 +380,11 @@ async fn zone_transfers_only_over_tcp_from_listed_sources() {
         let records: Vec<_> = msgs.iter().flat_map(|m| m.answers.iter()).collect();
         assert_eq!(records.first().unwrap().record_type(), RecordType::SOA);
         assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
-        assert!(records.iter().any(|r| r.name.to_string() == "mls.example.test."));
+        assert!(
+            records
+                .iter()
+                .any(|r| r.name.to_string() == "mls.example.test.")
+        );
         // 2 NS, 17 static records, 2 dynamic values, 2 SOA.
         assert_eq!(records.len(), 2 + 17 + 2 + 2, "{t}");
     }
@@ -338,7 +394,11 @@ async fn zone_transfers_only_over_tcp_from_listed_sources() {
 async fn large_zones_transfer_in_several_messages() {
     let mut recs = String::new();
     for i in 0..3000 {
-        recs.push_str(&format!("  {{ name = \"host{i}\", type = \"A\", value = \"10.0.{}.{}\" }},\n", i / 256, i % 256));
+        recs.push_str(&format!(
+            "  {{ name = \"host{i}\", type = \"A\", value = \"10.0.{}.{}\" }},\n",
+            i / 256,
+            i % 256
+        ));
     }
     let zone = format!(
         "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nallow_transfer = [\"127.0.0.0/8\"]\nrecords = [\n{recs}]\n"
@@ -366,7 +426,9 @@ async fn tcp_pipelined_queries_are_answered_in_order() {
         all.extend_from_slice(&(b.len() as u16).to_be_bytes());
         all.extend_from_slice(&b);
     }
-    tokio::io::AsyncWriteExt::write_all(&mut stream, &all).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &all)
+        .await
+        .unwrap();
     for q in &qs {
         let r = Message::from_vec(&tcp_recv(&mut stream).await.unwrap()).unwrap();
         assert_eq!(r.metadata.id, q.metadata.id);
@@ -437,7 +499,11 @@ async fn the_serial_rises_only_when_a_zone_changes() {
     };
     let q = query("example.test.", RecordType::SOA, None);
     let first = serial(&udp(s.addr, &q).await.0);
-    let sub_first = serial(&udp(s.addr, &query("sub.example.test.", RecordType::SOA, None)).await.0);
+    let sub_first = serial(
+        &udp(s.addr, &query("sub.example.test.", RecordType::SOA, None))
+            .await
+            .0,
+    );
 
     // Reload with nothing changed: same serial.
     s.running.reload().expect("reload");
@@ -450,7 +516,11 @@ async fn the_serial_rises_only_when_a_zone_changes() {
     let second = serial(&udp(s.addr, &q).await.0);
     assert!(second > first, "{second} > {first}");
     assert_eq!(
-        serial(&udp(s.addr, &query("sub.example.test.", RecordType::SOA, None)).await.0),
+        serial(
+            &udp(s.addr, &query("sub.example.test.", RecordType::SOA, None))
+                .await
+                .0
+        ),
         sub_first
     );
     let (reply, _) = udp(s.addr, &query("mail.example.test.", RecordType::A, None)).await;
@@ -475,7 +545,9 @@ async fn a_bad_reload_keeps_the_old_snapshot_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_packets_never_stop_the_server() {
     let s = Server::standard().await;
-    let valid = query("mls.example.test.", RecordType::A, Some(1232)).to_vec().unwrap();
+    let valid = query("mls.example.test.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // Bounded: 3000 random packets and every truncation of a valid one, over UDP.
     for i in 0..3000 {
@@ -499,9 +571,15 @@ async fn hostile_packets_never_stop_the_server() {
         sock.send_to(&p, s.addr).await.unwrap();
     }
     // And over TCP: garbage, a truncated frame, a length that lies.
-    for junk in [vec![0u8, 3, 1, 2, 3], vec![0xff, 0xff, 1, 2], valid[..10].to_vec()] {
+    for junk in [
+        vec![0u8, 3, 1, 2, 3],
+        vec![0xff, 0xff, 1, 2],
+        valid[..10].to_vec(),
+    ] {
         let mut st = TcpStream::connect(s.addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut st, &junk).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut st, &junk)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (reply, _) = udp(s.addr, &query("mls.example.test.", RecordType::A, None)).await;
@@ -548,5 +626,8 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
             }
         }
     }
-    assert!(answered > 10_000, "most mutated queries get a reply: {answered}");
+    assert!(
+        answered > 10_000,
+        "most mutated queries get a reply: {answered}"
+    );
 }

@@ -28,7 +28,9 @@ impl<'de> Deserialize<'de> for Dur {
 /// Parses `"250ms"`, `"5s"`, `"1m30s"`; the error says what was expected.
 pub fn parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("invalid duration {s:?} ({e}): expected a string such as \"250ms\", \"5s\" or \"2m\"")
+        format!(
+            "invalid duration {s:?} ({e}): expected a string such as \"250ms\", \"5s\" or \"2m\""
+        )
     })
 }
 
@@ -39,9 +41,9 @@ pub fn display(d: Duration) -> String {
         "0s".into()
     } else if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.2}s", d.as_secs_f64())
@@ -56,7 +58,11 @@ mod tests {
     fn parses_and_displays() {
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse("five").unwrap_err().contains("expected a string such as"));
+        assert!(
+            parse("five")
+                .unwrap_err()
+                .contains("expected a string such as")
+        );
         assert_eq!(display(Duration::from_millis(250)), "250ms");
         assert_eq!(display(Duration::from_secs(120)), "2m");
         assert_eq!(display(Duration::from_millis(1250)), "1.25s");

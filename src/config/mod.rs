@@ -415,6 +415,10 @@ impl Config {
 
     /// Number of checks over all services, canaries and `check_each` entries.
     pub fn check_count(&self) -> usize {
-        self.services.values().map(|s| s.checks.len()).sum::<usize>() + self.guard.canaries.len()
+        self.services
+            .values()
+            .map(|s| s.checks.len())
+            .sum::<usize>()
+            + self.guard.canaries.len()
     }
 }

@@ -125,7 +125,10 @@ fn build(
     let admin = Admin {
         token_file: resolve(
             dir,
-            raw.admin.token_file.as_deref().unwrap_or("state/admin.token"),
+            raw.admin
+                .token_file
+                .as_deref()
+                .unwrap_or("state/admin.token"),
         ),
     };
     let defaults = timing(src, &raw.check_defaults, &default_timing());
@@ -219,7 +222,10 @@ fn valid_id(id: &str) -> bool {
 
 fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
     let mut ok = true;
-    let mut addrs = |src: &mut Source<'_>, list: Option<Vec<Spanned<String>>>, default: &str, what| {
+    let mut addrs = |src: &mut Source<'_>,
+                     list: Option<Vec<Spanned<String>>>,
+                     default: &str,
+                     what| {
         match list {
             None => vec![default.parse().expect("default address parses")],
             Some(list) => list
@@ -233,7 +239,12 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         }
     };
     let dns_listen = addrs(src, raw.dns_listen, "127.0.0.1:5353", "dns_listen address");
-    let page_listen = addrs(src, raw.page_listen, "127.0.0.1:8080", "page_listen address");
+    let page_listen = addrs(
+        src,
+        raw.page_listen,
+        "127.0.0.1:8080",
+        "page_listen address",
+    );
     let admin_listen = match raw.admin_listen {
         None => AdminListen::Tcp("127.0.0.1:8053".parse().expect("default parses")),
         Some(s) => match s.get_ref().strip_prefix("unix:") {
@@ -533,7 +544,11 @@ fn service(
         name: raw.name.unwrap_or_else(|| id.to_string()),
         url: raw.url.map(Spanned::into_inner),
         description: raw.description,
-        depends_on: raw.depends_on.into_iter().map(Spanned::into_inner).collect(),
+        depends_on: raw
+            .depends_on
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
         checks,
         healthy_when,
     })
@@ -656,7 +671,10 @@ pub(super) fn check(
     let r = raw.get_ref();
     let timing = timing(src, r, defaults);
     let Some(kind) = &r.kind else {
-        src.error(span, "check has no `type`: expected \"http\", \"tcp\" or \"dns\"");
+        src.error(
+            span,
+            "check has no `type`: expected \"http\", \"tcp\" or \"dns\"",
+        );
         return None;
     };
     let allowed: &[&str] = match kind.get_ref().as_str() {
@@ -694,19 +712,22 @@ pub(super) fn check(
     let kind = match kind.get_ref().as_str() {
         "http" => {
             required(src, &r.url, "url");
-            let url = r.url.as_ref().and_then(|u| match url::Url::parse(u.get_ref()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-                _ => {
-                    src.error(
-                        u.span(),
-                        format!(
-                            "invalid check url {:?}: expected an http:// or https:// URL",
-                            u.get_ref()
-                        ),
-                    );
-                    None
-                }
-            });
+            let url = r
+                .url
+                .as_ref()
+                .and_then(|u| match url::Url::parse(u.get_ref()) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                    _ => {
+                        src.error(
+                            u.span(),
+                            format!(
+                                "invalid check url {:?}: expected an http:// or https:// URL",
+                                u.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                });
             let method = r
                 .method
                 .as_ref()
@@ -714,7 +735,10 @@ pub(super) fn check(
             if let Some(m) = &r.method
                 && !m.get_ref().chars().all(|c| c.is_ascii_alphabetic())
             {
-                src.error(m.span(), "invalid HTTP method: expected a word such as GET or HEAD");
+                src.error(
+                    m.span(),
+                    "invalid HTTP method: expected a word such as GET or HEAD",
+                );
             }
             let expect_status = r
                 .expect_status
@@ -726,15 +750,16 @@ pub(super) fn check(
                     s.get_ref().clone()
                 })
                 .unwrap_or_default();
-            let body_regex = r.body_regex.as_ref().and_then(|re| {
-                match regex::Regex::new(re.get_ref()) {
-                    Ok(x) => Some(Pattern(x)),
-                    Err(e) => {
-                        src.error(re.span(), format!("invalid body_regex: {e}"));
-                        None
-                    }
-                }
-            });
+            let body_regex =
+                r.body_regex
+                    .as_ref()
+                    .and_then(|re| match regex::Regex::new(re.get_ref()) {
+                        Ok(x) => Some(Pattern(x)),
+                        Err(e) => {
+                            src.error(re.span(), format!("invalid body_regex: {e}"));
+                            None
+                        }
+                    });
             url.map(|url| {
                 CheckKind::Http(HttpCheck {
                     url,
@@ -842,10 +867,7 @@ pub(super) fn record_type(src: &mut Source<'_>, s: &Spanned<String>) -> Option<R
     match RecordType::from_str(&s.get_ref().to_ascii_uppercase()) {
         Ok(t) => Some(t),
         Err(_) => {
-            src.error(
-                s.span(),
-                format!("unknown record type {:?}", s.get_ref()),
-            );
+            src.error(s.span(), format!("unknown record type {:?}", s.get_ref()));
             None
         }
     }
@@ -937,7 +959,10 @@ fn notify_sink(
                 ("format", r.format.is_some()),
             ] {
                 if present {
-                    src.error(span.clone(), format!("`{f}` applies to webhook sinks, not exec"));
+                    src.error(
+                        span.clone(),
+                        format!("`{f}` applies to webhook sinks, not exec"),
+                    );
                 }
             }
             match &r.command {
@@ -949,7 +974,10 @@ fn notify_sink(
                     None
                 }
                 None => {
-                    src.error(span, "exec sink needs `command = [\"program\", \"arg\", ...]`");
+                    src.error(
+                        span,
+                        "exec sink needs `command = [\"program\", \"arg\", ...]`",
+                    );
                     None
                 }
             }

@@ -145,12 +145,19 @@ fn target(src: &mut Source<'_>, origin: &Name, text: &str, span: Range<usize>) -
     }
 }
 
-fn type_name(src: &mut Source<'_>, s: &Spanned<String>, allowed: &[RecordType]) -> Option<RecordType> {
+fn type_name(
+    src: &mut Source<'_>,
+    s: &Spanned<String>,
+    allowed: &[RecordType],
+) -> Option<RecordType> {
     let t = RecordType::from_str(&s.get_ref().to_ascii_uppercase()).ok();
     match t {
         Some(t) if allowed.contains(&t) => Some(t),
         Some(RecordType::SOA) => {
-            src.error(s.span(), "the SOA record comes from the zone's `soa` table, not from `records`");
+            src.error(
+                s.span(),
+                "the SOA record comes from the zone's `soa` table, not from `records`",
+            );
             None
         }
         _ => {
@@ -185,7 +192,12 @@ pub fn txt_chunks(s: &str) -> Vec<String> {
 }
 
 /// Record data of `rtype` from its text form.
-fn rdata(src: &mut Source<'_>, origin: &Name, rtype: RecordType, v: &Spanned<String>) -> Option<RData> {
+fn rdata(
+    src: &mut Source<'_>,
+    origin: &Name,
+    rtype: RecordType,
+    v: &Spanned<String>,
+) -> Option<RData> {
     let text = v.get_ref().trim();
     let span = v.span();
     let bad = |src: &mut Source<'_>, expected: &str| {
@@ -218,7 +230,10 @@ fn rdata(src: &mut Source<'_>, origin: &Name, rtype: RecordType, v: &Spanned<Str
         }
         RecordType::MX => match fields.as_slice() {
             [pref, host] => match pref.parse::<u16>() {
-                Ok(p) => Some(RData::MX(MX::new(p, target(src, origin, host, span.clone())?))),
+                Ok(p) => Some(RData::MX(MX::new(
+                    p,
+                    target(src, origin, host, span.clone())?,
+                ))),
                 Err(_) => bad(src, "\"PREFERENCE HOST\" such as \"10 mail.example.test.\""),
             },
             _ => bad(src, "\"PREFERENCE HOST\" such as \"10 mail.example.test.\""),
@@ -231,14 +246,23 @@ fn rdata(src: &mut Source<'_>, origin: &Name, rtype: RecordType, v: &Spanned<Str
                     port,
                     target(src, origin, host, span.clone())?,
                 ))),
-                _ => bad(src, "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\""),
+                _ => bad(
+                    src,
+                    "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\"",
+                ),
             },
-            _ => bad(src, "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\""),
+            _ => bad(
+                src,
+                "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\"",
+            ),
         },
         RecordType::TXT => Some(RData::TXT(TXT::new(txt_chunks(v.get_ref())))),
         RecordType::CAA => match RData::try_from_str(RecordType::CAA, text) {
             Ok(r) => Some(r),
-            Err(_) => bad(src, "\"FLAGS TAG VALUE\" such as '0 issue \"letsencrypt.org\"'"),
+            Err(_) => bad(
+                src,
+                "\"FLAGS TAG VALUE\" such as '0 issue \"letsencrypt.org\"'",
+            ),
         },
         _ => bad(src, "a supported type"),
     }
@@ -263,7 +287,12 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
     let ttl = raw.ttl.unwrap_or(3600);
     let soa_raw = raw.soa.get_ref();
     let mname = target(src, &origin, soa_raw.mname.get_ref(), soa_raw.mname.span());
-    let rname = target(src, &origin, &soa_raw.rname.get_ref().replacen('@', ".", 1), soa_raw.rname.span());
+    let rname = target(
+        src,
+        &origin,
+        &soa_raw.rname.get_ref().replacen('@', ".", 1),
+        soa_raw.rname.span(),
+    );
     let soa = Soa {
         mname: mname.unwrap_or_else(|| origin.clone()),
         rname: rname.unwrap_or_else(|| origin.clone()),
@@ -278,12 +307,19 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
     let mut owners = Owners::default();
     let mut records: Vec<Record> = Vec::new();
     if raw.ns.get_ref().is_empty() {
-        src.error(raw.ns.span(), "a zone needs at least one name server in `ns`");
+        src.error(
+            raw.ns.span(),
+            "a zone needs at least one name server in `ns`",
+        );
     }
     for ns in raw.ns.get_ref() {
         if let Some(n) = target(src, &origin, ns.get_ref(), ns.span()) {
             records.push(Record::from_rdata(origin.clone(), ttl, RData::NS(NS(n))));
-            owners.at.entry(origin.clone()).or_default().push((RecordType::NS, ns.span(), false));
+            owners
+                .at
+                .entry(origin.clone())
+                .or_default()
+                .push((RecordType::NS, ns.span(), false));
         }
     }
 
@@ -296,15 +332,24 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
             continue;
         };
         if rtype == RecordType::NS && name == origin {
-            src.error(r.rtype.span(), "apex NS records come from the zone's `ns` list");
+            src.error(
+                r.rtype.span(),
+                "apex NS records come from the zone's `ns` list",
+            );
             continue;
         }
         let Some(data) = rdata(src, &origin, rtype, &r.value) else {
             continue;
         };
         let rec = Record::from_rdata(name.clone(), r.ttl.unwrap_or(ttl), data);
-        if records.iter().any(|x| x.name == rec.name && x.data == rec.data) {
-            src.error(r.name.span(), format!("duplicate record: {name} {rtype} {}", r.value.get_ref()));
+        if records
+            .iter()
+            .any(|x| x.name == rec.name && x.data == rec.data)
+        {
+            src.error(
+                r.name.span(),
+                format!("duplicate record: {name} {rtype} {}", r.value.get_ref()),
+            );
             continue;
         }
         if let Some(other) = records
@@ -320,7 +365,11 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
             );
             continue;
         }
-        owners.at.entry(name).or_default().push((rtype, r.name.span(), false));
+        owners
+            .at
+            .entry(name)
+            .or_default()
+            .push((rtype, r.name.span(), false));
         records.push(rec);
     }
 
@@ -391,7 +440,9 @@ fn dynamic_record(
         if rtype == RecordType::CNAME && vs.len() > 1 {
             src.error(at, "a CNAME answer has exactly one value");
         }
-        vs.iter().filter_map(|v| rdata(src, origin, rtype, v)).collect()
+        vs.iter()
+            .filter_map(|v| rdata(src, origin, rtype, v))
+            .collect()
     };
     let mut answers = Vec::new();
     for a in &d.answers {
@@ -426,13 +477,20 @@ fn dynamic_record(
     };
     let check_each = match &d.check_each {
         Some(c) if rtype == RecordType::CNAME => {
-            src.error(c.span(), "check_each probes addresses: it applies to A and AAAA records");
+            src.error(
+                c.span(),
+                "check_each probes addresses: it applies to A and AAAA records",
+            );
             None
         }
         Some(c) => check_each(src, c.get_ref(), &name),
         None => None,
     };
-    owners.at.entry(name.clone()).or_default().push((rtype, d.name.span(), true));
+    owners
+        .at
+        .entry(name.clone())
+        .or_default()
+        .push((rtype, d.name.span(), true));
     (src.errors.len() == before).then(|| Dynamic {
         name,
         rtype,
@@ -454,7 +512,10 @@ fn check_each(src: &mut Source<'_>, c: &RawCheckEach, _name: &Name) -> Option<Ch
     let timing = timing(src, c, &base);
     let kind = match c.kind.get_ref().as_str() {
         "http" => {
-            let scheme = c.scheme.as_ref().map_or("http".to_string(), |s| s.get_ref().clone());
+            let scheme = c
+                .scheme
+                .as_ref()
+                .map_or("http".to_string(), |s| s.get_ref().clone());
             if let Some(s) = &c.scheme
                 && !matches!(s.get_ref().as_str(), "http" | "https")
             {
@@ -495,16 +556,30 @@ fn conflicts(src: &mut Source<'_>, origin: &Name, owners: &Owners) {
     for (name, v) in &owners.at {
         let cname = v.iter().filter(|(t, _, _)| *t == RecordType::CNAME).count();
         if cname > 0 && (v.len() > 1 || name == origin) {
-            let (_, span, _) = v.iter().rev().find(|(t, _, _)| *t == RecordType::CNAME).or(v.last()).expect("non-empty");
+            let (_, span, _) = v
+                .iter()
+                .rev()
+                .find(|(t, _, _)| *t == RecordType::CNAME)
+                .or(v.last())
+                .expect("non-empty");
             let what = if name == origin {
                 "the zone apex holds SOA and NS, so it cannot be a CNAME".to_string()
             } else {
                 let others: Vec<String> = v
                     .iter()
                     .filter(|(t, _, _)| *t != RecordType::CNAME || cname > 1)
-                    .map(|(t, _, d)| if *d { format!("dynamic {t}") } else { t.to_string() })
+                    .map(|(t, _, d)| {
+                        if *d {
+                            format!("dynamic {t}")
+                        } else {
+                            t.to_string()
+                        }
+                    })
                     .collect();
-                format!("a CNAME must be the only record at its name, but {name} also has {}", others.join(", "))
+                format!(
+                    "a CNAME must be the only record at its name, but {name} also has {}",
+                    others.join(", ")
+                )
             };
             src.error(span.clone(), format!("CNAME beside other data: {what}"));
         }
@@ -512,10 +587,16 @@ fn conflicts(src: &mut Source<'_>, origin: &Name, owners: &Owners) {
         for (t, span, dynamic) in v {
             if *dynamic {
                 if !dyn_types.insert(*t) {
-                    src.error(span.clone(), format!("two [[dynamic]] entries for {name} {t}"));
+                    src.error(
+                        span.clone(),
+                        format!("two [[dynamic]] entries for {name} {t}"),
+                    );
                 }
                 if v.iter().any(|(t2, _, d2)| !d2 && t2 == t) {
-                    src.error(span.clone(), format!("{name} {t} is both a static record and [[dynamic]]: keep one"));
+                    src.error(
+                        span.clone(),
+                        format!("{name} {t} is both a static record and [[dynamic]]: keep one"),
+                    );
                 }
             }
         }

@@ -58,8 +58,8 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
     };
     let error = |code: ResponseCode| {
         let mut buf = Vec::with_capacity(64);
-        let msg = MessageResponseBuilder::new(&req.queries, edns.as_ref())
-            .error_msg(&req.metadata, code);
+        let msg =
+            MessageResponseBuilder::new(&req.queries, edns.as_ref()).error_msg(&req.metadata, code);
         match msg.destructive_emit(&mut BinEncoder::new(&mut buf)) {
             Ok(_) => buf,
             Err(_) => header_only(raw, code),

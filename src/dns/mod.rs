@@ -43,7 +43,11 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -56,7 +60,11 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }

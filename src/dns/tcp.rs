@@ -93,8 +93,10 @@ pub async fn serve(
         let limits = limits.clone();
         let cancel = cancel.clone();
         conns.spawn(async move {
-            let r = connection(stream, src, &snapshots, &limits, &cancel, &token, &registry, id)
-                .await;
+            let r = connection(
+                stream, src, &snapshots, &limits, &cancel, &token, &registry, id,
+            )
+            .await;
             registry.remove(id);
             if let Err(e) = r {
                 debug!(%src, error = %e, "TCP connection ended");

@@ -197,7 +197,9 @@ pub async fn tcp_recv(stream: &mut TcpStream) -> Option<Vec<u8>> {
         stream.read_exact(&mut buf).await.ok()?;
         Some(buf)
     };
-    tokio::time::timeout(Duration::from_secs(3), read).await.ok()?
+    tokio::time::timeout(Duration::from_secs(3), read)
+        .await
+        .ok()?
 }
 
 /// One query over a fresh TCP connection.

@@ -1,0 +1,300 @@
+//! End to end through the real `detour` binary: `check`, and `run` answering DNS, reloading on
+//! SIGHUP and stopping cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_server::proto::rr::{RData, RecordType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_detour");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_prints_a_summary_and_exits_0() {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(root().join("config/detour.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("detour.toml: OK"), "{stdout}");
+    assert!(stdout.contains("zones:    1"), "{stdout}");
+    assert!(
+        stdout.contains("services: 4 (forms, mls, mls_dr, sso)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_and_exits_2() {
+    let f = Fixture::new(
+        "[server]\nzones_dir = \"zones\"\ndns_listen = [\"nope\"]\n[check_defaults]\nfall = 0\n",
+        &[("z.toml", TEST_ZONE)],
+    );
+    // --config after the subcommand, as the contract allows.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(f.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("detour.toml:3:15: invalid dns_listen address \"nope\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("detour.toml:5:8: fall must be at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A `detour run` child whose stderr lines arrive on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn detour");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 10 s) for a log line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; log so far:\n{}",
+            self.log.join("\n")
+        );
+    }
+
+    fn dns_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening for DNS on ");
+        let rest = line.split("listening for DNS on ").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn a_values(m: &hickory_server::proto::op::Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Copies the shipped example into a temp folder, DNS on an ephemeral port.
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    let cfg = std::fs::read_to_string(root().join("config/detour.toml"))
+        .unwrap()
+        .replace(
+            "dns_listen   = [\"127.0.0.1:5353\"]",
+            "dns_listen   = [\"127.0.0.1:0\"]",
+        );
+    assert!(cfg.contains("127.0.0.1:0"));
+    std::fs::write(dir.path().join("config/detour.toml"), cfg).unwrap();
+    std::fs::copy(
+        root().join("zones/example.test.toml"),
+        dir.path().join("zones/example.test.toml"),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_serves_the_example_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = example_copy();
+    let zone = dir.path().join("zones/example.test.toml");
+    let mut d = Daemon::start(&dir.path().join("config/detour.toml"));
+    let addr = d.dns_addr();
+    d.wait_for("ready");
+
+    let (reply, _) = udp(addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), ["127.0.0.10", "127.0.0.11"]);
+    let reply = tcp(addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert!(reply.metadata.authoritative);
+
+    // A valid change, then SIGHUP: the new answer.
+    let text = std::fs::read_to_string(&zone).unwrap();
+    std::fs::write(&zone, text.replace("127.0.0.25", "127.0.0.26")).unwrap();
+    d.signal("-HUP");
+    d.wait_for("reload done");
+    let (reply, _) = udp(addr, &query("mail.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), ["127.0.0.26"]);
+
+    // An invalid change: logged with file:line:col, the old answers stay.
+    std::fs::write(&zone, text.replace("127.0.0.25", "banana")).unwrap();
+    d.signal("-HUP");
+    let line = d.wait_for("reload failed");
+    assert!(line.contains("example.test.toml:"), "{line}");
+    assert!(line.contains("invalid A value \"banana\""), "{line}");
+    let (reply, _) = udp(addr, &query("mail.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), ["127.0.0.26"]);
+
+    d.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "detour did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_2() {
+    let f = Fixture::new("[server]\nbogus = 1\n", &[]);
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(f.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("detour.toml:2:1: unknown field `bogus`")
+    );
+}
+
+#[test]
+fn run_exits_1_when_the_port_is_taken() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let f = Fixture::new(
+        &format!(
+            "[server]\nzones_dir = \"zones\"\ndns_listen = [\"127.0.0.1:{port}\"]\n[services.mls]\n"
+        ),
+        &[("z.toml", TEST_ZONE)],
+    );
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(f.config_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for DNS on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dig_gets_the_example_answer_from_the_binary() {
+    // What README promises: `dig @127.0.0.1 -p 5353 mls.example.test` answers (here on an
+    // ephemeral port). `dig` comes from bind9-dnsutils, which .ci/run installs.
+    let dir = example_copy();
+    let mut d = Daemon::start(&dir.path().join("config/detour.toml"));
+    let addr = d.dns_addr();
+    d.wait_for("ready");
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "mls.example.test",
+            "+norec",
+        ])
+        .output()
+        .expect("dig is installed (bind9-dnsutils; .ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: NOERROR"), "{text}");
+    assert!(text.contains("flags: qr aa;"), "AA set, RA clear: {text}");
+    assert!(
+        text.contains("mls.example.test.\t30\tIN\tA\t127.0.0.10"),
+        "{text}"
+    );
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "+tcp",
+            "nope.example.test",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: NXDOMAIN"), "{text}");
+    assert!(
+        text.contains("IN\tSOA\tns1.example.test. hostmaster.example.test."),
+        "{text}"
+    );
+}
