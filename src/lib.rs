@@ -3,6 +3,7 @@
 //! The modules follow the data flow of `DESIGN.md`:
 //!
 //! - [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod daemon;
