@@ -92,8 +92,53 @@ pub fn summary(cfg: &Config) -> String {
             admin
         ),
     );
+    for z in &cfg.zones {
+        for d in &z.dynamic {
+            line(
+                &mut out,
+                format!("  failover: {} {}: {}", d.name, d.rtype, budget(cfg, d)),
+            );
+        }
+    }
     for w in &cfg.warnings {
         line(&mut out, format!("warning: {w}"));
     }
     out
+}
+
+/// Worst case from a failure to every cache following: detection plus the record's TTL.
+///
+/// Detection, worst case: the failure starts just after a passing probe, so the first failing
+/// probe comes one `interval` later; `fall - 1` more follow at the confirm pace; the last may
+/// take the whole `timeout`.
+pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
+    let timings: Vec<config::Timing> = match &d.check_each {
+        Some(each) => vec![each.timing],
+        None => d
+            .answers
+            .first()
+            .and_then(|a| cfg.services.get(&a.if_up))
+            .map(|s| s.checks.iter().map(|c| c.timing).collect())
+            .unwrap_or_default(),
+    };
+    let detect = |t: &config::Timing| t.interval + t.confirm_interval * (t.fall - 1) + t.timeout;
+    let Some(t) = timings.iter().max_by_key(|t| detect(t)) else {
+        return format!(
+            "no check on the first entry's service: only an operator moves it (TTL {} s)",
+            d.ttl
+        );
+    };
+    let detection = detect(t);
+    let total = detection + std::time::Duration::from_secs(u64::from(d.ttl));
+    let show = config::duration::display;
+    format!(
+        "within {} (detect {}: interval {} + {} x {} confirm + {} timeout; then TTL {} s)",
+        show(total),
+        show(detection),
+        show(t.interval),
+        t.fall - 1,
+        show(t.confirm_interval),
+        show(t.timeout),
+        d.ttl
+    )
 }

@@ -6,14 +6,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::checks::Checks;
+use crate::checks::probe::Prober;
 use crate::config::{Config, Diagnostics};
 use crate::dns;
-use crate::selection::{self, AllUp};
-use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
+use crate::snapshot::SnapshotHandle;
+use crate::states::{self, Command, Engine, StatesTask};
 
 /// Why `detour run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,20 +42,62 @@ pub struct Running {
     config_path: PathBuf,
     snapshots: SnapshotHandle,
     dns_addrs: Vec<SocketAddr>,
+    commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     tasks: JoinSet<io::Result<()>>,
 }
 
-/// Builds the Snapshot of `config` as it stands before any health verdict.
-fn snapshot_of(config: Arc<Config>, prev: Option<&Snapshot>) -> Snapshot {
-    let choices = selection::select(&config, &AllUp);
-    Snapshot::build(config, &choices, prev, unix_now())
+/// Slack on top of the longest probe timeout when waiting for the first verdicts.
+const FIRST_ROUND_SLACK: Duration = Duration::from_millis(1500);
+
+/// Starts the checks and waits for every check's first verdict (unless restored from
+/// `state_dir`), bounded by the longest timeout plus the start-up jitter. Nothing is
+/// answered before this returns, so no query gets an answer chosen without evidence.
+async fn first_verdicts(
+    config: &Arc<Config>,
+    cancel: &CancellationToken,
+) -> (
+    Engine,
+    Checks,
+    mpsc::Receiver<crate::checks::runner::Report>,
+) {
+    let now = Utc::now();
+    let saved = states::restore(config, now);
+    let mut engine = Engine::new(config.clone(), saved.as_ref(), now);
+    let (tx, mut rx) = mpsc::channel(4096);
+    let mut checks = Checks::new(Prober::new(), tx, cancel.child_token());
+    checks.apply(config, &engine.health());
+    if !engine.all_known() {
+        let longest = crate::checks::plan(config)
+            .values()
+            .map(|(_, t)| t.timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + longest + FIRST_ROUND_SLACK;
+        while !engine.all_known() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => engine.report(r),
+                _ => break,
+            }
+        }
+        if !engine.all_known() {
+            warn!(
+                "some checks gave no verdict in the first round; they count as passing until they do"
+            );
+        }
+    }
+    for c in engine.evaluate(Utc::now()) {
+        states::log_change(&c);
+    }
+    (engine, checks, rx)
 }
 
 /// Binds every listener of `config` and starts serving; `config_path` is re-read on reload.
 pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunError> {
     let config = Arc::new(config);
-    let snapshots = SnapshotHandle::new(snapshot_of(config.clone(), None));
+    let cancel = CancellationToken::new();
+    let (engine, checks, reports) = first_verdicts(&config, &cancel).await;
+    let snapshots = SnapshotHandle::new(states::snapshot_of(config.clone(), engine.health(), None));
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -63,8 +111,20 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         bound.push(b);
     }
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
-    let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let (commands, command_rx) = mpsc::channel(16);
+    let states_task = StatesTask {
+        engine,
+        checks,
+        reports,
+        commands: command_rx,
+        snapshots: snapshots.clone(),
+    };
+    let states_cancel = cancel.clone();
+    tasks.spawn(async move {
+        states_task.run(states_cancel).await;
+        Ok(())
+    });
     dns::serve(bound, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
         RunError::Io {
             context: "cannot start DNS listeners".into(),
@@ -82,6 +142,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         config_path: config_path.to_path_buf(),
         snapshots: snapshots.clone(),
         dns_addrs,
+        commands,
         cancel,
         tasks,
     })
@@ -100,17 +161,27 @@ impl Running {
 
     /// Re-reads the config file and zones; on success swaps in a new Snapshot (serials go up
     /// where content changed), on failure keeps serving the old one and returns every error.
-    pub fn reload(&self) -> Result<(), Diagnostics> {
+    pub async fn reload(&self) -> Result<(), Diagnostics> {
         let config = Config::load(&self.config_path)?;
         let current = self.snapshots.load_full();
         if config.server != current.config.server {
             warn!("[server] changed: listeners and limits take effect at the next restart");
         }
-        let next = snapshot_of(Arc::new(config), Some(&current));
-        for z in &next.zones {
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        let (done, wait) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Reload(Arc::new(config), done))
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+        for z in &self.snapshots.load().zones {
             info!(zone = %z.origin, serial = z.serial, "zone loaded");
         }
-        self.snapshots.store(next);
         Ok(())
     }
 
@@ -190,7 +261,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", config_path.display());
-                match running.reload() {
+                match running.reload().await {
                     Ok(()) => info!("reload done"),
                     Err(errors) => {
                         for e in errors.iter() {

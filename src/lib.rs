@@ -10,3 +10,5 @@ pub mod daemon;
 pub mod dns;
 pub mod selection;
 pub mod snapshot;
+pub mod states;
+pub mod store;

@@ -50,15 +50,49 @@ impl Health for AllUp {
     }
 }
 
-/// Chooses an answer for every dynamic record of every zone, in config order.
-pub fn select(config: &Config, health: &impl Health) -> Vec<Choice> {
-    let mut out = Vec::new();
+/// Everything the Snapshot builder needs from selection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Selection {
+    /// One choice per dynamic record, in config order.
+    pub choices: Vec<Choice>,
+    /// (zone index, owner, TTL) of static records whose TTL is lowered ahead of maintenance.
+    pub ttl_caps: Vec<(usize, hickory_server::proto::rr::Name, u32)>,
+}
+
+impl Selection {
+    /// The part of this selection that concerns zone `zone`.
+    pub fn for_zone(
+        &self,
+        zone: usize,
+    ) -> (Vec<&Choice>, Vec<(&hickory_server::proto::rr::Name, u32)>) {
+        (
+            self.choices.iter().filter(|c| c.zone == zone).collect(),
+            self.ttl_caps
+                .iter()
+                .filter(|(z, _, _)| *z == zone)
+                .map(|(_, n, t)| (n, *t))
+                .collect(),
+        )
+    }
+}
+
+/// Chooses an answer for every dynamic record of every zone, and the TTLs lowered ahead of
+/// maintenance at `now`.
+pub fn select(
+    config: &Config,
+    health: &impl Health,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Selection {
+    let mut choices = Vec::new();
     for (zi, zone) in config.zones.iter().enumerate() {
         for (ri, d) in zone.dynamic.iter().enumerate() {
-            out.push(choose(zi, ri, d, health));
+            choices.push(choose(zi, ri, d, health));
         }
     }
-    out
+    Selection {
+        choices,
+        ttl_caps: maintenance_ttls(config, now),
+    }
 }
 
 fn choose(zone: usize, record: usize, d: &Dynamic, health: &impl Health) -> Choice {
@@ -86,4 +120,80 @@ fn choose(zone: usize, record: usize, d: &Dynamic, health: &impl Health) -> Choi
         chosen: Chosen::Otherwise,
         values: d.otherwise.clone(),
     }
+}
+
+/// TTLs lowered ahead of maintenance: for each zone (by index), static CNAME owners whose
+/// chain leads to a dynamic record that a `[[maintenance]]` window will redirect get that
+/// record's TTL, from one old TTL before the window starts until it ends, so caches switch
+/// on time. Dynamic records always answer with their own TTL and need no lowering.
+pub fn maintenance_ttls(
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<(usize, hickory_server::proto::rr::Name, u32)> {
+    use hickory_server::proto::rr::RecordType;
+    let mut out = Vec::new();
+    for (zi, zone) in config.zones.iter().enumerate() {
+        for r in zone
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+        {
+            let Some(d) = cname_leads_to(zone, &r.name) else {
+                continue;
+            };
+            if r.ttl <= d.ttl {
+                continue;
+            }
+            let lead = chrono::Duration::seconds(i64::from(r.ttl));
+            let soon = config.maintenance.iter().any(|m| {
+                let redirects = d.answers.iter().any(|a| m.services.contains(&a.if_up));
+                redirects && now >= m.start - lead && now < m.end
+            });
+            if soon {
+                out.push((zi, r.name.clone(), d.ttl));
+            }
+        }
+    }
+    out
+}
+
+/// The dynamic record a static CNAME chain starting at `name` ends at, inside `zone`.
+pub fn cname_leads_to<'a>(
+    zone: &'a crate::config::Zone,
+    name: &hickory_server::proto::rr::Name,
+) -> Option<&'a Dynamic> {
+    use hickory_server::proto::rr::RData;
+    let mut at = name.clone();
+    for _ in 0..crate::snapshot::MAX_CNAME_CHAIN {
+        let target = zone.records.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+            _ => None,
+        })?;
+        if let Some(d) = zone.dynamic.iter().find(|d| d.name == target) {
+            return Some(d);
+        }
+        at = target;
+    }
+    None
+}
+
+/// Moments after `now` when [`maintenance_ttls`] changes: one old TTL before each window.
+pub fn ttl_boundaries(
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+) -> impl Iterator<Item = chrono::DateTime<chrono::Utc>> + '_ {
+    use hickory_server::proto::rr::RecordType;
+    config.zones.iter().flat_map(move |zone| {
+        zone.records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .filter_map(move |r| cname_leads_to(zone, &r.name).map(|_| r.ttl))
+            .flat_map(move |ttl| {
+                config.maintenance.iter().map(move |m| {
+                    (m.start - chrono::Duration::seconds(i64::from(ttl)))
+                        .with_timezone(&chrono::Utc)
+                })
+            })
+            .filter(move |t| *t > now)
+    })
 }

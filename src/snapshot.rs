@@ -14,7 +14,8 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::{Config, Zone};
-use crate::selection::Choice;
+use crate::selection::{Choice, Selection};
+use crate::states::Health;
 
 /// Longest CNAME chain followed inside served zones.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -85,9 +86,19 @@ pub enum Found<'a> {
 }
 
 impl ZoneData {
-    fn compile(zone: &Zone, choices: &[&Choice], prev: Option<&ZoneData>, now: u32) -> ZoneData {
+    fn compile(
+        zone: &Zone,
+        (choices, caps): &(Vec<&Choice>, Vec<(&Name, u32)>),
+        prev: Option<&ZoneData>,
+        now: u32,
+    ) -> ZoneData {
         let origin = zone.origin.clone();
         let mut content: Vec<Record> = zone.records.clone();
+        for r in content.iter_mut() {
+            if let Some((_, ttl)) = caps.iter().find(|(n, _)| **n == r.name) {
+                r.ttl = r.ttl.min(*ttl);
+            }
+        }
         for c in choices {
             let d = &zone.dynamic[c.record];
             for v in &c.values {
@@ -328,8 +339,12 @@ pub struct Snapshot {
     pub generation: u64,
     /// The configuration it was built from.
     pub config: Arc<Config>,
-    /// Zones, in `config.zones` order.
-    pub zones: Vec<ZoneData>,
+    /// Zones, in `config.zones` order; unchanged zones are shared with the previous Snapshot.
+    pub zones: Vec<Arc<ZoneData>>,
+    /// Service and check states this Snapshot was selected from.
+    pub health: Arc<Health>,
+    /// The selection it was built from.
+    pub selection: Selection,
     index: HashMap<LowerName, usize>,
     min_labels: u8,
     max_labels: u8,
@@ -342,22 +357,34 @@ impl Snapshot {
     /// `now` is the current Unix time, the floor for new serials.
     pub fn build(
         config: Arc<Config>,
-        choices: &[Choice],
+        selection: Selection,
+        health: Arc<Health>,
         prev: Option<&Snapshot>,
         now: u32,
     ) -> Snapshot {
         let mut zones = Vec::with_capacity(config.zones.len());
         let mut index = HashMap::new();
         for (zi, zone) in config.zones.iter().enumerate() {
-            let mine: Vec<&Choice> = choices.iter().filter(|c| c.zone == zi).collect();
-            let prev_zone = prev.and_then(|p| p.zone_by_origin(&zone.origin));
-            zones.push(ZoneData::compile(zone, &mine, prev_zone, now));
+            let mine = selection.for_zone(zi);
+            // Same config and same selection: the compiled zone is reused as it is.
+            let reusable = prev
+                .filter(|p| Arc::ptr_eq(&p.config, &config))
+                .and_then(|p| (p.selection.for_zone(zi) == mine).then(|| p.zones[zi].clone()));
+            let compiled = match reusable {
+                Some(z) => z,
+                None => {
+                    let prev_zone = prev.and_then(|p| p.zone_by_origin(&zone.origin));
+                    Arc::new(ZoneData::compile(zone, &mine, prev_zone, now))
+                }
+            };
+            zones.push(compiled);
             index.insert(LowerName::new(&zone.origin), zi);
         }
         let labels = config.zones.iter().map(|z| z.origin.num_labels());
         let min_labels = labels.clone().min().unwrap_or(0);
         let max_labels = labels.max().unwrap_or(0);
-        let dynamic = choices
+        let dynamic = selection
+            .choices
             .iter()
             .map(|c| {
                 let d = &config.zones[c.zone].dynamic[c.record];
@@ -372,6 +399,8 @@ impl Snapshot {
             generation: prev.map_or(1, |p| p.generation + 1),
             config,
             zones,
+            health,
+            selection,
             index,
             min_labels,
             max_labels,
@@ -383,7 +412,7 @@ impl Snapshot {
     pub fn zone_by_origin(&self, origin: &Name) -> Option<&ZoneData> {
         self.index
             .get(&LowerName::new(origin))
-            .map(|&i| &self.zones[i])
+            .map(|&i| &*self.zones[i])
     }
 
     /// The served zone that holds `name` (longest matching origin), if any.
@@ -400,7 +429,7 @@ impl Snapshot {
         }
         loop {
             if let Some(&i) = self.index.get(&n) {
-                return Some(&self.zones[i]);
+                return Some(&*self.zones[i]);
             }
             if l <= self.min_labels {
                 return None;

@@ -183,8 +183,10 @@ async fn run_serves_the_example_reloads_on_sighup_and_stops_on_sigterm() {
     let addr = d.dns_addr();
     d.wait_for("ready");
 
+    // None of the example's backends (127.0.0.1:9001-9005) runs here: the MLS and its DR
+    // site are down, so mls answers the outage page.
     let (reply, _) = udp(addr, &query("mls.example.test.", RecordType::A, None)).await;
-    assert_eq!(a_values(&reply), ["127.0.0.10", "127.0.0.11"]);
+    assert_eq!(a_values(&reply), ["127.0.0.80"]);
     let reply = tcp(addr, &query("mls.example.test.", RecordType::A, None)).await;
     assert!(reply.metadata.authoritative);
 
@@ -278,7 +280,7 @@ fn dig_gets_the_example_answer_from_the_binary() {
     assert!(text.contains("status: NOERROR"), "{text}");
     assert!(text.contains("flags: qr aa;"), "AA set, RA clear: {text}");
     assert!(
-        text.contains("mls.example.test.\t30\tIN\tA\t127.0.0.10"),
+        text.contains("mls.example.test.\t30\tIN\tA\t127.0.0.80"),
         "{text}"
     );
     let out = Command::new("dig")
@@ -297,4 +299,33 @@ fn dig_gets_the_example_answer_from_the_binary() {
         text.contains("IN\tSOA\tns1.example.test. hostmaster.example.test."),
         "{text}"
     );
+}
+
+#[test]
+fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
+    let f = Fixture::new(
+        "[server]\nzones_dir = \"zones\"\n[services.mls]\ncheck = { type = \"tcp\", address = \"127.0.0.1:9\", interval = \"1s\", timeout = \"500ms\", fall = 3 }\n",
+        &[(
+            "z.toml",
+            &TEST_ZONE.replace("minimum = 60", "minimum = 600"),
+        )],
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(f.config_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // 1 s + 2 x 250 ms + 500 ms = 2 s detection, + 30 s TTL.
+    assert!(
+        stdout.contains("failover: mls.example.test. A: within 32s (detect 2s: interval 1s + 2 x 250ms confirm + 500ms timeout; then TTL 30 s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: zone example.test.: negative TTL (SOA minimum) is 600 s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning: no [guard] canaries"), "{stdout}");
 }

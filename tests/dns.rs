@@ -506,13 +506,13 @@ async fn the_serial_rises_only_when_a_zone_changes() {
     );
 
     // Reload with nothing changed: same serial.
-    s.running.reload().expect("reload");
+    s.running.reload().await.expect("reload");
     assert_eq!(serial(&udp(s.addr, &q).await.0), first);
 
     // Change one zone: its serial goes up, the other's does not.
     let changed = TEST_ZONE.replace("192.0.2.25", "192.0.2.26");
     write(&s.fixture.zone_path("example.test.toml"), &changed);
-    s.running.reload().expect("reload");
+    s.running.reload().await.expect("reload");
     let second = serial(&udp(s.addr, &q).await.0);
     assert!(second > first, "{second} > {first}");
     assert_eq!(
@@ -534,7 +534,7 @@ async fn a_bad_reload_keeps_the_old_snapshot_serving() {
         &s.fixture.zone_path("example.test.toml"),
         &TEST_ZONE.replace("value = \"192.0.2.25\"", "value = \"not-an-ip\""),
     );
-    let errors = s.running.reload().expect_err("invalid zone rejected");
+    let errors = s.running.reload().await.expect_err("invalid zone rejected");
     let text = errors.to_string();
     assert!(text.contains("example.test.toml:"), "{text}");
     assert!(text.contains("invalid A value \"not-an-ip\""), "{text}");

@@ -6,6 +6,7 @@
 //! rise/fall is deciding, and rise/fall hysteresis per check.
 
 pub mod probe;
+pub mod runner;
 
 use std::time::Duration;
 
@@ -43,6 +44,129 @@ impl Observation {
             latency,
             reason: reason.into(),
             at: Utc::now(),
+        }
+    }
+}
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Timing};
+use crate::states::{Health, check_each_targets};
+use probe::Prober;
+use runner::{CheckId, Report, Target};
+
+/// Every probe a config asks for, by id.
+pub fn plan(config: &Config) -> BTreeMap<CheckId, (Target, Timing)> {
+    let mut out = BTreeMap::new();
+    for (id, svc) in &config.services {
+        for (index, c) in svc.checks.iter().enumerate() {
+            out.insert(
+                CheckId::Service {
+                    service: id.clone(),
+                    index,
+                },
+                (Target::Check(c.kind.clone()), c.timing),
+            );
+        }
+    }
+    for (i, c) in config.guard.canaries.iter().enumerate() {
+        out.insert(
+            CheckId::Canary(i),
+            (Target::Check(c.kind.clone()), c.timing),
+        );
+    }
+    for zone in &config.zones {
+        for d in &zone.dynamic {
+            for (ip, each) in check_each_targets(d) {
+                out.insert(
+                    CheckId::Address {
+                        record: d.name.clone(),
+                        rtype: d.rtype,
+                        ip,
+                    },
+                    (
+                        Target::Address {
+                            kind: each.kind.clone(),
+                            ip,
+                            port: each.port,
+                            record: d.name.clone(),
+                        },
+                        each.timing,
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The running probe tasks, kept in step with the config.
+pub struct Checks {
+    prober: Prober,
+    tx: mpsc::Sender<Report>,
+    parent: CancellationToken,
+    running: HashMap<CheckId, ((Target, Timing), CancellationToken)>,
+}
+
+impl Checks {
+    /// No tasks yet; reports will go to `tx`.
+    pub fn new(prober: Prober, tx: mpsc::Sender<Report>, parent: CancellationToken) -> Self {
+        Self {
+            prober,
+            tx,
+            parent,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Starts what `config` asks for and stops what it no longer does. A check whose
+    /// definition did not change keeps running untouched; a new or changed one starts from the
+    /// verdict in `health` (none for a changed one, which the engine has reset).
+    pub fn apply(&mut self, config: &Config, health: &Health) {
+        let wanted = plan(config);
+        self.running.retain(|id, (def, token)| {
+            let keep = wanted.get(id) == Some(def);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for (id, def) in wanted {
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let token = self.parent.child_token();
+            let initial = health.checks.get(&id).and_then(|c| c.verdict);
+            tokio::spawn(runner::run(
+                id.clone(),
+                def.0.clone(),
+                def.1,
+                initial,
+                self.prober.clone(),
+                self.tx.clone(),
+                token.clone(),
+            ));
+            self.running.insert(id, (def, token));
+        }
+    }
+
+    /// Number of running probe tasks.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// True when nothing is probed.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Stops every task.
+    pub fn stop(&mut self) {
+        for (_, (_, t)) in self.running.drain() {
+            t.cancel();
         }
     }
 }

@@ -1,1 +1,723 @@
 //! Single probes: HTTP, TCP, DNS and per-address checks, each bounded by a timeout.
+//!
+//! Every probe runs inside one `tokio::time::timeout`: connect, TLS, headers and body
+//! together never take longer than the check's `timeout`, whatever the other side does
+//! (never answers, drips the body, stalls the handshake). At the deadline the probe's future
+//! is dropped, which closes its connection; the result is "timed out after 400ms".
+//!
+//! - HTTP: redirects are not followed unless `follow_redirects`; with no `expect_status`,
+//!   200-399 passes; at most 64 KiB of the body is read and body checks see only that;
+//!   `max_response_time` is compared with the whole probe's time, body included. The status
+//!   is judged first, then the certificate (`tls_min_validity`), the body, the time.
+//! - TCP: connect; then `send`, then read until `expect` is seen, 64 KiB were read, the peer
+//!   closes, or time is up (a wrong reply is reported as "expected 'X', got 'Y'").
+//! - DNS: one query, no cache, no retries, to the configured server only.
+//!
+//! HTTP probes share a handful of `reqwest::Client`s: one per `(tls_verify,
+//! follow_redirects)`, plus one per `(host, address)` for `check_each` over HTTPS, whose SNI
+//! must name the record while the connection goes to one given address. None keeps idle
+//! connections and none uses a proxy, so every probe really connects to its target.
+//! Reasons are one short line for people: "HTTP 502 (expected 200)", "connect refused",
+//! "TLS: invalid peer certificate: UnknownIssuer", "DNS: NXDOMAIN".
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::Name;
+use reqwest::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Observation;
+use crate::config::duration::display;
+use crate::config::{CheckEachKind, CheckKind, DnsCheck, HttpCheck, TcpCheck};
+
+/// At most this much of a response body (or of a TCP reply) is read.
+const READ_LIMIT: usize = 64 * 1024;
+/// Redirects followed when `follow_redirects` is on.
+const MAX_REDIRECTS: usize = 10;
+/// Bound on the per-address client cache; past it the cache starts over.
+const PINNED_CLIENTS_MAX: usize = 4096;
+/// Longest piece of foreign text (body needle, TCP reply, error) quoted in a reason.
+const QUOTE_MAX: usize = 80;
+
+/// What a probe body returns: `Ok(reason)` passes, `Err(reason)` fails.
+type Outcome = Result<String, String>;
+
+/// Runs probes; holds the shared HTTP clients. Cheap to clone (Arc inside) and shared by every check task.
+#[derive(Clone, Debug, Default)]
+pub struct Prober {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Clients for configured checks, by `(tls_verify, follow_redirects)`.
+    shared: Mutex<HashMap<(bool, bool), reqwest::Client>>,
+    /// Clients for `check_each` over HTTPS, by `(host, address)`: the host resolves to the
+    /// address, so the request carries the host as SNI and Host while reaching that address.
+    pinned: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
+}
+
+/// One HTTP request to make and judge.
+struct HttpSpec<'a> {
+    url: url::Url,
+    method: &'a str,
+    headers: HeaderMap,
+    expect_status: &'a [u16],
+    body_contains: Option<&'a str>,
+    body_regex: Option<&'a regex::Regex>,
+    max_response_time: Option<Duration>,
+    tls_min_validity: Option<Duration>,
+}
+
+impl Prober {
+    /// A prober with no clients yet; they are built on first use.
+    pub fn new() -> Prober {
+        Prober::default()
+    }
+
+    /// One probe of a configured check, bounded by `timeout` as a whole (connect, TLS, headers, body).
+    pub async fn check(&self, kind: &CheckKind, timeout: Duration) -> Observation {
+        match kind {
+            CheckKind::Http(h) => bounded(timeout, self.http_check(h)).await,
+            CheckKind::Tcp(t) => {
+                // The reply wait ends just before the probe's own deadline, so that a wrong
+                // reply is reported as such rather than as a bare timeout.
+                let deadline =
+                    tokio::time::Instant::now() + timeout.saturating_sub(Duration::from_millis(1));
+                bounded(timeout, tcp_probe(t, deadline, timeout)).await
+            }
+            CheckKind::Dns(d) => bounded(timeout, dns_probe(d, timeout)).await,
+        }
+    }
+
+    /// One probe of one address of a `check_each` dynamic record (`record` is its owner name, the default Host header / SNI).
+    pub async fn address(
+        &self,
+        kind: &CheckEachKind,
+        ip: IpAddr,
+        port: u16,
+        record: &Name,
+        timeout: Duration,
+    ) -> Observation {
+        let addr = SocketAddr::new(ip, port);
+        match kind {
+            CheckEachKind::Tcp => bounded(timeout, tcp_connect(addr)).await,
+            CheckEachKind::Http {
+                scheme,
+                path,
+                host,
+                expect_status,
+                body_contains,
+            } => {
+                let host = match host {
+                    Some(h) => h.trim_end_matches('.').to_string(),
+                    None => record.to_ascii().trim_end_matches('.').to_string(),
+                };
+                let probe = self.http_address(
+                    scheme,
+                    path,
+                    &host,
+                    addr,
+                    expect_status,
+                    body_contains.as_deref(),
+                );
+                bounded(timeout, probe).await
+            }
+        }
+    }
+
+    async fn http_check(&self, h: &HttpCheck) -> Outcome {
+        let client = self.shared_client(h.tls_verify, h.follow_redirects)?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &h.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name '{}'", quote(name)))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("invalid value for header '{name}'"))?;
+            headers.append(name, value);
+        }
+        let spec = HttpSpec {
+            url: h.url.clone(),
+            method: &h.method,
+            headers,
+            expect_status: &h.expect_status,
+            body_contains: h.body_contains.as_deref(),
+            body_regex: h.body_regex.as_ref().map(|p| &p.0),
+            max_response_time: h.max_response_time,
+            tls_min_validity: h.tls_min_validity,
+        };
+        http_probe(&client, spec).await
+    }
+
+    async fn http_address(
+        &self,
+        scheme: &str,
+        path: &str,
+        host: &str,
+        addr: SocketAddr,
+        expect_status: &[u16],
+        body_contains: Option<&str>,
+    ) -> Outcome {
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        // The name to put in the URL for SNI: the host without any port, when it is a name.
+        let sni_host = host_without_port(host);
+        let pin = scheme.eq_ignore_ascii_case("https")
+            && !sni_host.is_empty()
+            && sni_host.parse::<IpAddr>().is_err();
+        let (client, authority) = if pin {
+            let authority = format!("{sni_host}:{}", addr.port());
+            (self.pinned_client(sni_host, addr)?, authority)
+        } else {
+            (self.shared_client(true, false)?, addr.to_string())
+        };
+        let url = url::Url::parse(&format!("{scheme}://{authority}{path}"))
+            .map_err(|e| format!("invalid URL {scheme}://{authority}{path}: {e}"))?;
+        let mut headers = HeaderMap::new();
+        if !host.is_empty() {
+            let value = HeaderValue::from_str(host)
+                .map_err(|_| format!("invalid Host header '{}'", quote(host)))?;
+            headers.insert(HOST, value);
+        }
+        let spec = HttpSpec {
+            url,
+            method: "GET",
+            headers,
+            expect_status,
+            body_contains,
+            body_regex: None,
+            max_response_time: None,
+            tls_min_validity: None,
+        };
+        http_probe(&client, spec).await
+    }
+
+    fn shared_client(
+        &self,
+        tls_verify: bool,
+        follow_redirects: bool,
+    ) -> Result<reqwest::Client, String> {
+        let mut clients = self
+            .inner
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(&(tls_verify, follow_redirects)) {
+            return Ok(c.clone());
+        }
+        let builder = || {
+            client_builder()
+                .redirect(if follow_redirects {
+                    reqwest::redirect::Policy::limited(MAX_REDIRECTS)
+                } else {
+                    reqwest::redirect::Policy::none()
+                })
+                .tls_danger_accept_invalid_certs(!tls_verify)
+        };
+        let client = match builder().build() {
+            Ok(client) => client,
+            // The usual cause is a system with no CA certificates at all. Plain HTTP must
+            // still work; HTTPS then fails verification, which is the truth.
+            Err(e) if tls_verify => {
+                tracing::warn!(
+                    "HTTP probes: no system trust store ({}); HTTPS checks with tls_verify will fail",
+                    error_chain_reason(&e)
+                );
+                builder()
+                    .tls_certs_only(Vec::new())
+                    .build()
+                    .map_err(|e| format!("HTTP client: {}", error_chain_reason(&e)))?
+            }
+            Err(e) => return Err(format!("HTTP client: {}", error_chain_reason(&e))),
+        };
+        clients.insert((tls_verify, follow_redirects), client.clone());
+        Ok(client)
+    }
+
+    fn pinned_client(&self, host: &str, addr: SocketAddr) -> Result<reqwest::Client, String> {
+        let key = (host.to_ascii_lowercase(), addr);
+        let mut clients = self
+            .inner
+            .pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = client_builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&key.0, addr)
+            .build()
+            .map_err(|e| format!("HTTP client: {}", error_chain_reason(&e)))?;
+        if clients.len() >= PINNED_CLIENTS_MAX {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// Settings every probe client shares: no proxy, no idle connections, TLS details kept.
+fn client_builder() -> reqwest::ClientBuilder {
+    // Idempotent: fails only when a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .tls_info(true)
+        .tcp_nodelay(true)
+        .user_agent(concat!(
+            "detour/",
+            env!("CARGO_PKG_VERSION"),
+            " (health check)"
+        ))
+}
+
+/// Runs `probe` under `timeout`, measuring latency; the deadline wins over anything the probe does.
+async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Observation {
+    let start = Instant::now();
+    let result = tokio::time::timeout(timeout, probe).await;
+    let latency = start.elapsed();
+    match result {
+        Ok(Ok(reason)) => Observation::pass(latency, reason),
+        Ok(Err(reason)) => Observation::fail(latency, reason),
+        Err(_) => Observation::fail(latency, timed_out(timeout)),
+    }
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!("timed out after {}", display(timeout))
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+async fn http_probe(client: &reqwest::Client, spec: HttpSpec<'_>) -> Outcome {
+    let start = Instant::now();
+    let method = if spec.method.trim().is_empty() {
+        reqwest::Method::GET
+    } else {
+        reqwest::Method::from_bytes(spec.method.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("invalid method '{}'", quote(spec.method)))?
+    };
+    let mut response = client
+        .request(method, spec.url)
+        .headers(spec.headers)
+        .send()
+        .await
+        .map_err(|e| http_error_reason(&e))?;
+
+    let status = response.status().as_u16();
+    // After redirects, the certificate that matters is the final server's.
+    let is_https = response.url().scheme().eq_ignore_ascii_case("https");
+    // Judge the certificate now, while the response still holds the connection's TLS details.
+    let cert = match spec.tls_min_validity {
+        Some(min) if is_https => {
+            let der = response
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|info| info.peer_certificate());
+            match der {
+                Some(der) => cert_validity(der, min),
+                None => Err("TLS: no peer certificate".to_string()),
+            }
+        }
+        _ => Ok(()),
+    };
+
+    let mut body = Vec::new();
+    while body.len() < READ_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(READ_LIMIT - body.len());
+                body.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("HTTP {status}, body: {}", http_error_reason(&e))),
+        }
+    }
+    drop(response);
+    let elapsed = start.elapsed();
+
+    let status_ok = if spec.expect_status.is_empty() {
+        (200..=399).contains(&status)
+    } else {
+        spec.expect_status.contains(&status)
+    };
+    if !status_ok {
+        return Err(format!(
+            "HTTP {status} (expected {})",
+            expected_statuses(spec.expect_status)
+        ));
+    }
+    cert?;
+    if spec.body_contains.is_some() || spec.body_regex.is_some() {
+        let text = String::from_utf8_lossy(&body);
+        if let Some(needle) = spec.body_contains
+            && !text.contains(needle)
+        {
+            return Err(format!("body lacks '{}'", quote(needle)));
+        }
+        if let Some(re) = spec.body_regex
+            && !re.is_match(&text)
+        {
+            return Err(format!("body does not match /{}/", quote(re.as_str())));
+        }
+    }
+    if let Some(max) = spec.max_response_time
+        && elapsed > max
+    {
+        return Err(format!("slow: {} > {}", display_ms(elapsed), display(max)));
+    }
+    Ok(format!("HTTP {status}"))
+}
+
+fn expected_statuses(expect: &[u16]) -> String {
+    if expect.is_empty() {
+        "200-399".to_string()
+    } else {
+        expect
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Milliseconds, always: "812ms", "1520ms" (a measured time, not a configured one).
+fn display_ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Fails when the certificate's notAfter is sooner than now + `min`.
+fn cert_validity(der: &[u8], min: Duration) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("TLS: unreadable certificate: {}", quote(&e.to_string())))?;
+    let left = cert.validity().not_after.timestamp() - Utc::now().timestamp();
+    if left <= 0 {
+        return Err("certificate expired".to_string());
+    }
+    let min = i64::try_from(min.as_secs()).unwrap_or(i64::MAX);
+    if left < min {
+        return Err(format!("certificate expires in {}", human_span(left)));
+    }
+    Ok(())
+}
+
+/// "3 days", "5 hours", "12 minutes", "40 seconds" (rounded to the nearest unit).
+fn human_span(secs: i64) -> String {
+    const MINUTE: i64 = 60;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let (n, unit) = if secs >= 2 * DAY - DAY / 2 {
+        ((secs + DAY / 2) / DAY, "day")
+    } else if secs >= 2 * HOUR - HOUR / 2 {
+        ((secs + HOUR / 2) / HOUR, "hour")
+    } else if secs >= 2 * MINUTE - MINUTE / 2 {
+        ((secs + MINUTE / 2) / MINUTE, "minute")
+    } else {
+        (secs, "second")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// A short reason for a failed request: "connect refused", "TLS: invalid peer certificate: …".
+fn http_error_reason(e: &reqwest::Error) -> String {
+    if e.is_redirect() {
+        return "too many redirects".to_string();
+    }
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let reason = error_chain_reason(e);
+    if e.is_connect() && !reason.starts_with("connect") && !reason.starts_with("TLS") {
+        format!("connect: {reason}")
+    } else {
+        reason
+    }
+}
+
+/// Walks an error's sources (including errors wrapped inside `io::Error`s) for the most
+/// telling one: a TLS error, then an I/O error, then the innermost message.
+fn error_chain_reason(e: &(dyn StdError + 'static)) -> String {
+    let mut chain: Vec<&(dyn StdError + 'static)> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if chain.len() >= 32 {
+            break;
+        }
+        chain.push(err);
+        next = match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            // `io::Error::source` skips the wrapped error itself; look at it directly.
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => err.source(),
+        };
+    }
+    if let Some(tls) = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return format!("TLS: {}", tls_reason(tls));
+    }
+    if let Some(io) = chain.iter().find_map(|e| e.downcast_ref::<io::Error>())
+        && io.get_ref().is_none()
+    {
+        return io_reason(io);
+    }
+    match chain.last() {
+        Some(last) => quote(&last.to_string()),
+        None => "unknown error".to_string(),
+    }
+}
+
+/// rustls' message, short: certificate errors by their name ("invalid peer certificate:
+/// UnknownIssuer", "… NotValidForName"), others up to their first clause.
+fn tls_reason(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(ce) = e {
+        let debug = format!("{ce:?}");
+        let ident: String = debug
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        let ident = ident.strip_suffix("Context").unwrap_or(&ident);
+        if !ident.is_empty() && ident != "Other" {
+            return format!("invalid peer certificate: {ident}");
+        }
+    }
+    let text = e.to_string();
+    quote(text.split(';').next().unwrap_or(&text))
+}
+
+/// "connect refused", "connection reset", or the OS message without its error number.
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+        io::ErrorKind::UnexpectedEof => "connection closed early".to_string(),
+        _ => {
+            let text = e.to_string();
+            let text = match text.find(" (os error") {
+                Some(i) => &text[..i],
+                None => &text,
+            };
+            quote(text)
+        }
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // "[::1]:443" or "[::1]"
+        return host
+            .split_once(']')
+            .map(|(h, _)| h.trim_start_matches('['))
+            .unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP
+
+async fn tcp_connect(addr: SocketAddr) -> Outcome {
+    TcpStream::connect(addr).await.map_err(|e| io_reason(&e))?;
+    Ok("connected".to_string())
+}
+
+async fn tcp_probe(check: &TcpCheck, deadline: tokio::time::Instant, timeout: Duration) -> Outcome {
+    let mut stream = TcpStream::connect(check.address.as_str())
+        .await
+        .map_err(|e| io_reason(&e))?;
+    if let Some(send) = &check.send {
+        stream
+            .write_all(send.as_bytes())
+            .await
+            .map_err(|e| format!("send: {}", io_reason(&e)))?;
+    }
+    let Some(expect) = check.expect.as_deref() else {
+        return Ok("connected".to_string());
+    };
+    let wanted = expect.as_bytes();
+    if wanted.is_empty() {
+        return Ok("connected".to_string());
+    }
+    let mut got: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let room = READ_LIMIT.saturating_sub(got.len()).min(chunk.len());
+        if room == 0 {
+            break;
+        }
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if got.is_empty() => return Err(format!("read: {}", io_reason(&e))),
+            Ok(Err(_)) => break,
+            // Out of time: say what came back, if anything did.
+            Err(_) if got.is_empty() => return Err(timed_out(timeout)),
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
+        }
+        // Only the new bytes (plus an overlap) can complete a match.
+        let from = got.len().saturating_sub(wanted.len() - 1);
+        got.extend_from_slice(&chunk[..n]);
+        if got[from..].windows(wanted.len()).any(|w| w == wanted) {
+            return Ok(format!("got '{}'", quote(expect)));
+        }
+    }
+    if got.is_empty() {
+        Err(format!("expected '{}', got nothing", quote(expect)))
+    } else {
+        let text = String::from_utf8_lossy(&got);
+        Err(format!(
+            "expected '{}', got '{}'",
+            quote(expect),
+            quote(text.trim())
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS
+
+async fn dns_probe(check: &DnsCheck, timeout: Duration) -> Outcome {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = check.server.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = check.server.port();
+    let server = NameServerConfig::new(check.server.ip(), true, vec![udp, tcp]);
+    let config = ResolverConfig::from_name_servers(vec![server]);
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.attempts = 1;
+    opts.timeout = timeout;
+    opts.recursion_desired = false;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.ndots = 0;
+    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|e| format!("DNS: resolver: {}", quote(&e.to_string())))?;
+
+    let mut name = check.name.clone();
+    name.set_fqdn(true);
+    let rtype = check.record_type;
+    let lookup = match resolver.lookup(name, rtype).await {
+        Ok(lookup) => lookup,
+        Err(e) => return Err(dns_error_reason(&e, rtype, timeout)),
+    };
+    let mut answered: Vec<String> = lookup
+        .answers()
+        .iter()
+        .filter(|r| r.record_type() == rtype)
+        .map(|r| r.data.to_string())
+        .collect();
+    if answered.is_empty() {
+        return Err(format!("DNS: no {rtype} records"));
+    }
+    // Sorted, so that a server rotating its answers does not change the reason every time.
+    answered.sort();
+    let shown = quote(&answered.join(", "));
+    if !check.values.is_empty() {
+        let mut got: Vec<String> = answered.iter().map(|v| normalize_value(v)).collect();
+        let mut want: Vec<String> = check.values.iter().map(|v| normalize_value(v)).collect();
+        got.sort();
+        got.dedup();
+        want.sort();
+        want.dedup();
+        if got != want {
+            return Err(format!(
+                "DNS: answered {shown}; expected {}",
+                quote(&check.values.join(", "))
+            ));
+        }
+    }
+    Ok(format!("DNS: {shown}"))
+}
+
+/// Lowercase, without a trailing dot or surrounding quotes, so that `MLS.example.test.`,
+/// `mls.example.test` and `"mls.example.test"` compare equal.
+fn normalize_value(v: &str) -> String {
+    let v = v.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v);
+    v.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn dns_error_reason(
+    e: &NetError,
+    rtype: hickory_server::proto::rr::RecordType,
+    timeout: Duration,
+) -> String {
+    if e.is_nx_domain() {
+        return "DNS: NXDOMAIN".to_string();
+    }
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(_)) => format!("DNS: no {rtype} records"),
+        NetError::Dns(DnsError::ResponseCode(code)) => format!("DNS: {}", rcode_name(*code)),
+        NetError::Timeout => timed_out(timeout),
+        NetError::Io(io) => format!("DNS: {}", io_reason(io)),
+        other => format!("DNS: {}", quote(&other.to_string())),
+    }
+}
+
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".to_string(),
+        ResponseCode::FormErr => "FORMERR".to_string(),
+        ResponseCode::ServFail => "SERVFAIL".to_string(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_string(),
+        ResponseCode::NotImp => "NOTIMP".to_string(),
+        ResponseCode::Refused => "REFUSED".to_string(),
+        ResponseCode::NotAuth => "NOTAUTH".to_string(),
+        ResponseCode::NotZone => "NOTZONE".to_string(),
+        other => format!("rcode {}", u16::from(other)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+/// Foreign text made fit for a one-line reason: control characters escaped, at most
+/// `QUOTE_MAX` characters (then "…").
+fn quote(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i >= QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -80,6 +80,37 @@ fn zone_warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    let now = chrono::Utc::now();
+    for m in &cfg.maintenance {
+        let until = (m.start.with_timezone(&chrono::Utc) - now).num_seconds();
+        if until <= 0 {
+            continue;
+        }
+        for z in &cfg.zones {
+            for d in &z.dynamic {
+                let redirects = d.answers.iter().any(|a| m.services.contains(&a.if_up));
+                // The longest TTL a cache may hold on the way to this name.
+                let chain_ttl = z
+                    .records
+                    .iter()
+                    .filter(|r| {
+                        crate::selection::cname_leads_to(z, &r.name)
+                            .is_some_and(|t| t.name == d.name)
+                    })
+                    .map(|r| r.ttl)
+                    .max()
+                    .unwrap_or(0)
+                    .max(d.ttl);
+                if redirects && until < i64::from(chain_ttl) {
+                    out.push(format!(
+                        "maintenance of {} starts in {until} s, sooner than the {chain_ttl} s TTL on the way to {}: some caches will switch late",
+                        m.services.join(", "),
+                        d.name
+                    ));
+                }
+            }
+        }
+    }
     let dynamic = cfg.zones.iter().map(|z| z.dynamic.len()).sum::<usize>();
     if dynamic > 0 && cfg.guard.canaries.is_empty() {
         out.push(
@@ -348,7 +379,7 @@ fn default_timing() -> Timing {
 
 /// The confirm pace when none is given: interval / 4, at least 250 ms.
 fn default_confirm(interval: Duration) -> Duration {
-    (interval / 4).max(Duration::from_millis(250))
+    (interval / 4).max(Duration::from_millis(250)).min(interval)
 }
 
 pub(super) struct TimingFields<'a> {

@@ -31,7 +31,20 @@ pub struct Bound {
 /// Binds UDP (`workers` sockets with SO_REUSEPORT) and TCP on `addr`. With port 0, UDP picks
 /// the port and TCP binds the same one.
 pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
-    let workers = workers.max(1);
+    // With port 0 the port UDP picks may be taken for TCP: try a few ports.
+    let tries = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        match bind_once(addr, workers.max(1)) {
+            Ok(b) => return Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+fn bind_once(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
     let first = udp_socket(addr)?;
     let addr = first.local_addr()?;
     let mut udp = vec![first];

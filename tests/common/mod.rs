@@ -2,6 +2,8 @@
 //! DNS client built on hickory's message types that speaks real UDP and TCP.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,7 +70,7 @@ udp_workers = 2
 {extra_server}
 
 [services.mls]
-check = {{ type = "tcp", address = "127.0.0.1:9" }}
+name = "MLS"
 "#
     )
 }

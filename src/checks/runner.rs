@@ -1,0 +1,227 @@
+//! Scheduling: one task per probe, with jitter, rise/fall hysteresis and adaptive pace.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_server::proto::rr::{Name, RecordType};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Observation;
+use super::probe::Prober;
+use crate::config::{CheckEachKind, CheckKind, Timing};
+
+/// Identifies one probe task across reloads and restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CheckId {
+    /// `services.<service>.checks[index]` (or its single `check`).
+    Service {
+        /// Service id.
+        service: String,
+        /// Position in the service's checks.
+        index: usize,
+    },
+    /// `guard.canaries[index]`.
+    Canary(usize),
+    /// One address of a `check_each` dynamic record.
+    Address {
+        /// Owner name of the record.
+        record: Name,
+        /// Its type (A or AAAA).
+        rtype: RecordType,
+        /// The address probed.
+        ip: IpAddr,
+    },
+}
+
+impl fmt::Display for CheckId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckId::Service { service, index } => write!(f, "{service}#{index}"),
+            CheckId::Canary(i) => write!(f, "canary#{i}"),
+            CheckId::Address { record, rtype, ip } => write!(f, "{record}/{rtype}/{ip}"),
+        }
+    }
+}
+
+/// What a task probes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A configured check.
+    Check(CheckKind),
+    /// One address of a `check_each` record.
+    Address {
+        /// How to probe it.
+        kind: CheckEachKind,
+        /// The address.
+        ip: IpAddr,
+        /// Port probed.
+        port: u16,
+        /// The record's name (Host header, SNI).
+        record: Name,
+    },
+}
+
+/// Rise/fall hysteresis of one check: `rise` passes in a row make it up, `fall` failures in a
+/// row make it down. The first observation gives the first verdict on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    up: Option<bool>,
+    streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl Hysteresis {
+    /// Starts with a known verdict (restored) or none.
+    pub fn new(rise: u32, fall: u32, initial: Option<bool>) -> Self {
+        Self {
+            up: initial,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    /// The current verdict: `Some(true)` up, `Some(false)` down, `None` before the first.
+    pub fn verdict(&self) -> Option<bool> {
+        self.up
+    }
+
+    /// Feeds one result; returns the new verdict when it changed.
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        match self.up {
+            None => {
+                self.up = Some(ok);
+                self.streak = 0;
+                Some(ok)
+            }
+            Some(up) if up == ok => {
+                self.streak = 0;
+                None
+            }
+            Some(_) => {
+                self.streak += 1;
+                let needed = if ok { self.rise } else { self.fall };
+                if self.streak >= needed {
+                    self.up = Some(ok);
+                    self.streak = 0;
+                    Some(ok)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// True while results disagree with the verdict and rise/fall has not decided yet.
+    pub fn deciding(&self) -> bool {
+        self.streak > 0
+    }
+}
+
+/// One report from a probe task to the states task.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Which probe.
+    pub id: CheckId,
+    /// What it saw.
+    pub observation: Observation,
+    /// The check's verdict after this observation.
+    pub verdict: Option<bool>,
+    /// The verdict changed with this observation.
+    pub flipped: bool,
+}
+
+/// The first probe waits a random fraction of this (or of the interval, if shorter), so that
+/// many checks do not fire in one tick.
+const MAX_JITTER: Duration = Duration::from_secs(1);
+
+/// Runs one probe task until `cancel` fires or the receiver is gone.
+pub async fn run(
+    id: CheckId,
+    target: Target,
+    timing: Timing,
+    initial: Option<bool>,
+    prober: Prober,
+    tx: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) {
+    let mut h = Hysteresis::new(timing.rise, timing.fall, initial);
+    let spread = timing.interval.min(MAX_JITTER);
+    let jitter = spread.mul_f64(rand::random::<f64>());
+    tokio::select! {
+        _ = tokio::time::sleep(jitter) => {}
+        _ = cancel.cancelled() => return,
+    }
+    loop {
+        let started = tokio::time::Instant::now();
+        let observation = tokio::select! {
+            o = probe(&prober, &target, timing.timeout) => o,
+            _ = cancel.cancelled() => return,
+        };
+        let flipped = h.observe(observation.ok).is_some();
+        let report = Report {
+            id: id.clone(),
+            observation,
+            verdict: h.verdict(),
+            flipped,
+        };
+        if tx.send(report).await.is_err() {
+            return;
+        }
+        // Confirm quickly while rise/fall is deciding; otherwise the steady pace.
+        let pace = if h.deciding() {
+            timing.confirm_interval
+        } else {
+            timing.interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + pace) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observation {
+    match target {
+        Target::Check(kind) => prober.check(kind, timeout).await,
+        Target::Address {
+            kind,
+            ip,
+            port,
+            record,
+        } => prober.address(kind, *ip, *port, record, timeout).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_observation_decides_then_rise_and_fall_apply() {
+        let mut h = Hysteresis::new(2, 3, None);
+        assert_eq!(h.observe(true), Some(true));
+        assert_eq!(h.observe(false), None);
+        assert!(h.deciding());
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), Some(false));
+        assert!(!h.deciding());
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(false), None, "a failure resets the rise streak");
+        assert!(!h.deciding());
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(true), Some(true));
+    }
+
+    #[test]
+    fn alternating_results_never_flip_with_rise_and_fall_of_two() {
+        let mut h = Hysteresis::new(2, 2, Some(true));
+        for i in 0..100 {
+            assert_eq!(h.observe(i % 2 == 0), None);
+        }
+        assert_eq!(h.verdict(), Some(true));
+    }
+}

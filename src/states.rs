@@ -1,0 +1,703 @@
+//! Service states: check verdicts in, up / down / impacted / maintenance out.
+//!
+//! [`Engine`] is the pure part (no I/O, time passed in): it folds probe reports into check
+//! verdicts, combines them per service (`healthy_when`), applies maintenance windows and
+//! `depends_on` (transitively), and the guard: when every canary is down, detour distrusts its
+//! own view and freezes every check verdict where it was. [`run`] is the single writer task
+//! around it: it receives reports and commands, and publishes a new Snapshot whenever what DNS
+//! answers (or the states shown) changes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hickory_server::proto::rr::RData;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::checks::runner::{CheckId, Report};
+use crate::checks::{Checks, Observation, plan};
+use crate::config::{CheckEach, Config, Dynamic, HealthyWhen};
+use crate::selection;
+use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
+use crate::store;
+
+/// The four states of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Its checks pass and everything it depends on is up.
+    Up,
+    /// Its checks fail.
+    Down,
+    /// Its checks pass but something in `depends_on` is down: it works, but not through the
+    /// usual way in.
+    Impacted,
+    /// Planned work (a `[[maintenance]]` window or an operator).
+    Maintenance,
+}
+
+impl ServiceState {
+    /// True when records may point at the service (up or impacted).
+    pub fn usable(self) -> bool {
+        matches!(self, ServiceState::Up | ServiceState::Impacted)
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceState::Up => "up",
+            ServiceState::Down => "down",
+            ServiceState::Impacted => "impacted",
+            ServiceState::Maintenance => "maintenance",
+        })
+    }
+}
+
+/// One change of a service's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Previous state (none at start).
+    pub from: Option<ServiceState>,
+    /// New state.
+    pub to: ServiceState,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// Transitions kept per service for the status API and page.
+pub const HISTORY: usize = 50;
+
+/// A service as of one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    /// Current state.
+    pub state: ServiceState,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// Why, in one line ("HTTP 502", "depends on sso, which is down", "Database upgrade").
+    pub reason: String,
+    /// Latest transitions, newest last.
+    pub history: VecDeque<Transition>,
+}
+
+/// A check as of one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckStatus {
+    /// Up (`Some(true)`), down, or no verdict yet.
+    pub verdict: Option<bool>,
+    /// Since when the verdict holds.
+    pub since: DateTime<Utc>,
+    /// The latest observation.
+    pub last: Option<Observation>,
+}
+
+/// The guard's view: is detour's own network working?
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardStatus {
+    /// Every canary is down: states are frozen.
+    pub frozen: bool,
+    /// Since when (frozen or not).
+    pub since: DateTime<Utc>,
+}
+
+/// Health as published in a Snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// Every service by id.
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// Every check by id (with the latest observation as of the last publication).
+    pub checks: BTreeMap<CheckId, CheckStatus>,
+    /// The guard.
+    pub guard: GuardStatus,
+}
+
+impl Health {
+    /// Health before anything is known: no services (every record answers its first entry).
+    pub fn empty() -> Self {
+        Self {
+            services: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            guard: GuardStatus {
+                frozen: false,
+                since: Utc::now(),
+            },
+        }
+    }
+}
+
+impl selection::Health for Health {
+    fn usable(&self, service: &str) -> bool {
+        self.services.get(service).is_none_or(|s| s.state.usable())
+    }
+
+    fn live_values(&self, record: &Dynamic, entry: usize) -> Option<Vec<RData>> {
+        record.check_each.as_ref()?;
+        let values = &record.answers.get(entry)?.values;
+        Some(
+            values
+                .iter()
+                .filter(|v| {
+                    let Some(ip) = address_of(v) else { return true };
+                    let id = CheckId::Address {
+                        record: record.name.clone(),
+                        rtype: record.rtype,
+                        ip,
+                    };
+                    // No verdict yet counts as live: only a failed probe removes an address.
+                    self.checks.get(&id).and_then(|c| c.verdict) != Some(false)
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// The IP address of an A or AAAA value.
+pub fn address_of(v: &RData) -> Option<std::net::IpAddr> {
+    match v {
+        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+        _ => None,
+    }
+}
+
+/// The addresses a `check_each` record probes, with how.
+pub fn check_each_targets(d: &Dynamic) -> Vec<(std::net::IpAddr, &CheckEach)> {
+    let Some(each) = &d.check_each else {
+        return Vec::new();
+    };
+    let mut seen = BTreeSet::new();
+    d.answers
+        .iter()
+        .flat_map(|a| a.values.iter())
+        .filter_map(address_of)
+        .filter(|ip| seen.insert(*ip))
+        .map(|ip| (ip, each))
+        .collect()
+}
+
+/// A service's state change, as logged and notified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Service id.
+    pub service: String,
+    /// The transition.
+    pub transition: Transition,
+    /// How long the previous state lasted.
+    pub lasted: Option<Duration>,
+}
+
+/// Verdicts saved in `state_dir/health.json`, restored at start when recent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Persisted {
+    /// When written.
+    pub saved_at: DateTime<Utc>,
+    /// Verdict per check id (its display form).
+    pub checks: BTreeMap<String, bool>,
+    /// State and since per service.
+    pub services: BTreeMap<String, (ServiceState, DateTime<Utc>)>,
+}
+
+/// How old saved verdicts may be and still be trusted at start.
+pub const RESTORE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Folds reports into service states. Pure: time is an argument.
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<Config>,
+    plan: BTreeMap<CheckId, (crate::checks::runner::Target, crate::config::Timing)>,
+    checks: BTreeMap<CheckId, CheckStatus>,
+    services: BTreeMap<String, ServiceStatus>,
+    /// Verdicts held while the guard is frozen.
+    frozen: Option<BTreeMap<CheckId, Option<bool>>>,
+    guard_since: DateTime<Utc>,
+}
+
+impl Engine {
+    /// Starts with every check of `config` unknown, or restored from `saved`.
+    pub fn new(config: Arc<Config>, saved: Option<&Persisted>, now: DateTime<Utc>) -> Self {
+        let mut e = Self {
+            config: config.clone(),
+            plan: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            services: BTreeMap::new(),
+            frozen: None,
+            guard_since: now,
+        };
+        e.set_config(config, now);
+        if let Some(p) = saved {
+            for (id, c) in e.checks.iter_mut() {
+                if let Some(v) = p.checks.get(&id.to_string()) {
+                    c.verdict = Some(*v);
+                }
+            }
+            e.evaluate(now);
+            // Keep the saved "since" where the state is the same, so "down for 12 minutes"
+            // survives a restart.
+            for (id, s) in e.services.iter_mut() {
+                if let Some((state, since)) = p.services.get(id)
+                    && *state == s.state
+                {
+                    s.since = *since;
+                    if let Some(t) = s.history.back_mut() {
+                        t.at = *since;
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// Switches to a new config: checks that still exist keep their verdicts.
+    pub fn set_config(&mut self, config: Arc<Config>, now: DateTime<Utc>) {
+        let ids = plan(&config);
+        let mut checks = BTreeMap::new();
+        for (id, def) in &ids {
+            // A check whose definition changed starts over: its old verdict says nothing.
+            let same = self.plan.get(id) == Some(def);
+            let kept = self
+                .checks
+                .remove(id)
+                .filter(|_| same)
+                .unwrap_or(CheckStatus {
+                    verdict: None,
+                    since: now,
+                    last: None,
+                });
+            checks.insert(id.clone(), kept);
+        }
+        self.checks = checks;
+        self.plan = ids;
+        self.services
+            .retain(|id, _| config.services.contains_key(id));
+        self.config = config;
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// True when every check has a verdict.
+    pub fn all_known(&self) -> bool {
+        self.checks.values().all(|c| c.verdict.is_some())
+    }
+
+    /// Records one probe report (ignored if the check no longer exists).
+    pub fn report(&mut self, r: Report) {
+        if let Some(c) = self.checks.get_mut(&r.id) {
+            if c.verdict != r.verdict {
+                c.since = r.observation.at;
+            }
+            c.verdict = r.verdict;
+            c.last = Some(r.observation);
+        }
+    }
+
+    fn verdict(&self, id: &CheckId) -> Option<bool> {
+        match &self.frozen {
+            Some(held) if !matches!(id, CheckId::Canary(_)) => held.get(id).copied().flatten(),
+            _ => self.checks.get(id).and_then(|c| c.verdict),
+        }
+    }
+
+    /// Recomputes the guard and every service at `now`; returns the transitions.
+    pub fn evaluate(&mut self, now: DateTime<Utc>) -> Vec<Change> {
+        self.update_guard(now);
+        let cfg = self.config.clone();
+        // Own state: maintenance, else the checks' verdicts.
+        let mut base: BTreeMap<&str, (ServiceState, String)> = BTreeMap::new();
+        for (id, svc) in &cfg.services {
+            let window = cfg
+                .maintenance
+                .iter()
+                .find(|m| m.services.iter().any(|s| s == id) && m.start <= now && now < m.end);
+            let own = if let Some(m) = window {
+                let msg = if m.message.is_empty() {
+                    "planned maintenance".to_string()
+                } else {
+                    m.message.clone()
+                };
+                (ServiceState::Maintenance, msg)
+            } else {
+                self.own_health(id, svc.healthy_when, svc.checks.len())
+            };
+            base.insert(id.as_str(), own);
+        }
+        // Dependencies: up but reached through something unusable is impacted.
+        let mut out = Vec::new();
+        for (id, svc) in &cfg.services {
+            let (mut state, mut reason) = base[id.as_str()].clone();
+            if state == ServiceState::Up
+                && let Some((dep, dep_state)) = self.broken_dependency(&cfg, &svc.depends_on, &base)
+            {
+                state = ServiceState::Impacted;
+                reason = format!("depends on {dep}, which is {dep_state}");
+            }
+            let entry = self.services.get_mut(id);
+            match entry {
+                Some(s) if s.state == state => {
+                    s.reason = reason;
+                }
+                Some(s) => {
+                    let lasted = (now - s.since).to_std().ok();
+                    let t = Transition {
+                        at: now,
+                        from: Some(s.state),
+                        to: state,
+                        reason: reason.clone(),
+                    };
+                    s.state = state;
+                    s.since = now;
+                    s.reason = reason;
+                    s.history.push_back(t.clone());
+                    while s.history.len() > HISTORY {
+                        s.history.pop_front();
+                    }
+                    out.push(Change {
+                        service: id.clone(),
+                        transition: t,
+                        lasted,
+                    });
+                }
+                None => {
+                    let t = Transition {
+                        at: now,
+                        from: None,
+                        to: state,
+                        reason: reason.clone(),
+                    };
+                    self.services.insert(
+                        id.clone(),
+                        ServiceStatus {
+                            state,
+                            since: now,
+                            reason,
+                            history: VecDeque::from([t.clone()]),
+                        },
+                    );
+                    out.push(Change {
+                        service: id.clone(),
+                        transition: t,
+                        lasted: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The first unusable service found among `deps` and their dependencies.
+    fn broken_dependency(
+        &self,
+        cfg: &Config,
+        deps: &[String],
+        base: &BTreeMap<&str, (ServiceState, String)>,
+    ) -> Option<(String, ServiceState)> {
+        let mut todo: Vec<&String> = deps.iter().collect();
+        let mut seen = BTreeSet::new();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            if let Some((s, _)) = base.get(d.as_str())
+                && !s.usable()
+            {
+                return Some((d.clone(), *s));
+            }
+            if let Some(svc) = cfg.services.get(d) {
+                todo.extend(svc.depends_on.iter());
+            }
+        }
+        None
+    }
+
+    fn own_health(&self, id: &str, when: HealthyWhen, n: usize) -> (ServiceState, String) {
+        if n == 0 {
+            return (ServiceState::Up, "no checks".into());
+        }
+        let mut passing = 0;
+        let mut failing = Vec::new();
+        for index in 0..n {
+            let cid = CheckId::Service {
+                service: id.to_string(),
+                index,
+            };
+            // No verdict yet counts as passing: only evidence takes a service down.
+            if self.verdict(&cid) == Some(false) {
+                let why = self
+                    .checks
+                    .get(&cid)
+                    .and_then(|c| c.last.as_ref())
+                    .map_or("check failing".to_string(), |o| o.reason.clone());
+                failing.push(why);
+            } else {
+                passing += 1;
+            }
+        }
+        let healthy = match when {
+            HealthyWhen::All => failing.is_empty(),
+            HealthyWhen::Any => passing > 0,
+            HealthyWhen::AtLeast(k) => passing >= k as usize,
+        };
+        if healthy {
+            (ServiceState::Up, "checks pass".into())
+        } else {
+            (ServiceState::Down, failing.join("; "))
+        }
+    }
+
+    fn update_guard(&mut self, now: DateTime<Utc>) {
+        let canaries = self.config.guard.canaries.len();
+        let all_down = canaries > 0
+            && (0..canaries).all(|i| {
+                self.checks.get(&CheckId::Canary(i)).and_then(|c| c.verdict) == Some(false)
+            });
+        match (&self.frozen, all_down) {
+            (None, true) => {
+                let held = self
+                    .checks
+                    .iter()
+                    .map(|(id, c)| (id.clone(), c.verdict))
+                    .collect();
+                self.frozen = Some(held);
+                self.guard_since = now;
+                warn!(
+                    "guard: every canary is down; detour's own view is suspect, so every service stays at its last state and no new redirects are made"
+                );
+            }
+            (Some(_), false) => {
+                self.frozen = None;
+                self.guard_since = now;
+                info!("guard: a canary is back; states follow the checks again");
+            }
+            _ => {}
+        }
+    }
+
+    /// True while the guard holds states frozen.
+    pub fn frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// The next moment a maintenance window starts or ends (or lowers TTLs) after `now`.
+    pub fn next_boundary(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.config
+            .maintenance
+            .iter()
+            .flat_map(|m| [m.start.with_timezone(&Utc), m.end.with_timezone(&Utc)])
+            .chain(selection::ttl_boundaries(&self.config, now))
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Health to publish. Check verdicts for selection are the frozen ones while frozen.
+    pub fn health(&self) -> Health {
+        let mut checks = self.checks.clone();
+        if let Some(held) = &self.frozen {
+            for (id, c) in checks.iter_mut() {
+                if !matches!(id, CheckId::Canary(_)) {
+                    c.verdict = held.get(id).copied().flatten();
+                }
+            }
+        }
+        Health {
+            services: self.services.clone(),
+            checks,
+            guard: GuardStatus {
+                frozen: self.frozen.is_some(),
+                since: self.guard_since,
+            },
+        }
+    }
+
+    /// What to save in `state_dir`.
+    pub fn persisted(&self, now: DateTime<Utc>) -> Persisted {
+        Persisted {
+            saved_at: now,
+            checks: self
+                .checks
+                .iter()
+                .filter_map(|(id, c)| c.verdict.map(|v| (id.to_string(), v)))
+                .collect(),
+            services: self
+                .services
+                .iter()
+                .map(|(id, s)| (id.clone(), (s.state, s.since)))
+                .collect(),
+        }
+    }
+}
+
+/// Requests to the states task.
+#[derive(Debug)]
+pub enum Command {
+    /// Switch to a new config (already validated); answers when the new Snapshot is live.
+    Reload(Arc<Config>, oneshot::Sender<()>),
+}
+
+/// Builds the Snapshot for `config` and `health`.
+pub fn snapshot_of(config: Arc<Config>, health: Health, prev: Option<&Snapshot>) -> Snapshot {
+    let selection = selection::select(&config, &health, Utc::now());
+    Snapshot::build(config, selection, Arc::new(health), prev, unix_now())
+}
+
+/// The path of saved verdicts.
+pub fn persisted_path(config: &Config) -> PathBuf {
+    config.server.state_dir.join("health.json")
+}
+
+/// Loads saved verdicts if present, parseable and recent.
+pub fn restore(config: &Config, now: DateTime<Utc>) -> Option<Persisted> {
+    let path = persisted_path(config);
+    match store::load(&path, |t| {
+        serde_json::from_str::<Persisted>(t).map_err(|e| e.to_string())
+    }) {
+        store::Loaded::Ok(p) => {
+            let age = (now - p.saved_at).to_std().unwrap_or(Duration::MAX);
+            if age <= RESTORE_WINDOW {
+                info!(file = %path.display(), age_s = age.as_secs(), "restored last known states");
+                Some(p)
+            } else {
+                info!(file = %path.display(), age_s = age.as_secs(), "saved states too old; probing first");
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Logs one transition as a structured event.
+pub fn log_change(c: &Change) {
+    let from = c.transition.from.map_or("-".to_string(), |s| s.to_string());
+    let lasted = c.lasted.map_or(0.0, |d| d.as_secs_f64());
+    info!(
+        service = %c.service,
+        from = %from,
+        to = %c.transition.to,
+        reason = %c.transition.reason,
+        previous_state_s = lasted,
+        "service state changed"
+    );
+}
+
+/// The states task: the single writer of Snapshots while running.
+pub struct StatesTask {
+    /// The engine.
+    pub engine: Engine,
+    /// Probe tasks.
+    pub checks: Checks,
+    /// Where probe reports arrive.
+    pub reports: mpsc::Receiver<Report>,
+    /// Where commands arrive.
+    pub commands: mpsc::Receiver<Command>,
+    /// Where Snapshots go.
+    pub snapshots: SnapshotHandle,
+}
+
+impl StatesTask {
+    /// Runs until `cancel` fires, then saves the verdicts.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let now = Utc::now();
+            let wake = self.engine.next_boundary(now);
+            let until_wake = wake
+                .and_then(|w| (w - now).to_std().ok())
+                .unwrap_or(Duration::from_secs(3600));
+            let mut dirty = false;
+            tokio::select! {
+                r = self.reports.recv() => {
+                    let Some(r) = r else { break };
+                    dirty |= r.flipped;
+                    self.engine.report(r);
+                    // Take everything already queued before rebuilding once.
+                    while let Ok(r) = self.reports.try_recv() {
+                        dirty |= r.flipped;
+                        self.engine.report(r);
+                    }
+                }
+                c = self.commands.recv() => match c {
+                    Some(Command::Reload(config, done)) => {
+                        self.engine.set_config(config.clone(), Utc::now());
+                        self.checks.apply(&config, &self.engine.health());
+                        self.publish(true);
+                        let _ = done.send(());
+                        continue;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(until_wake) => { dirty = true; }
+                _ = cancel.cancelled() => break,
+            }
+            if dirty {
+                self.publish(false);
+            }
+        }
+        self.checks.stop();
+        self.save();
+    }
+
+    /// Evaluates, logs transitions, and swaps in a new Snapshot when anything answered or
+    /// shown changed.
+    fn publish(&mut self, force: bool) {
+        let now = Utc::now();
+        let changes = self.engine.evaluate(now);
+        for c in &changes {
+            log_change(c);
+        }
+        let health = self.engine.health();
+        let config = self.engine.config().clone();
+        let selection = selection::select(&config, &health, now);
+        let current = self.snapshots.load_full();
+        let rebuild = force
+            || !changes.is_empty()
+            || !Arc::ptr_eq(&current.config, &config)
+            || selection != current.selection
+            || health_differs(&current.health, &health);
+        if rebuild {
+            let next = Snapshot::build(
+                config,
+                selection,
+                Arc::new(health),
+                Some(&current),
+                unix_now(),
+            );
+            self.snapshots.store(next);
+        }
+        if !changes.is_empty() || force {
+            self.save();
+        }
+    }
+
+    fn save(&self) {
+        let p = self.engine.persisted(Utc::now());
+        let path = persisted_path(self.engine.config());
+        match serde_json::to_vec_pretty(&p) {
+            Ok(bytes) => {
+                if let Err(e) = store::atomic_write(&path, &bytes) {
+                    warn!(file = %path.display(), error = %e, "cannot save service states");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot encode service states"),
+        }
+    }
+}
+
+/// True when verdicts differ (which changes answers for `check_each` records).
+fn health_differs(a: &Health, b: &Health) -> bool {
+    a.guard.frozen != b.guard.frozen
+        || a.checks.len() != b.checks.len()
+        || a.checks
+            .iter()
+            .zip(b.checks.iter())
+            .any(|((ia, ca), (ib, cb))| ia != ib || ca.verdict != cb.verdict)
+}

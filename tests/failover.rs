@@ -1,0 +1,442 @@
+//! The automatic swap, end to end: real local backends are killed, hung and restarted, and
+//! real DNS queries watch the answers move.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::backend::{HttpBackend, Mode};
+use common::*;
+use detour::states::ServiceState;
+use hickory_server::proto::rr::{RData, RecordType};
+
+/// Timing that decides within a few hundred milliseconds.
+const FAST: &str =
+    "interval = \"200ms\", timeout = \"150ms\", confirm_interval = \"50ms\", rise = 2, fall = 2";
+
+async fn answer(addr: SocketAddr, name: &str) -> Vec<String> {
+    let (m, _) = udp(addr, &query(name, RecordType::A, None)).await;
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Polls every 20 ms until `name` answers `want`; panics after `within`.
+async fn wait_answer(addr: SocketAddr, name: &str, want: &[&str], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = answer(addr, name).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{name}: wanted {want:?}, still {got:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn zone(dynamic: &str) -> String {
+    format!(
+        r#"
+origin = "example.test."
+soa = {{ mname = "ns1.example.test.", rname = "h.example.test.", minimum = 30 }}
+ns = ["ns1.example.test."]
+records = [ {{ name = "ns1", type = "A", value = "127.0.0.1" }} ]
+{dynamic}
+"#
+    )
+}
+
+const MLS_DYNAMIC: &str = r#"
+[[dynamic]]
+name = "mls"
+type = "A"
+ttl = 30
+answers = [
+  { if_up = "mls",    values = ["127.0.0.10"] },
+  { if_up = "mls_dr", values = ["127.0.0.20"] },
+]
+otherwise = ["127.0.0.80"]
+"#;
+
+fn config(services: &str) -> String {
+    format!(
+        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nstate_dir = \"state\"\nudp_workers = 1\n{services}"
+    )
+}
+
+fn http_service(id: &str, backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "[services.{id}]\ncheck = {{ type = \"http\", url = \"http://{backend}/health\", {FAST} }}\n{extra}\n"
+    )
+}
+
+async fn two_backends() -> (HttpBackend, HttpBackend) {
+    let a = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    (a, b)
+}
+
+const WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_backend_moves_the_record_to_dr_then_to_the_outage_page_and_back() {
+    let (mut main, mut dr) = two_backends().await;
+    let cfg = config(&(http_service("mls", main.addr, "") + &http_service("mls_dr", dr.addr, "")));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+
+    main.stop();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    let health = s.running.snapshots().load().health.clone();
+    assert_eq!(health.services["mls"].state, ServiceState::Down);
+    assert!(
+        health.services["mls"].reason.contains("refused"),
+        "{}",
+        health.services["mls"].reason
+    );
+
+    dr.stop();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
+
+    main.restart().await;
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    let health = s.running.snapshots().load().health.clone();
+    let history: Vec<_> = health.services["mls"]
+        .history
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        history,
+        [ServiceState::Up, ServiceState::Down, ServiceState::Up]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_failing_and_wrong_backends_are_down() {
+    let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = config(&format!(
+        "{}[services.body]\ncheck = {{ type = \"http\", url = \"http://{}/\", body_contains = \"READY\", {FAST} }}\n[services.port]\ncheck = {{ type = \"tcp\", address = \"{closed}\", {FAST} }}\n",
+        http_service("mls", b.addr, ""),
+        b.addr
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(""))]).await;
+    let state = |id: &str| {
+        let h = s.running.snapshots().load().health.clone();
+        (h.services[id].state, h.services[id].reason.clone())
+    };
+    assert_eq!(state("mls").0, ServiceState::Up);
+    // Wrong body and a closed port are down from the first round.
+    assert_eq!(
+        state("body"),
+        (ServiceState::Down, "body lacks 'READY'".into())
+    );
+    assert_eq!(state("port").0, ServiceState::Down);
+    assert!(state("port").1.contains("refused"), "{:?}", state("port"));
+
+    b.set(Mode::Status(500));
+    wait_state(&s, "mls", ServiceState::Down).await;
+    assert!(state("mls").1.contains("HTTP 500"), "{:?}", state("mls"));
+    b.set(Mode::Status(200));
+    wait_state(&s, "mls", ServiceState::Up).await;
+    b.set(Mode::Hang);
+    wait_state(&s, "mls", ServiceState::Down).await;
+    assert!(
+        state("mls").1.starts_with("timed out after 150ms"),
+        "{:?}",
+        state("mls")
+    );
+}
+
+async fn wait_state(s: &Server, id: &str, want: ServiceState) {
+    let start = Instant::now();
+    loop {
+        let got = s.running.snapshots().load().health.services[id].state;
+        if got == want {
+            return;
+        }
+        assert!(start.elapsed() < WITHIN, "{id}: wanted {want}, still {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dependency_down_makes_a_service_impacted_but_still_answered() {
+    let (mls, mut sso) = two_backends().await;
+    let cfg = config(
+        &(http_service("mls", mls.addr, "depends_on = [\"sso\"]")
+            + &http_service("sso", sso.addr, "")
+            + "[services.mls_dr]\n"),
+    );
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    sso.stop();
+    wait_state(&s, "mls", ServiceState::Impacted).await;
+    let h = s.running.snapshots().load().health.clone();
+    assert_eq!(h.services["sso"].state, ServiceState::Down);
+    assert_eq!(h.services["mls"].reason, "depends on sso, which is down");
+    // Impacted still satisfies if_up: the record keeps pointing at the MLS.
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    sso.restart().await;
+    wait_state(&s, "mls", ServiceState::Up).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_each_answers_only_the_live_addresses() {
+    let mut a = HttpBackend::start("127.0.0.10:0".parse().unwrap()).await;
+    let port = a.addr.port();
+    let mut b = match tokio::net::TcpListener::bind(("127.0.0.11", port)).await {
+        Ok(l) => {
+            drop(l);
+            HttpBackend::start(SocketAddr::new("127.0.0.11".parse().unwrap(), port)).await
+        }
+        Err(e) => panic!("127.0.0.11:{port} not free: {e}"),
+    };
+    let dynamic = format!(
+        r#"
+[[dynamic]]
+name = "mls"
+type = "A"
+ttl = 30
+answers = [ {{ if_up = "mls", values = ["127.0.0.10", "127.0.0.11"] }} ]
+otherwise = ["127.0.0.80"]
+check_each = {{ type = "http", port = {port}, path = "/health", {FAST} }}
+"#
+    );
+    let s = Server::start(&config("[services.mls]\n"), &[("z.toml", &zone(&dynamic))]).await;
+    assert_eq!(
+        answer(s.addr, "mls.example.test.").await,
+        ["127.0.0.10", "127.0.0.11"]
+    );
+    a.stop();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
+    b.stop();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
+    a.restart().await;
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guard_freezes_states_while_every_canary_is_down() {
+    let (mut main, mut canary) = two_backends().await;
+    let cfg = config(&format!(
+        "{}[services.mls_dr]\n[guard]\ncanaries = [{{ type = \"tcp\", address = \"{}\", {FAST} }}]\n",
+        http_service("mls", main.addr, ""),
+        canary.addr
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    // detour's own network "fails": the canary goes first (canaries should be probed at
+    // least as fast as services), then the backend.
+    canary.stop();
+    let start = Instant::now();
+    while !s.running.snapshots().load().health.guard.frozen {
+        assert!(start.elapsed() < WITHIN, "guard never froze");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    main.stop();
+    // Frozen: no redirect although the backend's check fails.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(
+        s.running.snapshots().load().health.services["mls"].state,
+        ServiceState::Up
+    );
+    // A canary is back: states follow the checks again.
+    canary.restart().await;
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    assert!(!s.running.snapshots().load().health.guard.frozen);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_backend_does_not_flap_the_record() {
+    let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let cfg = config(&(http_service("mls", b.addr, "") + "[services.mls_dr]\n"));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    // Up, down, up, down... one per probe: never two in a row, so rise = fall = 2 holds.
+    b.set(Mode::Alternate);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let h = s.running.snapshots().load().health.clone();
+    assert_eq!(
+        h.services["mls"].history.len(),
+        1,
+        "no transition: {:?}",
+        h.services["mls"].history
+    );
+    let probes = h.checks.values().filter_map(|c| c.last.as_ref()).count();
+    assert!(probes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_restores_the_last_known_states() {
+    let mut b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let cfg = config(&(http_service("mls", b.addr, "") + "[services.mls_dr]\n"));
+    let fixture = Fixture::new(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]);
+    let path = fixture.config_path();
+    let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
+    let addr = running.dns_addrs()[0];
+    b.stop();
+    wait_answer(addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    running.shutdown().await.unwrap();
+    let saved = std::fs::read_to_string(fixture.dir.path().join("state/health.json")).unwrap();
+    assert!(saved.contains("\"mls\""), "{saved}");
+
+    // The backend recovers while detour is away. On restart the saved verdict (down) holds
+    // until rise = 2 successes say otherwise: no probe-less guess, no flap.
+    b.restart().await;
+    let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
+    let addr = running.dns_addrs()[0];
+    assert_eq!(
+        answer(addr, "mls.example.test.").await,
+        ["127.0.0.20"],
+        "restored as down"
+    );
+    wait_answer(addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_state_file_is_set_aside_and_detour_starts_anyway() {
+    let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let cfg = config(&(http_service("mls", b.addr, "") + "[services.mls_dr]\n"));
+    let fixture = Fixture::new(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]);
+    std::fs::create_dir_all(fixture.dir.path().join("state")).unwrap();
+    std::fs::write(fixture.dir.path().join("state/health.json"), "{ not json").unwrap();
+    let running = detour::daemon::start(fixture.load(), &fixture.config_path())
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(running.dns_addrs()[0], "mls.example.test.").await,
+        ["127.0.0.10"]
+    );
+    let aside: Vec<_> = std::fs::read_dir(fixture.dir.path().join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("health.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_maintenance_window_redirects_on_time_and_ends_on_time() {
+    let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let now = chrono::Utc::now();
+    let start = now + chrono::Duration::milliseconds(1500);
+    let end = start + chrono::Duration::milliseconds(1500);
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cfg = config(&format!(
+        "{}[services.mls_dr]\n[[maintenance]]\nservices = [\"mls\"]\nstart = \"{}\"\nend = \"{}\"\nmessage = \"Database upgrade\"\n",
+        http_service("mls", b.addr, ""),
+        fmt(start),
+        fmt(end)
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    let switched = chrono::Utc::now();
+    assert!(switched >= start, "not before the window");
+    assert!(
+        (switched - start).num_milliseconds() < 500,
+        "on time: {}",
+        switched - start
+    );
+    let h = s.running.snapshots().load().health.clone();
+    assert_eq!(h.services["mls"].state, ServiceState::Maintenance);
+    assert_eq!(h.services["mls"].reason, "Database upgrade");
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    assert!(chrono::Utc::now() >= end);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dns_check_against_a_local_server_drives_a_service() {
+    // A second detour is the DNS server the check asks.
+    let upstream = Server::standard().await;
+    let cfg = config(&format!(
+        "[services.mls]\ncheck = {{ type = \"dns\", name = \"mls.example.test.\", server = \"{}\", values = [\"127.0.0.10\", \"127.0.0.11\"], {FAST} }}\n[services.mls_dr]\n",
+        upstream.addr
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    // The upstream stops answering: the check times out and the service goes down.
+    upstream.running.shutdown().await.unwrap();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_keeps_unchanged_checks_and_their_verdicts() {
+    let (mut main, dr) = two_backends().await;
+    let cfg = config(&(http_service("mls", main.addr, "") + &http_service("mls_dr", dr.addr, "")));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    main.stop();
+    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    let since = s.running.snapshots().load().health.services["mls"].since;
+    // A reload that changes only the zone keeps mls down (no re-probing from scratch).
+    let z = zone(MLS_DYNAMIC).replace("127.0.0.1\" }", "127.0.0.2\" }");
+    write(&s.fixture.zone_path("z.toml"), &z);
+    s.running.reload().await.unwrap();
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(
+        s.running.snapshots().load().health.services["mls"].since,
+        since
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttls_on_the_way_to_a_redirected_name_drop_one_old_ttl_before_maintenance() {
+    let now = chrono::Utc::now();
+    // www (TTL 2) -> mls (dynamic, TTL 1). The window starts in 3 s, so from 1 s on, www's
+    // TTL is 1: a cache that took www just before the window lets go of it on time.
+    let start = now + chrono::Duration::milliseconds(3000);
+    let end = start + chrono::Duration::seconds(60);
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cfg = config(&format!(
+        "[services.mls]\n[services.mls_dr]\n[[maintenance]]\nservices = [\"mls\"]\nstart = \"{}\"\nend = \"{}\"\n",
+        fmt(start),
+        fmt(end)
+    ));
+    let z = zone(&MLS_DYNAMIC.replace("ttl = 30", "ttl = 1")).replace(
+        "records = [",
+        "records = [ { name = \"www\", type = \"CNAME\", value = \"mls\", ttl = 2 },",
+    );
+    let s = Server::start(&cfg, &[("z.toml", &z)]).await;
+    let www_ttl = || async {
+        let (m, _) = udp(s.addr, &query("www.example.test.", RecordType::CNAME, None)).await;
+        m.answers[0].ttl
+    };
+    assert_eq!(www_ttl().await, 2);
+    let started = Instant::now();
+    while www_ttl().await != 1 {
+        assert!(started.elapsed() < WITHIN, "TTL never lowered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lowered_at = chrono::Utc::now();
+    assert!(
+        lowered_at >= start - chrono::Duration::seconds(2),
+        "not before one old TTL ahead"
+    );
+    assert!(lowered_at < start, "before the window starts");
+}
