@@ -3,23 +3,24 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::checks::Checks;
 use crate::checks::probe::Prober;
 use crate::config::{Config, Diagnostics};
-use crate::dns;
+use crate::control::Control;
 use crate::snapshot::SnapshotHandle;
-use crate::states::{self, Command, Engine, StatesTask};
+use crate::states::{self, Actor, Engine, StatesTask};
+use crate::{admin, dns, incidents, overrides};
 
 /// Why `detour run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +40,10 @@ pub enum RunError {
 
 /// A running detour: its Snapshot, bound addresses and tasks.
 pub struct Running {
-    config_path: PathBuf,
     snapshots: SnapshotHandle,
     dns_addrs: Vec<SocketAddr>,
-    commands: mpsc::Sender<Command>,
+    admin_addr: String,
+    control: Arc<Control>,
     cancel: CancellationToken,
     tasks: JoinSet<io::Result<()>>,
 }
@@ -55,6 +56,7 @@ const FIRST_ROUND_SLACK: Duration = Duration::from_millis(1500);
 /// answered before this returns, so no query gets an answer chosen without evidence.
 async fn first_verdicts(
     config: &Arc<Config>,
+    overrides: overrides::Overrides,
     cancel: &CancellationToken,
 ) -> (
     Engine,
@@ -64,6 +66,7 @@ async fn first_verdicts(
     let now = Utc::now();
     let saved = states::restore(config, now);
     let mut engine = Engine::new(config.clone(), saved.as_ref(), now);
+    engine.set_overrides(overrides);
     let (tx, mut rx) = mpsc::channel(4096);
     let mut checks = Checks::new(Prober::new(), tx, cancel.child_token());
     checks.apply(config, &engine.health());
@@ -96,8 +99,24 @@ async fn first_verdicts(
 pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunError> {
     let config = Arc::new(config);
     let cancel = CancellationToken::new();
-    let (engine, checks, reports) = first_verdicts(&config, &cancel).await;
-    let snapshots = SnapshotHandle::new(states::snapshot_of(config.clone(), engine.health(), None));
+    let state_dir = &config.server.state_dir;
+    std::fs::create_dir_all(state_dir).map_err(|source| RunError::Io {
+        context: format!("cannot create state_dir {}", state_dir.display()),
+        source,
+    })?;
+    let mut problems = Vec::new();
+    let (saved_overrides, p) = overrides::load_at_start(state_dir);
+    problems.extend(p);
+    let (saved_incidents, p) = incidents::load(state_dir);
+    problems.extend(p);
+    let (engine, checks, reports) = first_verdicts(&config, saved_overrides, &cancel).await;
+    let incidents = Arc::new(saved_incidents);
+    let snapshots = SnapshotHandle::new(states::snapshot_of(
+        config.clone(),
+        engine.health(),
+        incidents.clone(),
+        None,
+    ));
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -113,12 +132,25 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
     let mut tasks = JoinSet::new();
     let (commands, command_rx) = mpsc::channel(16);
+    let control = Arc::new(Control::new(
+        config_path.to_path_buf(),
+        commands,
+        snapshots.clone(),
+        problems,
+    ));
+    let admin_addr = admin::serve(&config, control.clone(), cancel.clone(), &mut tasks)
+        .await
+        .map_err(|source| RunError::Io {
+            context: "cannot start the admin API".into(),
+            source,
+        })?;
     let states_task = StatesTask {
         engine,
         checks,
         reports,
         commands: command_rx,
         snapshots: snapshots.clone(),
+        incidents: (*incidents).clone(),
     };
     let states_cancel = cancel.clone();
     tasks.spawn(async move {
@@ -134,15 +166,19 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     for a in &dns_addrs {
         info!("listening for DNS on {a} (UDP and TCP)");
     }
+    info!("listening for the admin API on {admin_addr}");
+    for p in control.problems() {
+        warn!("{p}");
+    }
     let snap = snapshots.load();
     for z in &snap.zones {
         info!(zone = %z.origin, serial = z.serial, records = z.records().len(), "serving zone");
     }
     Ok(Running {
-        config_path: config_path.to_path_buf(),
         snapshots: snapshots.clone(),
         dns_addrs,
-        commands,
+        admin_addr,
+        control,
         cancel,
         tasks,
     })
@@ -159,30 +195,25 @@ impl Running {
         &self.snapshots
     }
 
-    /// Re-reads the config file and zones; on success swaps in a new Snapshot (serials go up
-    /// where content changed), on failure keeps serving the old one and returns every error.
+    /// Where the admin API listens ("127.0.0.1:8053" or "unix:PATH").
+    pub fn admin_addr(&self) -> &str {
+        &self.admin_addr
+    }
+
+    /// The control surface (reload, overrides, incidents).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Re-reads config, zones and overrides.toml; on success swaps in a new Snapshot (serials
+    /// go up where content changed), on failure keeps serving the old one and returns every
+    /// error.
     pub async fn reload(&self) -> Result<(), Diagnostics> {
-        let config = Config::load(&self.config_path)?;
-        let current = self.snapshots.load_full();
-        if config.server != current.config.server {
-            warn!("[server] changed: listeners and limits take effect at the next restart");
-        }
-        for w in &config.warnings {
-            warn!("{w}");
-        }
-        let (done, wait) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Reload(Arc::new(config), done))
+        self.control
+            .reload(Actor {
+                who: "SIGHUP".into(),
+            })
             .await
-            .is_ok()
-        {
-            let _ = wait.await;
-        }
-        for z in &self.snapshots.load().zones {
-            info!(zone = %z.origin, serial = z.serial, "zone loaded");
-        }
-        Ok(())
     }
 
     /// Stops accepting, lets in-flight answers finish, and waits for every task.
@@ -261,13 +292,8 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", config_path.display());
-                match running.reload().await {
-                    Ok(()) => info!("reload done"),
-                    Err(errors) => {
-                        for e in errors.iter() {
-                            error!("reload failed, still serving the previous config: {e}");
-                        }
-                    }
+                if running.reload().await.is_ok() {
+                    info!("reload done");
                 }
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }

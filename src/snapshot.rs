@@ -14,6 +14,7 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::{Config, Zone};
+use crate::incidents::Incidents;
 use crate::selection::{Choice, Selection};
 use crate::states::Health;
 
@@ -345,6 +346,8 @@ pub struct Snapshot {
     pub health: Arc<Health>,
     /// The selection it was built from.
     pub selection: Selection,
+    /// Incidents, as operators last wrote them.
+    pub incidents: Arc<Incidents>,
     index: HashMap<LowerName, usize>,
     min_labels: u8,
     max_labels: u8,
@@ -359,6 +362,7 @@ impl Snapshot {
         config: Arc<Config>,
         selection: Selection,
         health: Arc<Health>,
+        incidents: Arc<Incidents>,
         prev: Option<&Snapshot>,
         now: u32,
     ) -> Snapshot {
@@ -400,6 +404,7 @@ impl Snapshot {
             config,
             zones,
             health,
+            incidents,
             selection,
             index,
             min_labels,

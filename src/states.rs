@@ -20,9 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::audit;
 use crate::checks::runner::{CheckId, Report};
 use crate::checks::{Checks, Observation, plan};
 use crate::config::{CheckEach, Config, Dynamic, HealthyWhen};
+use crate::incidents::{self, Incident, Incidents, Update};
+use crate::overrides::{self, Override, Overrides};
 use crate::selection;
 use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
 use crate::store;
@@ -87,6 +90,10 @@ pub struct ServiceStatus {
     pub reason: String,
     /// Latest transitions, newest last.
     pub history: VecDeque<Transition>,
+    /// What the checks and maintenance windows alone say (shown beside an override).
+    pub observed: ServiceState,
+    /// Why the checks say so.
+    pub observed_reason: String,
 }
 
 /// A check as of one moment.
@@ -118,6 +125,8 @@ pub struct Health {
     pub checks: BTreeMap<CheckId, CheckStatus>,
     /// The guard.
     pub guard: GuardStatus,
+    /// Operator overrides in force.
+    pub overrides: Overrides,
 }
 
 impl Health {
@@ -130,6 +139,7 @@ impl Health {
                 frozen: false,
                 since: Utc::now(),
             },
+            overrides: Overrides::new(),
         }
     }
 }
@@ -220,6 +230,7 @@ pub struct Engine {
     /// Verdicts held while the guard is frozen.
     frozen: Option<BTreeMap<CheckId, Option<bool>>>,
     guard_since: DateTime<Utc>,
+    overrides: Overrides,
 }
 
 impl Engine {
@@ -232,6 +243,7 @@ impl Engine {
             services: BTreeMap::new(),
             frozen: None,
             guard_since: now,
+            overrides: Overrides::new(),
         };
         e.set_config(config, now);
         if let Some(p) = saved {
@@ -294,6 +306,16 @@ impl Engine {
 
     /// Records one probe report (ignored if the check no longer exists).
     pub fn report(&mut self, r: Report) {
+        let o = &r.observation;
+        metrics::histogram!("detour_check_duration_seconds").record(o.latency.as_secs_f64());
+        if !o.ok {
+            metrics::counter!(
+                "detour_check_failures_total",
+                "check" => r.id.to_string(),
+                "reason" => crate::telemetry::reason_class(&o.reason)
+            )
+            .increment(1);
+        }
         if let Some(c) = self.checks.get_mut(&r.id) {
             if c.verdict != r.verdict {
                 c.since = r.observation.at;
@@ -310,11 +332,57 @@ impl Engine {
         }
     }
 
+    /// The overrides in force.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Replaces every override (start, reload of overrides.toml).
+    pub fn set_overrides(&mut self, o: Overrides) {
+        self.overrides = o;
+    }
+
+    /// Sets or clears one override; `Err` for an unknown service.
+    pub fn set_override(&mut self, service: &str, o: Option<Override>) -> Result<(), String> {
+        if !self.config.services.contains_key(service) {
+            return Err(format!(
+                "unknown service {service:?}: expected one of {}",
+                self.config
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        match o {
+            Some(o) => self.overrides.insert(service.to_string(), o),
+            None => self.overrides.remove(service),
+        };
+        Ok(())
+    }
+
+    /// Removes overrides whose `until` has passed; returns them.
+    pub fn expire_overrides(&mut self, now: DateTime<Utc>) -> Vec<(String, Override)> {
+        let expired: Vec<String> = self
+            .overrides
+            .iter()
+            .filter(|(_, o)| o.until.is_some_and(|u| u <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| self.overrides.remove(&id).map(|o| (id, o)))
+            .collect()
+    }
+
     /// Recomputes the guard and every service at `now`; returns the transitions.
+    /// Precedence: an operator override, then a maintenance window, then the checks.
     pub fn evaluate(&mut self, now: DateTime<Utc>) -> Vec<Change> {
         self.update_guard(now);
         let cfg = self.config.clone();
-        // Own state: maintenance, else the checks' verdicts.
+        // What checks and windows say, and what is in force (override first).
+        let mut observed: BTreeMap<&str, (ServiceState, String)> = BTreeMap::new();
         let mut base: BTreeMap<&str, (ServiceState, String)> = BTreeMap::new();
         for (id, svc) in &cfg.services {
             let window = cfg
@@ -331,7 +399,19 @@ impl Engine {
             } else {
                 self.own_health(id, svc.healthy_when, svc.checks.len())
             };
-            base.insert(id.as_str(), own);
+            let forced = match self.overrides.get(id) {
+                Some(o) => {
+                    let why = if o.reason.is_empty() {
+                        format!("operator set {}", o.state.state())
+                    } else {
+                        o.reason.clone()
+                    };
+                    (o.state.state(), why)
+                }
+                None => own.clone(),
+            };
+            observed.insert(id.as_str(), own);
+            base.insert(id.as_str(), forced);
         }
         // Dependencies: up but reached through something unusable is impacted.
         let mut out = Vec::new();
@@ -343,10 +423,13 @@ impl Engine {
                 state = ServiceState::Impacted;
                 reason = format!("depends on {dep}, which is {dep_state}");
             }
+            let (seen, seen_why) = observed[id.as_str()].clone();
             let entry = self.services.get_mut(id);
             match entry {
                 Some(s) if s.state == state => {
                     s.reason = reason;
+                    s.observed = seen;
+                    s.observed_reason = seen_why;
                 }
                 Some(s) => {
                     let lasted = (now - s.since).to_std().ok();
@@ -359,6 +442,8 @@ impl Engine {
                     s.state = state;
                     s.since = now;
                     s.reason = reason;
+                    s.observed = seen;
+                    s.observed_reason = seen_why;
                     s.history.push_back(t.clone());
                     while s.history.len() > HISTORY {
                         s.history.pop_front();
@@ -383,6 +468,8 @@ impl Engine {
                             since: now,
                             reason,
                             history: VecDeque::from([t.clone()]),
+                            observed: seen,
+                            observed_reason: seen_why,
                         },
                     );
                     out.push(Change {
@@ -496,6 +583,7 @@ impl Engine {
             .iter()
             .flat_map(|m| [m.start.with_timezone(&Utc), m.end.with_timezone(&Utc)])
             .chain(selection::ttl_boundaries(&self.config, now))
+            .chain(self.overrides.values().filter_map(|o| o.until))
             .filter(|t| *t > now)
             .min()
     }
@@ -517,6 +605,7 @@ impl Engine {
                 frozen: self.frozen.is_some(),
                 since: self.guard_since,
             },
+            overrides: self.overrides.clone(),
         }
     }
 
@@ -538,17 +627,112 @@ impl Engine {
     }
 }
 
-/// Requests to the states task.
+/// Who asked, and when, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The local user of a CLI call, a `--by` name, or "detour".
+    pub who: String,
+}
+
+/// What an operator does to an incident.
+#[derive(Debug, Clone)]
+pub enum IncidentOp {
+    /// Opens one about `services`.
+    Open {
+        /// Services concerned.
+        services: Vec<String>,
+        /// The first message.
+        message: String,
+    },
+    /// Posts an update.
+    Update {
+        /// Incident id.
+        id: String,
+        /// The message.
+        message: String,
+    },
+    /// Resolves it, with an optional last word.
+    Resolve {
+        /// Incident id.
+        id: String,
+        /// The message (may be empty).
+        message: String,
+    },
+}
+
+/// Requests to the states task. Each answers once the change is saved and live.
 #[derive(Debug)]
 pub enum Command {
-    /// Switch to a new config (already validated); answers when the new Snapshot is live.
-    Reload(Arc<Config>, oneshot::Sender<()>),
+    /// Switch to a new config and overrides (both already validated).
+    Reload {
+        /// The new config.
+        config: Arc<Config>,
+        /// overrides.toml as re-read.
+        overrides: Overrides,
+        /// Who asked.
+        actor: Actor,
+        /// Done.
+        done: oneshot::Sender<()>,
+    },
+    /// Set (`Some`) or clear (`None`) a service's override.
+    Override {
+        /// Service id.
+        service: String,
+        /// The override.
+        value: Option<Override>,
+        /// Who asked.
+        actor: Actor,
+        /// Done, or why not.
+        done: oneshot::Sender<Result<(), OperatorError>>,
+    },
+    /// Change an incident.
+    Incident {
+        /// What to do.
+        op: IncidentOp,
+        /// Who asked.
+        actor: Actor,
+        /// The incident after the change, or why not.
+        done: oneshot::Sender<Result<Incident, OperatorError>>,
+    },
+}
+
+/// Why an operator request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorError {
+    /// Bad input (HTTP 400/404).
+    Invalid(String),
+    /// No such thing (HTTP 404).
+    NotFound(String),
+    /// It could not be saved (HTTP 500); nothing changed.
+    Storage(String),
+}
+
+impl fmt::Display for OperatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OperatorError::Invalid(m) | OperatorError::NotFound(m) | OperatorError::Storage(m) => {
+                f.write_str(m)
+            }
+        }
+    }
 }
 
 /// Builds the Snapshot for `config` and `health`.
-pub fn snapshot_of(config: Arc<Config>, health: Health, prev: Option<&Snapshot>) -> Snapshot {
+pub fn snapshot_of(
+    config: Arc<Config>,
+    health: Health,
+    incidents: Arc<Incidents>,
+    prev: Option<&Snapshot>,
+) -> Snapshot {
     let selection = selection::select(&config, &health, Utc::now());
-    Snapshot::build(config, selection, Arc::new(health), prev, unix_now())
+    Snapshot::build(
+        config,
+        selection,
+        Arc::new(health),
+        incidents,
+        prev,
+        unix_now(),
+    )
 }
 
 /// The path of saved verdicts.
@@ -576,8 +760,14 @@ pub fn restore(config: &Config, now: DateTime<Utc>) -> Option<Persisted> {
     }
 }
 
-/// Logs one transition as a structured event.
+/// Logs one transition as a structured event (and counts it).
 pub fn log_change(c: &Change) {
+    metrics::counter!(
+        "detour_state_transitions_total",
+        "service" => c.service.clone(),
+        "to" => c.transition.to.to_string()
+    )
+    .increment(1);
     let from = c.transition.from.map_or("-".to_string(), |s| s.to_string());
     let lasted = c.lasted.map_or(0.0, |d| d.as_secs_f64());
     info!(
@@ -602,6 +792,8 @@ pub struct StatesTask {
     pub commands: mpsc::Receiver<Command>,
     /// Where Snapshots go.
     pub snapshots: SnapshotHandle,
+    /// Incidents (this task is their only writer).
+    pub incidents: Incidents,
 }
 
 impl StatesTask {
@@ -626,11 +818,8 @@ impl StatesTask {
                     }
                 }
                 c = self.commands.recv() => match c {
-                    Some(Command::Reload(config, done)) => {
-                        self.engine.set_config(config.clone(), Utc::now());
-                        self.checks.apply(&config, &self.engine.health());
-                        self.publish(true);
-                        let _ = done.send(());
+                    Some(c) => {
+                        self.command(c);
                         continue;
                     }
                     None => break,
@@ -646,10 +835,205 @@ impl StatesTask {
         self.save();
     }
 
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Reload {
+                config,
+                overrides,
+                actor,
+                done,
+            } => {
+                self.engine.set_config(config.clone(), Utc::now());
+                self.engine.set_overrides(overrides);
+                self.checks.apply(&config, &self.engine.health());
+                self.audit("reload", None, None, "", &actor);
+                self.publish(true);
+                let _ = done.send(());
+            }
+            Command::Override {
+                service,
+                value,
+                actor,
+                done,
+            } => {
+                let r = self.override_service(&service, value, &actor);
+                if r.is_ok() {
+                    self.publish(true);
+                }
+                let _ = done.send(r);
+            }
+            Command::Incident { op, actor, done } => {
+                let r = self.incident(op, &actor);
+                if r.is_ok() {
+                    self.publish(true);
+                }
+                let _ = done.send(r);
+            }
+        }
+    }
+
+    fn override_service(
+        &mut self,
+        service: &str,
+        value: Option<Override>,
+        actor: &Actor,
+    ) -> Result<(), OperatorError> {
+        let before = self.engine.overrides().clone();
+        self.engine
+            .set_override(service, value.clone())
+            .map_err(OperatorError::NotFound)?;
+        let state_dir = self.engine.config().server.state_dir.clone();
+        if let Err(e) = overrides::save(&state_dir, self.engine.overrides()) {
+            self.engine.set_overrides(before);
+            return Err(OperatorError::Storage(format!(
+                "cannot save overrides: {e}"
+            )));
+        }
+        let (action, reason) = match &value {
+            Some(o) => (format!("override.{}", o.state.state()), o.reason.clone()),
+            None => ("override.clear".to_string(), String::new()),
+        };
+        self.audit(&action, Some(service), None, &reason, actor);
+        Ok(())
+    }
+
+    fn incident(&mut self, op: IncidentOp, actor: &Actor) -> Result<Incident, OperatorError> {
+        let now = Utc::now();
+        let mut next = self.incidents.clone();
+        let by = Some(actor.who.clone());
+        let (action, id, message) = match op {
+            IncidentOp::Open { services, message } => {
+                for s in &services {
+                    if !self.engine.config().services.contains_key(s) {
+                        return Err(OperatorError::Invalid(format!("unknown service {s:?}")));
+                    }
+                }
+                if services.is_empty() {
+                    return Err(OperatorError::Invalid(
+                        "an incident names at least one service".into(),
+                    ));
+                }
+                if message.trim().is_empty() {
+                    return Err(OperatorError::Invalid("an incident needs a message".into()));
+                }
+                let id = next.new_id();
+                next.list.push(Incident {
+                    id: id.clone(),
+                    services,
+                    opened_at: now,
+                    resolved_at: None,
+                    updates: vec![Update {
+                        at: now,
+                        message: message.clone(),
+                        by,
+                        status: "investigating".into(),
+                    }],
+                });
+                ("incident.open", id, message)
+            }
+            IncidentOp::Update { id, message } => {
+                let inc = next
+                    .get_mut(&id)
+                    .ok_or_else(|| OperatorError::NotFound(format!("no incident {id:?}")))?;
+                if !inc.is_open() {
+                    return Err(OperatorError::Invalid(format!("incident {id} is resolved")));
+                }
+                if message.trim().is_empty() {
+                    return Err(OperatorError::Invalid("an update needs a message".into()));
+                }
+                inc.updates.push(Update {
+                    at: now,
+                    message: message.clone(),
+                    by,
+                    status: "investigating".into(),
+                });
+                ("incident.update", id, message)
+            }
+            IncidentOp::Resolve { id, message } => {
+                let inc = next
+                    .get_mut(&id)
+                    .ok_or_else(|| OperatorError::NotFound(format!("no incident {id:?}")))?;
+                if !inc.is_open() {
+                    return Err(OperatorError::Invalid(format!(
+                        "incident {id} is already resolved"
+                    )));
+                }
+                let message = if message.trim().is_empty() {
+                    "Resolved.".to_string()
+                } else {
+                    message
+                };
+                inc.resolved_at = Some(now);
+                inc.updates.push(Update {
+                    at: now,
+                    message: message.clone(),
+                    by,
+                    status: "resolved".into(),
+                });
+                ("incident.resolve", id, message)
+            }
+        };
+        let state_dir = self.engine.config().server.state_dir.clone();
+        incidents::save(&state_dir, &next)
+            .map_err(|e| OperatorError::Storage(format!("cannot save incidents: {e}")))?;
+        self.incidents = next;
+        let inc = self
+            .incidents
+            .list
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+            .ok_or_else(|| OperatorError::NotFound(id.clone()))?;
+        let services = inc.services.join(",");
+        self.audit(action, Some(&services), Some(&id), &message, actor);
+        Ok(inc)
+    }
+
+    fn audit(
+        &self,
+        action: &str,
+        service: Option<&str>,
+        incident: Option<&str>,
+        reason: &str,
+        actor: &Actor,
+    ) {
+        let entry = audit::Entry {
+            time: Utc::now(),
+            action: action.to_string(),
+            service: service.map(str::to_string),
+            incident: incident.map(str::to_string),
+            reason: reason.to_string(),
+            who: actor.who.clone(),
+        };
+        let dir = &self.engine.config().server.state_dir;
+        if let Err(e) = audit::append(dir, &entry) {
+            warn!(error = %e, "cannot append to the audit log");
+        }
+    }
+
     /// Evaluates, logs transitions, and swaps in a new Snapshot when anything answered or
     /// shown changed.
     fn publish(&mut self, force: bool) {
         let now = Utc::now();
+        let expired = self.engine.expire_overrides(now);
+        if !expired.is_empty() {
+            let dir = self.engine.config().server.state_dir.clone();
+            if let Err(e) = overrides::save(&dir, self.engine.overrides()) {
+                warn!(error = %e, "cannot save overrides after expiry");
+            }
+            for (service, o) in &expired {
+                info!(service = %service, state = %o.state.state(), "override expired");
+                self.audit(
+                    "override.expired",
+                    Some(service),
+                    None,
+                    &o.reason,
+                    &Actor {
+                        who: "detour".into(),
+                    },
+                );
+            }
+        }
         let changes = self.engine.evaluate(now);
         for c in &changes {
             log_change(c);
@@ -660,22 +1044,47 @@ impl StatesTask {
         let current = self.snapshots.load_full();
         let rebuild = force
             || !changes.is_empty()
+            || !expired.is_empty()
             || !Arc::ptr_eq(&current.config, &config)
             || selection != current.selection
             || health_differs(&current.health, &health);
         if rebuild {
+            let incidents = if *current.incidents == self.incidents {
+                current.incidents.clone()
+            } else {
+                Arc::new(self.incidents.clone())
+            };
             let next = Snapshot::build(
                 config,
                 selection,
                 Arc::new(health),
+                incidents,
                 Some(&current),
                 unix_now(),
             );
             self.snapshots.store(next);
+            metrics::counter!("detour_snapshot_swaps_total").increment(1);
+            self.export_gauges();
         }
         if !changes.is_empty() || force {
             self.save();
         }
+    }
+
+    fn export_gauges(&self) {
+        let h = self.engine.health();
+        for (id, s) in &h.services {
+            for st in [
+                ServiceState::Up,
+                ServiceState::Down,
+                ServiceState::Impacted,
+                ServiceState::Maintenance,
+            ] {
+                let v = if s.state == st { 1.0 } else { 0.0 };
+                metrics::gauge!("detour_service_state", "service" => id.clone(), "state" => st.to_string()).set(v);
+            }
+        }
+        metrics::gauge!("detour_guard_frozen").set(if h.guard.frozen { 1.0 } else { 0.0 });
     }
 
     fn save(&self) {

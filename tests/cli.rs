@@ -164,8 +164,15 @@ fn example_copy() -> tempfile::TempDir {
         .replace(
             "dns_listen   = [\"127.0.0.1:5353\"]",
             "dns_listen   = [\"127.0.0.1:0\"]",
+        )
+        .replace(
+            "admin_listen = \"127.0.0.1:8053\"",
+            "admin_listen = \"127.0.0.1:0\"",
         );
-    assert!(cfg.contains("127.0.0.1:0"));
+    assert!(
+        cfg.contains("dns_listen   = [\"127.0.0.1:0\"]")
+            && cfg.contains("admin_listen = \"127.0.0.1:0\"")
+    );
     std::fs::write(dir.path().join("config/detour.toml"), cfg).unwrap();
     std::fs::copy(
         root().join("zones/example.test.toml"),

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::answer::{Reply, respond};
 use crate::snapshot::SnapshotHandle;
+use crate::telemetry;
 
 /// TCP limits from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +146,14 @@ async fn connection(
             let snap = snapshots.load();
             respond(&snap, &buf, src, Protocol::Tcp)
         };
+        telemetry::count_query(
+            &buf,
+            match &reply {
+                Reply::Message(m) => Some(m),
+                Reply::Stream(ms) => ms.first().map(Vec::as_slice),
+                Reply::Drop => None,
+            },
+        );
         let messages = match reply {
             Reply::Drop => continue,
             Reply::Message(m) => vec![m],

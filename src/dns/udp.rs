@@ -9,6 +9,7 @@ use tracing::warn;
 
 use super::answer::{Reply, respond};
 use crate::snapshot::SnapshotHandle;
+use crate::telemetry;
 
 /// Largest datagram read; anything longer is cut and then fails to parse (FORMERR).
 const MAX_DATAGRAM: usize = 65_535;
@@ -34,6 +35,13 @@ pub async fn serve(
             let snap = snapshots.load();
             respond(&snap, &buf[..len], src, Protocol::Udp)
         };
+        telemetry::count_query(
+            &buf[..len],
+            match &reply {
+                Reply::Message(m) => Some(m),
+                _ => None,
+            },
+        );
         if let Reply::Message(m) = reply
             && let Err(e) = sock.send_to(&m, src).await
             && !is_transient(&e)

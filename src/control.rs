@@ -1,0 +1,152 @@
+//! Operator control shared by SIGHUP, the admin API and the CLI: reload, overrides,
+//! incidents. Every change goes to the states task (the single writer) and is answered once
+//! it is saved and live in the Snapshot.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Diagnostic, Diagnostics};
+use crate::incidents::Incident;
+use crate::overrides::{self, Override};
+use crate::snapshot::SnapshotHandle;
+use crate::states::{Actor, Command, IncidentOp, OperatorError};
+
+/// The outcome of the last reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadStatus {
+    /// When it was tried.
+    pub at: DateTime<Utc>,
+    /// Every error (file:line:col: message), empty when it succeeded.
+    pub errors: Vec<String>,
+}
+
+/// The daemon's control surface.
+#[derive(Debug)]
+pub struct Control {
+    config_path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    /// The Snapshot readers use.
+    pub snapshots: SnapshotHandle,
+    last_reload: Mutex<Option<ReloadStatus>>,
+    problems: Mutex<Vec<String>>,
+}
+
+/// The daemon stopped before answering.
+fn gone() -> OperatorError {
+    OperatorError::Storage("detour is shutting down".into())
+}
+
+impl Control {
+    /// Control over the states task behind `commands`.
+    pub fn new(
+        config_path: PathBuf,
+        commands: mpsc::Sender<Command>,
+        snapshots: SnapshotHandle,
+        problems: Vec<String>,
+    ) -> Self {
+        Self {
+            config_path,
+            commands,
+            snapshots,
+            last_reload: Mutex::new(None),
+            problems: Mutex::new(problems),
+        }
+    }
+
+    /// Problems found at start (a state file set aside, say), for status.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The last reload's outcome, if any reload happened.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.last_reload.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Re-reads config, zones and overrides.toml; swaps them in when all are valid, else keeps
+    /// the old ones serving and returns (and logs, and remembers for status) every error.
+    pub async fn reload(&self, actor: Actor) -> Result<(), Diagnostics> {
+        let result = self.try_reload(actor).await;
+        let errors: Vec<String> = match &result {
+            Ok(()) => Vec::new(),
+            Err(d) => d.iter().map(|e| e.to_string()).collect(),
+        };
+        for e in &errors {
+            error!("reload failed, still serving the previous config: {e}");
+        }
+        let ok = if errors.is_empty() { "ok" } else { "error" };
+        metrics::counter!("detour_reloads_total", "result" => ok).increment(1);
+        if let Ok(mut r) = self.last_reload.lock() {
+            *r = Some(ReloadStatus {
+                at: Utc::now(),
+                errors,
+            });
+        }
+        result
+    }
+
+    async fn try_reload(&self, actor: Actor) -> Result<(), Diagnostics> {
+        let config = Config::load(&self.config_path)?;
+        let overrides = overrides::load_for_reload(&config.server.state_dir).map_err(|e| {
+            Diagnostics(vec![Diagnostic {
+                file: overrides::path(&config.server.state_dir),
+                line: 0,
+                col: 0,
+                message: e,
+            }])
+        })?;
+        let current = self.snapshots.load_full();
+        if config.server != current.config.server {
+            warn!("[server] changed: listeners and limits take effect at the next restart");
+        }
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        let (done, wait) = oneshot::channel();
+        let cmd = Command::Reload {
+            config: std::sync::Arc::new(config),
+            overrides,
+            actor,
+            done,
+        };
+        if self.commands.send(cmd).await.is_ok() {
+            let _ = wait.await;
+        }
+        for z in &self.snapshots.load().zones {
+            info!(zone = %z.origin, serial = z.serial, "zone loaded");
+        }
+        Ok(())
+    }
+
+    /// Sets or clears an override; answers once it is saved and in the Snapshot.
+    pub async fn set_override(
+        &self,
+        service: &str,
+        value: Option<Override>,
+        actor: Actor,
+    ) -> Result<(), OperatorError> {
+        let (done, wait) = oneshot::channel();
+        let cmd = Command::Override {
+            service: service.to_string(),
+            value,
+            actor,
+            done,
+        };
+        self.commands.send(cmd).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Opens, updates or resolves an incident.
+    pub async fn incident(&self, op: IncidentOp, actor: Actor) -> Result<Incident, OperatorError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Incident { op, actor, done })
+            .await
+            .map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+}

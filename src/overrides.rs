@@ -1,0 +1,155 @@
+//! Manual overrides: an operator says a service is up, down or in maintenance, whatever its
+//! checks say. Kept in `state_dir/overrides.toml`, which people may edit by hand (then SIGHUP).
+//!
+//! ```toml
+//! [mls]
+//! state  = "down"                       # up | down | maintenance
+//! reason = "Vendor is restoring the database"
+//! until  = "2026-12-24T06:00:00Z"       # optional: the override ends by itself
+//! by     = "alice"                      # who set it (optional)
+//! set_at = "2026-12-24T02:10:00Z"       # when (optional)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::states::ServiceState;
+use crate::store;
+
+/// States an operator may force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forced {
+    /// Treat as up, whatever the checks say.
+    Up,
+    /// Treat as down: records point elsewhere.
+    Down,
+    /// Planned work: records point elsewhere, shown as maintenance.
+    Maintenance,
+}
+
+impl Forced {
+    /// The service state this forces.
+    pub fn state(self) -> ServiceState {
+        match self {
+            Forced::Up => ServiceState::Up,
+            Forced::Down => ServiceState::Down,
+            Forced::Maintenance => ServiceState::Maintenance,
+        }
+    }
+
+    /// Parses "up", "down" or "maintenance".
+    pub fn parse(s: &str) -> Option<Forced> {
+        match s {
+            "up" => Some(Forced::Up),
+            "down" => Some(Forced::Down),
+            "maintenance" => Some(Forced::Maintenance),
+            _ => None,
+        }
+    }
+}
+
+/// One override.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// The forced state.
+    pub state: Forced,
+    /// Why, shown on the page and in status.
+    #[serde(default)]
+    pub reason: String,
+    /// When it ends by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Who set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_at: Option<DateTime<Utc>>,
+}
+
+/// Overrides by service id.
+pub type Overrides = BTreeMap<String, Override>;
+
+/// `state_dir/overrides.toml`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("overrides.toml")
+}
+
+/// Parses the file's text; errors name line:column.
+pub fn parse(text: &str) -> Result<Overrides, String> {
+    toml::from_str::<Overrides>(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let (l, c) = crate::config::line_col(text, s.start);
+                format!("{l}:{c}: ")
+            })
+            .unwrap_or_default();
+        format!("{at}{}", e.message().trim())
+    })
+}
+
+/// Reads overrides for a start: a corrupt file is set aside and reported, never fatal.
+pub fn load_at_start(state_dir: &Path) -> (Overrides, Option<String>) {
+    match store::load(&path(state_dir), parse) {
+        store::Loaded::Missing => (Overrides::new(), None),
+        store::Loaded::Ok(o) => (o, None),
+        store::Loaded::SetAside { aside, reason } => (
+            Overrides::new(),
+            Some(format!(
+                "overrides.toml was unreadable ({reason}); set aside as {}",
+                aside.display()
+            )),
+        ),
+    }
+}
+
+/// Reads overrides for a reload: a bad file fails the reload (and is left where it is, for
+/// the operator who just edited it to fix).
+pub fn load_for_reload(state_dir: &Path) -> Result<Overrides, String> {
+    let p = path(state_dir);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => parse(&text).map_err(|e| format!("{}:{e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::new()),
+        Err(e) => Err(format!("{}: cannot read: {e}", p.display())),
+    }
+}
+
+/// Writes overrides atomically, with a header explaining the shape.
+pub fn save(state_dir: &Path, overrides: &Overrides) -> std::io::Result<()> {
+    let body = toml::to_string_pretty(overrides).map_err(std::io::Error::other)?;
+    let text = format!(
+        "# detour manual overrides: one table per service id.\n# state = \"up\" | \"down\" | \"maintenance\"; reason; optional until (RFC 3339).\n# Edit by hand, then `detour reload` (or SIGHUP).\n\n{body}"
+    );
+    store::atomic_write(&path(state_dir), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_reports_positions() {
+        let mut o = Overrides::new();
+        o.insert(
+            "mls".into(),
+            Override {
+                state: Forced::Down,
+                reason: "vendor".into(),
+                until: None,
+                by: Some("alice".into()),
+                set_at: None,
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &o).unwrap();
+        assert_eq!(load_for_reload(dir.path()).unwrap(), o);
+        let e = parse("[mls]\nstate = \"sideways\"\n").unwrap_err();
+        assert!(e.starts_with("2:9: unknown variant `sideways`"), "{e}");
+    }
+}

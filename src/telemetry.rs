@@ -1,0 +1,138 @@
+//! Metrics in Prometheus text format: DNS query counters kept in plain atomics (the query
+//! path must stay cheap), everything else through the `metrics` facade.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Query types counted by name; everything else is "other".
+const QTYPES: &[(u16, &str)] = &[
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (43, "DS"),
+    (65, "HTTPS"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (255, "ANY"),
+    (257, "CAA"),
+];
+const OTHER_TYPE: usize = QTYPES.len();
+/// RCODE names by value 0..=10; 11 counts everything else; 12 counts dropped packets.
+const RCODES: &[&str] = &[
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "other", "dropped",
+];
+const SLOTS: usize = (QTYPES.len() + 1) * 13;
+
+static DNS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (later calls reuse it).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+/// The question's type, read straight from the wire (None when the packet is too short).
+fn qtype(query: &[u8]) -> Option<u16> {
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += len + 1;
+    }
+    Some(u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]))
+}
+
+/// Counts one query and its answer (`None` when nothing was sent back).
+pub fn count_query(query: &[u8], response: Option<&[u8]>) {
+    let t = qtype(query)
+        .and_then(|t| QTYPES.iter().position(|(v, _)| *v == t))
+        .unwrap_or(OTHER_TYPE);
+    let r = match response {
+        None => 12,
+        Some(resp) => match resp.get(3) {
+            Some(b) if usize::from(b & 0x0f) <= 10 => usize::from(b & 0x0f),
+            _ => 11,
+        },
+    };
+    DNS[t * 13 + r].fetch_add(1, Ordering::Relaxed);
+}
+
+/// The whole exposition: DNS counters, then everything recorded through the facade.
+pub fn render() -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP detour_dns_queries_total DNS queries answered, by query type and response code.\n",
+    );
+    out.push_str("# TYPE detour_dns_queries_total counter\n");
+    for (ti, name) in QTYPES.iter().map(|(_, n)| *n).chain(["other"]).enumerate() {
+        for (ri, rcode) in RCODES.iter().enumerate() {
+            let n = DNS[ti * 13 + ri].load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "detour_dns_queries_total{{qtype=\"{name}\",rcode=\"{rcode}\"}} {n}"
+                );
+            }
+        }
+    }
+    if let Some(h) = install() {
+        out.push_str(&h.render());
+    }
+    out
+}
+
+/// A short class for a failure reason, to keep label values few.
+pub fn reason_class(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.starts_with("timed out") {
+        "timeout"
+    } else if r.starts_with("http ") {
+        "http_status"
+    } else if r.contains("refused") || r.contains("connect") || r.contains("closed") {
+        "connect"
+    } else if r.starts_with("body") {
+        "body"
+    } else if r.contains("certificate") || r.starts_with("tls") {
+        "tls"
+    } else if r.starts_with("dns") {
+        "dns"
+    } else if r.starts_with("slow") {
+        "slow"
+    } else if r.starts_with("expected") {
+        "unexpected_reply"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_question_type_from_the_wire() {
+        let mut q = vec![0u8; 12];
+        q.extend_from_slice(&[3, b'w', b'w', b'w', 0, 0, 28, 0, 1]);
+        assert_eq!(qtype(&q), Some(28));
+        assert_eq!(qtype(&q[..14]), None);
+        assert_eq!(reason_class("timed out after 400ms"), "timeout");
+        assert_eq!(reason_class("HTTP 502 (expected 200)"), "http_status");
+    }
+}
