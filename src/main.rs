@@ -23,6 +23,22 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Status { .. } | Command::Override(_) | Command::Incident(_) | Command::Reload => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let out = rt.block_on(detour::cli::commands::run(&cli));
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            ExitCode::from(out.code)
+        }
         Command::Run => {
             init_tracing();
             let rt = match tokio::runtime::Builder::new_multi_thread()

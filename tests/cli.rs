@@ -336,3 +336,177 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
     );
     assert!(stdout.contains("warning: no [guard] canaries"), "{stdout}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config whose admin API has a fixed (free) port, so client commands can find it.
+fn operator_fixture() -> (Fixture, u16) {
+    let port = free_port();
+    let zone = SUB_ZONE.replace("sub.example.test.", "example.test.")
+        + "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nttl = 30\nanswers = [ { if_up = \"mls\", values = [\"127.0.0.10\"] } ]\notherwise = [\"127.0.0.80\"]\n";
+    let f = Fixture::new(
+        &format!(
+            "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\nzones_dir = \"zones\"\n[services.mls]\nname = \"MLS\"\n"
+        ),
+        &[("z.toml", &zone)],
+    );
+    (f, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_drive_detour_from_the_cli_and_it_sticks_across_sigkill() {
+    let (f, port) = operator_fixture();
+    let cfg = f.config_path();
+
+    // Not running yet: a clear message, exit 1.
+    let (code, _, err) = cli(&cfg, &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("is detour running? tried 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let mut d = Daemon::start(&cfg);
+    let addr = d.dns_addr();
+    d.wait_for("ready");
+
+    let (code, out, err) = cli(
+        &cfg,
+        &[
+            "override",
+            "set",
+            "mls",
+            "down",
+            "--reason",
+            "vendor is on it",
+            "--until",
+            "2h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("mls: down until "), "{out}");
+    let (reply, _) = udp(addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert_eq!(a_values(&reply), ["127.0.0.80"]);
+
+    let (code, id, err) = cli(
+        &cfg,
+        &[
+            "incident",
+            "open",
+            "--service",
+            "mls",
+            "The MLS is down; the vendor is on it",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 4, "the id alone on stdout: {id:?}");
+    let (code, _, err) = cli(
+        &cfg,
+        &["incident", "update", &id, "Restore at 60%", "--by", "dana"],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, _) = cli(&cfg, &["status", "--history"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(
+            "DNS answers now\n  mls.example.test. A (TTL 30)  127.0.0.80  <- outage page"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("because mls is down: outage page"), "{out}");
+    assert!(out.contains("override: down by tester"), "{out}");
+    assert!(out.contains("checks say up"), "{out}");
+    assert!(out.contains(&format!("  {id}  mls  opened")), "{out}");
+    assert!(out.contains("Restore at 60%"), "{out}");
+    assert!(
+        out.contains("override.down      mls        tester     vendor is on it"),
+        "{out}"
+    );
+    assert!(out.contains("incident.update    "), "{out}");
+    assert!(out.contains(" dana "), "{out}");
+
+    let (code, out, _) = cli(&cfg, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["services"][0]["state"], "down");
+
+    // SIGKILL: nothing graceful. Overrides and incidents were saved before the answers.
+    d.signal("-KILL");
+    let _ = d.child.wait();
+    let mut d = Daemon::start(&cfg);
+    let addr = d.dns_addr();
+    d.wait_for("ready");
+    let (reply, _) = udp(addr, &query("mls.example.test.", RecordType::A, None)).await;
+    assert_eq!(
+        a_values(&reply),
+        ["127.0.0.80"],
+        "override survived SIGKILL"
+    );
+    let (_, out, _) = cli(&cfg, &["status"]);
+    assert!(out.contains(&id), "incident survived SIGKILL: {out}");
+
+    let (code, out, _) = cli(&cfg, &["override", "clear", "mls"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "mls: override cleared; checks decide again\n")
+    );
+    let (code, _, _) = cli(&cfg, &["incident", "resolve", &id]);
+    assert_eq!(code, 0);
+
+    // A refused request: exit 1 with the daemon's reason.
+    let (code, _, err) = cli(&cfg, &["incident", "update", &id, "too late"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is resolved"), "{err}");
+
+    // Reload through the CLI: a broken zone is refused with its position, exit 1.
+    let zone = f.zone_path("z.toml");
+    let good = std::fs::read_to_string(&zone).unwrap();
+    std::fs::write(&zone, good.replace("127.0.0.10", "10.0.0.300")).unwrap();
+    let (code, _, err) = cli(&cfg, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("z.toml:") && err.contains("invalid A value \"10.0.0.300\""),
+        "{err}"
+    );
+    std::fs::write(&zone, good).unwrap();
+    let (code, out, _) = cli(&cfg, &["reload"]);
+    assert_eq!((code, out.as_str()), (0, "reloaded\n"));
+}
+
+#[test]
+fn client_commands_with_a_bad_config_exit_2() {
+    // Client commands read only where the admin API is (so `reload` works while the rest of
+    // the config is broken); that part must be right.
+    let f = Fixture::new("[server]\nadmin_listen = \"nowhere\"\n", &[]);
+    let (code, _, err) = cli(&f.config_path(), &["status"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("detour.toml:2:16: invalid admin_listen \"nowhere\""),
+        "{err}"
+    );
+    let (code, _, _) = cli(&f.config_path(), &["override", "set", "mls", "sideways"]);
+    assert_eq!(code, 2, "usage error");
+}

@@ -8,7 +8,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::config::{AdminListen, Config};
+use crate::config::{AdminListen, ClientSettings, Config};
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -43,27 +43,36 @@ impl fmt::Display for ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     listen: AdminListen,
-    token: Option<String>,
+    /// The token (TCP), or why it could not be read (reported only if the daemon answers).
+    token: Option<Result<String, String>>,
 }
 
 impl Client {
     /// Reads the admin address and, for TCP, the token from `config`.
     pub fn from_config(config: &Config) -> Result<Self, ClientError> {
-        let token = match &config.server.admin_listen {
+        Self::from_settings(&ClientSettings {
+            admin_listen: config.server.admin_listen.clone(),
+            token_file: config.admin.token_file.clone(),
+        })
+    }
+
+    /// Reads the token named by `settings`.
+    pub fn from_settings(config: &ClientSettings) -> Result<Self, ClientError> {
+        let token = match &config.admin_listen {
             AdminListen::Unix(_) => None,
             AdminListen::Tcp(_) => Some(
-                std::fs::read_to_string(&config.admin.token_file)
+                std::fs::read_to_string(&config.token_file)
                     .map(|t| t.trim().to_string())
                     .map_err(|e| {
-                        ClientError::Unreachable(format!(
-                            "cannot read the admin token {} ({e}); is detour running? it creates the file at start",
-                            config.admin.token_file.display()
-                        ))
-                    })?,
+                        format!(
+                            "cannot read the admin token {} ({e}); detour creates it at start",
+                            config.token_file.display()
+                        )
+                    }),
             ),
         };
         Ok(Self {
-            listen: config.server.admin_listen.clone(),
+            listen: config.admin_listen.clone(),
             token,
         })
     }
@@ -120,8 +129,11 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, "detour")
             .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        let mut token_problem = None;
+        match &self.token {
+            Some(Ok(t)) => req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}")),
+            Some(Err(e)) => token_problem = Some(e.clone()),
+            None => {}
         }
         let req = req
             .body(Full::new(Bytes::from(payload)))
@@ -133,6 +145,9 @@ impl Client {
                     let s = tokio::net::TcpStream::connect(a)
                         .await
                         .map_err(unreachable)?;
+                    if let Some(problem) = token_problem {
+                        return Err(ClientError::Protocol(problem));
+                    }
                     send(TokioIo::new(s), req).await
                 }
                 AdminListen::Unix(p) => {

@@ -402,6 +402,22 @@ pub enum CheckEachKind {
     Tcp,
 }
 
+/// What client commands read from the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    /// Where the admin API listens.
+    pub admin_listen: AdminListen,
+    /// The token file.
+    pub token_file: PathBuf,
+}
+
+impl ClientSettings {
+    /// Reads only `[server] admin_listen` and `[admin] token_file`, ignoring everything else.
+    pub fn load(path: &Path) -> Result<ClientSettings, Diagnostics> {
+        validate::client_settings(path)
+    }
+}
+
 impl Config {
     /// Loads and validates `path` and the zones it names; every problem is in the error.
     pub fn load(path: &Path) -> Result<Config, Diagnostics> {

@@ -1044,3 +1044,47 @@ fn notify_sink(
         max_delay: r.max_delay.map_or(Duration::from_secs(300), |d| d.0),
     })
 }
+
+/// The few settings a client command needs: where the admin API is and its token file.
+/// Read leniently (other keys ignored) so that `detour reload` can reach a daemon even when
+/// the files it is about to reload are broken.
+pub(super) fn client_settings(path: &Path) -> Result<ClientSettings, Diagnostics> {
+    #[derive(serde::Deserialize, Default)]
+    struct View {
+        #[serde(default)]
+        server: ViewServer,
+        #[serde(default)]
+        admin: RawAdmin,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct ViewServer {
+        admin_listen: Option<Spanned<String>>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct RawAdmin {
+        token_file: Option<String>,
+    }
+    let text = read(path).map_err(|d| Diagnostics(vec![d]))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut src = Source::new(path, &text);
+    let Some(v) = parse_toml::<View>(&mut src, &text) else {
+        return Err(Diagnostics(src.errors));
+    };
+    let admin_listen = match v.server.admin_listen {
+        None => AdminListen::Tcp("127.0.0.1:8053".parse().expect("default parses")),
+        Some(s) => match s.get_ref().strip_prefix("unix:") {
+            Some(p) if !p.is_empty() => AdminListen::Unix(resolve(&dir, p)),
+            _ => match addr(&mut src, &s, "admin_listen") {
+                Some(a) => AdminListen::Tcp(a),
+                None => return Err(Diagnostics(src.errors)),
+            },
+        },
+    };
+    Ok(ClientSettings {
+        admin_listen,
+        token_file: resolve(
+            &dir,
+            v.admin.token_file.as_deref().unwrap_or("state/admin.token"),
+        ),
+    })
+}

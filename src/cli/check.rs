@@ -1,31 +1,6 @@
-//! The command line: `detour run` and `detour check`, with `--config` anywhere.
-
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
+//! `detour check`: the summary of a valid config, with each dynamic record's failover budget.
 
 use crate::config::{self, AdminListen, Config};
-
-/// detour: DNS failover and maintenance redirects.
-#[derive(Debug, Parser)]
-#[command(name = "detour", version, about)]
-pub struct Cli {
-    /// Configuration file.
-    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the daemon: serve DNS from the config and zones.
-    Run,
-    /// Validate the config and zones, print a summary; exit 0 when valid, 2 when not.
-    Check,
-}
 
 /// `detour check`: the summary printed for a valid config.
 pub fn summary(cfg: &Config) -> String {

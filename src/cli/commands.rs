@@ -1,0 +1,401 @@
+//! The client commands: each is one admin API call, printed for people or as JSON.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Local, Utc};
+use hyper::Method;
+use serde_json::json;
+
+use super::{Cli, Command, IncidentCmd, OverrideCmd};
+use crate::admin::client::{Client, ClientError};
+use crate::audit;
+use crate::config::ClientSettings;
+use crate::incidents::Incident;
+use crate::status::StatusDoc;
+
+/// How a client command ended: the exit code and what to print.
+#[derive(Debug)]
+pub struct Outcome {
+    /// 0 success, 1 runtime failure, 2 usage or config error.
+    pub code: u8,
+    /// For stdout.
+    pub stdout: String,
+    /// For stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn ok(stdout: String) -> Self {
+        Self {
+            code: 0,
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    fn fail(code: u8, stderr: String) -> Self {
+        Self {
+            code,
+            stdout: String::new(),
+            stderr,
+        }
+    }
+}
+
+/// The local user, for the audit log.
+pub fn local_user() -> String {
+    for var in ["SUDO_USER", "USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(var)
+            && !u.is_empty()
+        {
+            return u;
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or("unknown".into(), |m| format!("uid:{}", m.uid()))
+}
+
+/// Runs a client command against the daemon the config points at.
+pub async fn run(cli: &Cli) -> Outcome {
+    let settings = match ClientSettings::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(2, format!("{e}\n")),
+    };
+    let client = match Client::from_settings(&settings) {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
+    };
+    let by = cli.by.clone().unwrap_or_else(local_user);
+    let result = match &cli.command {
+        Command::Status { history } => status(&client, cli.json, *history).await,
+        Command::Override(OverrideCmd::Set(s)) => {
+            let body = json!({ "state": s.state, "reason": s.reason, "until": s.until, "by": by });
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/overrides/{}", s.service),
+                    Some(body),
+                )
+                .await
+                .map(|v| {
+                    if cli.json {
+                        format!("{v}\n")
+                    } else {
+                        let until = v["override"]["until"]
+                            .as_str()
+                            .map_or(String::new(), |u| format!(" until {}", local(u)));
+                        format!(
+                            "{}: {}{until} (checks keep running underneath)\n",
+                            s.service, s.state
+                        )
+                    }
+                })
+        }
+        Command::Override(OverrideCmd::Clear { service }) => client
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/overrides/{service}?by={}", urlencode(&by)),
+                None,
+            )
+            .await
+            .map(|v| {
+                if cli.json {
+                    format!("{v}\n")
+                } else if v["cleared"].as_bool() == Some(true) {
+                    format!("{service}: override cleared; checks decide again\n")
+                } else {
+                    format!("{service}: had no override\n")
+                }
+            }),
+        Command::Incident(IncidentCmd::Open { services, text }) => client
+            .call(
+                Method::POST,
+                "/api/v1/incidents",
+                Some(json!({ "services": services, "message": text, "by": by })),
+            )
+            .await
+            .map(|v| {
+                if cli.json {
+                    format!("{v}\n")
+                } else {
+                    // The id alone, so scripts can capture it.
+                    format!("{}\n", v["id"].as_str().unwrap_or_default())
+                }
+            }),
+        Command::Incident(IncidentCmd::Update { id, text }) => client
+            .call(
+                Method::POST,
+                &format!("/api/v1/incidents/{id}/updates"),
+                Some(json!({ "message": text, "by": by })),
+            )
+            .await
+            .map(|v| incident_line(&v, cli.json, "updated")),
+        Command::Incident(IncidentCmd::Resolve { id, text }) => client
+            .call(
+                Method::POST,
+                &format!("/api/v1/incidents/{id}/resolve"),
+                Some(json!({ "message": text.clone().unwrap_or_default(), "by": by })),
+            )
+            .await
+            .map(|v| incident_line(&v, cli.json, "resolved")),
+        Command::Reload => match client
+            .call(Method::POST, "/api/v1/reload", Some(json!({ "by": by })))
+            .await
+        {
+            Ok(v) if cli.json => Ok(format!("{v}\n")),
+            Ok(_) => Ok("reloaded\n".to_string()),
+            Err(ClientError::Refused { body, .. }) if body.get("errors").is_some() => {
+                let mut err =
+                    String::from("reload failed; detour keeps serving the previous config:\n");
+                for e in body["errors"].as_array().into_iter().flatten() {
+                    let _ = writeln!(err, "  {}", e.as_str().unwrap_or_default());
+                }
+                return Outcome::fail(1, err);
+            }
+            Err(e) => Err(e),
+        },
+        Command::Run | Command::Check => unreachable_command(),
+    };
+    match result {
+        Ok(out) => Outcome::ok(out),
+        Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+    }
+}
+
+fn unreachable_command() -> Result<String, ClientError> {
+    Err(ClientError::Protocol(
+        "run and check are not client commands".into(),
+    ))
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn incident_line(v: &serde_json::Value, json: bool, what: &str) -> String {
+    if json {
+        return format!("{v}\n");
+    }
+    match serde_json::from_value::<Incident>(v.clone()) {
+        Ok(i) => format!("incident {} {what} ({} updates)\n", i.id, i.updates.len()),
+        Err(_) => format!("{v}\n"),
+    }
+}
+
+/// "2026-11-27 09:01 (12m ago)" in local time.
+fn local(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| when(t.with_timezone(&Utc)))
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    format!(
+        "{} ({})",
+        t.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+        ago(t)
+    )
+}
+
+/// "12m ago", "in 3h", "just now".
+pub fn ago(t: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - t).num_seconds();
+    let (n, future) = if secs < 0 {
+        (-secs, true)
+    } else {
+        (secs, false)
+    };
+    let span = if n < 45 {
+        return if future {
+            "in a moment".into()
+        } else {
+            "just now".into()
+        };
+    } else if n < 3600 {
+        format!("{}m", (n + 30) / 60)
+    } else if n < 86_400 {
+        format!("{}h{:02}m", n / 3600, (n % 3600) / 60)
+    } else {
+        format!("{}d{}h", n / 86_400, (n % 86_400) / 3600)
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+async fn status(client: &Client, json: bool, history: bool) -> Result<String, ClientError> {
+    let v = client.call(Method::GET, "/api/v1/status", None).await?;
+    let audit = if history {
+        Some(
+            client
+                .call(Method::GET, "/api/v1/audit?limit=30", None)
+                .await?,
+        )
+    } else {
+        None
+    };
+    if json {
+        let mut v = v;
+        if let Some(a) = audit {
+            v["history"] = a;
+        }
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ));
+    }
+    let doc: StatusDoc = serde_json::from_value(v)
+        .map_err(|e| ClientError::Protocol(format!("unexpected status document: {e}")))?;
+    let entries: Option<Vec<audit::Entry>> = audit.and_then(|a| serde_json::from_value(a).ok());
+    Ok(render_status(&doc, entries.as_deref()))
+}
+
+/// The human view of `detour status`: what DNS answers now and why, first.
+pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "DNS answers now");
+    for r in &doc.records {
+        let mark = if r.outage { "  <- outage page" } else { "" };
+        let _ = writeln!(
+            o,
+            "  {} {} (TTL {})  {}{mark}\n      because {}",
+            r.name,
+            r.rtype,
+            r.ttl,
+            r.values.join(" "),
+            r.because
+        );
+    }
+    if doc.records.is_empty() {
+        let _ = writeln!(o, "  (no dynamic records)");
+    }
+    let _ = writeln!(o, "\nServices");
+    let w = doc
+        .services
+        .iter()
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(7);
+    for s in &doc.services {
+        let _ = writeln!(
+            o,
+            "  {:<w$}  {:<11}  since {}  {}",
+            s.id,
+            s.state.to_string(),
+            when(s.since),
+            s.reason
+        );
+        if let Some(ov) = &s.override_ {
+            let until = ov
+                .until
+                .map_or(String::new(), |u| format!(", until {}", when(u)));
+            let by = ov.by.as_deref().unwrap_or("?");
+            let _ = writeln!(
+                o,
+                "  {:<w$}  override: {} by {by}{until}; checks say {} ({})",
+                "",
+                ov.state.state(),
+                s.observed,
+                s.observed_reason
+            );
+        }
+        for c in s.checks.iter().filter(|c| c.verdict != "up") {
+            let last = c
+                .last
+                .as_ref()
+                .map_or("no result yet".to_string(), |l| l.reason.clone());
+            let _ = writeln!(o, "  {:<w$}  check {} {}: {last}", "", c.id, c.verdict);
+        }
+    }
+    if doc.guard.frozen {
+        let _ = writeln!(
+            o,
+            "\nGuard: FROZEN since {}: every canary is down, so detour distrusts its own view and makes no new redirects",
+            when(doc.guard.since)
+        );
+    } else if !doc.guard.canaries.is_empty() {
+        let up = doc
+            .guard
+            .canaries
+            .iter()
+            .filter(|c| c.verdict != "down")
+            .count();
+        let _ = writeln!(
+            o,
+            "\nGuard: ok ({up} of {} canaries up)",
+            doc.guard.canaries.len()
+        );
+    } else {
+        let _ = writeln!(o, "\nGuard: no canaries configured");
+    }
+    if !doc.incidents.is_empty() {
+        let _ = writeln!(o, "\nOpen incidents");
+        for i in &doc.incidents {
+            let _ = writeln!(
+                o,
+                "  {}  {}  opened {}",
+                i.id,
+                i.services.join(", "),
+                when(i.opened_at)
+            );
+            for u in i.newest_first() {
+                let _ = writeln!(
+                    o,
+                    "      {}  {}",
+                    u.at.with_timezone(&Local).format("%H:%M"),
+                    u.message
+                );
+            }
+        }
+    }
+    if !doc.maintenance.is_empty() {
+        let _ = writeln!(o, "\nMaintenance");
+        for m in &doc.maintenance {
+            let now = if m.active { " (under way)" } else { "" };
+            let _ = writeln!(
+                o,
+                "  {} to {}{now}: {} — {}",
+                when(m.start),
+                m.end.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+                m.services.join(", "),
+                m.message
+            );
+        }
+    }
+    if let Some(r) = &doc.reload {
+        if r.ok {
+            let _ = writeln!(o, "\nLast reload: ok, {}", when(r.at));
+        } else {
+            let _ = writeln!(
+                o,
+                "\nLast reload: FAILED {}; still serving the previous config:",
+                when(r.at)
+            );
+            for e in &r.errors {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
+    }
+    for p in &doc.problems {
+        let _ = writeln!(o, "\nProblem: {p}");
+    }
+    if let Some(h) = history {
+        let _ = writeln!(o, "\nHistory");
+        for e in h {
+            let what = e.service.as_deref().or(e.incident.as_deref()).unwrap_or("");
+            let _ = writeln!(
+                o,
+                "  {}  {:<18} {:<10} {:<10} {}",
+                e.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+                e.action,
+                what,
+                e.who,
+                e.reason
+            );
+        }
+    }
+    o
+}

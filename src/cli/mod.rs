@@ -1,0 +1,109 @@
+//! The command line: the daemon (`run`), validation (`check`), and the client commands that
+//! talk to a running daemon through its admin API. `--config` may come anywhere.
+
+pub mod check;
+pub mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+
+pub use check::summary;
+
+/// detour: DNS failover and maintenance redirects.
+#[derive(Debug, Parser)]
+#[command(name = "detour", version, about)]
+pub struct Cli {
+    /// Configuration file (client commands find the daemon's admin address and token here).
+    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Who is acting, for the audit log (default: the local user).
+    #[arg(long, global = true)]
+    pub by: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: probe, answer DNS, serve the page and the admin API.
+    Run,
+    /// Validate the config and zones, print a summary; exit 0 when valid, 2 when not.
+    Check,
+    /// Services, states, overrides, and what DNS answers now and why.
+    Status {
+        /// Also show the audit log (overrides, incidents, reloads).
+        #[arg(long)]
+        history: bool,
+    },
+    /// Force a service up, down or into maintenance, or clear that.
+    #[command(subcommand)]
+    Override(OverrideCmd),
+    /// Tell people what is going on.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// Re-read config, zones and overrides (same as SIGHUP).
+    Reload,
+}
+
+/// `detour override ...`.
+#[derive(Debug, Subcommand)]
+pub enum OverrideCmd {
+    /// Set an override: `detour override set mls down --reason "vendor is on it" --until 2h`.
+    Set(OverrideSet),
+    /// Clear an override: checks decide again.
+    Clear {
+        /// Service id.
+        service: String,
+    },
+}
+
+/// `detour override set`.
+#[derive(Debug, Args)]
+pub struct OverrideSet {
+    /// Service id.
+    pub service: String,
+    /// up, down or maintenance.
+    #[arg(value_parser = ["up", "down", "maintenance"])]
+    pub state: String,
+    /// Why (shown on the page).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// When it ends by itself: a duration ("2h") or an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// `detour incident ...`.
+#[derive(Debug, Subcommand)]
+pub enum IncidentCmd {
+    /// Open an incident; prints its id alone on stdout.
+    Open {
+        /// Services concerned, comma-separated.
+        #[arg(long = "service", value_delimiter = ',', required = true)]
+        services: Vec<String>,
+        /// The first message.
+        text: String,
+    },
+    /// Post an update.
+    Update {
+        /// Incident id.
+        id: String,
+        /// The message.
+        text: String,
+    },
+    /// Resolve it.
+    Resolve {
+        /// Incident id.
+        id: String,
+        /// A last word (optional).
+        text: Option<String>,
+    },
+}

@@ -1,0 +1,522 @@
+//! Operator control through the admin API: auth, overrides, incidents, reload, persistence,
+//! audit and metrics, against a real detour over real HTTP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_server::proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+async fn a(addr: std::net::SocketAddr, name: &str) -> Vec<String> {
+    let (m, _) = udp(addr, &query(name, RecordType::A, None)).await;
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn of(s: &Server) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = std::fs::read_to_string(s.fixture.dir.path().join("state/admin.token"))
+            .expect("token file created at start")
+            .trim()
+            .to_string();
+        Self {
+            base: format!("http://{}", s.running.admin_addr()),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.expect("admin API answers");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+const DYNAMIC: &str = r#"
+[[dynamic]]
+name = "mls"
+type = "A"
+ttl = 30
+answers = [ { if_up = "mls", values = ["127.0.0.10"] }, { if_up = "mls_dr", values = ["127.0.0.20"] } ]
+otherwise = ["127.0.0.80"]
+"#;
+
+fn cfg() -> String {
+    "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nzones_dir = \"zones\"\nudp_workers = 1\n[services.mls]\nname = \"MLS\"\n[services.mls_dr]\n".to_string()
+}
+
+async fn server() -> Server {
+    Server::start(
+        &cfg(),
+        &[(
+            "z.toml",
+            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
+        )],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_requests_need_the_bearer_token() {
+    let s = server().await;
+    let api = Api::of(&s);
+    let token_file = s.fixture.dir.path().join("state/admin.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(api.token.len(), 64);
+
+    let url = format!("{}/api/v1/status", api.base);
+    let none = reqwest::get(&url).await.unwrap();
+    assert_eq!(none.status(), 401);
+    let body: Value = serde_json::from_str(&none.text().await.unwrap()).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("bearer token"));
+    let wrong = api.http.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let (code, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["services"][0]["id"], "mls");
+    assert_eq!(doc["services"][0]["state"], "up");
+    assert_eq!(doc["records"][0]["name"], "mls.example.test.");
+    assert_eq!(doc["records"][0]["values"], json!(["127.0.0.10"]));
+    assert_eq!(doc["records"][0]["because"], "mls is up");
+    assert_eq!(doc["guard"]["frozen"], false);
+    let (code, err) = api
+        .send(reqwest::Method::GET, "/api/v1/nothing", None)
+        .await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (404, Some("no such endpoint"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_override_takes_effect_at_once_is_saved_first_and_can_be_cleared() {
+    let s = server().await;
+    let api = Api::of(&s);
+    let t = Instant::now();
+    let (code, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/overrides/mls",
+            Some(json!({"state": "down", "reason": "vendor is on it", "by": "alice"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Saved before the answer, and live in DNS right away.
+    let saved = std::fs::read_to_string(s.fixture.dir.path().join("state/overrides.toml")).unwrap();
+    assert!(
+        saved.contains("[mls]") && saved.contains("state = \"down\""),
+        "{saved}"
+    );
+    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    let mls = &doc["services"][0];
+    assert_eq!(mls["state"], "down");
+    assert_eq!(mls["reason"], "vendor is on it");
+    assert_eq!(mls["observed"], "up", "checks shown underneath");
+    assert_eq!(mls["override"]["by"], "alice");
+
+    let (code, body) = api
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/overrides/mls?by=bob",
+            None,
+        )
+        .await;
+    assert_eq!((code, body["cleared"].as_bool()), (200, Some(true)));
+    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+
+    // Bad input: clear errors, nothing changes.
+    let (code, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/overrides/nosuch",
+            Some(json!({"state": "down"})),
+        )
+        .await;
+    assert_eq!(code, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown service \"nosuch\"")
+    );
+    let (code, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/overrides/mls",
+            Some(json!({"state": "sideways"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected up, down or maintenance")
+    );
+    let (code, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/overrides/mls",
+            Some(json!({"state": "down", "until": "yesterday"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+
+    // The audit log has both changes with who made them.
+    let entries = detour::audit::tail(&s.fixture.dir.path().join("state"), 10).unwrap();
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.who.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("override.down", "alice"), ("override.clear", "bob")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_override_with_until_expires_by_itself() {
+    let s = server().await;
+    let api = Api::of(&s);
+    let (code, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/overrides/mls",
+            Some(json!({"state": "maintenance", "reason": "patching", "until": "700ms"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    let start = Instant::now();
+    while a(s.addr, "mls.example.test.").await != ["127.0.0.10"] {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "override never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let saved = std::fs::read_to_string(s.fixture.dir.path().join("state/overrides.toml")).unwrap();
+    assert!(!saved.contains("[mls]"), "{saved}");
+    let entries = detour::audit::tail(&s.fixture.dir.path().join("state"), 10).unwrap();
+    assert_eq!(entries.last().unwrap().action, "override.expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_open_update_resolve_and_are_saved() {
+    let s = server().await;
+    let api = Api::of(&s);
+    let (code, inc) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/incidents",
+            Some(json!({"services": ["mls"], "message": "MLS is down", "by": "carol"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{inc}");
+    let id = inc["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 4);
+    let (code, inc) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/incidents/{id}/updates"),
+            Some(json!({"message": "Vendor is restoring"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(inc["updates"].as_array().unwrap().len(), 2);
+    let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    assert_eq!(doc["incidents"][0]["id"], id.as_str());
+    let saved = std::fs::read_to_string(s.fixture.dir.path().join("state/incidents.json")).unwrap();
+    assert!(saved.contains("Vendor is restoring"));
+
+    let (code, inc) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/incidents/{id}/resolve"),
+            Some(json!({"message": "Back"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(inc["resolved_at"].is_string());
+    let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    assert_eq!(doc["incidents"], json!([]));
+
+    let (code, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/incidents/zzzz/updates",
+            Some(json!({"message": "x"})),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/incidents",
+            Some(json!({"services": ["mls"], "message": " "})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    let (code, _) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/incidents",
+            Some(json!({"services": ["ghost"], "message": "x"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    let actions: Vec<String> = detour::audit::tail(&s.fixture.dir.path().join("state"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["incident.open", "incident.update", "incident.resolve"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_reload_is_reported_until_a_good_one() {
+    let s = server().await;
+    let api = Api::of(&s);
+    let zone = s.fixture.zone_path("z.toml");
+    let good = std::fs::read_to_string(&zone).unwrap();
+    write(&zone, &good.replace("127.0.0.20", "127.0.0.999"));
+    let (code, body) = api
+        .send(reqwest::Method::POST, "/api/v1/reload", None)
+        .await;
+    assert_eq!(code, 422);
+    let errors = body["errors"].as_array().unwrap();
+    assert!(errors[0].as_str().unwrap().contains("z.toml:"), "{body}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("invalid A value \"127.0.0.999\""),
+        "{body}"
+    );
+    let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    assert_eq!(doc["reload"]["ok"], false);
+    assert_eq!(
+        a(s.addr, "mls.example.test.").await,
+        ["127.0.0.10"],
+        "old config serves"
+    );
+
+    // A hand-edited overrides.toml is read on reload too.
+    write(&zone, &good);
+    write(
+        &s.fixture.dir.path().join("state/overrides.toml"),
+        "[mls]\nstate = \"down\"\nreason = \"edited by hand\"\n",
+    );
+    let (code, _) = api
+        .send(reqwest::Method::POST, "/api/v1/reload", None)
+        .await;
+    assert_eq!(code, 200);
+    let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
+    assert_eq!(doc["reload"]["ok"], true);
+    assert_eq!(doc["services"][0]["reason"], "edited by hand");
+    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+
+    // A broken overrides.toml fails the reload with its position, and keeps the old overrides.
+    write(
+        &s.fixture.dir.path().join("state/overrides.toml"),
+        "[mls]\nstate = 3\n",
+    );
+    let (code, body) = api
+        .send(reqwest::Method::POST, "/api/v1/reload", None)
+        .await;
+    assert_eq!(code, 422);
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("overrides.toml:2:9"),
+        "{body}"
+    );
+    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_aside() {
+    let fixture = Fixture::new(
+        &cfg(),
+        &[(
+            "z.toml",
+            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
+        )],
+    );
+    let path = fixture.config_path();
+    let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
+    let actor = || detour::states::Actor { who: "test".into() };
+    running
+        .control()
+        .set_override(
+            "mls",
+            Some(detour::overrides::Override {
+                state: detour::overrides::Forced::Down,
+                reason: "kept".into(),
+                until: None,
+                by: None,
+                set_at: None,
+            }),
+            actor(),
+        )
+        .await
+        .unwrap();
+    let inc = running
+        .control()
+        .incident(
+            detour::states::IncidentOp::Open {
+                services: vec!["mls".into()],
+                message: "down".into(),
+            },
+            actor(),
+        )
+        .await
+        .unwrap();
+    running.shutdown().await.unwrap();
+
+    let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
+    assert_eq!(
+        a(running.dns_addrs()[0], "mls.example.test.").await,
+        ["127.0.0.20"]
+    );
+    let snap = running.snapshots().load_full();
+    assert_eq!(snap.incidents.open().next().unwrap().id, inc.id);
+    running.shutdown().await.unwrap();
+
+    // Corrupt both files: detour starts, sets them aside, and says so in status.
+    let state = fixture.dir.path().join("state");
+    std::fs::write(state.join("overrides.toml"), "[mls\n").unwrap();
+    std::fs::write(state.join("incidents.json"), "{").unwrap();
+    let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
+    assert_eq!(
+        a(running.dns_addrs()[0], "mls.example.test.").await,
+        ["127.0.0.10"]
+    );
+    let problems = running.control().problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("overrides.toml was unreadable"),
+        "{problems:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("overrides.toml.corrupt-")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("incidents.json.corrupt-")),
+        "{names:?}"
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_queries_states_and_reloads() {
+    let s = server().await;
+    let api = Api::of(&s);
+    for _ in 0..3 {
+        a(s.addr, "mls.example.test.").await;
+    }
+    a(s.addr, "nope.example.test.").await;
+    api.send(reqwest::Method::POST, "/api/v1/reload", None)
+        .await;
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+    };
+    // Counters are process-wide (other tests share them): at least ours.
+    assert!(count("detour_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"}") >= 3.0);
+    assert!(count("detour_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\"}") >= 1.0);
+    assert!(count("detour_reloads_total{result=\"ok\"}") >= 1.0);
+    assert!(count("detour_snapshot_swaps_total") >= 1.0);
+    assert!(text.contains("detour_service_state{"), "{text}");
+    assert!(text.contains("# TYPE detour_dns_queries_total counter"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unix_socket_admin_needs_no_token_and_is_private() {
+    let config = cfg().replace(
+        "admin_listen = \"127.0.0.1:0\"",
+        "admin_listen = \"unix:state/admin.sock\"",
+    );
+    let s = Server::start(
+        &config,
+        &[(
+            "z.toml",
+            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
+        )],
+    )
+    .await;
+    let sock = s.fixture.dir.path().join("state/admin.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let client = detour::admin::client::Client::from_config(&s.fixture.load()).unwrap();
+    let doc = client
+        .call(hyper::Method::GET, "/api/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(doc["services"][0]["id"], "mls");
+}
