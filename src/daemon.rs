@@ -151,6 +151,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         commands: command_rx,
         snapshots: snapshots.clone(),
         incidents: (*incidents).clone(),
+        events: None,
     };
     let states_cancel = cancel.clone();
     tasks.spawn(async move {

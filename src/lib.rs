@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod events;
 pub mod incidents;
 pub mod overrides;
 pub mod selection;

@@ -794,6 +794,8 @@ pub struct StatesTask {
     pub snapshots: SnapshotHandle,
     /// Incidents (this task is their only writer).
     pub incidents: Incidents,
+    /// Where events for notifications go (none when nobody listens).
+    pub events: Option<crate::events::Sender>,
 }
 
 impl StatesTask {
@@ -894,6 +896,23 @@ impl StatesTask {
             None => ("override.clear".to_string(), String::new()),
         };
         self.audit(&action, Some(service), None, &reason, actor);
+        let mut e = crate::events::Event::new(crate::events::Kind::Override);
+        e.service = Some(service.to_string());
+        e.service_name = self
+            .engine
+            .config()
+            .services
+            .get(service)
+            .map(|s| s.name.clone());
+        e.new_state = value.as_ref().map(|o| o.state.state());
+        e.reason = match &value {
+            Some(o) if o.reason.is_empty() => format!("operator set {}", o.state.state()),
+            Some(o) => o.reason.clone(),
+            None => "override cleared; checks decide again".into(),
+        };
+        e.override_ = value;
+        e.who = actor.who.clone();
+        self.emit(e);
         Ok(())
     }
 
@@ -986,6 +1005,11 @@ impl StatesTask {
             .ok_or_else(|| OperatorError::NotFound(id.clone()))?;
         let services = inc.services.join(",");
         self.audit(action, Some(&services), Some(&id), &message, actor);
+        let mut e = crate::events::Event::new(crate::events::Kind::Incident);
+        e.reason = format!("{action}: {message}");
+        e.incident = Some(inc.clone());
+        e.who = actor.who.clone();
+        self.emit(e);
         Ok(inc)
     }
 
@@ -1023,6 +1047,10 @@ impl StatesTask {
             }
             for (service, o) in &expired {
                 info!(service = %service, state = %o.state.state(), "override expired");
+                let mut e = crate::events::Event::new(crate::events::Kind::Override);
+                e.service = Some(service.clone());
+                e.reason = format!("override ({}) expired", o.state.state());
+                self.emit(e);
                 self.audit(
                     "override.expired",
                     Some(service),
@@ -1034,9 +1062,40 @@ impl StatesTask {
                 );
             }
         }
+        let was_frozen = self.snapshots.load().health.guard.frozen;
         let changes = self.engine.evaluate(now);
         for c in &changes {
             log_change(c);
+            // The first verdict at start is not news.
+            if let Some(from) = c.transition.from {
+                let mut e =
+                    crate::events::Event::new(crate::events::Kind::of_state(c.transition.to));
+                e.at = c.transition.at;
+                e.service = Some(c.service.clone());
+                e.service_name = self
+                    .engine
+                    .config()
+                    .services
+                    .get(&c.service)
+                    .map(|s| s.name.clone());
+                e.old_state = Some(from);
+                e.new_state = Some(c.transition.to);
+                e.reason = c.transition.reason.clone();
+                e.since = c
+                    .lasted
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| c.transition.at - d);
+                self.emit(e);
+            }
+        }
+        if self.engine.frozen() != was_frozen {
+            let mut e = crate::events::Event::new(crate::events::Kind::Guard);
+            e.reason = if self.engine.frozen() {
+                "every canary is down: states frozen, no new redirects".into()
+            } else {
+                "a canary is back: states follow the checks again".into()
+            };
+            self.emit(e);
         }
         let health = self.engine.health();
         let config = self.engine.config().clone();
@@ -1068,6 +1127,13 @@ impl StatesTask {
         }
         if !changes.is_empty() || force {
             self.save();
+        }
+    }
+
+    fn emit(&self, e: crate::events::Event) {
+        if let Some(tx) = &self.events {
+            // The receiver lives as long as the daemon; a closed one means shutdown.
+            let _ = tx.send(e);
         }
     }
 

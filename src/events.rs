@@ -1,0 +1,114 @@
+//! Events: what the states task tells the outside world (notifications) when something a
+//! person should hear about happens. One event per real transition, never per probe.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::incidents::Incident;
+use crate::overrides::Override;
+use crate::states::ServiceState;
+
+/// The kinds `[[notify]] events` filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A service went down.
+    Down,
+    /// A service came (back) up.
+    Up,
+    /// A service works but something it depends on does not.
+    Impacted,
+    /// A service entered maintenance.
+    Maintenance,
+    /// An operator set or cleared an override (or one expired).
+    Override,
+    /// An incident was opened, updated or resolved.
+    Incident,
+    /// The guard froze or released states.
+    Guard,
+    /// A test event from `detour notify test`.
+    Test,
+}
+
+impl Kind {
+    /// The name used in config and payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Down => "down",
+            Kind::Up => "up",
+            Kind::Impacted => "impacted",
+            Kind::Maintenance => "maintenance",
+            Kind::Override => "override",
+            Kind::Incident => "incident",
+            Kind::Guard => "guard",
+            Kind::Test => "test",
+        }
+    }
+
+    /// The event kind of a transition to `state`.
+    pub fn of_state(state: ServiceState) -> Kind {
+        match state {
+            ServiceState::Up => Kind::Up,
+            ServiceState::Down => Kind::Down,
+            ServiceState::Impacted => Kind::Impacted,
+            ServiceState::Maintenance => Kind::Maintenance,
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: Kind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The service concerned (state changes, overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Its display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Previous state (state changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_state: Option<ServiceState>,
+    /// New state (state changes, overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_state: Option<ServiceState>,
+    /// Why, in one line.
+    #[serde(default)]
+    pub reason: String,
+    /// Since when the previous state held (state changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// The override set (None when cleared).
+    #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
+    pub override_: Option<Override>,
+    /// The incident, as it stands after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
+    /// Who caused it ("detour" for its own findings).
+    pub who: String,
+}
+
+impl Event {
+    /// An event of `kind` at now, by detour itself, with nothing else filled in.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            at: Utc::now(),
+            service: None,
+            service_name: None,
+            old_state: None,
+            new_state: None,
+            reason: String::new(),
+            since: None,
+            override_: None,
+            incident: None,
+            who: "detour".into(),
+        }
+    }
+}
+
+/// Where the states task sends events; never blocks it.
+pub type Sender = tokio::sync::mpsc::UnboundedSender<Event>;
