@@ -631,3 +631,35 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
         "most mutated queries get a reply: {answered}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_and_swaps_drop_no_query() {
+    let s = Server::standard().await;
+    let addr = s.addr;
+    // A client asking over and over (bounded: 2,000 queries) while the config reloads.
+    let asker = tokio::spawn(async move {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut answered = 0;
+        for i in 0..2000u16 {
+            let mut q = query("mls.example.test.", RecordType::A, None);
+            q.metadata.id = i;
+            sock.send_to(&q.to_vec().unwrap(), addr).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await;
+            let (n, _) = got.expect("an answer for every query").unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.metadata.id, i);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(a_values(&m).len(), 2, "never a half-built answer");
+            answered += 1;
+        }
+        answered
+    });
+    let zone = s.fixture.zone_path("example.test.toml");
+    for i in 0..10 {
+        write(&zone, &TEST_ZONE.replace("192.0.2.25", &format!("192.0.2.{}", 100 + i)));
+        s.running.reload().await.expect("reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(asker.await.unwrap(), 2000);
+}
