@@ -14,6 +14,7 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::{Config, Zone};
+use crate::dns::fast::{self, FastZone};
 use crate::incidents::Incidents;
 use crate::selection::{Choice, Selection};
 use crate::states::Health;
@@ -62,6 +63,8 @@ pub struct ZoneData {
     content: Vec<Record>,
     /// Sources allowed to transfer the zone.
     pub allow_transfer: Vec<IpNet>,
+    /// Answers compiled into wire format for the fast path.
+    pub fast: FastZone,
 }
 
 /// The outcome of looking one name up in one zone.
@@ -148,7 +151,7 @@ impl ZoneData {
             }
             // Empty non-terminals: every name between the apex and this one exists.
             let mut up = key.base_name();
-            while up.num_labels() > apex.num_labels() {
+            while labels(&up) > labels(&apex) {
                 nodes.entry(up.clone()).or_default();
                 up = up.base_name();
             }
@@ -165,7 +168,7 @@ impl ZoneData {
             },
         );
         let has_cuts = nodes.values().any(|n| n.cut);
-        ZoneData {
+        let mut z = ZoneData {
             origin,
             serial,
             soa,
@@ -174,7 +177,18 @@ impl ZoneData {
             has_cuts,
             content,
             allow_transfer: zone.allow_transfer.clone(),
-        }
+            fast: FastZone::default(),
+        };
+        z.fast = FastZone::build(&z);
+        z
+    }
+
+    /// Every owner name with the types held there, and whether it is an alias (CNAME).
+    pub fn owners(&self) -> impl Iterator<Item = (&LowerName, Vec<RecordType>, bool)> {
+        self.nodes.iter().map(|(name, node)| {
+            let types = node.rrsets.iter().map(|s| s.rtype).collect();
+            (name, types, node.get(RecordType::CNAME).is_some())
+        })
     }
 
     fn soa_matches(&self, zone: &Zone) -> bool {
@@ -229,10 +243,10 @@ impl ZoneData {
     /// The closest delegation at or above `name`, if any (a DS query at the cut itself is
     /// the parent's to answer).
     fn delegation(&self, name: &LowerName, qtype: RecordType) -> Option<Found<'_>> {
-        let apex_labels = self.origin.num_labels();
+        let apex_labels = labels(&LowerName::new(&self.origin));
         let mut ancestors = Vec::new();
         let mut n = name.clone();
-        while n.num_labels() > apex_labels {
+        while labels(&n) > apex_labels {
             ancestors.push(n.clone());
             n = n.base_name();
         }
@@ -280,9 +294,9 @@ impl ZoneData {
 
     /// RFC 4592 wildcard synthesis for a name with no node of its own.
     fn wildcard(&self, name: &LowerName, qtype: RecordType) -> Found<'_> {
-        let apex_labels = self.origin.num_labels();
+        let apex_labels = labels(&LowerName::new(&self.origin));
         let mut encloser = name.base_name();
-        while encloser.num_labels() >= apex_labels {
+        while labels(&encloser) >= apex_labels {
             if self.nodes.contains_key(&encloser) {
                 let star = match Name::from(encloser.clone()).prepend_label("*") {
                     Ok(s) => LowerName::new(&s),
@@ -313,7 +327,7 @@ impl ZoneData {
                     None => Found::NoData,
                 };
             }
-            if encloser.num_labels() == apex_labels {
+            if labels(&encloser) == apex_labels {
                 break;
             }
             encloser = encloser.base_name();
@@ -349,6 +363,8 @@ pub struct Snapshot {
     /// Incidents, as operators last wrote them.
     pub incidents: Arc<Incidents>,
     index: HashMap<LowerName, usize>,
+    /// Zones by their origin's lowercase wire form, for the fast path.
+    wire_index: rustc_hash::FxHashMap<Box<[u8]>, usize>,
     min_labels: u8,
     max_labels: u8,
     /// Current answer of every dynamic record.
@@ -368,6 +384,7 @@ impl Snapshot {
     ) -> Snapshot {
         let mut zones = Vec::with_capacity(config.zones.len());
         let mut index = HashMap::new();
+        let mut wire_index = rustc_hash::FxHashMap::default();
         for (zi, zone) in config.zones.iter().enumerate() {
             let mine = selection.for_zone(zi);
             // Same config and same selection: the compiled zone is reused as it is.
@@ -383,10 +400,14 @@ impl Snapshot {
             };
             zones.push(compiled);
             index.insert(LowerName::new(&zone.origin), zi);
+            wire_index.insert(fast::wire(&LowerName::new(&zone.origin)), zi);
         }
-        let labels = config.zones.iter().map(|z| z.origin.num_labels());
-        let min_labels = labels.clone().min().unwrap_or(0);
-        let max_labels = labels.max().unwrap_or(0);
+        let counts = config
+            .zones
+            .iter()
+            .map(|z| labels(&LowerName::new(&z.origin)));
+        let min_labels = counts.clone().min().unwrap_or(0);
+        let max_labels = counts.max().unwrap_or(0);
         let dynamic = selection
             .choices
             .iter()
@@ -407,6 +428,7 @@ impl Snapshot {
             incidents,
             selection,
             index,
+            wire_index,
             min_labels,
             max_labels,
             dynamic,
@@ -420,14 +442,19 @@ impl Snapshot {
             .map(|&i| &*self.zones[i])
     }
 
+    /// The zone whose origin's lowercase wire form is exactly `wire`.
+    pub fn zone_by_wire(&self, wire: &[u8]) -> Option<&ZoneData> {
+        self.wire_index.get(wire).map(|&i| &*self.zones[i])
+    }
+
     /// The served zone that holds `name` (longest matching origin), if any.
     pub fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
-        let labels = name.num_labels();
-        if labels < self.min_labels || self.zones.is_empty() {
+        let count = labels(name);
+        if count < self.min_labels || self.zones.is_empty() {
             return None;
         }
         let mut n = name.clone();
-        let mut l = labels;
+        let mut l = count;
         while l > self.max_labels {
             n = n.base_name();
             l -= 1;
@@ -469,6 +496,12 @@ impl SnapshotHandle {
     pub fn store(&self, next: Snapshot) {
         self.0.store(Arc::new(next));
     }
+}
+
+/// Labels of a name, a leading `*` included (hickory's `num_labels` leaves it out, as
+/// DNSSEC counts them, which would misplace literal wildcard names).
+pub fn labels(name: &LowerName) -> u8 {
+    name.iter().count() as u8
 }
 
 /// Seconds since the Unix epoch, as a serial floor.

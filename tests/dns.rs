@@ -657,7 +657,10 @@ async fn reloads_and_swaps_drop_no_query() {
     });
     let zone = s.fixture.zone_path("example.test.toml");
     for i in 0..10 {
-        write(&zone, &TEST_ZONE.replace("192.0.2.25", &format!("192.0.2.{}", 100 + i)));
+        write(
+            &zone,
+            &TEST_ZONE.replace("192.0.2.25", &format!("192.0.2.{}", 100 + i)),
+        );
         s.running.reload().await.expect("reload");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

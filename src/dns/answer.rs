@@ -8,13 +8,33 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::Request;
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
+use super::fast;
 use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData};
+
+/// Finds the served zone holding a name: the whole Snapshot on the query path, one zone when
+/// answers are compiled ahead.
+pub trait Zones {
+    /// The zone with the longest origin that `name` is in.
+    fn find_zone(&self, name: &LowerName) -> Option<&ZoneData>;
+}
+
+impl Zones for Snapshot {
+    fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
+        Snapshot::find_zone(self, name)
+    }
+}
+
+impl Zones for ZoneData {
+    fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
+        LowerName::new(&self.origin).zone_of(name).then_some(self)
+    }
+}
 
 /// What to send back for one received message.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,8 +52,18 @@ const HEADER_LEN: usize = 12;
 /// Records per AXFR message before the size check splits further.
 const AXFR_CHUNK: usize = 256;
 
-/// Answers one raw DNS message received from `src` over `protocol`.
+/// Answers one raw DNS message received from `src` over `protocol`: from the answers
+/// compiled into the Snapshot when the query is plain, else through [`general`].
 pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
+    match fast::answer(snap, raw, protocol) {
+        Some(m) => Reply::Message(m),
+        None => general(snap, raw, src, protocol),
+    }
+}
+
+/// The general path: parses with hickory and applies every rule of the DNS contract. The
+/// fast path must answer byte for byte what this answers.
+pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
     if raw.len() < HEADER_LEN || raw[2] & 0x80 != 0 {
         return Reply::Drop;
     }
@@ -90,6 +120,20 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
     let mut meta = Metadata::response_from_request(&req.metadata);
     meta.authoritative = res.aa;
     meta.response_code = res.rcode;
+    let out = encode(&req.queries, meta, edns.as_ref(), &res, limit)
+        .unwrap_or_else(|| header_only(raw, ResponseCode::ServFail));
+    Reply::Message(out)
+}
+
+/// Encodes a resolution within `limit` bytes: whole if it fits, else without additional
+/// data (RFC 2181 §9), else truncated (TC, no records). `None` if hickory cannot encode it.
+pub fn encode(
+    queries: &Queries,
+    meta: Metadata,
+    edns: Option<&Edns>,
+    res: &Resolution<'_>,
+    limit: usize,
+) -> Option<Vec<u8>> {
     let emit = |answers: bool, additional: bool, tc: bool| -> Option<Vec<u8>> {
         let mut buf = Vec::with_capacity(512);
         let mut meta = meta;
@@ -104,7 +148,7 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         } else {
             (Vec::new(), &[], &[])
         };
-        let msg = MessageResponseBuilder::new(&req.queries, edns.as_ref()).build(
+        let msg = MessageResponseBuilder::new(queries, edns).build(
             meta,
             ans,
             auth.iter().copied(),
@@ -114,19 +158,47 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         msg.destructive_emit(&mut BinEncoder::new(&mut buf)).ok()?;
         Some(buf)
     };
-    let full = emit(true, true, false);
-    let out = match full {
-        Some(b) if b.len() <= limit => b,
+    match emit(true, true, false) {
+        Some(b) if b.len() <= limit => Some(b),
         _ => match emit(true, false, false) {
-            // Additional data is optional: drop it before truncating (RFC 2181 §9).
-            Some(b) if b.len() <= limit && !res.additional.is_empty() => b,
-            _ => match emit(false, false, true) {
-                Some(b) => b,
-                None => header_only(raw, ResponseCode::ServFail),
-            },
+            Some(b) if b.len() <= limit && !res.additional.is_empty() => Some(b),
+            _ => emit(false, false, true),
         },
-    };
-    Reply::Message(out)
+    }
+}
+
+/// Compiles the answer to `qname`/`qtype` inside `zone` ahead of time, for the fast path:
+/// the response header (bytes 2..12) and everything after the question, as [`general`] would
+/// send it over TCP to a query without EDNS, RD or CD. `None` for answers that cannot be
+/// compiled this way: referrals, chains that leave the zone, and failures.
+pub fn compile(
+    zone: &ZoneData,
+    qname: &LowerName,
+    qtype: RecordType,
+) -> Option<([u8; 10], Vec<u8>)> {
+    let res = resolve(zone, qname, qtype);
+    if !res.aa || res.left_zones || res.rcode == ResponseCode::Refused {
+        return None;
+    }
+    let mut question = Vec::with_capacity(qname.len() + 6);
+    {
+        let mut enc = BinEncoder::new(&mut question);
+        hickory_server::proto::serialize::binary::BinEncodable::emit(qname, &mut enc).ok()?;
+        enc.emit_u16(u16::from(qtype)).ok()?;
+        enc.emit_u16(u16::from(DNSClass::IN)).ok()?;
+    }
+    let queries = Queries::read(
+        &mut hickory_server::proto::serialize::binary::BinDecoder::new(&question),
+        1,
+    )
+    .ok()?;
+    let mut meta = Metadata::new(0, MessageType::Response, OpCode::Query);
+    meta.authoritative = res.aa;
+    meta.response_code = res.rcode;
+    let bytes = encode(&queries, meta, None, &res, u16::MAX as usize)?;
+    let head: [u8; 10] = bytes.get(2..12)?.try_into().ok()?;
+    let tail = bytes.get(HEADER_LEN + question.len()..)?.to_vec();
+    Some((head, tail))
 }
 
 /// A reply of only a header: the query's id, opcode and RD, with `code`. Used when the
@@ -154,17 +226,20 @@ pub struct Resolution<'a> {
     pub authority: Vec<&'a Record>,
     /// Additional section.
     pub additional: Vec<&'a Record>,
+    /// A CNAME chain led out of the zones searched.
+    pub left_zones: bool,
 }
 
 /// Resolves `qname`/`qtype` inside the served zones, following in-zone CNAMEs.
 /// `Refused` when the name is in no served zone.
-pub fn resolve<'a>(snap: &'a Snapshot, qname: &LowerName, qtype: RecordType) -> Resolution<'a> {
+pub fn resolve<'a, Z: Zones>(snap: &'a Z, qname: &LowerName, qtype: RecordType) -> Resolution<'a> {
     let mut res = Resolution {
         rcode: ResponseCode::NoError,
         aa: true,
         answer: Vec::new(),
         authority: Vec::new(),
         additional: Vec::new(),
+        left_zones: false,
     };
     let mut name = Cow::Borrowed(qname);
     for hop in 0..=MAX_CNAME_CHAIN {
@@ -172,6 +247,8 @@ pub fn resolve<'a>(snap: &'a Snapshot, qname: &LowerName, qtype: RecordType) -> 
             if hop == 0 {
                 res.rcode = ResponseCode::Refused;
                 res.aa = false;
+            } else {
+                res.left_zones = true;
             }
             // The chain leaves our zones: the resolver follows it from here.
             return res;
@@ -213,6 +290,7 @@ pub fn resolve<'a>(snap: &'a Snapshot, qname: &LowerName, qtype: RecordType) -> 
         }
     }
     // Chain longer than the bound: answer what was followed.
+    res.left_zones = true;
     res
 }
 

@@ -6,6 +6,7 @@
 //! cannot starve anyone else.
 
 pub mod answer;
+pub mod fast;
 pub mod tcp;
 pub mod udp;
 

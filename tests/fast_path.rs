@@ -1,0 +1,217 @@
+//! The fast path answers byte for byte what the general path answers (ignoring only the ID),
+//! for every name and type of the example and generated zones, and for the odd cases.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use detour::dns::answer::{Reply, general, respond};
+use detour::dns::fast;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Message, OpCode, Query};
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_server::proto::rr::{DNSClass, Name, RecordType};
+
+const TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::SRV,
+    RecordType::CAA,
+    RecordType::PTR,
+    RecordType::DS,
+    RecordType::ANY,
+    RecordType::HINFO,
+    RecordType::Unknown(65280),
+];
+
+fn src() -> SocketAddr {
+    "127.0.0.1:5300".parse().unwrap()
+}
+
+/// Both paths' answers to `msg`, with the IDs zeroed.
+fn both(
+    snap: &detour::snapshot::Snapshot,
+    bytes: &[u8],
+    proto: Protocol,
+) -> (Option<Vec<u8>>, Vec<u8>) {
+    let slow = match general(snap, bytes, src(), proto) {
+        Reply::Message(m) => m,
+        other => panic!("general path gave {other:?}"),
+    };
+    let quick = fast::answer(snap, bytes, proto);
+    let strip = |mut v: Vec<u8>| {
+        v[0] = 0;
+        v[1] = 0;
+        v
+    };
+    (quick.map(strip), strip(slow))
+}
+
+struct Tally {
+    compared: usize,
+    fast: usize,
+}
+
+fn check(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally) {
+    let bytes = msg.to_vec().unwrap();
+    for proto in [Protocol::Udp, Protocol::Tcp] {
+        let (quick, slow) = both(snap, &bytes, proto);
+        t.compared += 1;
+        if let Some(q) = quick {
+            t.fast += 1;
+            assert_eq!(
+                q, slow,
+                "fast path differs for {:?} over {proto:?}",
+                msg.queries
+            );
+        }
+        // And `respond`, whichever path it takes, answers what the general path does.
+        match respond(snap, &bytes, src(), proto) {
+            Reply::Message(mut m) => {
+                m[0] = 0;
+                m[1] = 0;
+                assert_eq!(m, slow);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn variants(name: &Name, t: RecordType) -> Vec<Message> {
+    let mut out = Vec::new();
+    for edns in [
+        None,
+        Some((512u16, false)),
+        Some((1232, false)),
+        Some((4096, true)),
+        Some((1400, false)),
+    ] {
+        for rd in [false, true] {
+            let mut m = Message::query();
+            m.metadata.id = 0x1234;
+            m.metadata.recursion_desired = rd;
+            m.metadata.checking_disabled = rd;
+            m.add_query(Query::query(name.clone(), t));
+            if let Some((size, dok)) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(size);
+                e.set_dnssec_ok(dok);
+                if size == 1400 {
+                    // A client cookie, as BIND sends.
+                    e.options_mut()
+                        .insert(EdnsOption::Unknown(u16::from(EdnsCode::Cookie), vec![7; 8]));
+                }
+                m.edns = Some(e);
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn names_of(snap: &detour::snapshot::Snapshot) -> Vec<Name> {
+    let mut names: Vec<Name> = snap
+        .zones
+        .iter()
+        .flat_map(|z| {
+            z.owners()
+                .map(|(n, _, _)| Name::from(n.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Plus the misses: NXDOMAIN, wildcard matches, below a cut, outside every zone.
+    for extra in [
+        "nope.example.test.",
+        "a.b.c.nope.example.test.",
+        "x.wild.example.test.",
+        "host.branch.example.test.",
+        "example.com.",
+        "nope.sub.example.test.",
+    ] {
+        names.push(Name::from_ascii(extra).unwrap());
+    }
+    names
+}
+
+fn run(snap: &detour::snapshot::Snapshot) -> Tally {
+    let mut t = Tally {
+        compared: 0,
+        fast: 0,
+    };
+    for name in names_of(snap) {
+        for &ty in TYPES {
+            for m in variants(&name, ty) {
+                check(snap, &m, &mut t);
+            }
+        }
+        // Mixed case, other classes, other opcodes, a second question: general path only.
+        let upper = Name::from_ascii(name.to_ascii().to_uppercase()).unwrap();
+        check(snap, &variants(&upper, RecordType::A)[0], &mut t);
+        for class in [DNSClass::CH, DNSClass::ANY] {
+            let mut m = variants(&name, RecordType::A).remove(0);
+            let mut q = Query::query(name.clone(), RecordType::A);
+            q.set_query_class(class);
+            m.queries = vec![q];
+            check(snap, &m, &mut t);
+        }
+        let mut m = variants(&name, RecordType::A).remove(0);
+        m.metadata.op_code = OpCode::Notify;
+        check(snap, &m, &mut t);
+        let mut m = variants(&name, RecordType::A).remove(0);
+        m.add_query(Query::query(name.clone(), RecordType::AAAA));
+        check(snap, &m, &mut t);
+        let mut m = variants(&name, RecordType::A).remove(2);
+        m.edns.as_mut().unwrap().set_version(1);
+        check(snap, &m, &mut t);
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fast_path_matches_the_general_path_on_the_test_zones() {
+    let s = Server::standard().await;
+    let t = run(&s.running.snapshots().load_full());
+    assert!(t.compared > 5000, "{}", t.compared);
+    // Most plain queries take the fast path (the rest are misses and odd cases).
+    assert!(t.fast * 3 > t.compared, "fast {} of {}", t.fast, t.compared);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_zone() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("zones/example.test.toml")).unwrap();
+    let mut recs = String::new();
+    for i in 0..500 {
+        recs.push_str(&format!(
+            "  {{ name = \"h{i}\", type = \"A\", value = \"10.1.{}.{}\" }},\n  {{ name = \"h{i}\", type = \"TXT\", value = \"host {i}\" }},\n",
+            i / 256,
+            i % 256
+        ));
+        if i % 10 == 0 {
+            recs.push_str(&format!(
+                "  {{ name = \"alias{i}\", type = \"CNAME\", value = \"h{i}\" }},\n"
+            ));
+        }
+    }
+    let generated = format!(
+        "origin = \"gen.test.\"\nsoa = {{ mname = \"ns.gen.test.\", rname = \"h.gen.test.\" }}\nns = [\"ns.gen.test.\"]\nrecords = [\n  {{ name = \"ns\", type = \"A\", value = \"10.0.0.1\" }},\n{recs}]\n"
+    );
+    let cfg = config_toml("").replace(
+        "[services.mls]\nname = \"MLS\"\n",
+        "[services.mls]\n[services.mls_dr]\n[services.sso]\n",
+    );
+    let s = Server::start(
+        &cfg,
+        &[("example.test.toml", &example), ("gen.toml", &generated)],
+    )
+    .await;
+    let snap = s.running.snapshots().load_full();
+    let t = run(&snap);
+    assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
+}
