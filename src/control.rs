@@ -3,7 +3,7 @@
 //! it is saved and live in the Snapshot.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +33,7 @@ pub struct Control {
     pub snapshots: SnapshotHandle,
     last_reload: Mutex<Option<ReloadStatus>>,
     problems: Mutex<Vec<String>>,
+    notifier: OnceLock<crate::notify::Notifier>,
 }
 
 /// The daemon stopped before answering.
@@ -54,7 +55,18 @@ impl Control {
             snapshots,
             last_reload: Mutex::new(None),
             problems: Mutex::new(problems),
+            notifier: OnceLock::new(),
         }
+    }
+
+    /// Hands over the notifier (once, at start), for `detour notify test`.
+    pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// The notifier, once started.
+    pub fn notifier(&self) -> Option<&crate::notify::Notifier> {
+        self.notifier.get()
     }
 
     /// Problems found at start (a state file set aside, say), for status.

@@ -20,7 +20,7 @@ use crate::config::{Config, Diagnostics};
 use crate::control::Control;
 use crate::snapshot::SnapshotHandle;
 use crate::states::{self, Actor, Engine, StatesTask};
-use crate::{admin, dns, incidents, overrides};
+use crate::{admin, dns, incidents, overrides, page};
 
 /// Why `detour run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,7 @@ pub struct Running {
     snapshots: SnapshotHandle,
     dns_addrs: Vec<SocketAddr>,
     admin_addr: String,
+    page_addrs: Vec<String>,
     control: Arc<Control>,
     cancel: CancellationToken,
     tasks: JoinSet<io::Result<()>>,
@@ -132,6 +133,8 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
     let mut tasks = JoinSet::new();
     let (commands, command_rx) = mpsc::channel(16);
+    // Events for notifications: unbounded, so the states task never waits on delivery.
+    let (events, event_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config_path.to_path_buf(),
         commands,
@@ -144,6 +147,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
             context: "cannot start the admin API".into(),
             source,
         })?;
+    let page_addrs = page::serve(&config, snapshots.clone(), cancel.clone(), &mut tasks)
+        .await
+        .map_err(|source| RunError::Io {
+            context: "cannot start the outage page".into(),
+            source,
+        })?;
     let states_task = StatesTask {
         engine,
         checks,
@@ -151,13 +160,20 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         commands: command_rx,
         snapshots: snapshots.clone(),
         incidents: (*incidents).clone(),
-        events: None,
+        events: Some(events),
     };
     let states_cancel = cancel.clone();
     tasks.spawn(async move {
         states_task.run(states_cancel).await;
         Ok(())
     });
+    control.set_notifier(crate::notify::Notifier::start(
+        &config,
+        snapshots.clone(),
+        event_rx,
+        cancel.clone(),
+        &mut tasks,
+    ));
     dns::serve(bound, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
         RunError::Io {
             context: "cannot start DNS listeners".into(),
@@ -168,6 +184,9 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         info!("listening for DNS on {a} (UDP and TCP)");
     }
     info!("listening for the admin API on {admin_addr}");
+    for a in &page_addrs {
+        info!("listening for the page on {}", page::label(a));
+    }
     for p in control.problems() {
         warn!("{p}");
     }
@@ -179,10 +198,19 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         snapshots: snapshots.clone(),
         dns_addrs,
         admin_addr,
+        page_addrs,
         control,
         cancel,
         tasks,
     })
+}
+
+impl Drop for Running {
+    /// A Running dropped without `shutdown` (a test, a panic) still stops its listener
+    /// threads, which would otherwise keep the runtime from shutting down.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl Running {
@@ -199,6 +227,12 @@ impl Running {
     /// Where the admin API listens ("127.0.0.1:8053" or "unix:PATH").
     pub fn admin_addr(&self) -> &str {
         &self.admin_addr
+    }
+
+    /// Where the page listens: URLs such as "http://127.0.0.1:8080", HTTP listeners first,
+    /// then HTTPS ones.
+    pub fn page_addrs(&self) -> &[String] {
+        &self.page_addrs
     }
 
     /// The control surface (reload, overrides, incidents).

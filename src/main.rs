@@ -23,7 +23,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Status { .. } | Command::Override(_) | Command::Incident(_) | Command::Reload => {
+        Command::Status { .. }
+        | Command::Override(_)
+        | Command::Incident(_)
+        | Command::Reload
+        | Command::Notify(_) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -769,7 +769,9 @@ pub fn log_change(c: &Change) {
     )
     .increment(1);
     let from = c.transition.from.map_or("-".to_string(), |s| s.to_string());
-    let lasted = c.lasted.map_or(0.0, |d| d.as_secs_f64());
+    let lasted = c
+        .lasted
+        .map_or(0.0, |d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
     info!(
         service = %c.service,
         from = %from,

@@ -36,10 +36,28 @@ const SLOTS: usize = (QTYPES.len() + 1) * 13;
 static DNS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the Prometheus recorder once per process (later calls reuse it).
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the Prometheus recorder once per process (later calls reuse it), with a thread
+/// that folds histogram samples every few seconds. Without it every probe's latency sample
+/// is kept until someone scrapes `/metrics` (measured: ~35 bytes per probe).
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
         .as_ref()
 }
 

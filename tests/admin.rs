@@ -70,7 +70,7 @@ otherwise = ["127.0.0.80"]
 "#;
 
 fn cfg() -> String {
-    "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nzones_dir = \"zones\"\nudp_workers = 1\n[services.mls]\nname = \"MLS\"\n[services.mls_dr]\n".to_string()
+    "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nudp_workers = 1\n[services.mls]\nname = \"MLS\"\n[services.mls_dr]\n".to_string()
 }
 
 async fn server() -> Server {

@@ -168,6 +168,10 @@ fn example_copy() -> tempfile::TempDir {
         .replace(
             "admin_listen = \"127.0.0.1:8053\"",
             "admin_listen = \"127.0.0.1:0\"",
+        )
+        .replace(
+            "page_listen  = [\"127.0.0.1:8080\"]",
+            "page_listen  = [\"127.0.0.1:0\"]",
         );
     assert!(
         cfg.contains("dns_listen   = [\"127.0.0.1:0\"]")
@@ -325,9 +329,9 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    // 1 s + 2 x 250 ms + 500 ms = 2 s detection, + 30 s TTL.
+    // 1 s + 2 x max(250 ms, 500 ms) + 500 ms = 2.5 s detection, + 30 s TTL.
     assert!(
-        stdout.contains("failover: mls.example.test. A: within 32s (detect 2s: interval 1s + 2 x 250ms confirm + 500ms timeout; then TTL 30 s)"),
+        stdout.contains("failover: mls.example.test. A: within 32.50s (detect 2.50s: interval 1s + 2 x max(confirm 250ms, timeout 500ms) + timeout 500ms; then TTL 30 s)"),
         "{stdout}"
     );
     assert!(
@@ -367,7 +371,7 @@ fn operator_fixture() -> (Fixture, u16) {
         + "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nttl = 30\nanswers = [ { if_up = \"mls\", values = [\"127.0.0.10\"] } ]\notherwise = [\"127.0.0.80\"]\n";
     let f = Fixture::new(
         &format!(
-            "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\nzones_dir = \"zones\"\n[services.mls]\nname = \"MLS\"\n"
+            "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\n[services.mls]\nname = \"MLS\"\n"
         ),
         &[("z.toml", &zone)],
     );

@@ -66,7 +66,7 @@ fn an_unknown_key_names_its_position() {
     let cfg = config_toml("").replace("udp_workers = 2", "udp_workers = 2\nlisten_dns = 1");
     let (_f, r) = load(&cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
-    expect_error(&e, "detour.toml", 7, 1, "unknown field `listen_dns`");
+    expect_error(&e, "detour.toml", 8, 1, "unknown field `listen_dns`");
 }
 
 #[test]

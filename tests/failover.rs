@@ -71,7 +71,7 @@ otherwise = ["127.0.0.80"]
 
 fn config(services: &str) -> String {
     format!(
-        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nzones_dir = \"zones\"\nstate_dir = \"state\"\nudp_workers = 1\n{services}"
+        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nstate_dir = \"state\"\nudp_workers = 1\n{services}"
     )
 }
 

@@ -89,6 +89,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/incidents/{id}/updates", post(update_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/notify/test", post(notify_test))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(app.clone(), auth))
@@ -333,6 +334,33 @@ async fn reload(
                 .into_response()
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyTestBody {
+    sink: Option<usize>,
+    by: Option<String>,
+}
+
+/// Sends a test event through every sink (or one); answers each sink's result.
+async fn notify_test(
+    State(app): State<App>,
+    headers: HeaderMap,
+    b: Option<Json<NotifyTestBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (sink, by) = b.map_or((None, None), |Json(b)| (b.sink, b.by));
+    let notifier = app.control.notifier().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notifications are not running".into(),
+        )
+    })?;
+    let results = notifier
+        .test(sink, &actor(by, &headers).who)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(json!({ "results": results })))
 }
 
 async fn metrics() -> impl IntoResponse {

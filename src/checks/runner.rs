@@ -135,7 +135,7 @@ pub struct Report {
 }
 
 /// The first probe waits a random fraction of this (or of the interval, if shorter), so that
-/// many checks do not fire in one tick.
+/// the first verdicts come quickly without every check firing in one tick.
 const MAX_JITTER: Duration = Duration::from_secs(1);
 
 /// Runs one probe task until `cancel` fires or the receiver is gone.
@@ -155,6 +155,7 @@ pub async fn run(
         _ = tokio::time::sleep(jitter) => {}
         _ = cancel.cancelled() => return,
     }
+    let mut first = true;
     loop {
         let started = tokio::time::Instant::now();
         let observation = tokio::select! {
@@ -174,9 +175,14 @@ pub async fn run(
         // Confirm quickly while rise/fall is deciding; otherwise the steady pace.
         let pace = if h.deciding() {
             timing.confirm_interval
+        } else if first {
+            // Spread steady-state probes over the whole interval: after the quick first
+            // probe, the next comes anywhere in [interval/2, 3 interval/2).
+            timing.interval.mul_f64(0.5 + rand::random::<f64>())
         } else {
             timing.interval
         };
+        first = false;
         tokio::select! {
             _ = tokio::time::sleep_until(started + pace) => {}
             _ = cancel.cancelled() => return,

@@ -84,8 +84,9 @@ pub fn summary(cfg: &Config) -> String {
 /// Worst case from a failure to every cache following: detection plus the record's TTL.
 ///
 /// Detection, worst case: the failure starts just after a passing probe, so the first failing
-/// probe comes one `interval` later; `fall - 1` more follow at the confirm pace; the last may
-/// take the whole `timeout`.
+/// probe comes one `interval` later; `fall - 1` more follow, each at the confirm pace or, when
+/// a failing probe uses its whole `timeout`, right after it; the last may take the whole
+/// `timeout`.
 pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
     let timings: Vec<config::Timing> = match &d.check_each {
         Some(each) => vec![each.timing],
@@ -96,7 +97,9 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
             .map(|s| s.checks.iter().map(|c| c.timing).collect())
             .unwrap_or_default(),
     };
-    let detect = |t: &config::Timing| t.interval + t.confirm_interval * (t.fall - 1) + t.timeout;
+    let detect = |t: &config::Timing| {
+        t.interval + t.confirm_interval.max(t.timeout) * (t.fall - 1) + t.timeout
+    };
     let Some(t) = timings.iter().max_by_key(|t| detect(t)) else {
         return format!(
             "no check on the first entry's service: only an operator moves it (TTL {} s)",
@@ -107,12 +110,13 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
     let total = detection + std::time::Duration::from_secs(u64::from(d.ttl));
     let show = config::duration::display;
     format!(
-        "within {} (detect {}: interval {} + {} x {} confirm + {} timeout; then TTL {} s)",
+        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}; then TTL {} s)",
         show(total),
         show(detection),
         show(t.interval),
         t.fall - 1,
         show(t.confirm_interval),
+        show(t.timeout),
         show(t.timeout),
         d.ttl
     )

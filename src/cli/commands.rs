@@ -6,7 +6,7 @@ use chrono::{DateTime, Local, Utc};
 use hyper::Method;
 use serde_json::json;
 
-use super::{Cli, Command, IncidentCmd, OverrideCmd};
+use super::{Cli, Command, IncidentCmd, NotifyCmd, OverrideCmd};
 use crate::admin::client::{Client, ClientError};
 use crate::audit;
 use crate::config::ClientSettings;
@@ -154,11 +154,69 @@ pub async fn run(cli: &Cli) -> Outcome {
             }
             Err(e) => Err(e),
         },
+        Command::Notify(NotifyCmd::Test { sink }) => {
+            let body = json!({ "sink": sink, "by": by });
+            return match client
+                .call(Method::POST, "/api/v1/notify/test", Some(body))
+                .await
+            {
+                Ok(v) => notify_test(&v, cli.json),
+                Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+            };
+        }
         Command::Run | Command::Check => unreachable_command(),
     };
     match result {
         Ok(out) => Outcome::ok(out),
         Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+    }
+}
+
+/// Prints each sink's test result; exit 0 when every sink took the test event.
+fn notify_test(v: &serde_json::Value, json: bool) -> Outcome {
+    let results: Vec<crate::notify::TestResult> = match serde_json::from_value(v["results"].clone())
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(1, format!("error: unexpected answer: {e}\n")),
+    };
+    let failed = results.iter().filter(|r| !r.delivered).count();
+    let mut out = String::new();
+    if json {
+        out = format!("{v}\n");
+    } else {
+        for r in &results {
+            match &r.error {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "sink {} ({}): delivered in {} ms",
+                        r.sink, r.target, r.ms
+                    );
+                }
+                Some(e) => {
+                    let _ = writeln!(
+                        out,
+                        "sink {} ({}): FAILED after {} ms: {e}",
+                        r.sink, r.target, r.ms
+                    );
+                }
+            }
+        }
+    }
+    let (code, stderr) = if results.is_empty() {
+        (
+            1,
+            "no [[notify]] sinks configured: nothing was sent\n".to_string(),
+        )
+    } else if failed > 0 {
+        (1, format!("{failed} of {} sink(s) failed\n", results.len()))
+    } else {
+        (0, String::new())
+    };
+    Outcome {
+        code,
+        stdout: out,
+        stderr,
     }
 }
 

@@ -51,6 +51,21 @@ pub enum Command {
     Incident(IncidentCmd),
     /// Re-read config, zones and overrides (same as SIGHUP).
     Reload,
+    /// Notifications: `detour notify test [--sink N]`.
+    #[command(subcommand)]
+    Notify(NotifyCmd),
+}
+
+/// `detour notify ...`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Send a test event through every `[[notify]]` sink (or one), print each result; exit 0
+    /// when every sink took it, 1 otherwise.
+    Test {
+        /// Only this sink: 1 is the first `[[notify]]` table.
+        #[arg(long)]
+        sink: Option<usize>,
+    },
 }
 
 /// `detour override ...`.

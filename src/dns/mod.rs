@@ -99,8 +99,13 @@ pub fn serve(
 ) -> io::Result<()> {
     for b in bound {
         for s in b.udp {
-            let sock = tokio::net::UdpSocket::from_std(s)?;
-            tasks.spawn(udp::serve(sock, snapshots.clone(), cancel.clone()));
+            let snapshots = snapshots.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                tokio::task::spawn_blocking(move || udp::serve(s, snapshots, cancel))
+                    .await
+                    .map_err(io::Error::other)?
+            });
         }
         let listener = tokio::net::TcpListener::from_std(b.tcp)?;
         let limits = {

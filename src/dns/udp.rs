@@ -1,9 +1,18 @@
-//! DNS over UDP: one receive loop per socket, each answering in turn from the Snapshot.
+//! DNS over UDP: one OS thread per socket (SO_REUSEPORT spreads clients across them), each
+//! taking datagrams in batches with recvmmsg and sending the answers with one sendmmsg.
+//!
+//! Batching is what makes loopback and busy links cheap: one system call and one wake-up of
+//! the peer per batch instead of per packet. A thread blocks at most `POLL` in recvmmsg, so
+//! it notices shutdown quickly; it finishes the batch in hand before it stops.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use hickory_server::net::xfer::Protocol;
-use tokio::net::UdpSocket;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -11,57 +20,120 @@ use super::answer::{Reply, respond};
 use crate::snapshot::SnapshotHandle;
 use crate::telemetry;
 
-/// Largest datagram read; anything longer is cut and then fails to parse (FORMERR).
-const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams taken per system call.
+const BATCH: usize = 32;
+/// Largest query read; a longer datagram is cut, fails to parse, and gets FORMERR.
+const MAX_QUERY: usize = 4096;
+/// How long a thread waits for a datagram before it looks at the shutdown flag.
+const POLL: Duration = Duration::from_millis(200);
 
-/// Receives and answers datagrams on `sock` until `cancel` fires.
-pub async fn serve(
+/// Serves `sock` on the calling thread until `cancel` fires. Blocking: run it on its own
+/// thread (`tokio::task::spawn_blocking`).
+pub fn serve(
     sock: UdpSocket,
     snapshots: SnapshotHandle,
     cancel: CancellationToken,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (len, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(e),
-            },
-            _ = cancel.cancelled() => return Ok(()),
-        };
-        let reply = {
-            let snap = snapshots.load();
-            respond(&snap, &buf[..len], src, Protocol::Udp)
-        };
-        telemetry::count_query(
-            &buf[..len],
-            match &reply {
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(POLL))?;
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut got: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    while !cancel.is_cancelled() {
+        got.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            match recvmmsg(
+                fd,
+                &mut recv_headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(msgs) => {
+                    for m in msgs {
+                        got.push((m.bytes, m.address));
+                    }
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                // ICMP errors from earlier sends surface here; keep serving.
+                Err(Errno::ECONNREFUSED | Errno::ECONNRESET) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let snap = snapshots.load();
+        replies.clear();
+        addrs.clear();
+        for (i, (len, addr)) in got.iter().enumerate() {
+            let Some(src) = addr.as_ref().and_then(to_socket_addr) else {
+                continue;
+            };
+            let query = &bufs[i][..(*len).min(MAX_QUERY)];
+            let reply = respond(&snap, query, src, Protocol::Udp);
+            let out = match reply {
                 Reply::Message(m) => Some(m),
                 _ => None,
-            },
-        );
-        if let Reply::Message(m) = reply
-            && let Err(e) = sock.send_to(&m, src).await
-            && !is_transient(&e)
-        {
-            warn!(%src, error = %e, "cannot send UDP answer");
+            };
+            telemetry::count_query(query, out.as_deref());
+            if let Some(m) = out {
+                replies.push(m);
+                addrs.push(*addr);
+            }
+        }
+        drop(snap);
+        send_all(fd, &mut send_headers, &replies, &addrs);
+    }
+    Ok(())
+}
+
+/// Sends every reply, in as few sendmmsg calls as the kernel allows.
+fn send_all(
+    fd: i32,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    replies: &[Vec<u8>],
+    addrs: &[Option<SockaddrStorage>],
+) {
+    let mut start = 0;
+    while start < replies.len() {
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            replies[start..].iter().map(|r| [IoSlice::new(r)]).collect();
+        match sendmmsg(
+            fd,
+            headers,
+            slices.iter(),
+            &addrs[start..],
+            [],
+            MsgFlags::empty(),
+        ) {
+            Ok(sent) => {
+                let n = sent.count();
+                if n == 0 {
+                    return;
+                }
+                start += n;
+            }
+            Err(Errno::EINTR) => {}
+            // The send queue is full or the peer is gone: drop the rest of this batch (the
+            // clients retry), and say so only for unexpected errors.
+            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ECONNREFUSED) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot send UDP answers");
+                return;
+            }
         }
     }
 }
 
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc_enobufs())
-}
-
-/// ENOBUFS on Linux: the send queue is momentarily full.
-const fn libc_enobufs() -> i32 {
-    105
+fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }

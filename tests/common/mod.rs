@@ -66,6 +66,7 @@ pub fn config_toml(extra_server: &str) -> String {
 [server]
 dns_listen = ["127.0.0.1:0"]
 admin_listen = "127.0.0.1:0"
+page_listen = ["127.0.0.1:0"]
 zones_dir = "zones"
 udp_workers = 2
 {extra_server}

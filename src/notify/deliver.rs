@@ -1,0 +1,237 @@
+//! One delivery attempt to one sink, bounded by the sink's timeout as a whole: an HTTP POST
+//! (connect, request, response), or a command run without a shell (spawn, stdin, exit).
+//! A timeout is a failure like any other; a command that outlives it is killed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::payload::{self, Context, Notice};
+use crate::config::Sink;
+use crate::config::duration::display;
+
+/// Longest piece of a failing answer (HTTP body, stderr) quoted in a failure reason.
+const QUOTE_MAX: usize = 160;
+/// At most this much of a response body or of stderr is read.
+const READ_LIMIT: usize = 16 * 1024;
+/// How long stderr is still read after a command exited.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+
+/// The HTTP client notifications share: no proxy, no redirects, TLS verified; or why there
+/// is none (then every webhook try fails with that reason).
+pub fn http_client() -> Result<reqwest::Client, String> {
+    // Idempotent: fails only when a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .tcp_nodelay(true)
+            .user_agent(concat!(
+                "detour/",
+                env!("CARGO_PKG_VERSION"),
+                " (notification)"
+            ))
+    };
+    match builder().build() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            // The usual cause is a system without CA certificates: plain HTTP still works,
+            // HTTPS then fails verification, which is the truth.
+            tracing::warn!(error = %e, "notifications: no system trust store; HTTPS webhooks will fail");
+            builder()
+                .tls_certs_only(Vec::new())
+                .build()
+                .map_err(|e| format!("no HTTP client: {}", cause(&e)))
+        }
+    }
+}
+
+/// Where a sink delivers, for logs and `detour notify test`: "webhook URL" or "exec PROGRAM".
+pub fn target(sink: &Sink) -> String {
+    match sink {
+        Sink::Webhook { url, .. } => format!("webhook {url}"),
+        Sink::Exec { command } => format!("exec {}", command.join(" ")),
+    }
+}
+
+/// One attempt: `Ok` when delivered, else why not, in one line.
+pub async fn attempt(
+    client: &Result<reqwest::Client, String>,
+    sink: &Sink,
+    base: &Path,
+    notice: &Notice,
+    ctx: &Context,
+    timeout: Duration,
+) -> Result<(), String> {
+    let work = async {
+        match sink {
+            Sink::Webhook {
+                url,
+                headers,
+                format,
+            } => {
+                let body = if format == "slack" {
+                    payload::slack(notice, ctx)
+                } else {
+                    payload::document(notice, ctx)
+                };
+                match client {
+                    Ok(client) => webhook(client, url, headers, &body).await,
+                    Err(e) => Err(e.clone()),
+                }
+            }
+            Sink::Exec { command } => exec(command, base, notice, ctx).await,
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {}", display(timeout))),
+    }
+}
+
+fn quote(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let s = s.trim();
+    let mut out: String = s.chars().take(QUOTE_MAX).collect();
+    if s.chars().count() > QUOTE_MAX {
+        out.push('…');
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+/// The innermost cause of an error chain ("connection refused"), for one-line reasons.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    let outer = e.to_string();
+    let innermost = inner.to_string();
+    if outer == innermost {
+        outer
+    } else {
+        format!("{outer}: {innermost}")
+    }
+}
+
+async fn webhook(
+    client: &reqwest::Client,
+    url: &url::Url,
+    headers: &std::collections::BTreeMap<String, String>,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let mut map = HeaderMap::new();
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let value =
+            HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
+        map.insert(name, value);
+    }
+    let mut resp = client
+        .post(url.clone())
+        .headers(map)
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| cause(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let mut got = Vec::new();
+    while got.len() < READ_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let body = quote(&got);
+    if body.is_empty() {
+        Err(format!("HTTP {}", status.as_u16()))
+    } else {
+        Err(format!("HTTP {}: {body}", status.as_u16()))
+    }
+}
+
+/// The program to run: a relative path with a slash is relative to the config's folder;
+/// a bare name is looked up in PATH.
+fn program(name: &str, base: &Path) -> std::path::PathBuf {
+    let p = Path::new(name);
+    if p.is_relative() && name.contains('/') {
+        base.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+async fn exec(
+    command: &[String],
+    base: &Path,
+    notice: &Notice,
+    ctx: &Context,
+) -> Result<(), String> {
+    let Some((name, args)) = command.split_first() else {
+        return Err("empty command".into());
+    };
+    let input = payload::document(notice, ctx).to_string();
+    let mut cmd = tokio::process::Command::new(program(name, base));
+    cmd.args(args)
+        .envs(payload::env(notice, ctx))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Dropped at the timeout: killed, never left running.
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {name}: {e}"))?;
+    let stdin = child.stdin.take();
+    let stderr = child.stderr.take();
+    let write = async move {
+        if let Some(mut s) = stdin {
+            // A command that does not read its input is fine: ignore a closed pipe.
+            let _ = s.write_all(input.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    };
+    let read = async move {
+        let mut got = Vec::new();
+        if let Some(s) = stderr {
+            let _ = s.take(READ_LIMIT as u64).read_to_end(&mut got).await;
+        }
+        got
+    };
+    // A JoinSet aborts the reader when dropped, at the timeout included.
+    let mut reader = tokio::task::JoinSet::new();
+    reader.spawn(read);
+    let (_, status) = tokio::join!(write, child.wait());
+    let status = status.map_err(|e| format!("{name}: {e}"))?;
+    // Something the command left running may hold stderr open: do not wait for it.
+    let err = match tokio::time::timeout(STDERR_GRACE, reader.join_next()).await {
+        Ok(Some(Ok(err))) => err,
+        _ => Vec::new(),
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let last = String::from_utf8_lossy(&err)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| quote(l.as_bytes()))
+        .unwrap_or_default();
+    let how = match status.code() {
+        Some(c) => format!("exit status {c}"),
+        None => "killed by a signal".to_string(),
+    };
+    if last.is_empty() {
+        Err(format!("{name}: {how}"))
+    } else {
+        Err(format!("{name}: {how}: {last}"))
+    }
+}

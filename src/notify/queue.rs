@@ -1,0 +1,121 @@
+//! Pending deliveries in `state_dir/notify-queue.json`, so a restart does not lose them.
+//! Written atomically whenever the pending set changes (bursts coalesce into one write);
+//! read once at start; a corrupt file is set aside and reported.
+//!
+//! ```json
+//! {"version": 1, "pending": [
+//!   {"sink": 1, "target": "webhook http://127.0.0.1:9100/hook", "id": 7,
+//!    "queued_at": "2026-12-24T22:01:05Z", "attempts": 2, "notice": {"event": {...}}}
+//! ]}
+//! ```
+//!
+//! After a restart an entry goes back to the sink with the same number and target, else to
+//! the first sink with the same target; with no such sink left it is reported and dropped.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::payload::Notice;
+use crate::store::{self, Loaded};
+
+/// The file name inside `state_dir`.
+pub const FILE: &str = "notify-queue.json";
+
+/// One pending delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unique within this state dir (ascending).
+    pub id: u64,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// What to tell.
+    pub notice: Notice,
+}
+
+/// An entry with the sink it waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Sink number (1-based position in `[[notify]]`).
+    pub sink: usize,
+    /// The sink's destination ("webhook URL", "exec PROGRAM ARGS").
+    pub target: String,
+    /// The delivery.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    pending: Vec<Stored>,
+}
+
+/// `state_dir/notify-queue.json`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// Reads the pending deliveries (none when the file is missing or was set aside) and the
+/// problem to report, if the file was corrupt.
+pub fn load(state_dir: &Path) -> (Vec<Stored>, Option<String>) {
+    let p = path(state_dir);
+    let parsed = store::load(&p, |text| {
+        serde_json::from_str::<File>(text).map_err(|e| e.to_string())
+    });
+    match parsed {
+        Loaded::Missing => (Vec::new(), None),
+        Loaded::Ok(f) => (f.pending, None),
+        Loaded::SetAside { aside, reason } => (
+            Vec::new(),
+            Some(format!(
+                "{}: corrupt ({reason}); set aside as {}; pending notifications in it were not sent",
+                p.display(),
+                aside.display()
+            )),
+        ),
+    }
+}
+
+/// Writes the pending deliveries atomically.
+pub fn save(state_dir: &Path, pending: Vec<Stored>) -> io::Result<()> {
+    let f = File {
+        version: 1,
+        pending,
+    };
+    let bytes = serde_json::to_vec_pretty(&f).map_err(io::Error::other)?;
+    store::atomic_write(&path(state_dir), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Kind};
+
+    #[test]
+    fn pending_deliveries_round_trip_and_a_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()), (Vec::new(), None));
+        let s = Stored {
+            sink: 2,
+            target: "webhook http://127.0.0.1:1/".into(),
+            entry: Entry {
+                id: 7,
+                queued_at: Utc::now(),
+                attempts: 1,
+                notice: Notice::single(Event::new(Kind::Guard)),
+            },
+        };
+        save(dir.path(), vec![s.clone()]).unwrap();
+        assert_eq!(load(dir.path()), (vec![s], None));
+        std::fs::write(path(dir.path()), "{ nope").unwrap();
+        let (pending, problem) = load(dir.path());
+        assert!(pending.is_empty());
+        assert!(problem.unwrap().contains("set aside"));
+        assert!(!path(dir.path()).exists());
+    }
+}

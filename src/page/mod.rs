@@ -1,0 +1,663 @@
+//! The outage page and the status page, served on `page_listen` (HTTP) and `[page.tls]`
+//! (HTTPS, certificate chosen by SNI).
+//!
+//! Every request loads the Snapshot once, the same one DNS answers from, and takes no lock:
+//! a request whose Host is a dynamic record's name (or a static CNAME leading to one) that
+//! now answers `otherwise` gets the outage page (503, any path, HTML or JSON); any other Host
+//! gets the status page and its feeds:
+//!
+//! | path                   | what                                                   |
+//! |------------------------|--------------------------------------------------------|
+//! | `/`                    | the status page (HTML)                                 |
+//! | `/status.json`         | [`crate::status::build`] as JSON                       |
+//! | `/feed.atom`           | Atom feed of incident updates and state changes        |
+//! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
+//! | `/logo`                | `[page] logo`                                          |
+//!
+//! Templates live in `templates/page/` (askama, escaping on: see [`escape`]).
+
+mod escape;
+mod feed;
+mod summary;
+mod tls;
+mod view;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use chrono::{DateTime, Utc};
+use hickory_server::proto::rr::{Name, RecordType};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::states::ServiceState;
+use view::{Cause, Common, Outage, Status};
+
+/// The largest logo detour serves (it is also inlined into the outage page).
+const MAX_LOGO: usize = 256 * 1024;
+
+/// Content-Security-Policy of the HTML pages: nothing from elsewhere, no script at all.
+const CSP: &str = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+#[derive(Template)]
+#[template(path = "page/outage.html", config = "templates/askama.toml")]
+struct OutagePage<'a> {
+    common: &'a Common<'a>,
+    o: &'a Outage,
+}
+
+#[derive(Template)]
+#[template(path = "page/status.html", config = "templates/askama.toml")]
+struct StatusPage<'a> {
+    common: &'a Common<'a>,
+    s: &'a Status,
+}
+
+#[derive(Template)]
+#[template(path = "page/feed.xml", config = "templates/askama.toml")]
+struct FeedXml<'a> {
+    f: &'a feed::Feed,
+}
+
+/// `[page] logo`, read once per config.
+struct Logo {
+    bytes: Bytes,
+    content_type: &'static str,
+    /// The same image as a `data:` URI, for the outage page (where every path is the page).
+    data_uri: String,
+}
+
+/// What a config implies for the page, computed once per config (start and reload).
+struct Derived {
+    config: Arc<Config>,
+    /// Host (lowercase, no trailing dot) to (zone index, dynamic record index).
+    hosts: HashMap<String, (usize, usize)>,
+    logo: Option<Logo>,
+}
+
+/// State shared by every listener.
+struct Shared {
+    snapshots: SnapshotHandle,
+    derived: ArcSwapOption<Derived>,
+}
+
+/// One listener's view of the shared state.
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    /// "http" or "https".
+    scheme: &'static str,
+    /// The bound address, for absolute URLs when the Host header is unusable.
+    local: String,
+}
+
+fn host_key(n: &Name) -> String {
+    n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Every name that leads to a dynamic record: the record's own, and static CNAMEs whose
+/// chain ends at it.
+fn hosts(config: &Config) -> HashMap<String, (usize, usize)> {
+    let mut m = HashMap::new();
+    for (zi, zone) in config.zones.iter().enumerate() {
+        for (ri, d) in zone.dynamic.iter().enumerate() {
+            m.insert(host_key(&d.name), (zi, ri));
+        }
+    }
+    for (zi, zone) in config.zones.iter().enumerate() {
+        for r in zone
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+        {
+            let Some(d) = crate::selection::cname_leads_to(zone, &r.name) else {
+                continue;
+            };
+            if let Some(ri) = zone.dynamic.iter().position(|x| std::ptr::eq(x, d)) {
+                m.entry(host_key(&r.name)).or_insert((zi, ri));
+            }
+        }
+    }
+    m
+}
+
+/// The image type of `bytes`, by its magic numbers (SVG by its text).
+fn image_type(bytes: &[u8], path: &Path) -> Option<&'static str> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else if bytes.starts_with(&[0, 0, 1, 0]) {
+        Some("image/x-icon")
+    } else if ext.as_deref() == Some("svg")
+        && String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).contains("<svg")
+    {
+        Some("image/svg+xml")
+    } else {
+        None
+    }
+}
+
+/// Standard base64, for the logo's data URI.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn read_logo(path: &Path) -> Option<Logo> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(
+                "page: cannot read the logo {}: {e}; serving no logo",
+                path.display()
+            );
+            return None;
+        }
+    };
+    if bytes.len() > MAX_LOGO {
+        warn!(
+            "page: the logo {} is {} bytes, more than {MAX_LOGO}; serving no logo",
+            path.display(),
+            bytes.len()
+        );
+        return None;
+    }
+    let Some(content_type) = image_type(&bytes, path) else {
+        warn!(
+            "page: the logo {} is not a PNG, JPEG, GIF, WebP, ICO or SVG image; serving no logo",
+            path.display()
+        );
+        return None;
+    };
+    let data_uri = format!("data:{content_type};base64,{}", base64(&bytes));
+    Some(Logo {
+        bytes: Bytes::from(bytes),
+        content_type,
+        data_uri,
+    })
+}
+
+impl Shared {
+    /// What the Snapshot's config implies, rebuilt when the config changes (a reload).
+    async fn derived(&self, snap: &Snapshot) -> Arc<Derived> {
+        if let Some(d) = self.derived.load_full()
+            && Arc::ptr_eq(&d.config, &snap.config)
+        {
+            return d;
+        }
+        let logo = match &snap.config.page.logo {
+            Some(p) => read_logo(p).await,
+            None => None,
+        };
+        let d = Arc::new(Derived {
+            config: snap.config.clone(),
+            hosts: hosts(&snap.config),
+            logo,
+        });
+        self.derived.store(Some(d.clone()));
+        d
+    }
+}
+
+/// Host without port or trailing dot, lowercase; `None` when it is not a plausible host.
+fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        &raw[..=raw.find(']')?]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    valid_host(host).then(|| host.to_ascii_lowercase())
+}
+
+/// Letters, digits and the punctuation of names, IPv6 literals and ports only.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 300
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
+/// The Host a request names (Host header, or the URI's authority for HTTP/2).
+fn request_host(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// True when `Accept` prefers JSON: it names `application/json` with a weight above that of
+/// an explicitly named HTML type (wildcards never choose JSON).
+fn wants_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let (mut json, mut html) = (0.0f32, 0.0f32);
+    for part in accept.split(',') {
+        let mut it = part.split(';');
+        let media = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = it
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/json" => json = json.max(q),
+            "text/html" | "application/xhtml+xml" => html = html.max(q),
+            _ => {}
+        }
+    }
+    json > 0.0 && json > html
+}
+
+fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache: &str) -> Response {
+    match body {
+        Ok(body) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, cache),
+                (header::CONTENT_SECURITY_POLICY, CSP),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            warn!("page: cannot render: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render the page\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Result<String>) -> Response {
+    match body {
+        Ok(body) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            warn!("page: cannot serialize: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot serialize\n").into_response()
+        }
+    }
+}
+
+fn outage_response(
+    req: &Request,
+    derived: &Derived,
+    config: &Config,
+    o: &Outage,
+    now: DateTime<Utc>,
+) -> Response {
+    let json = wants_json(req.headers());
+    let mut resp = if json {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, serde_json::to_string(o))
+    } else {
+        let logo = derived.logo.as_ref().map(|l| l.data_uri.as_str());
+        let common = Common::new(config, logo, now);
+        let page = OutagePage { common: &common, o };
+        html_response(StatusCode::SERVICE_UNAVAILABLE, page.render(), "no-store")
+    };
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(o.retry_after));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp
+}
+
+/// Every request: the outage page for a redirected name, else the status page's routes.
+async fn handle(State(app): State<App>, req: Request) -> Response {
+    let snap = app.shared.snapshots.load_full();
+    let derived = app.shared.derived(&snap).await;
+    let now = Utc::now();
+    let host = request_host(&req);
+    if let Some(h) = host.and_then(normalize_host)
+        && let Some(&(zone, record)) = derived.hosts.get(&h)
+        && let Some(o) = view::outage(&snap, zone, record, &h, now)
+    {
+        return outage_response(&req, &derived, &snap.config, &o, now);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "only GET and HEAD\n",
+        )
+            .into_response();
+    }
+    let base = format!(
+        "{}://{}",
+        app.scheme,
+        host.filter(|h| valid_host(h)).unwrap_or(&app.local)
+    );
+    match req.uri().path() {
+        "/" | "/index.html" => {
+            let logo = derived.logo.as_ref().map(|_| "/logo");
+            let common = Common::new(&snap.config, logo, now);
+            let s = view::status(&snap, now);
+            let page = StatusPage {
+                common: &common,
+                s: &s,
+            };
+            html_response(StatusCode::OK, page.render(), "no-cache")
+        }
+        "/status.json" => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&crate::status::build(&snap, None)),
+        ),
+        "/api/v2/summary.json" => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&summary::build(&snap, &base, now)),
+        ),
+        "/api/v2/status.json" => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&summary::status_only(&snap, &base, now)),
+        ),
+        "/feed.atom" => {
+            let f = feed::build(&snap, &base, now);
+            match (FeedXml { f: &f }).render() {
+                Ok(body) => (
+                    [
+                        (header::CONTENT_TYPE, "application/atom+xml; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                    ],
+                    body,
+                )
+                    .into_response(),
+                Err(e) => {
+                    warn!("page: cannot render the feed: {e}");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot render the feed\n",
+                    )
+                        .into_response()
+                }
+            }
+        }
+        "/logo" => match &derived.logo {
+            Some(l) => (
+                [
+                    (header::CONTENT_TYPE, l.content_type),
+                    (header::CACHE_CONTROL, "public, max-age=300"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; style-src 'unsafe-inline'",
+                    ),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                l.bytes.clone(),
+            )
+                .into_response(),
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-cache")],
+        "Not found. The status page is at /.\n",
+    )
+        .into_response()
+}
+
+fn router(app: App) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+/// "http://127.0.0.1:8080" as the daemon logs it: "127.0.0.1:8080 (HTTP)".
+pub fn label(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, addr)) => format!("{addr} ({})", scheme.to_ascii_uppercase()),
+        None => url.to_string(),
+    }
+}
+
+fn bind_error(addr: &std::net::SocketAddr, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("cannot listen for the page on {addr} ({what}): {e}"),
+    )
+}
+
+/// Binds every `page_listen` (HTTP) and `[page.tls] listen` (HTTPS) address and serves the
+/// page until `cancel` fires, then lets requests in flight finish (for a few seconds at
+/// most). Returns the URLs listened on, HTTP first: `http://127.0.0.1:8080`,
+/// `https://127.0.0.1:8443`.
+pub async fn serve(
+    config: &Config,
+    snapshots: SnapshotHandle,
+    cancel: CancellationToken,
+    tasks: &mut JoinSet<io::Result<()>>,
+) -> io::Result<Vec<String>> {
+    let shared = Arc::new(Shared {
+        snapshots,
+        derived: ArcSwapOption::empty(),
+    });
+    // Reads the logo now, so a bad one is reported at start.
+    shared.derived(&shared.snapshots.load_full()).await;
+
+    let mut plain = Vec::new();
+    for addr in &config.server.page_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(addr, "HTTP", e))?;
+        plain.push(l);
+    }
+    let mut secure = Vec::new();
+    let mut acceptor = None;
+    if let Some(t) = config.page.tls.as_ref().filter(|t| !t.listen.is_empty()) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = tls::load(&t.certs, &provider)?;
+        for ((cert, _), names) in t.certs.iter().zip(&certs.names) {
+            info!(
+                "page certificate {} covers {}",
+                cert.display(),
+                names.join(", ")
+            );
+        }
+        let resolver = Arc::new(tls::SniResolver {
+            certs: arc_swap::ArcSwap::from_pointee(certs),
+        });
+        let server_config = tls::server_config(resolver.clone(), provider.clone())?;
+        acceptor = Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)));
+        for addr in &t.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error(addr, "HTTPS", e))?;
+            secure.push(l);
+        }
+        tasks.spawn(watch_certs(
+            shared.clone(),
+            resolver,
+            provider,
+            cancel.clone(),
+        ));
+    }
+
+    let mut urls = Vec::new();
+    for l in plain {
+        let local = l.local_addr()?;
+        urls.push(format!("http://{local}"));
+        let app = App {
+            shared: shared.clone(),
+            scheme: "http",
+            local: local.to_string(),
+        };
+        let listener = l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let stop = cancel.clone();
+        let drain = cancel.clone();
+        tasks.spawn(async move {
+            let server = axum::serve(listener, router(app))
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            // A client that never finishes must not hold up the daemon's exit.
+            tokio::select! {
+                r = server.into_future() => r,
+                _ = async { drain.cancelled().await; tokio::time::sleep(tls::DRAIN).await } => Ok(()),
+            }
+        });
+    }
+    if let Some(acceptor) = acceptor {
+        for l in secure {
+            let local = l.local_addr()?;
+            urls.push(format!("https://{local}"));
+            let app = App {
+                shared: shared.clone(),
+                scheme: "https",
+                local: local.to_string(),
+            };
+            tasks.spawn(tls::run(l, acceptor.clone(), router(app), cancel.clone()));
+        }
+    }
+    Ok(urls)
+}
+
+/// Re-reads the certificates whenever the config is reloaded (SIGHUP), so renewed files are
+/// served without a restart; a bad set is logged and the previous one kept.
+async fn watch_certs(
+    shared: Arc<Shared>,
+    resolver: Arc<tls::SniResolver>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let mut last = shared.snapshots.load_full().config.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let config = shared.snapshots.load_full().config.clone();
+        if Arc::ptr_eq(&config, &last) {
+            continue;
+        }
+        last = config.clone();
+        let Some(t) = config.page.tls.as_ref() else {
+            continue;
+        };
+        let pairs = t.certs.clone();
+        let p = provider.clone();
+        match tokio::task::spawn_blocking(move || tls::load(&pairs, &p)).await {
+            Ok(Ok(certs)) => {
+                info!("page certificates reloaded ({})", certs.names.len());
+                resolver.certs.store(Arc::new(certs));
+            }
+            Ok(Err(e)) => {
+                warn!("page certificates not reloaded, the previous ones stay: {e}")
+            }
+            Err(e) => warn!("page certificates not reloaded: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(
+            normalize_host("MLS.Example.Test:8080").as_deref(),
+            Some("mls.example.test")
+        );
+        assert_eq!(
+            normalize_host("mls.example.test.").as_deref(),
+            Some("mls.example.test")
+        );
+        assert_eq!(
+            normalize_host("mls.example.test.:80").as_deref(),
+            Some("mls.example.test")
+        );
+        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host("a b"), None);
+        assert_eq!(normalize_host("x:y"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn accept_chooses_json_only_when_asked() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            wants_json(&m)
+        };
+        assert!(h("application/json"));
+        assert!(h("application/json, text/plain, */*"));
+        assert!(h("text/html;q=0.5, application/json"));
+        assert!(!h(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!h("*/*"));
+        assert!(!h("application/json;q=0, text/html"));
+        assert!(!wants_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
