@@ -1123,8 +1123,13 @@ impl StatesTask {
                 Some(&current),
                 unix_now(),
             );
+            let notify = crate::dns::secondaries::changed(&current, &next);
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);
+            // Only once the new serial is live.
+            for (zone, soa, targets) in notify {
+                crate::dns::secondaries::send(zone, soa, targets);
+            }
             self.export_gauges();
         }
         if !changes.is_empty() || force {

@@ -192,7 +192,10 @@ fn check_doc(id: &CheckId, c: &crate::states::CheckStatus) -> CheckDoc {
 }
 
 /// Builds the document from `snap`; `admin` adds the reload outcome and start-up problems.
+/// The public view (`admin` = None, served on the page listener) leaves out who did what:
+/// operator names on overrides and incident updates.
 pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>) -> StatusDoc {
+    let public = admin.is_none();
     let now = Utc::now();
     let cfg = &snap.config;
     let h = &snap.health;
@@ -219,7 +222,12 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
                 reason: st.map_or_else(String::new, |s| s.reason.clone()),
                 observed: st.map_or(ServiceState::Up, |s| s.observed),
                 observed_reason: st.map_or_else(String::new, |s| s.observed_reason.clone()),
-                override_: h.overrides.get(&svc.id).cloned(),
+                override_: h.overrides.get(&svc.id).cloned().map(|mut o| {
+                    if public {
+                        o.by = None;
+                    }
+                    o
+                }),
                 depends_on: svc.depends_on.clone(),
                 checks,
                 history: st
@@ -303,7 +311,17 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
         generation: snap.generation,
         services,
         records,
-        incidents: snap.incidents.open().cloned().collect(),
+        incidents: snap
+            .incidents
+            .open()
+            .cloned()
+            .map(|mut i| {
+                if public {
+                    i.updates.iter_mut().for_each(|u| u.by = None);
+                }
+                i
+            })
+            .collect(),
         maintenance,
         guard: GuardDoc {
             frozen: h.guard.frozen,

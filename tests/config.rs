@@ -322,3 +322,36 @@ fn a_missing_config_file_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[test]
+fn links_people_are_sent_to_must_be_web_mail_or_phone() {
+    let cfg = "[server]\nzones_dir = \"zones\"\n[page]\nlinks = [ { label = \"x\", url = \"javascript:alert(1)\" } ]\n[services.mls]\nurl = \"data:text/html,hi\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err();
+    expect_error(
+        &e,
+        "detour.toml",
+        4,
+        32,
+        "invalid link URL \"javascript:alert(1)\"",
+    );
+    expect_error(&e, "detour.toml", 6, 7, "invalid url \"data:text/html,hi\"");
+}
+
+#[test]
+fn page_tls_needs_existing_certificate_files() {
+    let cfg = "[server]\nzones_dir = \"zones\"\n[page.tls]\nlisten = [\"127.0.0.1:0\"]\ncerts = [ { cert = \"nope.pem\", key = \"nope.key\" } ]\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("[page.tls] file ") && e.contains("nope.pem does not exist"),
+        "{e}"
+    );
+    let cfg = "[server]\nzones_dir = \"zones\"\n[page.tls]\ncerts = []\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("needs at least one certificate")
+    );
+}

@@ -244,6 +244,11 @@ fn build(
     })
 }
 
+/// A URL people may be sent to from the page: no `javascript:` or `data:` links.
+fn linkable(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https" | "mailto" | "tel"))
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id
@@ -328,11 +333,11 @@ fn page(src: &mut Source<'_>, raw: RawPage, dir: &Path) -> Page {
     let mut links = Vec::new();
     for l in raw.links {
         let l = l.into_inner();
-        if url::Url::parse(l.url.get_ref()).is_err() {
+        if !linkable(l.url.get_ref()) {
             src.error(
                 l.url.span(),
                 format!(
-                    "invalid link URL {:?}: expected an absolute URL",
+                    "invalid link URL {:?}: expected an absolute http, https, mailto or tel URL",
                     l.url.get_ref()
                 ),
             );
@@ -341,6 +346,22 @@ fn page(src: &mut Source<'_>, raw: RawPage, dir: &Path) -> Page {
             label: l.label,
             url: l.url.into_inner(),
         });
+    }
+    if let Some(t) = &raw.tls {
+        if t.certs.is_empty() {
+            src.error_nowhere("[page.tls] needs at least one certificate in `certs`");
+        }
+        for c in &t.certs {
+            for f in [&c.get_ref().cert, &c.get_ref().key] {
+                let p = resolve(dir, f);
+                if !p.is_file() {
+                    src.error(
+                        c.span(),
+                        format!("[page.tls] file {} does not exist", p.display()),
+                    );
+                }
+            }
+        }
     }
     let tls = raw.tls.map(|t| PageTls {
         listen: t
@@ -523,11 +544,14 @@ fn service(
         }
     }
     if let Some(u) = &raw.url
-        && url::Url::parse(u.get_ref()).is_err()
+        && !linkable(u.get_ref())
     {
         src.error(
             u.span(),
-            format!("invalid url {:?}: expected an absolute URL", u.get_ref()),
+            format!(
+                "invalid url {:?}: expected an absolute http, https, mailto or tel URL",
+                u.get_ref()
+            ),
         );
     }
     let mut raws: Vec<&Spanned<RawCheck>> = Vec::new();

@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod fast;
+pub mod secondaries;
 pub mod tcp;
 pub mod udp;
 

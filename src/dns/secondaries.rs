@@ -1,0 +1,85 @@
+//! NOTIFY (RFC 1996): tells a zone's `also_notify` secondaries that its serial changed, so
+//! they transfer it now instead of at their next refresh.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use crate::snapshot::Snapshot;
+
+/// Tries per secondary.
+const TRIES: u32 = 3;
+/// Wait for an answer per try.
+const WAIT: Duration = Duration::from_secs(1);
+
+/// Zones of `next` whose serial differs from `prev`'s (or that are new), with their SOA and
+/// where to send NOTIFY.
+pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<(Name, Record, Vec<SocketAddr>)> {
+    next.config
+        .zones
+        .iter()
+        .zip(next.zones.iter())
+        .filter(|(z, _)| !z.also_notify.is_empty())
+        .filter(|(z, data)| {
+            prev.zone_by_origin(&z.origin)
+                .is_none_or(|p| p.serial != data.serial)
+        })
+        .map(|(z, data)| (z.origin.clone(), data.soa.clone(), z.also_notify.clone()))
+        .collect()
+}
+
+/// Sends NOTIFY for `zone` to every target (in the background; never blocks the caller).
+pub fn send(zone: Name, soa: Record, targets: Vec<SocketAddr>) {
+    for target in targets {
+        let (zone, soa) = (zone.clone(), soa.clone());
+        tokio::spawn(async move {
+            match notify_one(&zone, &soa, target).await {
+                Ok(()) => debug!(%zone, %target, "secondary notified"),
+                Err(e) => warn!(%zone, %target, error = %e, "NOTIFY not acknowledged"),
+            }
+        });
+    }
+}
+
+async fn notify_one(zone: &Name, soa: &Record, target: SocketAddr) -> Result<(), String> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(|_| "address")?
+    } else {
+        "[::]:0".parse().map_err(|_| "address")?
+    };
+    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    let mut last = String::from("no answer");
+    for _ in 0..TRIES {
+        let id: u16 = rand::random();
+        let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
+        m.metadata.authoritative = true;
+        let mut q = Query::query(zone.clone(), RecordType::SOA);
+        q.set_query_class(DNSClass::IN);
+        m.add_query(q);
+        m.add_answer(soa.clone());
+        let bytes = m.to_vec().map_err(|e| e.to_string())?;
+        sock.send_to(&bytes, target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(WAIT, sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) if from == target => match Message::from_vec(&buf[..n]) {
+                Ok(r) if r.metadata.id == id => {
+                    if r.metadata.response_code == ResponseCode::NoError {
+                        return Ok(());
+                    }
+                    last = format!("answered {}", r.metadata.response_code);
+                }
+                _ => last = "unreadable answer".into(),
+            },
+            Ok(Ok(_)) => last = "answer from elsewhere".into(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer".into(),
+        }
+    }
+    Err(last)
+}
