@@ -28,15 +28,8 @@ fn main() -> ExitCode {
         | Command::Incident(_)
         | Command::Reload
         | Command::Notify(_) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
+            let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+                return ExitCode::from(1);
             };
             let out = rt.block_on(detour::cli::commands::run(&cli));
             print!("{}", out.stdout);
@@ -45,15 +38,8 @@ fn main() -> ExitCode {
         }
         Command::Run => {
             init_tracing();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
+            let Some(rt) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+                return ExitCode::from(1);
             };
             match rt.block_on(daemon::run(&cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +56,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Builds a runtime, or says why not.
+fn runtime(mut b: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    b.enable_all()
+        .build()
+        .map_err(|e| eprintln!("error: cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default (per-query logging off).
