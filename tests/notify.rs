@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -778,57 +777,7 @@ async fn a_flapping_backend_gives_a_summary_not_a_storm() {
 // ---------------------------------------------------------------------------------------
 // `detour notify test` through the real binary.
 
-const BIN: &str = env!("CARGO_BIN_EXE_detour");
-
-/// A `detour run` child; killed when dropped.
-struct Daemon {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn detour");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut log = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return,
-                Ok(l) => log.push(l),
-                Err(_) => break,
-            }
-        }
-        panic!("no log line with {needle:?}:\n{}", log.join("\n"));
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::binary::{BIN, Daemon};
 
 fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -870,7 +819,7 @@ command = ["python3", "-c", "import sys; print('no modem', file=sys.stderr); sys
         &format!("admin_listen = \"127.0.0.1:{port}\""),
     );
     let f = Fixture::new(&cfg, &[("z.toml", ZONE)]);
-    let d = Daemon::start(&f.config_path());
+    let mut d = Daemon::start(&f.config_path());
     d.wait_for("ready");
 
     let (code, out, err) = tokio::task::spawn_blocking({
