@@ -22,13 +22,16 @@ use crate::states::Health;
 /// Longest CNAME chain followed inside served zones.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
-/// One RRset: records of one name and type.
-#[derive(Debug, Clone, PartialEq)]
+/// One RRset: records of one name and type, held once in the zone's sorted content and
+/// referred to here by position (the apex SOA, kept apart, has `len` 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RrSet {
     /// The type.
     pub rtype: RecordType,
-    /// The records, in config order.
-    pub records: Vec<Record>,
+    /// First record in `ZoneData::content`.
+    start: u32,
+    /// How many.
+    len: u32,
 }
 
 /// Everything held at one owner name.
@@ -136,14 +139,20 @@ impl ZoneData {
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
         let apex = LowerName::new(&origin);
         nodes.entry(apex.clone()).or_default();
-        for r in &content {
+        for (i, r) in content.iter().enumerate() {
             let key = LowerName::new(&r.name);
             let node = nodes.entry(key.clone()).or_default();
-            match node.rrsets.iter_mut().find(|s| s.rtype == r.record_type()) {
-                Some(set) => set.records.push(r.clone()),
-                None => node.rrsets.push(RrSet {
+            // Sorted by name and type: an RRset is a run of neighbours.
+            match node.rrsets.last_mut() {
+                Some(set)
+                    if set.rtype == r.record_type() && (set.start + set.len) as usize == i =>
+                {
+                    set.len += 1
+                }
+                _ => node.rrsets.push(RrSet {
                     rtype: r.record_type(),
-                    records: vec![r.clone()],
+                    start: i as u32,
+                    len: 1,
                 }),
             }
             if r.record_type() == RecordType::NS && key != apex {
@@ -164,7 +173,8 @@ impl ZoneData {
             0,
             RrSet {
                 rtype: RecordType::SOA,
-                records: vec![soa.clone()],
+                start: 0,
+                len: 0,
             },
         );
         let has_cuts = nodes.values().any(|n| n.cut);
@@ -206,6 +216,15 @@ impl ZoneData {
         }
     }
 
+    /// The records of one RRset.
+    fn slice(&self, set: &RrSet) -> &[Record] {
+        if set.len == 0 {
+            return std::slice::from_ref(&self.soa);
+        }
+        let start = set.start as usize;
+        &self.content[start..start + set.len as usize]
+    }
+
     /// Every record of the zone but the SOA, sorted by name and type (for AXFR).
     pub fn records(&self) -> &[Record] {
         &self.content
@@ -225,17 +244,17 @@ impl ZoneData {
         if let Some(c) = node.get(RecordType::CNAME)
             && qtype != RecordType::CNAME
         {
-            return Found::Cname(&c.records[0]);
+            return Found::Cname(&self.slice(c)[0]);
         }
         if qtype == RecordType::ANY {
             // RFC 8482: one RRset is enough.
             return match node.rrsets.first() {
-                Some(set) => Found::Borrowed(&set.records),
+                Some(set) => Found::Borrowed(self.slice(set)),
                 None => Found::NoData,
             };
         }
         match node.get(qtype) {
-            Some(set) => Found::Borrowed(&set.records),
+            Some(set) => Found::Borrowed(self.slice(set)),
             None => Found::NoData,
         }
     }
@@ -262,7 +281,7 @@ impl ZoneData {
             if at_cut && qtype == RecordType::DS {
                 return None;
             }
-            let ns = &node.get(RecordType::NS).expect("cut has NS").records;
+            let ns = self.slice(node.get(RecordType::NS).expect("cut has NS"));
             return Some(Found::Referral {
                 ns,
                 glue: self.glue(ns),
@@ -284,7 +303,7 @@ impl ZoneData {
             if let Some(node) = self.nodes.get(&LowerName::new(target)) {
                 for t in [RecordType::A, RecordType::AAAA] {
                     if let Some(set) = node.get(t) {
-                        out.extend(set.records.iter());
+                        out.extend(self.slice(set).iter());
                     }
                 }
             }
@@ -315,7 +334,7 @@ impl ZoneData {
                 };
                 return match pick {
                     Some(set) => Found::Answer(
-                        set.records
+                        self.slice(set)
                             .iter()
                             .map(|r| {
                                 let mut r = r.clone();

@@ -18,17 +18,19 @@ use super::*;
 
 /// Parses `text` as TOML into `T`, reporting every syntax error (or the first type error).
 pub(super) fn parse_toml<T: DeserializeOwned>(src: &mut Source<'_>, text: &str) -> Option<T> {
-    let (_, syntax) = toml::de::DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        for e in &syntax {
-            src.toml_error(e);
-        }
-        return None;
-    }
     match toml::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
-            src.toml_error(&e);
+            // On failure, parse again to report every syntax error, not just the first;
+            // valid files (the common case, and large zones) are parsed once.
+            let (_, syntax) = toml::de::DeTable::parse_recoverable(text);
+            if syntax.is_empty() {
+                src.toml_error(&e);
+            } else {
+                for e in &syntax {
+                    src.toml_error(e);
+                }
+            }
             None
         }
     }
