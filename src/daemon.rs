@@ -288,7 +288,7 @@ impl Running {
                 }
                 Some(Ok(Err(source))) => {
                     return Some(RunError::Io {
-                        context: "DNS listener failed".into(),
+                        context: "a listener task failed (DNS, page, admin or states)".into(),
                         source,
                     });
                 }

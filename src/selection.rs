@@ -41,15 +41,6 @@ pub trait Health {
     }
 }
 
-/// Health before any verdict: every service usable, so each record answers its first entry.
-pub struct AllUp;
-
-impl Health for AllUp {
-    fn usable(&self, _service: &str) -> bool {
-        true
-    }
-}
-
 /// Everything the Snapshot builder needs from selection.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Selection {

@@ -129,21 +129,6 @@ pub struct Health {
     pub overrides: Overrides,
 }
 
-impl Health {
-    /// Health before anything is known: no services (every record answers its first entry).
-    pub fn empty() -> Self {
-        Self {
-            services: BTreeMap::new(),
-            checks: BTreeMap::new(),
-            guard: GuardStatus {
-                frozen: false,
-                since: Utc::now(),
-            },
-            overrides: Overrides::new(),
-        }
-    }
-}
-
 impl selection::Health for Health {
     fn usable(&self, service: &str) -> bool {
         self.services.get(service).is_none_or(|s| s.state.usable())

@@ -153,16 +153,6 @@ impl Checks {
         }
     }
 
-    /// Number of running probe tasks.
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    /// True when nothing is probed.
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
-
     /// Stops every task.
     pub fn stop(&mut self) {
         for (_, (_, t)) in self.running.drain() {

@@ -80,16 +80,6 @@ impl FastZone {
         FastZone { nodes }
     }
 
-    /// Number of names with compiled answers.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// True when nothing was compiled.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     fn get(&self, qname: &[u8], qtype: u16) -> Option<&Entry> {
         let node = self.nodes.get(qname)?;
         if let Some((_, e)) = node.answers.iter().find(|(t, _)| *t == qtype) {
