@@ -433,6 +433,72 @@ async fn tcp_pipelined_queries_are_answered_in_order() {
         let r = Message::from_vec(&tcp_recv(&mut stream).await.unwrap()).unwrap();
         assert_eq!(r.metadata.id, q.metadata.id);
     }
+
+    // A long burst (more than one read's worth) written in odd-sized pieces that split
+    // length prefixes and queries, fast-path and general-path questions mixed.
+    let names = ["mls.example.test.", "nope.example.test.", "EXAMPLE.test."];
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..1200u16 {
+        let mut q = query(names[usize::from(i) % 3], RecordType::A, None);
+        q.metadata.id = i;
+        ids.push(i);
+        let b = q.to_vec().unwrap();
+        all.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        all.extend_from_slice(&b);
+    }
+    assert!(all.len() > 40_000);
+    let writer = async {
+        for piece in all.chunks(7) {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, piece)
+                .await
+                .unwrap();
+        }
+        stream
+    };
+    let mut stream = writer.await;
+    for id in ids {
+        let r = Message::from_vec(&tcp_recv(&mut stream).await.unwrap()).unwrap();
+        assert_eq!(r.metadata.id, id);
+        assert_eq!(r.queries[0].name().to_ascii(), names[usize::from(id) % 3]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_trickling_in_does_not_hold_a_tcp_connection_past_the_idle_timeout() {
+    let s = Server::start(
+        &config_toml("tcp_idle_timeout = \"300ms\""),
+        &[("example.test.toml", TEST_ZONE)],
+    )
+    .await;
+    let stream = TcpStream::connect(s.addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    let b = query("mls.example.test.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&b);
+    // One byte every 100 ms: the whole query would take over three seconds.
+    let trickle = tokio::spawn(async move {
+        for byte in framed.iter().take(framed.len() - 1) {
+            if tokio::io::AsyncWriteExt::write_all(&mut tx, &[*byte])
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Closed by the server (end of stream or reset) while the bytes still trickle in.
+    let mut one = [0u8; 1];
+    let r = tokio::time::timeout(
+        Duration::from_millis(2500),
+        tokio::io::AsyncReadExt::read(&mut rx, &mut one),
+    )
+    .await;
+    trickle.abort();
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,9 +55,11 @@ const AXFR_CHUNK: usize = 256;
 /// Answers one raw DNS message received from `src` over `protocol`: from the answers
 /// compiled into the Snapshot when the query is plain, else through [`general`].
 pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
-    match fast::answer(snap, raw, protocol) {
-        Some(m) => Reply::Message(m),
-        None => general(snap, raw, src, protocol),
+    let mut out = Vec::new();
+    if fast::answer(snap, raw, protocol, &mut out) {
+        Reply::Message(out)
+    } else {
+        general(snap, raw, src, protocol)
     }
 }
 

@@ -32,12 +32,33 @@ struct Node {
     answers: Vec<(u16, Entry)>,
     /// For every other ordinary type (absent for aliases and delegations).
     nodata: Option<Entry>,
+    /// A delegation point: every name below it is a referral.
+    cut: bool,
+}
+
+/// A zone's NXDOMAIN answer, compiled for one made-up name and moved to any other absent
+/// name by shifting its compression pointers (they all point at or after the origin in the
+/// question, which moves with the length of the name's part before the origin).
+#[derive(Debug)]
+struct Missing {
+    entry: Entry,
+    /// Bytes of the made-up name before the origin.
+    prefix: usize,
+    /// Where each compression pointer starts in `entry.tail`.
+    pointers: Box<[u16]>,
 }
 
 /// A zone's compiled answers, keyed by the owner's lowercase wire name.
 #[derive(Debug, Default)]
 pub struct FastZone {
+    /// Every name that exists in the zone, empty non-terminals included; a name whose
+    /// answers could not be compiled is here without them.
     nodes: FxHashMap<Box<[u8]>, Node>,
+    /// The NXDOMAIN answer for names absent from `nodes`; `None` when the zone has a
+    /// wildcard (absence alone does not decide) or it could not be compiled.
+    missing: Option<Missing>,
+    /// Some node is a delegation point: absent names must be checked for one above them.
+    has_cuts: bool,
 }
 
 /// A type no zone holds: asks for the NODATA answer of a name.
@@ -46,9 +67,15 @@ const ABSENT: RecordType = RecordType::Unknown(65280);
 impl FastZone {
     /// Compiles every answer of `zone` that can be compiled.
     pub fn build(zone: &ZoneData) -> FastZone {
+        let apex = LowerName::new(&zone.origin);
         let mut nodes = FxHashMap::default();
+        let mut wildcard = false;
         for (name, types, alias) in zone.owners() {
-            let mut node = Node::default();
+            let mut node = Node {
+                cut: name != &apex && types.contains(&RecordType::NS),
+                ..Node::default()
+            };
+            wildcard |= name.is_wildcard();
             let mut wanted = types;
             if alias {
                 // Aliases answer the chain; compile the types people ask for most.
@@ -73,24 +100,140 @@ impl FastZone {
                     tail: tail.into(),
                 });
             }
-            if !node.answers.is_empty() || node.nodata.is_some() {
-                nodes.insert(wire(name), node);
-            }
+            nodes.insert(wire(name), node);
         }
-        FastZone { nodes }
+        let has_cuts = nodes.values().any(|n| n.cut);
+        let missing = if wildcard {
+            None
+        } else {
+            Missing::compile(zone, &nodes)
+        };
+        FastZone {
+            nodes,
+            missing,
+            has_cuts,
+        }
     }
 
-    fn get(&self, qname: &[u8], qtype: u16) -> Option<&Entry> {
-        let node = self.nodes.get(qname)?;
+    /// The answer to `qname`, whose origin starts at byte `origin` of it.
+    fn get(&self, qname: &[u8], origin: usize, labels: &[u8], qtype: u16) -> Option<Found<'_>> {
+        // Meta types (AXFR, ANY, TSIG...) are the general path's unless compiled.
+        let meta = (128..=255).contains(&qtype);
+        let Some(node) = self.nodes.get(qname) else {
+            let missing = self.missing.as_ref()?;
+            if meta {
+                return None;
+            }
+            // Below a delegation point the answer is a referral.
+            if self.has_cuts
+                && labels
+                    .iter()
+                    .map(|&l| usize::from(l))
+                    .filter(|&l| l > 0 && l < origin)
+                    .any(|l| self.nodes.get(&qname[l..]).is_some_and(|n| n.cut))
+            {
+                return None;
+            }
+            return Some(Found::Missing(missing, origin));
+        };
         if let Some((_, e)) = node.answers.iter().find(|(t, _)| *t == qtype) {
-            return Some(e);
+            return Some(Found::Entry(e));
         }
-        // Meta types (AXFR, ANY, TSIG...) are the general path's.
-        if (128..=255).contains(&qtype) {
+        if meta {
             return None;
         }
-        node.nodata.as_ref()
+        node.nodata.as_ref().map(Found::Entry)
     }
+}
+
+/// What [`FastZone::get`] found.
+enum Found<'a> {
+    /// An answer compiled for this very name.
+    Entry(&'a Entry),
+    /// NXDOMAIN, moved to a name whose part before the origin is this many bytes.
+    Missing(&'a Missing, usize),
+}
+
+impl Missing {
+    /// Compiles the NXDOMAIN answer of `zone` for a name none of `nodes` holds.
+    fn compile(zone: &ZoneData, nodes: &FxHashMap<Box<[u8]>, Node>) -> Option<Missing> {
+        let origin = &zone.origin;
+        let name = (0..)
+            .map(|i| origin.prepend_label(format!("nx{i}")))
+            .take(1000)
+            .filter_map(Result::ok)
+            .map(|n| LowerName::new(&n))
+            .find(|n| !nodes.contains_key(&wire(n)))?;
+        let (head, tail) = compile(zone, &name, RecordType::A)?;
+        // Header byte 3 (head[1]) holds the RCODE: NXDOMAIN is 3.
+        if head[1] & 0x0f != 3 {
+            return None;
+        }
+        let prefix = wire(&name).len() - wire(&LowerName::new(origin)).len();
+        let records: usize = [4, 6, 8]
+            .iter()
+            .map(|&i| usize::from(u16::from_be_bytes([head[i], head[i + 1]])))
+            .sum();
+        let pointers = pointers(&tail, records)?;
+        // Every pointer must aim at the origin or after it, never into the made-up label.
+        let first = 12 + prefix;
+        let movable = pointers.iter().all(|&p| {
+            let p = usize::from(p);
+            usize::from(u16::from_be_bytes([tail[p], tail[p + 1]]) & 0x3fff) >= first
+        });
+        movable.then(|| Missing {
+            entry: Entry {
+                head,
+                tail: tail.into(),
+            },
+            prefix,
+            pointers: pointers.into(),
+        })
+    }
+}
+
+/// The offsets of the compression pointers in `records` resource records encoded at the
+/// start of `tail`; `None` unless the records are SOA records only (all a negative answer
+/// holds) and fill `tail` exactly.
+fn pointers(tail: &[u8], records: usize) -> Option<Vec<u16>> {
+    /// Steps over the name at `*i`, noting a pointer that ends it.
+    fn name(tail: &[u8], i: &mut usize, out: &mut Vec<u16>) -> Option<()> {
+        loop {
+            let len = *tail.get(*i)?;
+            if len == 0 {
+                *i += 1;
+                return Some(());
+            }
+            if len & 0xc0 == 0xc0 {
+                tail.get(*i + 1)?;
+                out.push(u16::try_from(*i).ok()?);
+                *i += 2;
+                return Some(());
+            }
+            if len & 0xc0 != 0 {
+                return None;
+            }
+            *i += 1 + usize::from(len);
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    for _ in 0..records {
+        name(tail, &mut i, &mut out)?;
+        let rtype = u16_at(tail, i)?;
+        let end = i + 10 + usize::from(u16_at(tail, i + 8)?);
+        if rtype != u16::from(RecordType::SOA) || end > tail.len() {
+            return None;
+        }
+        let mut j = i + 10;
+        name(tail, &mut j, &mut out)?;
+        name(tail, &mut j, &mut out)?;
+        if j + 20 != end {
+            return None;
+        }
+        i = end;
+    }
+    (i == tail.len()).then_some(out)
 }
 
 /// A name's lowercase wire form, uncompressed.
@@ -204,20 +347,27 @@ fn parse(raw: &[u8]) -> Option<Plain> {
     })
 }
 
-/// The fast answer to `raw`, or `None` when the general path must answer.
-pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
+/// Writes the fast answer to `raw` into `out` (cleared first) and returns true, or returns
+/// false when the general path must answer.
+pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> bool {
+    write(snap, raw, protocol, out).is_some()
+}
+
+fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> Option<()> {
     let q = parse(raw)?;
     let qname = &raw[12..q.name_end];
+    let labels = &q.labels[..q.count];
     // The longest served origin that ends the name.
-    let zone = (0..=q.count).find_map(|i| {
-        let start = if i == q.count {
-            qname.len() - 1
-        } else {
-            q.labels[i] as usize
-        };
-        snap.zone_by_wire(&qname[start..])
-    })?;
-    let entry = zone.fast.get(qname, q.qtype)?;
+    let (origin, zone) = labels
+        .iter()
+        .map(|&l| usize::from(l))
+        .chain([qname.len() - 1])
+        .find_map(|start| Some((start, snap.zone_by_wire(&qname[start..])?)))?;
+    let found = zone.fast.get(qname, origin, labels, q.qtype)?;
+    let (entry, moved) = match found {
+        Found::Entry(e) => (e, None),
+        Found::Missing(m, prefix) => (&m.entry, Some((m, prefix))),
+    };
     let cap = snap.config.server.udp_max_payload;
     let limit = match (protocol, q.edns) {
         (Protocol::Udp, None) => 512,
@@ -230,14 +380,25 @@ pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol) -> Option<Vec<u8>
     if len > limit {
         return None;
     }
-    let mut out = Vec::with_capacity(len);
+    out.clear();
+    out.reserve(len);
     out.extend_from_slice(&raw[..2]);
     out.extend_from_slice(&entry.head);
     // RD and CD are copied from the query.
     out[2] |= raw[2] & 0x01;
     out[3] |= raw[3] & 0x10;
     out.extend_from_slice(question);
+    let base = out.len();
     out.extend_from_slice(&entry.tail);
+    if let Some((m, prefix)) = moved {
+        for &p in m.pointers.iter() {
+            let at = base + usize::from(p);
+            let target = u16::from_be_bytes([out[at], out[at + 1]]) & 0x3fff;
+            // Both lengths are at most 255, so the target stays inside the message.
+            let moved = (usize::from(target) + prefix - m.prefix) as u16 | 0xc000;
+            out[at..at + 2].copy_from_slice(&moved.to_be_bytes());
+        }
+    }
     if let Some((_, dnssec_ok)) = q.edns {
         let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
         out[10..12].copy_from_slice(&ar.to_be_bytes());
@@ -245,5 +406,5 @@ pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol) -> Option<Vec<u8>
         let flags = if dnssec_ok { 0x80 } else { 0 };
         out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, flags, 0, 0, 0]);
     }
-    Some(out)
+    Some(())
 }

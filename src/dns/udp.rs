@@ -16,9 +16,10 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmm
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::answer::{Reply, respond};
+use super::answer::{Reply, general};
+use super::fast;
 use crate::snapshot::SnapshotHandle;
-use crate::telemetry;
+use crate::telemetry::Tally;
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
@@ -41,8 +42,10 @@ pub fn serve(
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut got: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    // One reply buffer per slot, reused: the fast path writes into it without allocating.
+    let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    let mut tally = Tally::default();
     while !cancel.is_cancelled() {
         got.clear();
         {
@@ -69,26 +72,29 @@ pub fn serve(
             }
         }
         let snap = snapshots.load();
-        replies.clear();
         addrs.clear();
         for (i, (len, addr)) in got.iter().enumerate() {
             let Some(src) = addr.as_ref().and_then(to_socket_addr) else {
                 continue;
             };
             let query = &bufs[i][..(*len).min(MAX_QUERY)];
-            let reply = respond(&snap, query, src, Protocol::Udp);
-            let out = match reply {
-                Reply::Message(m) => Some(m),
-                _ => None,
-            };
-            telemetry::count_query(query, out.as_deref());
-            if let Some(m) = out {
-                replies.push(m);
+            let out = &mut replies[addrs.len()];
+            let answered = fast::answer(&snap, query, Protocol::Udp, out)
+                || match general(&snap, query, src, Protocol::Udp) {
+                    Reply::Message(m) => {
+                        *out = m;
+                        true
+                    }
+                    Reply::Drop | Reply::Stream(_) => false,
+                };
+            tally.count(query, answered.then_some(out.as_slice()));
+            if answered {
                 addrs.push(*addr);
             }
         }
         drop(snap);
-        send_all(fd, &mut send_headers, &replies, &addrs);
+        tally.flush();
+        send_all(fd, &mut send_headers, &replies[..addrs.len()], &addrs);
     }
     Ok(())
 }
