@@ -2,20 +2,26 @@
 # anchors.sh - detour side by side with gdnsd, NSD, Knot and PowerDNS, in one run of the
 # shared harness (../shared/bench-anchors; read-only, so it is copied to a temp folder).
 #
-# usage: bench/anchors.sh [--reps N] [--swap] [-- extra bench.sh options]
-#   --swap   while detour is loaded, flip the `mls` record every 100 ms through the admin
-#            API (an override set and cleared), to show a Snapshot swap costs readers nothing
+# usage: bench/anchors.sh [--reps N] [--swap | --reload | --failover] [-- extra options]
+#   --swap      while detour is loaded, flip the `mls` record every 100 ms through the admin
+#               API (an override set and cleared), to show a Snapshot swap costs readers nothing
+#   --reload    while detour is loaded, send it SIGHUP (a full reload) every second
+#   --failover  instead of the load runs: the shared failover.sh, N reps (default 10), on
+#               detour (bench/anchors-failover: interval 1s, fall 2, rise 2, confirm 250ms)
+#               next to gdnsd-failover and pdns-failover, on the same kill/restart events
 # Every server is on loopback; detour is pinned to CPU 0 like the anchors, dnsperf to CPU 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-reps=3 swap=0 extra=()
+reps="" swap=0 reload=0 failover=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) reps="$2"; shift 2;;
     --swap) swap=1; shift;;
+    --reload) reload=1; shift;;
+    --failover) failover=1; shift;;
     --) shift; extra=("$@"); break;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -27,15 +33,29 @@ for c in "${need[@]}"; do
 done
 work="$(mktemp -d /tmp/detour-anchors.XXXXXX)"
 cp -r "$shared" "$work/h" && chmod -R u+w "$work/h"
-cp -r "$here/anchors" "$work/detour"
+if [[ $failover -eq 1 ]]; then
+  cp -r "$here/anchors-failover" "$work/detour"; port=5329
+else
+  cp -r "$here/anchors" "$work/detour"; port=5309
+fi
 (cd "$root" && cargo build --release --quiet)
 (cd "$work/h" && anchors/gen-configs.sh >/dev/null)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-taskset -c 0 "$root/target/release/detour" run --config "$work/detour/detour.toml" 2>"$work/detour.log" &
+(cd "$work/detour" && exec taskset -c 0 "$root/target/release/detour" run --config detour.toml 2>"$work/detour.log") &
 dpid=$!; pids+=("$dpid")
-for _ in $(seq 1 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p 5309 mls.example.test >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" mls.example.test >/dev/null 2>&1 && break; sleep 0.1; done
+if [[ $failover -eq 1 ]]; then
+  (cd "$work/h" && ./failover.sh --reps "${reps:-10}" "${extra[@]}" gdnsd-failover pdns-failover "detour=127.0.0.1:$port")
+  echo "detour log: $work/detour.log"
+  exit 0
+fi
+if [[ $reload -eq 1 ]]; then
+  ( end=$((SECONDS + 900))
+    while [[ $SECONDS -lt $end ]] && kill -HUP "$dpid" 2>/dev/null; do sleep 1; done ) &
+  pids+=("$!")
+fi
 if [[ $swap -eq 1 ]]; then
   sock="$work/detour/state/admin.sock"
   ( end=$((SECONDS + 600)); s=down
@@ -49,5 +69,5 @@ if [[ $swap -eq 1 ]]; then
     done ) &
   pids+=("$!")
 fi
-(cd "$work/h" && ./bench.sh --reps "$reps" "${extra[@]}" gdnsd nsd knot pdns "detour=127.0.0.1:5309@$dpid")
+(cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" gdnsd nsd knot pdns "detour=127.0.0.1:5309@$dpid")
 echo "detour log: $work/detour.log; results under $work/h/results"

@@ -249,9 +249,10 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    // 1 s + 2 x max(250 ms, 500 ms) + 500 ms = 2.5 s detection, + 30 s TTL.
+    // 1 s + 2 x max(250 ms, 500 ms) + 500 ms = 2.5 s detection, + 30 s TTL; back: a down
+    // check is probed at the confirm pace, max(250 ms, 500 ms) + 1 x 500 ms + 500 ms.
     assert!(
-        stdout.contains("failover: mls.example.test. A: within 32.50s (detect 2.50s: interval 1s + 2 x max(confirm 250ms, timeout 500ms) + timeout 500ms; then TTL 30 s)"),
+        stdout.contains("failover: mls.example.test. A: within 32.50s (detect 2.50s: interval 1s + 2 x max(confirm 250ms, timeout 500ms) + timeout 500ms; then TTL 30 s); back within 31.50s (max(down pace 250ms, timeout) + 1 x max(confirm, timeout) + timeout; then TTL 30 s)"),
         "{stdout}"
     );
     assert!(

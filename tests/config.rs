@@ -252,6 +252,21 @@ fn bad_record_values_name_the_type_and_the_expected_form() {
     );
     expect_error(&e, "z.toml", 6, 38, "expected \"PREFERENCE HOST\"");
     expect_error(&e, "z.toml", 7, 24, "unsupported record type \"HINFO\"");
+
+    // TXT: bare text is one value (split at 255 bytes); quoted strings are read as a zone
+    // file writes them, and a malformed one names its position.
+    let z = zone_with(
+        "  { name = \"t\", type = \"TXT\", value = '\"one\" \"two' },\n",
+        "",
+    );
+    let (_f, r) = load(&config_toml(""), &[("z.toml", &z)]);
+    expect_error(
+        &r.unwrap_err(),
+        "z.toml",
+        5,
+        39,
+        "invalid TXT value \"\\\"one\\\" \\\"two\": expected quoted strings",
+    );
 }
 
 #[test]
@@ -293,6 +308,8 @@ check = { type = "tcp", address = "127.0.0.1:80", body_contains = "OK" }
 check = { type = "smtp" }
 [services.c]
 check = { type = "http", url = "http://127.0.0.1/", interval = "1s", timeout = "3s" }
+[services.d]
+check = { type = "tcp", address = "127.0.0.1:80", down_interval = "10ms" }
 "#;
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
@@ -310,6 +327,13 @@ check = { type = "http", url = "http://127.0.0.1/", interval = "1s", timeout = "
         9,
         80,
         "timeout (3s) must not exceed the interval (1s)",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        11,
+        67,
+        "down_interval must be between 50ms and 1h",
     );
 }
 

@@ -259,6 +259,15 @@ async fn every_static_type_is_served() {
             "{q} {t}: {reply:?}"
         );
     }
+    // A TXT value written as quoted strings is served as those strings.
+    let (reply, _) = udp(s.addr, &query("two.example.test.", RecordType::TXT, None)).await;
+    match &reply.answers[0].data {
+        hickory_server::proto::rr::RData::TXT(t) => assert_eq!(
+            t.txt_data.iter().map(|b| b.to_vec()).collect::<Vec<_>>(),
+            vec![b"hello benchmark".to_vec(), b"second \"string\"".to_vec()]
+        ),
+        other => panic!("{other:?}"),
+    }
     // NS and MX answers carry in-zone addresses as additional data.
     let (reply, _) = udp(s.addr, &query("example.test.", RecordType::MX, None)).await;
     assert!(

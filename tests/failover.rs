@@ -440,3 +440,32 @@ async fn ttls_on_the_way_to_a_redirected_name_drop_one_old_ttl_before_maintenanc
     );
     assert!(lowered_at < start, "before the window starts");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_check_is_probed_at_the_confirm_pace_unless_down_interval_says_otherwise() {
+    // Steady pace 2 s, confirm pace 100 ms: once down, the failing backend is probed at the
+    // confirm pace (so its return is seen quickly), or at `down_interval` when given.
+    for (down_interval, expect_fast) in [("", true), (", down_interval = \"2s\"", false)] {
+        let backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+        backend.set(Mode::Status(500));
+        let cfg = config(&format!(
+            "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"2s\", timeout = \"500ms\", confirm_interval = \"100ms\", rise = 2, fall = 1{down_interval} }}\n[services.mls_dr]\n",
+            backend.addr
+        ));
+        let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+        // mls is down; mls_dr, without a check, answers.
+        wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+        let before = backend.hits();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let probes = backend.hits() - before;
+        if expect_fast {
+            // About 15 at 100 ms; at the steady 2 s pace it would be at most 1.
+            assert!(probes >= 5, "{probes} probes in 1.5 s while down");
+        } else {
+            assert!(
+                probes <= 2,
+                "{probes} probes in 1.5 s with down_interval 2s"
+            );
+        }
+    }
+}

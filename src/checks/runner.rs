@@ -172,9 +172,12 @@ pub async fn run(
         if tx.send(report).await.is_err() {
             return;
         }
-        // Confirm quickly while rise/fall is deciding; otherwise the steady pace.
+        // Confirm quickly while rise/fall is deciding; a down check at its own pace (by
+        // default the confirm pace, so recovery is seen quickly); otherwise the steady pace.
         let pace = if h.deciding() {
             timing.confirm_interval
+        } else if h.verdict() == Some(false) {
+            timing.down_pace()
         } else if first {
             // Spread steady-state probes over the whole interval: after the quick first
             // probe, the next comes anywhere in [interval/2, 3 interval/2).

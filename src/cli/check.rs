@@ -81,12 +81,15 @@ pub fn summary(cfg: &Config) -> String {
     out
 }
 
-/// Worst case from a failure to every cache following: detection plus the record's TTL.
+/// Worst case from a failure to every cache following (detection plus the record's TTL),
+/// and from the service's return to every cache following back.
 ///
 /// Detection, worst case: the failure starts just after a passing probe, so the first failing
 /// probe comes one `interval` later; `fall - 1` more follow, each at the confirm pace or, when
 /// a failing probe uses its whole `timeout`, right after it; the last may take the whole
-/// `timeout`.
+/// `timeout`. Recovery the same way: the service is back just after a failing probe started,
+/// the next comes at the down pace (or when that one timed out), `rise - 1` more at the
+/// confirm pace.
 pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
     let timings: Vec<config::Timing> = match &d.check_each {
         Some(each) => vec![each.timing],
@@ -107,17 +110,23 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
         );
     };
     let detection = detect(t);
-    let total = detection + std::time::Duration::from_secs(u64::from(d.ttl));
+    let ttl = std::time::Duration::from_secs(u64::from(d.ttl));
+    let recovery =
+        t.down_pace().max(t.timeout) + t.confirm_interval.max(t.timeout) * (t.rise - 1) + t.timeout;
     let show = config::duration::display;
     format!(
-        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}; then TTL {} s)",
-        show(total),
+        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}; then TTL {} s); back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
+        show(detection + ttl),
         show(detection),
         show(t.interval),
         t.fall - 1,
         show(t.confirm_interval),
         show(t.timeout),
         show(t.timeout),
+        d.ttl,
+        show(recovery + ttl),
+        show(t.down_pace()),
+        t.rise - 1,
         d.ttl
     )
 }

@@ -162,10 +162,21 @@ pub struct Timing {
     pub timeout: Duration,
     /// Pace while rise/fall is deciding.
     pub confirm_interval: Duration,
+    /// Pace while the verdict is down and no pass is being confirmed; `None`: the confirm
+    /// pace (see [`Timing::down_pace`]).
+    pub down_interval: Option<Duration>,
     /// Consecutive successes to become up.
     pub rise: u32,
     /// Consecutive failures to become down.
     pub fall: u32,
+}
+
+impl Timing {
+    /// How often a check whose verdict is down is probed: `down_interval`, else the confirm
+    /// pace, because a down service is usually being fixed and its users wait to go back.
+    pub fn down_pace(&self) -> Duration {
+        self.down_interval.unwrap_or(self.confirm_interval)
+    }
 }
 
 /// One probe with its timing.

@@ -61,6 +61,7 @@ pub struct RawCheckDefaults {
     pub interval: Option<Spanned<Dur>>,
     pub timeout: Option<Spanned<Dur>>,
     pub confirm_interval: Option<Spanned<Dur>>,
+    pub down_interval: Option<Spanned<Dur>>,
     pub rise: Option<Spanned<u32>>,
     pub fall: Option<Spanned<u32>>,
 }
@@ -133,6 +134,7 @@ pub struct RawCheck {
     pub interval: Option<Spanned<Dur>>,
     pub timeout: Option<Spanned<Dur>>,
     pub confirm_interval: Option<Spanned<Dur>>,
+    pub down_interval: Option<Spanned<Dur>>,
     pub rise: Option<Spanned<u32>>,
     pub fall: Option<Spanned<u32>>,
     // http
@@ -273,6 +275,7 @@ pub struct RawCheckEach {
     pub interval: Option<Spanned<Dur>>,
     pub timeout: Option<Spanned<Dur>>,
     pub confirm_interval: Option<Spanned<Dur>>,
+    pub down_interval: Option<Spanned<Dur>>,
     pub rise: Option<Spanned<u32>>,
     pub fall: Option<Spanned<u32>>,
 }

@@ -395,6 +395,7 @@ fn default_timing() -> Timing {
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
         confirm_interval: Duration::from_millis(1250),
+        down_interval: None,
         rise: 2,
         fall: 2,
     }
@@ -409,6 +410,7 @@ pub(super) struct TimingFields<'a> {
     interval: Option<&'a Spanned<Dur>>,
     timeout: Option<&'a Spanned<Dur>>,
     confirm_interval: Option<&'a Spanned<Dur>>,
+    down_interval: Option<&'a Spanned<Dur>>,
     rise: Option<&'a Spanned<u32>>,
     fall: Option<&'a Spanned<u32>>,
 }
@@ -419,6 +421,7 @@ impl<'a> From<&'a RawCheckDefaults> for TimingFields<'a> {
             interval: r.interval.as_ref(),
             timeout: r.timeout.as_ref(),
             confirm_interval: r.confirm_interval.as_ref(),
+            down_interval: r.down_interval.as_ref(),
             rise: r.rise.as_ref(),
             fall: r.fall.as_ref(),
         }
@@ -431,6 +434,7 @@ impl<'a> From<&'a RawCheck> for TimingFields<'a> {
             interval: r.interval.as_ref(),
             timeout: r.timeout.as_ref(),
             confirm_interval: r.confirm_interval.as_ref(),
+            down_interval: r.down_interval.as_ref(),
             rise: r.rise.as_ref(),
             fall: r.fall.as_ref(),
         }
@@ -443,6 +447,7 @@ impl<'a> From<&'a RawCheckEach> for TimingFields<'a> {
             interval: r.interval.as_ref(),
             timeout: r.timeout.as_ref(),
             confirm_interval: r.confirm_interval.as_ref(),
+            down_interval: r.down_interval.as_ref(),
             rise: r.rise.as_ref(),
             fall: r.fall.as_ref(),
         }
@@ -463,6 +468,10 @@ pub(super) fn timing<'a>(
         None if raw.interval.is_some() => default_confirm(interval),
         None => base.confirm_interval.min(interval),
     };
+    let down_interval = raw
+        .down_interval
+        .map(|d| d.get_ref().0)
+        .or(base.down_interval);
     let rise = raw.rise.map_or(base.rise, |n| *n.get_ref());
     let fall = raw.fall.map_or(base.fall, |n| *n.get_ref());
     if let Some(d) = raw.interval
@@ -492,6 +501,12 @@ pub(super) fn timing<'a>(
             "confirm_interval must be between 50ms and the interval",
         );
     }
+    if let Some(d) = raw.down_interval
+        && let Some(down) = down_interval
+        && (down < Duration::from_millis(50) || down > Duration::from_secs(3600))
+    {
+        src.error(d.span(), "down_interval must be between 50ms and 1h");
+    }
     for (n, what) in [(raw.rise, "rise"), (raw.fall, "fall")] {
         if let Some(n) = n
             && *n.get_ref() == 0
@@ -503,6 +518,7 @@ pub(super) fn timing<'a>(
         interval,
         timeout,
         confirm_interval,
+        down_interval,
         rise,
         fall,
     }

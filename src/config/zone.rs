@@ -191,6 +191,56 @@ pub fn txt_chunks(s: &str) -> Vec<String> {
     out
 }
 
+/// A TXT value written as a zone file writes it: one or more quoted character-strings,
+/// separated by blanks, with `\"`, `\\` and `\DDD` escapes; each at most 255 bytes.
+pub fn txt_quoted(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            continue;
+        }
+        if c != '"' {
+            return Err(format!("{c:?} outside quotes"));
+        }
+        let mut bytes = Vec::new();
+        loop {
+            match chars.next() {
+                None => return Err("a quote is not closed".into()),
+                Some('"') => break,
+                Some('\\') => match chars.next() {
+                    Some(d) if d.is_ascii_digit() => {
+                        let mut code = d.to_digit(10).unwrap_or(0);
+                        for _ in 0..2 {
+                            match chars.next().and_then(|d| d.to_digit(10)) {
+                                Some(n) => code = code * 10 + n,
+                                None => return Err("\\DDD needs three digits".into()),
+                            }
+                        }
+                        bytes.push(u8::try_from(code).map_err(|_| "\\DDD above 255")?);
+                    }
+                    Some(e) => bytes.extend_from_slice(e.encode_utf8(&mut [0; 4]).as_bytes()),
+                    None => return Err("a quote is not closed".into()),
+                },
+                Some(c) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        if bytes.len() > 255 {
+            return Err(format!("a string of {} bytes", bytes.len()));
+        }
+        if let Some(&next) = chars.peek()
+            && !next.is_whitespace()
+        {
+            return Err(format!("{next:?} right after a closing quote"));
+        }
+        out.push(String::from_utf8(bytes).map_err(|_| "\\DDD escapes that are not UTF-8")?);
+    }
+    if out.is_empty() {
+        return Err("no string".into());
+    }
+    Ok(out)
+}
+
 /// Record data of `rtype` from its text form.
 fn rdata(
     src: &mut Source<'_>,
@@ -254,6 +304,16 @@ fn rdata(
             _ => bad(
                 src,
                 "\"PRIORITY WEIGHT PORT TARGET\" such as \"10 5 443 sso.example.test.\"",
+            ),
+        },
+        RecordType::TXT if text.starts_with('"') => match txt_quoted(text) {
+            Ok(strings) => Some(RData::TXT(TXT::new(strings))),
+            Err(why) => bad(
+                src,
+                &format!(
+                    "quoted strings of at most 255 bytes each, as in a zone file, such as \
+                     '\"v=DKIM1; k=rsa; p=MIIB...\" \"...IDAQAB\"' ({why})"
+                ),
             ),
         },
         RecordType::TXT => Some(RData::TXT(TXT::new(txt_chunks(v.get_ref())))),
@@ -509,6 +569,7 @@ fn check_each(src: &mut Source<'_>, c: &RawCheckEach, _name: &Name) -> Option<Ch
         interval: std::time::Duration::from_secs(5),
         timeout: std::time::Duration::from_secs(2),
         confirm_interval: std::time::Duration::from_millis(1250),
+        down_interval: None,
         rise: 2,
         fall: 2,
     };
@@ -630,5 +691,36 @@ mod tests {
         assert!(chunks.iter().all(|c| c.len() <= 255));
         assert_eq!(chunks.concat(), long);
         assert_eq!(txt_chunks("short"), vec!["short".to_string()]);
+    }
+
+    #[test]
+    fn quoted_txt_values_read_like_a_zone_file() {
+        assert_eq!(
+            txt_quoted(r#""hello benchmark" "second string""#).unwrap(),
+            vec!["hello benchmark", "second string"]
+        );
+        assert_eq!(
+            txt_quoted(r#"  "a \"q\" \\ \065"  "" "#).unwrap(),
+            vec![r#"a "q" \ A"#, ""]
+        );
+        assert_eq!(
+            txt_quoted(&format!("\"{}\"", "x".repeat(255)))
+                .unwrap()
+                .len(),
+            1
+        );
+        for (bad, why) in [
+            (r#""open"#, "not closed"),
+            (r#""a" b"#, "outside quotes"),
+            (r#""a""b""#, "right after a closing quote"),
+            (r#""\06""#, "three digits"),
+            (r#""\300""#, "above 255"),
+            ("   ", "no string"),
+        ] {
+            let e = txt_quoted(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = txt_quoted(&format!("\"{}\"", "x".repeat(256))).unwrap_err();
+        assert!(e.contains("256 bytes"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ pub enum Mode {
 pub struct HttpBackend {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
+    hits: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -36,6 +37,7 @@ impl HttpBackend {
         let mut b = Self {
             addr,
             status,
+            hits: Arc::new(AtomicU64::new(0)),
             task: None,
         };
         b.serve(listener);
@@ -44,6 +46,7 @@ impl HttpBackend {
 
     fn serve(&mut self, listener: TcpListener) {
         let status = self.status.clone();
+        let hits = self.hits.clone();
         let flip = Arc::new(AtomicU16::new(0));
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -51,6 +54,7 @@ impl HttpBackend {
                 let Ok((mut s, _)) = listener.accept().await else {
                     continue;
                 };
+                hits.fetch_add(1, Ordering::SeqCst);
                 let mut code = status.load(Ordering::SeqCst);
                 if code == 1 {
                     code = if flip.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
@@ -88,6 +92,11 @@ impl HttpBackend {
             Mode::Alternate => 1,
         };
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far (one per probe).
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
     }
 
     /// Kills the server: the port is closed (connect refused) and open connections drop.

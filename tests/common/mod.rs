@@ -31,6 +31,7 @@ records = [
   { name = "@",     type = "MX",    value = "10 mail" },
   { name = "mail",  type = "A",     value = "192.0.2.25" },
   { name = "@",     type = "TXT",   value = "v=spf1 -all" },
+  { name = "two",   type = "TXT",   value = '"hello benchmark" "second \"string\""' },
   { name = "@",     type = "CAA",   value = "0 issue \"letsencrypt.org\"" },
   { name = "_sip._tcp", type = "SRV", value = "10 5 5060 mail" },
   { name = "10.2.0.192.in-addr", type = "PTR", value = "mls.example.test." },
