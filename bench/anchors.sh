@@ -2,7 +2,9 @@
 # anchors.sh - detour side by side with gdnsd, NSD, Knot and PowerDNS, in one run of the
 # shared harness (../shared/bench-anchors; read-only, so it is copied to a temp folder).
 #
-# usage: bench/anchors.sh [--reps N] [--swap | --reload | --failover] [-- extra options]
+# usage: bench/anchors.sh [--reps N] [--anchors "gdnsd nsd knot pdns"]
+#                         [--swap | --reload | --failover] [-- extra options]
+#   --anchors   which anchors to load next to detour (default all four)
 #   --swap      while detour is loaded, flip the `mls` record every 100 ms through the admin
 #               API (an override set and cleared), to show a Snapshot swap costs readers nothing
 #   --reload    while detour is loaded, send it SIGHUP (a full reload) every second
@@ -13,15 +15,16 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-reps="" swap=0 reload=0 failover=0 extra=()
+reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) reps="$2"; shift 2;;
+    --anchors) anchors="$2"; shift 2;;
     --swap) swap=1; shift;;
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;
     --) shift; extra=("$@"); break;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -57,17 +60,28 @@ if [[ $reload -eq 1 ]]; then
   pids+=("$!")
 fi
 if [[ $swap -eq 1 ]]; then
-  sock="$work/detour/state/admin.sock"
-  ( end=$((SECONDS + 600)); s=down
-    while [[ $SECONDS -lt $end ]] && kill -0 "$dpid" 2>/dev/null; do
-      if [[ $s == down ]]; then
-        curl -s --unix-socket "$sock" -X PUT -d '{"state":"down","by":"bench"}' http://d/api/v1/overrides/mls >/dev/null; s=up
-      else
-        curl -s --unix-socket "$sock" -X DELETE http://d/api/v1/overrides/mls >/dev/null; s=down
-      fi
-      sleep 0.1
-    done ) &
+  # One process for the whole run (a curl per flip would show up as other CPU): set and
+  # clear an override of mls every 100 ms over the admin socket, for at most 15 minutes.
+  python3 - "$work/detour/state/admin.sock" "$dpid" <<'PY' &
+import http.client, os, socket, sys, time
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
+end, flips, down = time.monotonic() + 900, 0, True
+while time.monotonic() < end and os.path.exists(f"/proc/{sys.argv[2]}"):
+    c = Unix("detour")
+    if down:
+        c.request("PUT", "/api/v1/overrides/mls", body='{"state":"down","by":"bench"}',
+                  headers={"content-type": "application/json"})
+    else:
+        c.request("DELETE", "/api/v1/overrides/mls")
+    status = c.getresponse().status; c.close()
+    if status >= 300: sys.exit(f"override flip answered HTTP {status}")
+    flips += 1; down = not down
+    time.sleep(0.1)
+print(f"swapper: {flips} flips", file=sys.stderr)
+PY
   pids+=("$!")
 fi
-(cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" gdnsd nsd knot pdns "detour=127.0.0.1:5309@$dpid")
+(cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" $anchors "detour=127.0.0.1:5309@$dpid")
 echo "detour log: $work/detour.log; results under $work/h/results"
