@@ -394,8 +394,8 @@ async fn zone_transfers_only_over_tcp_from_listed_sources() {
                 .iter()
                 .any(|r| r.name.to_string() == "mls.example.test.")
         );
-        // 2 NS, 17 static records, 2 dynamic values, 2 SOA.
-        assert_eq!(records.len(), 2 + 17 + 2 + 2, "{t}");
+        // 2 NS, 18 static records, 2 dynamic values, 2 SOA.
+        assert_eq!(records.len(), 2 + 18 + 2 + 2, "{t}");
     }
 }
 
