@@ -327,13 +327,14 @@ read -r rxs_med rxs_max _ < <(stat 8)
 # Bounds. Detection waits at most one interval for the next probe, which fails
 # after FAIL_S (0 for a refused connect, the timeout for a hang), then (fall - 1)
 # more failures STEP_S = max(confirm, FAIL_S) apart; the poller adds up to one
-# poll. Recovery, counted from when the backend answers again: at most one
-# interval for the next probe, then (rise - 1) confirmations, plus one poll.
+# poll. Recovery, counted from when the backend answers again: a down check is
+# probed at the down pace (the generated config leaves down_interval at its
+# default, the confirm pace), then (rise - 1) confirmations, plus one poll.
 det_bound="$(awk -v i="$INTERVAL_S" -v f="$FALL" -v x="$FAIL_S" -v s="$STEP_S" -v p="$POLL" 'BEGIN { printf "%.3f", i + x + (f - 1) * s + p }')"
 det_exp="$(awk -v i="$INTERVAL_S" -v f="$FALL" -v x="$FAIL_S" -v s="$STEP_S" -v p="$POLL" 'BEGIN { printf "%.3f", i / 2 + x + (f - 1) * s + p / 2 }')"
-net_bound="$(awk -v i="$INTERVAL_S" -v r="$RISE" -v c="$CONFIRM_S" -v p="$POLL" 'BEGIN { printf "%.3f", i + (r - 1) * c + p }')"
+net_bound="$(awk -v r="$RISE" -v c="$CONFIRM_S" -v p="$POLL" 'BEGIN { printf "%.3f", c + (r - 1) * c + p }')"
 # what `detour check` prints as the detection budget
-budget="$(awk -v i="$INTERVAL_S" -v f="$FALL" -v c="$CONFIRM_S" -v t="$TIMEOUT_S" 'BEGIN { printf "%.3f", i + (f - 1) * c + t }')"
+budget="$(awk -v i="$INTERVAL_S" -v f="$FALL" -v c="$CONFIRM_S" -v t="$TIMEOUT_S" 'BEGIN { m = c > t ? c : t; printf "%.3f", i + (f - 1) * m + t }')"
 over_budget="$(awk -v b="$budget" '$2 != "NA" && $2 > b' "$TMP/rows" | wc -l)"
 over_det="$(awk -v b="$det_bound" '$2 != "NA" && $2 > b' "$TMP/rows" | wc -l)"
 over_net="$(awk -v b="$net_bound" '$6 != "NA" && $6 > b' "$TMP/rows" | wc -l)"
@@ -356,7 +357,7 @@ else
 fi
 printf '             from then: median %s s  max %s s  (bound %s; %s over bound)\n' "$net_med" "$net_max" "$net_bound" "$over_net"
 printf '             excess over the probe schedule: median %s s  max %s s\n' "$rxs_med" "$rxs_max"
-printf '  detour check'"'"'s budget: detection within %s s (interval + (fall-1) x confirm + timeout); %s reps over it\n' "$budget" "$over_budget"
+printf '  detour check'"'"'s budget: detection within %s s (interval + (fall-1) x max(confirm, timeout) + timeout); %s reps over it\n' "$budget" "$over_budget"
 printf '  detour pid %s: %s log lines after ready (%s state changes, %s warnings/errors), RSS %s -> %s kB (peak %s kB)\n' \
   "$DETOUR_PID" "$log_lines" "$changes" "$warns" "$rss_start" "$rss_end" "$hwm_end"
 printf '  load before: %s\n  load after:  %s\n' "${uptime_before#*load average: }" "${uptime_after#*load average: }"
