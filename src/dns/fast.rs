@@ -2,8 +2,9 @@
 //! copying the question.
 //!
 //! Each zone keeps, per owner name, the bytes [`super::answer::compile`] produced through the
-//! general path for every type held there (and a NODATA answer for every other type). A
-//! query takes this path only when it is plain: one question, class IN, opcode QUERY, a name
+//! general path for every type held there (and a NODATA answer for every other type), plus
+//! one NXDOMAIN answer for names the zone does not hold, when no wildcard could match them
+//! and no delegation lies above them. A query takes this path only when it is plain: one question, class IN, opcode QUERY, a name
 //! in lowercase without compression, no records but an optional well-formed EDNS0 OPT
 //! (version 0, no options but cookies), nothing after it, and the answer fits the limit.
 //! Everything else goes to the general path, so correctness lives in one place; the
