@@ -474,6 +474,51 @@ async fn tcp_pipelined_queries_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_client_that_stops_reading_is_dropped_at_the_idle_timeout() {
+    // 30 TXT records of 2000 bytes: every answer is about 60 KB.
+    let mut recs = String::new();
+    for i in 0..30 {
+        recs.push_str(&format!(
+            "  {{ name = \"huge\", type = \"TXT\", value = \"{i:02}-{}\" }},\n",
+            "h".repeat(1997)
+        ));
+    }
+    let zone = format!(
+        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nrecords = [\n{recs}]\n"
+    );
+    let s = Server::start(
+        &config_toml("tcp_idle_timeout = \"300ms\""),
+        &[("big.toml", &zone)],
+    )
+    .await;
+    // 400 queries: about 24 MB of answers, more than loopback's socket buffers hold.
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let mut all = Vec::new();
+    for _ in 0..400 {
+        let b = query("huge.big.test.", RecordType::TXT, None)
+            .to_vec()
+            .unwrap();
+        all.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        all.extend_from_slice(&b);
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &all)
+        .await
+        .unwrap();
+    // Read nothing for a while: the server's writes stall, and it gives up on the client.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut answers = 0;
+    while let Some(m) = tcp_recv(&mut stream).await {
+        assert!(m.len() > 50_000);
+        answers += 1;
+    }
+    assert!(answers > 0, "some answers were sent before the stall");
+    assert!(
+        answers < 400,
+        "the server kept writing to a client that did not read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_query_trickling_in_does_not_hold_a_tcp_connection_past_the_idle_timeout() {
     let s = Server::start(
         &config_toml("tcp_idle_timeout = \"300ms\""),

@@ -162,7 +162,9 @@ async fn connection(
                         for m in &ms {
                             frame(&mut out, m);
                             if out.len() >= FLUSH {
-                                stream.write_all(&out).await?;
+                                if !send(&mut stream, &out, limits, evicted).await? {
+                                    return Ok(());
+                                }
                                 out.clear();
                             }
                         }
@@ -174,7 +176,9 @@ async fn connection(
             drop(snap);
             tally.count(query, answered);
             if out.len() >= FLUSH {
-                stream.write_all(&out).await?;
+                if !send(&mut stream, &out, limits, evicted).await? {
+                    return Ok(());
+                }
                 out.clear();
             }
         }
@@ -185,7 +189,9 @@ async fn connection(
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + limits.idle_timeout);
             if !out.is_empty() {
-                stream.write_all(&out).await?;
+                if !send(&mut stream, &out, limits, evicted).await? {
+                    return Ok(());
+                }
                 out.clear();
             }
         }
@@ -203,6 +209,24 @@ async fn connection(
             _ = shutdown.cancelled() => return Ok(()),
             _ = evicted.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// Writes `out`; false when the connection should close instead: the client has not taken
+/// the answers within the idle timeout (it stopped reading), or the connection was evicted
+/// to admit another. A shutdown does not interrupt it: the answer in hand is finished.
+async fn send(
+    stream: &mut TcpStream,
+    out: &[u8],
+    limits: &Limits,
+    evicted: &CancellationToken,
+) -> io::Result<bool> {
+    tokio::select! {
+        r = tokio::time::timeout(limits.idle_timeout, stream.write_all(out)) => match r {
+            Ok(r) => r.map(|()| true),
+            Err(_) => Ok(false),
+        },
+        _ = evicted.cancelled() => Ok(false),
     }
 }
 
