@@ -59,6 +59,8 @@ struct Tally {
     fast: usize,
     /// Fast answers that are NXDOMAIN (moved from the zone's compiled one).
     fast_nx: usize,
+    /// Fast answers to names with upper-case letters.
+    fast_cased: usize,
 }
 
 fn check(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally) {
@@ -162,6 +164,7 @@ fn run(snap: &detour::snapshot::Snapshot) -> Tally {
         compared: 0,
         fast: 0,
         fast_nx: 0,
+        fast_cased: 0,
     };
     for name in names_of(snap) {
         for &ty in TYPES {
@@ -169,9 +172,32 @@ fn run(snap: &detour::snapshot::Snapshot) -> Tally {
                 check(snap, &m, &mut t);
             }
         }
-        // Mixed case, other classes, other opcodes, a second question: general path only.
-        let upper = Name::from_ascii(name.to_ascii().to_uppercase()).unwrap();
-        check(snap, &variants(&upper, RecordType::A)[0], &mut t);
+        // Upper and mixed case, as resolvers randomising case (DNS 0x20) send them: looked up
+        // in lower case, the question echoed as sent.
+        let ascii = name.to_ascii();
+        let mixed: String = ascii
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for cased in [ascii.to_uppercase(), mixed] {
+            let cased = Name::from_ascii(&cased).unwrap();
+            for &ty in TYPES {
+                let v = variants(&cased, ty);
+                for m in [&v[0], &v[7]] {
+                    let before = t.fast;
+                    check(snap, m, &mut t);
+                    t.fast_cased += t.fast - before;
+                }
+            }
+        }
+        // Other classes, other opcodes, a second question: general path only.
         for class in [DNSClass::CH, DNSClass::ANY] {
             let mut m = variants(&name, RecordType::A).remove(0);
             let mut q = Query::query(name.clone(), RecordType::A);
@@ -234,4 +260,9 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
     let t = run(&snap);
     assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
     assert!(t.fast_nx > 50, "fast NXDOMAIN answers: {}", t.fast_nx);
+    assert!(
+        t.fast_cased > 500,
+        "fast answers to 0x20 names: {}",
+        t.fast_cased
+    );
 }

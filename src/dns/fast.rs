@@ -4,8 +4,9 @@
 //! Each zone keeps, per owner name, the bytes [`super::answer::compile`] produced through the
 //! general path for every type held there (and a NODATA answer for every other type), plus
 //! one NXDOMAIN answer for names the zone does not hold, when no wildcard could match them
-//! and no delegation lies above them. A query takes this path only when it is plain: one question, class IN, opcode QUERY, a name
-//! in lowercase without compression, no records but an optional well-formed EDNS0 OPT
+//! and no delegation lies above them. A query takes this path only when it is plain: one
+//! question, class IN, opcode QUERY, a name without compression (in any case: it is looked
+//! up in lower case and echoed as sent), no records but an optional well-formed EDNS0 OPT
 //! (version 0, no options but cookies), nothing after it, and the answer fits the limit.
 //! Everything else goes to the general path, so correctness lives in one place; the
 //! differential test in `tests/fast_path.rs` holds the two byte for byte.
@@ -256,6 +257,8 @@ struct Plain {
     labels: [u8; 128],
     /// Number of labels (root excluded).
     count: usize,
+    /// The name has upper-case letters (a resolver randomising case, DNS 0x20).
+    upper: bool,
     /// Query type.
     qtype: u16,
     /// EDNS: the client's payload size and DO bit.
@@ -281,6 +284,7 @@ fn parse(raw: &[u8]) -> Option<Plain> {
     }
     let mut labels = [0u8; 128];
     let mut count = 0;
+    let mut upper = false;
     let mut i = 12;
     loop {
         let len = *raw.get(i)? as usize;
@@ -293,9 +297,7 @@ fn parse(raw: &[u8]) -> Option<Plain> {
         labels[count] = (i - 12) as u8;
         count += 1;
         let label = raw.get(i + 1..i + 1 + len)?;
-        if label.iter().any(u8::is_ascii_uppercase) {
-            return None;
-        }
+        upper |= label.iter().any(u8::is_ascii_uppercase);
         i += 1 + len;
         if i - 12 > 255 {
             return None;
@@ -343,6 +345,7 @@ fn parse(raw: &[u8]) -> Option<Plain> {
         name_end,
         labels,
         count,
+        upper,
         qtype,
         edns,
     })
@@ -356,7 +359,20 @@ pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>
 
 fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> Option<()> {
     let q = parse(raw)?;
-    let qname = &raw[12..q.name_end];
+    // Looked up in lower case; the question is echoed as it came. The question is never a
+    // compression target in hickory's encoding (its bytes are stored with type and class),
+    // so the compiled tail does not depend on the question's case.
+    let mut lower = [0u8; 256];
+    let qname = if q.upper {
+        let name = &raw[12..q.name_end];
+        let lower = &mut lower[..name.len()];
+        lower.copy_from_slice(name);
+        // Length bytes are below 64, never letters.
+        lower.make_ascii_lowercase();
+        &*lower
+    } else {
+        &raw[12..q.name_end]
+    };
     let labels = &q.labels[..q.count];
     // The longest served origin that ends the name.
     let (origin, zone) = labels
