@@ -124,9 +124,11 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     };
     let mut bound = Vec::new();
     for addr in &config.server.dns_listen {
-        let b = dns::bind(*addr, workers).map_err(|source| RunError::Io {
-            context: format!("cannot listen for DNS on {addr}"),
-            source,
+        let b = dns::bind(*addr, workers, config.server.udp_max_payload).map_err(|source| {
+            RunError::Io {
+                context: format!("cannot listen for DNS on {addr}"),
+                source,
+            }
         })?;
         bound.push(b);
     }

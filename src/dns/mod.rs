@@ -31,13 +31,14 @@ pub struct Bound {
 }
 
 /// Binds UDP (`workers` sockets with SO_REUSEPORT) and TCP on `addr`. With port 0, UDP picks
-/// the port and TCP binds the same one.
-pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
+/// the port and TCP binds the same one. `max_payload` (`udp_max_payload`) decides whether UDP
+/// answers may be fragmented.
+pub fn bind(addr: SocketAddr, workers: usize, max_payload: u16) -> io::Result<Bound> {
     // With port 0 the port UDP picks may be taken for TCP: try a few ports.
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..tries {
-        match bind_once(addr, workers.max(1)) {
+        match bind_once(addr, workers.max(1), max_payload) {
             Ok(b) => return Ok(b),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
             Err(e) => return Err(e),
@@ -46,18 +47,18 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
     Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
 }
 
-fn bind_once(addr: SocketAddr, workers: usize) -> io::Result<Bound> {
-    let first = udp_socket(addr)?;
+fn bind_once(addr: SocketAddr, workers: usize, max_payload: u16) -> io::Result<Bound> {
+    let first = udp_socket(addr, max_payload)?;
     let addr = first.local_addr()?;
     let mut udp = vec![first];
     for _ in 1..workers {
-        udp.push(udp_socket(addr)?);
+        udp.push(udp_socket(addr, max_payload)?);
     }
     let tcp = tcp_listener(addr)?;
     Ok(Bound { addr, udp, tcp })
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr, max_payload: u16) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(
         Domain::for_address(addr),
         Type::DGRAM,
@@ -70,8 +71,42 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     s.set_nonblocking(true)?;
     // Room for bursts while a worker is busy.
     let _ = s.set_recv_buffer_size(4 << 20);
+    no_fragments(&s, addr.is_ipv6(), max_payload)?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Largest `udp_max_payload` whose answers fit any path of the IPv6 minimum MTU (1280 bytes
+/// less 48 of headers), the figure of DNS Flag Day 2020.
+const FITS_ANY_PATH: u16 = 1232;
+
+/// How answers meet the path MTU (RFC 9715). Answers capped at [`FITS_ANY_PATH`] are sent
+/// with DF set and never fragmented, ignoring the kernel's path MTU cache (PROBE): an
+/// answer is never split into fragments an attacker could forge, and a spoofed ICMP
+/// "fragmentation needed" cannot make sends fail. With a larger cap, answers may still be
+/// fragmented, but the cache is ignored too (OMIT, as Knot does). Both also spare the
+/// kernel a path MTU lookup per packet, and PROBE the IP ID generator.
+fn no_fragments(s: &Socket, v6: bool, max_payload: u16) -> io::Result<()> {
+    use rustix::net::sockopt::{
+        Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery, set_ip_mtu_discover, set_ipv6_mtu_discover,
+    };
+    let fits = max_payload <= FITS_ANY_PATH;
+    if v6 {
+        let mode = if fits {
+            Ipv6PathMtuDiscovery::PROBE
+        } else {
+            Ipv6PathMtuDiscovery::OMIT
+        };
+        set_ipv6_mtu_discover(s, mode)?;
+    } else {
+        let mode = if fits {
+            Ipv4PathMtuDiscovery::PROBE
+        } else {
+            Ipv4PathMtuDiscovery::OMIT
+        };
+        set_ip_mtu_discover(s, mode)?;
+    }
+    Ok(())
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -124,4 +159,25 @@ pub fn serve(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::sockopt::{
+        Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery, ip_mtu_discover, ipv6_mtu_discover,
+    };
+
+    #[test]
+    fn udp_answers_are_never_fragmented_when_they_fit_any_path() {
+        let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let s = udp_socket(v4, 1232).unwrap();
+        assert_eq!(ip_mtu_discover(&s).unwrap(), Ipv4PathMtuDiscovery::PROBE);
+        let s = udp_socket(v4, 4096).unwrap();
+        assert_eq!(ip_mtu_discover(&s).unwrap(), Ipv4PathMtuDiscovery::OMIT);
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        if let Ok(s) = udp_socket(v6, 1232) {
+            assert_eq!(ipv6_mtu_discover(&s).unwrap(), Ipv6PathMtuDiscovery::PROBE);
+        }
+    }
 }

@@ -126,6 +126,8 @@ fn send_all(
                 start += n;
             }
             Err(Errno::EINTR) => {}
+            // One answer larger than the interface allows unfragmented: skip it, send the rest.
+            Err(Errno::EMSGSIZE) => start += 1,
             // The send queue is full or the peer is gone: drop the rest of this batch (the
             // clients retry), and say so only for unexpected errors.
             Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ECONNREFUSED) => return,
