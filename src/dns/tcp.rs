@@ -146,34 +146,40 @@ async fn connection(
         {
             let query = &input[used + 2..used + 2 + len];
             used += 2 + len;
-            let snap = snapshots.load();
-            let answered = if fast::answer(&snap, query, Protocol::Tcp, &mut msg) {
-                frame(&mut out, &msg);
-                Some(&msg[..])
-            } else {
-                match general(&snap, query, src, Protocol::Tcp) {
-                    Reply::Drop => None,
-                    Reply::Message(m) => {
-                        frame(&mut out, &m);
-                        msg = m;
-                        Some(&msg[..])
-                    }
-                    Reply::Stream(ms) => {
-                        for m in &ms {
-                            frame(&mut out, m);
-                            if out.len() >= FLUSH {
-                                if !send(&mut stream, &out, limits, evicted).await? {
-                                    return Ok(());
-                                }
-                                out.clear();
-                            }
-                        }
-                        msg = ms.into_iter().next().unwrap_or_default();
-                        Some(&msg[..])
-                    }
+            // The Snapshot is let go before anything is awaited.
+            let reply = {
+                let snap = snapshots.load();
+                if fast::answer(&snap, query, Protocol::Tcp, &mut msg) {
+                    None
+                } else {
+                    Some(general(&snap, query, src, Protocol::Tcp))
                 }
             };
-            drop(snap);
+            let answered = match reply {
+                None => {
+                    frame(&mut out, &msg);
+                    Some(&msg[..])
+                }
+                Some(Reply::Drop) => None,
+                Some(Reply::Message(m)) => {
+                    frame(&mut out, &m);
+                    msg = m;
+                    Some(&msg[..])
+                }
+                Some(Reply::Stream(ms)) => {
+                    for m in &ms {
+                        frame(&mut out, m);
+                        if out.len() >= FLUSH {
+                            if !send(&mut stream, &out, limits, evicted).await? {
+                                return Ok(());
+                            }
+                            out.clear();
+                        }
+                    }
+                    msg = ms.into_iter().next().unwrap_or_default();
+                    Some(&msg[..])
+                }
+            };
             tally.count(query, answered);
             if out.len() >= FLUSH {
                 if !send(&mut stream, &out, limits, evicted).await? {
