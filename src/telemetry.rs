@@ -77,11 +77,6 @@ fn qtype(query: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]))
 }
 
-/// Counts one query and its answer (`None` when nothing was sent back).
-pub fn count_query(query: &[u8], response: Option<&[u8]>) {
-    DNS[slot(query, response)].fetch_add(1, Ordering::Relaxed);
-}
-
 /// The counter of one query and its answer.
 fn slot(query: &[u8], response: Option<&[u8]>) -> usize {
     let t = qtype(query)
@@ -186,6 +181,39 @@ pub fn reason_class(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_adds_its_counts_once_flushed() {
+        // Type 99 (counted as "other") is asked by no other test in this process.
+        let mut q = vec![0u8; 12];
+        q.extend_from_slice(&[3, b'w', b'w', b'w', 0, 0, 99, 0, 1]);
+        let mut nxdomain = vec![0u8; 12];
+        nxdomain[3] = 3;
+        let (answered, dropped) = (slot(&q, Some(&nxdomain)), slot(&q, None));
+        let read = |s: usize| DNS[s].load(Ordering::Relaxed);
+        let before = (read(answered), read(dropped));
+        let mut t = Tally::default();
+        for _ in 0..5 {
+            t.count(&q, Some(&nxdomain));
+        }
+        t.count(&q, None);
+        assert_eq!(
+            (read(answered), read(dropped)),
+            before,
+            "nothing before the flush"
+        );
+        t.flush();
+        assert_eq!(
+            (read(answered), read(dropped)),
+            (before.0 + 5, before.1 + 1)
+        );
+        t.flush();
+        assert_eq!(
+            (read(answered), read(dropped)),
+            (before.0 + 5, before.1 + 1)
+        );
+        assert!(render().contains("detour_dns_queries_total{qtype=\"other\",rcode=\"NXDOMAIN\"}"));
+    }
 
     #[test]
     fn reads_the_question_type_from_the_wire() {
