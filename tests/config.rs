@@ -379,3 +379,63 @@ fn page_tls_needs_existing_certificate_files() {
             .contains("needs at least one certificate")
     );
 }
+
+/// A zone of `n` one-line records (over 1 MiB for 20,000: read in pieces), the one at
+/// `bad` replaced by `bad_line`, with keys and a table after the records.
+fn large_zone(n: usize, bad: Option<(usize, &str)>) -> String {
+    let mut recs = String::new();
+    for i in 0..n {
+        match bad {
+            Some((at, line)) if at == i => recs.push_str(line),
+            _ => recs.push_str(&format!(
+                "  {{ name = \"h{i}\", type = \"A\", value = \"10.0.{}.{}\" }}, # host {i}\n",
+                i / 256 % 256,
+                i % 256
+            )),
+        }
+    }
+    zone_with(
+        &recs,
+        "allow_transfer = [\"127.0.0.1\"]\n[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"mls\", values = [\"192.0.2.1\"] } ]\notherwise = [\"192.0.2.80\"]\n",
+    )
+}
+
+#[test]
+fn a_large_zone_is_read_in_pieces_with_exact_positions() {
+    let z = large_zone(20_000, None);
+    assert!(z.len() > 1 << 20, "{} bytes", z.len());
+    let (_f, r) = load(&config_toml(""), &[("big.toml", &z)]);
+    let cfg = r.unwrap();
+    let zone = &cfg.zones[0];
+    // 20,000 records plus the apex NS; the keys and the table after them still apply.
+    assert_eq!(zone.records.len(), 20_001);
+    assert!(zone.records.iter().any(
+        |r| r.name.to_string() == "h19999.example.test." && r.data.to_string() == "10.0.78.31"
+    ));
+    assert_eq!(zone.allow_transfer.len(), 1);
+    assert_eq!(zone.dynamic.len(), 1);
+
+    // A bad value in the middle of the file, in a later piece: its own line and column.
+    let line = "  { name = \"h15000\", type = \"A\", value = \"::1\" },\n";
+    let z = large_zone(20_000, Some((15_000, line)));
+    let (_f, r) = load(&config_toml(""), &[("big.toml", &z)]);
+    let col = line.find("\"::1\"").unwrap() + 1;
+    expect_error(
+        &r.unwrap_err(),
+        "big.toml",
+        5 + 15_000,
+        col,
+        "invalid A value \"::1\"",
+    );
+
+    // A syntax error there too (an unknown key in the record).
+    let line = "  { name = \"h15000\", type = \"A\", valu = \"10.0.0.1\" },\n";
+    let z = large_zone(20_000, Some((15_000, line)));
+    let (_f, r) = load(&config_toml(""), &[("big.toml", &z)]);
+    let e = r.unwrap_err();
+    assert!(
+        e.iter()
+            .any(|d| d.line == 5 + 15_000 && d.message.contains("valu")),
+        "{e}"
+    );
+}

@@ -9,6 +9,7 @@
 mod diag;
 pub mod duration;
 mod schema;
+mod split;
 mod validate;
 mod zone;
 

@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics, Source};
 use super::schema::{RawCheckEach, RawDynamic, RawZone};
-use super::validate::{fqdn, list, parse_toml, read, timing};
+use super::validate::{fqdn, list, read, timing};
 use super::*;
 
 /// Static record types a zone file may hold.
@@ -72,7 +72,7 @@ pub(super) fn load_dir(
             }
         };
         let mut src = Source::new(&file, &text);
-        if let Some(raw) = parse_toml::<RawZone>(&mut src, &text) {
+        if let Some(raw) = super::split::parse_zone(&mut src, &text) {
             let origin_span = raw.origin.span();
             if let Some(zone) = zone(&mut src, raw, services) {
                 if let Some(first) = seen.get(&zone.origin) {
