@@ -1,0 +1,110 @@
+//! The answer engine alone, without sockets: nanoseconds per query for the fast path and
+//! for the general (hickory) path, on the anchors' zone and query mix
+//! (`bench/anchors/`, `../shared/bench-anchors/queries/example.test.txt`).
+//!
+//! `cargo bench --bench answer` prints, per path, the median of 15 rounds of 200,000
+//! queries each, and the ratio. Rounds are bounded in count; nothing is sent anywhere.
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs one short round as a
+//! smoke test.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use detour::config::Config;
+use detour::dns::answer::{Reply, general};
+use detour::dns::fast;
+use detour::incidents::Incidents;
+use detour::states::{Engine, snapshot_of};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Message, Query};
+use hickory_server::proto::rr::{Name, RecordType};
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (rounds, per_round) = if full { (15, 200_000) } else { (1, 2_000) };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Arc::new(
+        Config::load(&root.join("bench/anchors/detour.toml")).expect("bench/anchors config"),
+    );
+    let engine = Engine::new(config.clone(), None, Utc::now());
+    let snap = snapshot_of(
+        config,
+        engine.health(),
+        Arc::new(Incidents::default()),
+        None,
+    );
+
+    // The anchors' query mix, half of it with EDNS (as resolvers send).
+    let mix =
+        std::fs::read_to_string(root.join("../shared/bench-anchors/queries/example.test.txt"))
+            .unwrap_or_else(|_| "www.example.test A\nnx1.example.test A\nexample.test MX\n".into());
+    let mut queries = Vec::new();
+    for (i, line) in mix.lines().enumerate() {
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(t)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let mut m = Message::query();
+        m.metadata.id = i as u16;
+        m.add_query(Query::query(
+            Name::from_ascii(name).expect("name"),
+            t.parse::<RecordType>().expect("type"),
+        ));
+        if i % 2 == 0 {
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            m.edns = Some(e);
+        }
+        queries.push(m.to_vec().expect("encode"));
+    }
+    let src: SocketAddr = "127.0.0.1:5300".parse().expect("addr");
+    let mut out = Vec::with_capacity(512);
+    let fast_ok = queries
+        .iter()
+        .filter(|q| fast::answer(&snap, q, Protocol::Udp, &mut out))
+        .count();
+    println!(
+        "{} queries in the mix, {fast_ok} answered by the fast path",
+        queries.len()
+    );
+    // Every query of the anchors' mix is plain: all of them must take the fast path.
+    assert_eq!(
+        fast_ok,
+        queries.len(),
+        "a plain query fell to the general path"
+    );
+
+    let time = |f: &mut dyn FnMut(&[u8])| {
+        let mut ns: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                for i in 0..per_round {
+                    f(black_box(&queries[i % queries.len()]));
+                }
+                t.elapsed().as_nanos() as f64 / per_round as f64
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        ns[rounds / 2]
+    };
+    let fast_ns = time(&mut |q| {
+        // The fast path where it answers, the general path where it does not: what a
+        // listener does.
+        if !fast::answer(&snap, q, Protocol::Udp, &mut out) {
+            black_box(general(&snap, q, src, Protocol::Udp));
+        }
+        black_box(&out);
+    });
+    let general_ns = time(&mut |q| {
+        if let Reply::Message(m) = general(&snap, q, src, Protocol::Udp) {
+            black_box(m);
+        }
+    });
+    println!("listener path (fast where it can): {fast_ns:.0} ns/query (median of {rounds})");
+    println!("general path only:                 {general_ns:.0} ns/query (median of {rounds})");
+    println!("ratio: {:.1}x", general_ns / fast_ns);
+}
