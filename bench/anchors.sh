@@ -84,4 +84,6 @@ PY
   pids+=("$!")
 fi
 (cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" $anchors "detour=127.0.0.1:5309@$dpid")
+[[ $swap -eq 1 ]] && echo "swaps detour logged: $(grep -c 'service state changed' "$work/detour.log" || true)"
+[[ $reload -eq 1 ]] && echo "reloads detour logged: $(grep -c 'reload done' "$work/detour.log" || true)"
 echo "detour log: $work/detour.log; results under $work/h/results"
