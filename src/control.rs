@@ -69,6 +69,13 @@ impl Control {
         self.notifier.get()
     }
 
+    /// Adds a problem found while starting, for status.
+    pub fn add_problem(&self, problem: String) {
+        if let Ok(mut p) = self.problems.lock() {
+            p.push(problem);
+        }
+    }
+
     /// Problems found at start (a state file set aside, say), for status.
     pub fn problems(&self) -> Vec<String> {
         self.problems.lock().map(|p| p.clone()).unwrap_or_default()

@@ -169,13 +169,17 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         states_task.run(states_cancel).await;
         Ok(())
     });
-    control.set_notifier(crate::notify::Notifier::start(
+    let notifier = crate::notify::Notifier::start(
         &config,
         snapshots.clone(),
         event_rx,
         cancel.clone(),
         &mut tasks,
-    ));
+    );
+    if let Some(p) = notifier.problem() {
+        control.add_problem(p.to_string());
+    }
+    control.set_notifier(notifier);
     dns::serve(bound, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
         RunError::Io {
             context: "cannot start DNS listeners".into(),

@@ -714,6 +714,14 @@ async fn a_corrupt_queue_file_is_set_aside_and_notifications_go_on() {
         .filter(|n| n.starts_with("notify-queue.json.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "set aside, not deleted");
+    // And said where operators look: among the problems `detour status` shows.
+    let problems = running.control().problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("notify-queue.json") && p.contains("set aside")),
+        "{problems:?}"
+    );
     running
         .control()
         .set_override("mls", None, tester())

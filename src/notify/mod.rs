@@ -80,6 +80,8 @@ pub struct TestResult {
 #[derive(Clone)]
 pub struct Notifier {
     shared: Arc<Shared>,
+    /// What went wrong loading the queue left by the last run, if anything.
+    problem: Option<String>,
 }
 
 impl fmt::Debug for Notifier {
@@ -212,7 +214,7 @@ impl Notifier {
     ) -> Notifier {
         let state_dir = config.server.state_dir.clone();
         let (stored, problem) = queue::load(&state_dir);
-        if let Some(p) = problem {
+        if let Some(p) = &problem {
             error!("{p}");
         }
         let next_id = stored.iter().map(|s| s.entry.id).max().unwrap_or(0) + 1;
@@ -261,6 +263,7 @@ impl Notifier {
         }
         let notifier = Notifier {
             shared: shared.clone(),
+            problem,
         };
         let router = notifier.clone();
         tasks.spawn(async move {
@@ -268,6 +271,12 @@ impl Notifier {
             Ok(())
         });
         notifier
+    }
+
+    /// What went wrong loading the queue left by the last run (a corrupt file set aside),
+    /// for `detour status`.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 
     /// Changes when a service counts as flapping: more than `threshold` state changes within
