@@ -232,4 +232,38 @@ mod tests {
             assert!(text[r.value.span()].starts_with(&format!("\"é {i} ")));
         }
     }
+
+    #[test]
+    fn windows_line_ends_and_a_bad_piece_are_handled() {
+        let mut text = String::from(
+            "origin = \"a.test.\"\r\nsoa = { mname = \"ns\", rname = \"h\" }\r\nns = [\"ns\"]\r\nrecords = [\r\n",
+        );
+        for i in 0..2 * CHUNK + 1 {
+            let value = if i == CHUNK + 5 {
+                "\"x\", oops = 1"
+            } else {
+                "\"y\""
+            };
+            text.push_str(&format!(
+                "  {{ name = \"h{i}\", type = \"TXT\", value = {value}, ttl = {} }},\r\n{}",
+                i + 1,
+                "# padding\r\n".repeat(40)
+            ));
+        }
+        text.push_str("]\r\n");
+        assert!(text.len() > SPLIT_ABOVE);
+        assert!(find_records(&text).is_some());
+        let mut src = Source::new(std::path::Path::new("z.toml"), &text);
+        assert!(parse_zone(&mut src, &text).is_none());
+        // The unknown key in the second piece is named at its place in the file.
+        assert_eq!(src.errors.len(), 1, "{:?}", src.errors);
+        let bad = text.find("oops").unwrap();
+        let (line, col) = super::super::diag::line_col(&text, bad);
+        assert_eq!((src.errors[0].line, src.errors[0].col), (line, col));
+        assert!(
+            src.errors[0].message.contains("oops"),
+            "{}",
+            src.errors[0].message
+        );
+    }
 }
