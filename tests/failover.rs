@@ -469,3 +469,50 @@ async fn a_down_check_is_probed_at_the_confirm_pace_unless_down_interval_says_ot
         }
     }
 }
+
+/// The value of a counter in the Prometheus exposition, 0 when absent.
+fn counter(name: &str) -> u64 {
+    detour::telemetry::render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_starved_detour_does_not_blame_its_backends() {
+    // One runtime thread, blocked again and again for longer than the probe timeout while
+    // probes are in flight (each takes 300 ms, every 400 ms): the timeouts fire late, and
+    // with fall = 1 a single counted failure would move the record.
+    let backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    backend.set_delay(Duration::from_millis(300));
+    let cfg = config(&format!(
+        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"400ms\", timeout = \"400ms\", confirm_interval = \"100ms\", rise = 1, fall = 1 }}\n[services.mls_dr]\n",
+        backend.addr
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    let before = counter("detour_probes_discarded_total");
+    // At least 4 times, and until a probe has been discarded (bounded: 20 times).
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(900));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if i >= 3 && counter("detour_probes_discarded_total") > before {
+            break;
+        }
+    }
+    let health = s.running.snapshots().load().health.clone();
+    let to: Vec<_> = health.services["mls"]
+        .history
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert!(
+        !to.contains(&ServiceState::Down),
+        "mls went down while detour was starved: {to:?}"
+    );
+    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert!(
+        counter("detour_probes_discarded_total") > before,
+        "no probe came back late enough to be discarded"
+    );
+}

@@ -162,6 +162,18 @@ pub async fn run(
             o = probe(&prober, &target, timing.timeout) => o,
             _ = cancel.cancelled() => return,
         };
+        let took = started.elapsed();
+        if !observation.ok && starved(took, timing.timeout) {
+            // Every probe is bounded by its timeout: coming back much later means detour
+            // itself was not scheduled (CPU starvation), and the failure says nothing about
+            // the target. Do not count it; probe again shortly.
+            note_starved(&id, took, timing.timeout);
+            tokio::select! {
+                _ = tokio::time::sleep(timing.confirm_interval) => {}
+                _ = cancel.cancelled() => return,
+            }
+            continue;
+        }
         let flipped = h.observe(observation.ok).is_some();
         let report = Report {
             id: id.clone(),
@@ -193,6 +205,29 @@ pub async fn run(
     }
 }
 
+/// A failed probe that came back this much after its timeout failed because detour was not
+/// run, not because of its target: more than half the timeout late, and at least 100 ms.
+fn starved(took: Duration, timeout: Duration) -> bool {
+    took > timeout + (timeout / 2).max(Duration::from_millis(100))
+}
+
+/// Counts a discarded probe, and says so in the log at most once a minute for all checks.
+fn note_starved(id: &CheckId, took: Duration, timeout: Duration) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    metrics::counter!("detour_probes_discarded_total").increment(1);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(
+            check = %id,
+            took_ms = took.as_millis() as u64,
+            timeout_ms = timeout.as_millis() as u64,
+            "a failed probe came back long after its timeout: detour was not scheduled in time \
+             (CPU starvation?), so the failure is not counted (detour_probes_discarded_total)"
+        );
+    }
+}
+
 async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observation {
     match target {
         Target::Check(kind) => prober.check(kind, timeout).await,
@@ -208,6 +243,19 @@ async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_probes_far_past_their_timeout_are_blamed_on_starvation() {
+        let ms = Duration::from_millis;
+        assert!(
+            !starved(ms(500), ms(500)),
+            "a timeout on time is the target's"
+        );
+        assert!(!starved(ms(740), ms(500)));
+        assert!(starved(ms(760), ms(500)));
+        assert!(!starved(ms(240), ms(150)), "at least 100 ms late");
+        assert!(starved(ms(260), ms(150)));
+    }
 
     #[test]
     fn first_observation_decides_then_rise_and_fall_apply() {

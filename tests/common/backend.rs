@@ -25,6 +25,7 @@ pub struct HttpBackend {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -38,6 +39,7 @@ impl HttpBackend {
             addr,
             status,
             hits: Arc::new(AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
             task: None,
         };
         b.serve(listener);
@@ -47,6 +49,7 @@ impl HttpBackend {
     fn serve(&mut self, listener: TcpListener) {
         let status = self.status.clone();
         let hits = self.hits.clone();
+        let delay_ms = self.delay_ms.clone();
         let flip = Arc::new(AtomicU16::new(0));
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -63,9 +66,11 @@ impl HttpBackend {
                         500
                     };
                 }
+                let delay = std::time::Duration::from_millis(delay_ms.load(Ordering::SeqCst));
                 conns.spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
                     if code == 0 {
                         // Hang: hold the connection open, say nothing.
                         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
@@ -92,6 +97,12 @@ impl HttpBackend {
             Mode::Alternate => 1,
         };
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Waits this long before answering each request from now on.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Connections accepted so far (one per probe).
