@@ -788,11 +788,15 @@ pub struct StatesTask {
 impl StatesTask {
     /// Runs until `cancel` fires, then saves the verdicts.
     pub async fn run(mut self, cancel: CancellationToken) {
+        // Wake at every window edge after the last evaluation, not after "now": an edge
+        // passed while something else was handled (or before this task started, since the
+        // first Snapshot is built earlier) is applied at once instead of being skipped.
+        let mut evaluated = Utc::now();
+        self.publish(false);
         loop {
-            let now = Utc::now();
-            let wake = self.engine.next_boundary(now);
+            let wake = self.engine.next_boundary(evaluated);
             let until_wake = wake
-                .and_then(|w| (w - now).to_std().ok())
+                .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600));
             let mut dirty = false;
             tokio::select! {
@@ -817,6 +821,7 @@ impl StatesTask {
                 _ = cancel.cancelled() => break,
             }
             if dirty {
+                evaluated = Utc::now();
                 self.publish(false);
             }
         }
