@@ -6,19 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_server::proto::rr::{RData, RecordType};
-use serde_json::{Value, json};
 
-async fn a(addr: std::net::SocketAddr, name: &str) -> Vec<String> {
-    let (m, _) = udp(addr, &query(name, RecordType::A, None)).await;
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
-}
+use serde_json::{Value, json};
 
 struct Api {
     base: String,
@@ -140,7 +129,7 @@ async fn an_override_takes_effect_at_once_is_saved_first_and_can_be_cleared() {
         saved.contains("[mls]") && saved.contains("state = \"down\""),
         "{saved}"
     );
-    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
     assert!(t.elapsed() < Duration::from_secs(1));
 
     let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
@@ -158,7 +147,7 @@ async fn an_override_takes_effect_at_once_is_saved_first_and_can_be_cleared() {
         )
         .await;
     assert_eq!((code, body["cleared"].as_bool()), (200, Some(true)));
-    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
 
     // Bad input: clear errors, nothing changes.
     let (code, body) = api
@@ -222,9 +211,9 @@ async fn an_override_with_until_expires_by_itself() {
         )
         .await;
     assert_eq!(code, 200);
-    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
     let start = Instant::now();
-    while a(s.addr, "mls.example.test.").await != ["127.0.0.10"] {
+    while udp_a(s.addr, "mls.example.test.").await != ["127.0.0.10"] {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "override never expired"
@@ -335,7 +324,7 @@ async fn a_bad_reload_is_reported_until_a_good_one() {
     let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
     assert_eq!(doc["reload"]["ok"], false);
     assert_eq!(
-        a(s.addr, "mls.example.test.").await,
+        udp_a(s.addr, "mls.example.test.").await,
         ["127.0.0.10"],
         "old config serves"
     );
@@ -353,7 +342,7 @@ async fn a_bad_reload_is_reported_until_a_good_one() {
     let (_, doc) = api.send(reqwest::Method::GET, "/api/v1/status", None).await;
     assert_eq!(doc["reload"]["ok"], true);
     assert_eq!(doc["services"][0]["reason"], "edited by hand");
-    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
 
     // A broken overrides.toml fails the reload with its position, and keeps the old overrides.
     write(
@@ -371,7 +360,7 @@ async fn a_bad_reload_is_reported_until_a_good_one() {
             .contains("overrides.toml:2:9"),
         "{body}"
     );
-    assert_eq!(a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -416,7 +405,7 @@ async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_asi
 
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
     assert_eq!(
-        a(running.dns_addrs()[0], "mls.example.test.").await,
+        udp_a(running.dns_addrs()[0], "mls.example.test.").await,
         ["127.0.0.20"]
     );
     let snap = running.snapshots().load_full();
@@ -429,7 +418,7 @@ async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_asi
     std::fs::write(state.join("incidents.json"), "{").unwrap();
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
     assert_eq!(
-        a(running.dns_addrs()[0], "mls.example.test.").await,
+        udp_a(running.dns_addrs()[0], "mls.example.test.").await,
         ["127.0.0.10"]
     );
     let problems = running.control().problems();
@@ -462,9 +451,9 @@ async fn metrics_count_queries_states_and_reloads() {
     let s = server().await;
     let api = Api::of(&s);
     for _ in 0..3 {
-        a(s.addr, "mls.example.test.").await;
+        udp_a(s.addr, "mls.example.test.").await;
     }
-    a(s.addr, "nope.example.test.").await;
+    udp_a(s.addr, "nope.example.test.").await;
     api.send(reqwest::Method::POST, "/api/v1/reload", None)
         .await;
     let text = api

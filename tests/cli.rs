@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_server::proto::rr::{RData, RecordType};
+use hickory_server::proto::rr::RecordType;
 
 use common::binary::{BIN, Daemon};
 
@@ -62,16 +62,6 @@ fn check_lists_every_error_and_exits_2() {
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-}
-
-fn a_values(m: &hickory_server::proto::op::Message) -> Vec<String> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Copies the shipped example into a temp folder, DNS on an ephemeral port.

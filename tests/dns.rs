@@ -10,19 +10,6 @@ use hickory_server::proto::op::{Message, OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, RData, RecordType};
 use tokio::net::TcpStream;
 
-fn a_values(m: &Message) -> Vec<String> {
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn soa_in_authority(m: &Message) -> u32 {
     let soa: Vec<_> = m
         .authorities

@@ -9,31 +9,17 @@ use std::time::{Duration, Instant};
 use common::backend::{HttpBackend, Mode};
 use common::*;
 use detour::states::ServiceState;
-use hickory_server::proto::rr::{RData, RecordType};
+use hickory_server::proto::rr::RecordType;
 
 /// Timing that decides within a few hundred milliseconds.
 const FAST: &str =
     "interval = \"200ms\", timeout = \"150ms\", confirm_interval = \"50ms\", rise = 2, fall = 2";
 
-async fn answer(addr: SocketAddr, name: &str) -> Vec<String> {
-    let (m, _) = udp(addr, &query(name, RecordType::A, None)).await;
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Polls every 20 ms until `name` answers `want`; panics after `within`.
-async fn wait_answer(addr: SocketAddr, name: &str, want: &[&str], within: Duration) -> Duration {
+async fn wait_udp_a(addr: SocketAddr, name: &str, want: &[&str], within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let got = answer(addr, name).await;
+        let got = udp_a(addr, name).await;
         if got == want {
             return start.elapsed();
         }
@@ -94,10 +80,10 @@ async fn a_dead_backend_moves_the_record_to_dr_then_to_the_outage_page_and_back(
     let (mut main, mut dr) = two_backends().await;
     let cfg = config(&(http_service("mls", main.addr, "") + &http_service("mls_dr", dr.addr, "")));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
 
     main.stop();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     let health = s.running.snapshots().load().health.clone();
     assert_eq!(health.services["mls"].state, ServiceState::Down);
     assert!(
@@ -107,10 +93,10 @@ async fn a_dead_backend_moves_the_record_to_dr_then_to_the_outage_page_and_back(
     );
 
     dr.stop();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
 
     main.restart().await;
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
     let health = s.running.snapshots().load().health.clone();
     let history: Vec<_> = health.services["mls"]
         .history
@@ -190,7 +176,7 @@ async fn a_dependency_down_makes_a_service_impacted_but_still_answered() {
     assert_eq!(h.services["sso"].state, ServiceState::Down);
     assert_eq!(h.services["mls"].reason, "depends on sso, which is down");
     // Impacted still satisfies if_up: the record keeps pointing at the MLS.
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     sso.restart().await;
     wait_state(&s, "mls", ServiceState::Up).await;
 }
@@ -219,15 +205,15 @@ check_each = {{ type = "http", port = {port}, path = "/health", {FAST} }}
     );
     let s = Server::start(&config("[services.mls]\n"), &[("z.toml", &zone(&dynamic))]).await;
     assert_eq!(
-        answer(s.addr, "mls.example.test.").await,
+        udp_a(s.addr, "mls.example.test.").await,
         ["127.0.0.10", "127.0.0.11"]
     );
     a.stop();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
     b.stop();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
     a.restart().await;
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,14 +236,14 @@ async fn the_guard_freezes_states_while_every_canary_is_down() {
     main.stop();
     // Frozen: no redirect although the backend's check fails.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     assert_eq!(
         s.running.snapshots().load().health.services["mls"].state,
         ServiceState::Up
     );
     // A canary is back: states follow the checks again.
     canary.restart().await;
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     assert!(!s.running.snapshots().load().health.guard.frozen);
 }
 
@@ -270,7 +256,7 @@ async fn a_flapping_backend_does_not_flap_the_record() {
     b.set(Mode::Alternate);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
-        assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+        assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let h = s.running.snapshots().load().health.clone();
@@ -293,7 +279,7 @@ async fn a_restart_restores_the_last_known_states() {
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
     let addr = running.dns_addrs()[0];
     b.stop();
-    wait_answer(addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    wait_udp_a(addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     running.shutdown().await.unwrap();
     let saved = std::fs::read_to_string(fixture.dir.path().join("state/health.json")).unwrap();
     assert!(saved.contains("\"mls\""), "{saved}");
@@ -304,11 +290,11 @@ async fn a_restart_restores_the_last_known_states() {
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
     let addr = running.dns_addrs()[0];
     assert_eq!(
-        answer(addr, "mls.example.test.").await,
+        udp_a(addr, "mls.example.test.").await,
         ["127.0.0.20"],
         "restored as down"
     );
-    wait_answer(addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    wait_udp_a(addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
     running.shutdown().await.unwrap();
 }
 
@@ -323,7 +309,7 @@ async fn a_corrupt_state_file_is_set_aside_and_detour_starts_anyway() {
         .await
         .unwrap();
     assert_eq!(
-        answer(running.dns_addrs()[0], "mls.example.test.").await,
+        udp_a(running.dns_addrs()[0], "mls.example.test.").await,
         ["127.0.0.10"]
     );
     let aside: Vec<_> = std::fs::read_dir(fixture.dir.path().join("state"))
@@ -354,8 +340,8 @@ async fn a_maintenance_window_redirects_on_time_and_ends_on_time() {
         fmt(end)
     ));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     let switched = chrono::Utc::now();
     assert!(switched >= start, "not before the window");
     assert!(
@@ -366,7 +352,7 @@ async fn a_maintenance_window_redirects_on_time_and_ends_on_time() {
     let h = s.running.snapshots().load().health.clone();
     assert_eq!(h.services["mls"].state, ServiceState::Maintenance);
     assert_eq!(h.services["mls"].reason, "Database upgrade");
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
     assert!(chrono::Utc::now() >= end);
 }
 
@@ -379,10 +365,10 @@ async fn a_dns_check_against_a_local_server_drives_a_service() {
         upstream.addr
     ));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     // The upstream stops answering: the check times out and the service goes down.
     upstream.running.shutdown().await.unwrap();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,13 +377,13 @@ async fn reload_keeps_unchanged_checks_and_their_verdicts() {
     let cfg = config(&(http_service("mls", main.addr, "") + &http_service("mls_dr", dr.addr, "")));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
     main.stop();
-    wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     let since = s.running.snapshots().load().health.services["mls"].since;
     // A reload that changes only the zone keeps mls down (no re-probing from scratch).
     let z = zone(MLS_DYNAMIC).replace("127.0.0.1\" }", "127.0.0.2\" }");
     write(&s.fixture.zone_path("z.toml"), &z);
     s.running.reload().await.unwrap();
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
     assert_eq!(
         s.running.snapshots().load().health.services["mls"].since,
         since
@@ -454,7 +440,7 @@ async fn a_down_check_is_probed_at_the_confirm_pace_unless_down_interval_says_ot
         ));
         let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
         // mls is down; mls_dr, without a check, answers.
-        wait_answer(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+        wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
         let before = backend.hits();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let probes = backend.hits() - before;
@@ -490,7 +476,7 @@ async fn a_starved_detour_does_not_blame_its_backends() {
         backend.addr
     ));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     let before = counter("detour_probes_discarded_total");
     // At least 4 times, and until a probe has been discarded (bounded: 20 times).
     for i in 0..20 {
@@ -510,7 +496,7 @@ async fn a_starved_detour_does_not_blame_its_backends() {
         !to.contains(&ServiceState::Down),
         "mls went down while detour was starved: {to:?}"
     );
-    assert_eq!(answer(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     assert!(
         counter("detour_probes_discarded_total") > before,
         "no probe came back late enough to be discarded"

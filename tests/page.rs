@@ -9,11 +9,11 @@ mod page;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Fixture, Server, query, udp};
+use common::{Fixture, Server, udp_a};
 use detour::daemon;
 use detour::overrides::{Forced, Override};
 use detour::states::{Actor, IncidentOp};
-use hickory_server::proto::rr::{RData, RecordType};
+
 use page::*;
 use serde_json::Value;
 
@@ -144,17 +144,6 @@ async fn rich() -> Rich {
     }
 }
 
-async fn dns_a(s: &Server, name: &str) -> Vec<String> {
-    let (m, _) = udp(s.addr, &query(name, RecordType::A, None)).await;
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn section<'a>(body: &'a str, from: &str, to: &str) -> &'a str {
     let a = body
         .find(from)
@@ -179,7 +168,7 @@ fn assert_self_contained(body: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redirected_name_gets_a_503_page_that_says_everything_in_order() {
     let r = rich().await;
-    assert_eq!(dns_a(&r.s, "mls.example.test.").await, ["127.0.0.80"]);
+    assert_eq!(udp_a(r.s.addr, "mls.example.test.").await, ["127.0.0.80"]);
     let resp = get(r.page, "mls.example.test", "/").await;
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert_eq!(resp.header("retry-after"), Some("60"), "20s x rise 3");
@@ -709,7 +698,7 @@ async fn operator_decisions_are_said_and_everything_operators_type_is_escaped() 
     .await;
     let page = addr_of(&s.running.page_addrs()[0]);
     // Up: DNS answers the MLS and the name gets the status page.
-    assert_eq!(dns_a(&s, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     assert_eq!(get(page, "mls.example.test", "/").await.status, 200);
 
     let c = s.running.control();
@@ -750,7 +739,7 @@ async fn operator_decisions_are_said_and_everything_operators_type_is_escaped() 
         .await
         .unwrap();
     // The page and DNS change together: both read the Snapshot set_override published.
-    assert_eq!(dns_a(&s, "mls.example.test.").await, ["127.0.0.80"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.80"]);
     let resp = get(page, "mls.example.test", "/").await;
     assert_eq!(resp.status, 503);
     assert_eq!(
@@ -819,7 +808,7 @@ async fn operator_decisions_are_said_and_everything_operators_type_is_escaped() 
 
     // Cleared: the name is back to the status page as DNS goes back to the MLS.
     c.set_override("mls", None, actor().await).await.unwrap();
-    assert_eq!(dns_a(&s, "mls.example.test.").await, ["127.0.0.10"]);
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     assert_eq!(get(page, "mls.example.test", "/").await.status, 200);
 }
 

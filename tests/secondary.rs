@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_server::proto::rr::{RData, RecordType};
+use hickory_server::proto::rr::RecordType;
 
 struct Nsd(Child);
 
@@ -34,16 +34,7 @@ async fn a_at(addr: SocketAddr, name: &str) -> Option<Vec<String>> {
     let q = query(name, RecordType::A, None);
     let raw = udp_raw(addr, &q.to_vec().unwrap(), Duration::from_millis(300)).await?;
     let m = hickory_server::proto::op::Message::from_vec(&raw).ok()?;
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    Some(v)
+    Some(a_values(&m))
 }
 
 async fn wait_for(addr: SocketAddr, name: &str, want: &[&str], within: Duration) -> Duration {

@@ -169,11 +169,8 @@ async fn connection(
                 Some(Reply::Stream(ms)) => {
                     for m in &ms {
                         frame(&mut out, m);
-                        if out.len() >= FLUSH {
-                            if !send(&mut stream, &out, limits, evicted).await? {
-                                return Ok(());
-                            }
-                            out.clear();
+                        if !flush(&mut stream, &mut out, FLUSH, limits, evicted).await? {
+                            return Ok(());
                         }
                     }
                     msg = ms.into_iter().next().unwrap_or_default();
@@ -181,11 +178,8 @@ async fn connection(
                 }
             };
             tally.count(query, answered);
-            if out.len() >= FLUSH {
-                if !send(&mut stream, &out, limits, evicted).await? {
-                    return Ok(());
-                }
-                out.clear();
+            if !flush(&mut stream, &mut out, FLUSH, limits, evicted).await? {
+                return Ok(());
             }
         }
         if used > 0 {
@@ -194,11 +188,8 @@ async fn connection(
             registry.touch(id);
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + limits.idle_timeout);
-            if !out.is_empty() {
-                if !send(&mut stream, &out, limits, evicted).await? {
-                    return Ok(());
-                }
-                out.clear();
+            if !flush(&mut stream, &mut out, 1, limits, evicted).await? {
+                return Ok(());
             }
         }
         if input.capacity() - input.len() < READ / 4 {
@@ -218,22 +209,29 @@ async fn connection(
     }
 }
 
-/// Writes `out`; false when the connection should close instead: the client has not taken
-/// the answers within the idle timeout (it stopped reading), or the connection was evicted
-/// to admit another. A shutdown does not interrupt it: the answer in hand is finished.
-async fn send(
+/// Writes and empties `out` once it holds at least `min` bytes; false when the connection
+/// should close instead: the client has not taken the answers within the idle timeout (it
+/// stopped reading), or the connection was evicted to admit another. A shutdown does not
+/// interrupt it: the answer in hand is finished.
+async fn flush(
     stream: &mut TcpStream,
-    out: &[u8],
+    out: &mut Vec<u8>,
+    min: usize,
     limits: &Limits,
     evicted: &CancellationToken,
 ) -> io::Result<bool> {
-    tokio::select! {
-        r = tokio::time::timeout(limits.idle_timeout, stream.write_all(out)) => match r {
-            Ok(r) => r.map(|()| true),
-            Err(_) => Ok(false),
-        },
-        _ = evicted.cancelled() => Ok(false),
+    if out.len() < min {
+        return Ok(true);
     }
+    let written = tokio::select! {
+        r = tokio::time::timeout(limits.idle_timeout, stream.write_all(out)) => match r {
+            Ok(r) => r.map(|()| true)?,
+            Err(_) => false,
+        },
+        _ = evicted.cancelled() => false,
+    };
+    out.clear();
+    Ok(written)
 }
 
 /// Appends `m` to `out` with its two-byte length prefix.

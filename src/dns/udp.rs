@@ -74,22 +74,23 @@ pub fn serve(
         let snap = snapshots.load();
         addrs.clear();
         for (i, (len, addr)) in got.iter().enumerate() {
-            let Some(src) = addr.as_ref().and_then(to_socket_addr) else {
+            let Some(addr) = addr else {
                 continue;
             };
             let query = &bufs[i][..(*len).min(MAX_QUERY)];
             let out = &mut replies[addrs.len()];
+            // The source as a SocketAddr is only needed by the general path (transfer ACLs).
             let answered = fast::answer(&snap, query, Protocol::Udp, out)
-                || match general(&snap, query, src, Protocol::Udp) {
-                    Reply::Message(m) => {
+                || match to_socket_addr(addr).map(|src| general(&snap, query, src, Protocol::Udp)) {
+                    Some(Reply::Message(m)) => {
                         *out = m;
                         true
                     }
-                    Reply::Drop | Reply::Stream(_) => false,
+                    _ => false,
                 };
             tally.count(query, answered.then_some(out.as_slice()));
             if answered {
-                addrs.push(*addr);
+                addrs.push(Some(*addr));
             }
         }
         drop(snap);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use detour::config::Config;
 use detour::daemon::{self, Running};
 use hickory_server::proto::op::{Edns, Message, Query};
-use hickory_server::proto::rr::{DNSClass, Name, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -175,6 +175,26 @@ pub async fn udp_raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<V
         Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
         _ => None,
     }
+}
+
+/// The A addresses in a reply's answer section, sorted.
+pub fn a_values(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The A addresses `name` has at `addr`, asked over UDP, sorted.
+pub async fn udp_a(addr: SocketAddr, name: &str) -> Vec<String> {
+    let (m, _) = udp(addr, &query(name, RecordType::A, None)).await;
+    a_values(&m)
 }
 
 /// One query over UDP; panics when no answer comes within 2 s.
