@@ -48,8 +48,7 @@ BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL
 
 usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "checks-cost.sh: $*" >&2; exit 2; }
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+. "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -68,16 +67,6 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# VALUE MIN MAX: a whole number in [MIN, MAX]
-in_range() { [[ "$1" =~ ^[0-9]{1,6}$ ]] && (( 10#$1 >= $2 && 10#$1 <= $3 )); }
-# A config duration ("250ms", "5s", "1.5s", "2m") in seconds.
-dur_s() {
-  awk -v d="$1" 'BEGIN {
-    if (match(d, /^[0-9]+(\.[0-9]+)?ms$/)) { print substr(d, 1, length(d) - 2) / 1000; exit }
-    if (match(d, /^[0-9]+(\.[0-9]+)?s$/))  { print substr(d, 1, length(d) - 1) + 0; exit }
-    if (match(d, /^[0-9]+(\.[0-9]+)?m$/))  { print substr(d, 1, length(d) - 1) * 60; exit }
-    exit 1 }'
-}
 in_range "$CHECKS" 1 99999 || die "--checks must be 1..99999"
 in_range "$DURATION" 1 3600 || die "--duration must be 1..3600 s"
 in_range "$WARMUP" 0 600 || die "--warmup must be 0..600 s"
@@ -104,20 +93,6 @@ fi
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/detour-checks.XXXXXX")"
 BACKEND_PID="" DETOUR_PID="" SLEEPER="" DNS_PID=""
-stop_pid() { # PID: SIGTERM, SIGKILL after STOP_TIMEOUT, reap
-  local p="$1" i
-  [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$p" 2>/dev/null; then
-    echo "process $p ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL" >&2
-    kill -KILL "$p" 2>/dev/null || true
-  fi
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$? p
   for p in "$SLEEPER" "$DNS_PID"; do
@@ -132,8 +107,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-now() { echo "${EPOCHREALTIME/,/.}"; }
-accepts() { timeout 1 bash -c "exec 3<>/dev/tcp/${1%:*}/${1##*:}" 2>/dev/null; }
 show_log() { echo "--- detour log (last 40 lines) ---" >&2; tail -n 40 "$TMP/detour.log" >&2 || true; }
 nap() { sleep "$1" & SLEEPER=$!; wait "$SLEEPER" || true; SLEEPER=""; }
 

@@ -56,8 +56,7 @@ BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL
 
 usage() { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "failover.sh: $*" >&2; exit 2; }
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+. "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -77,16 +76,6 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# VALUE MIN MAX: a whole number in [MIN, MAX]
-in_range() { [[ "$1" =~ ^[0-9]{1,6}$ ]] && (( 10#$1 >= $2 && 10#$1 <= $3 )); }
-# A config duration ("250ms", "1s", "1.5s", "2m") in seconds, for the bounds.
-dur_s() {
-  awk -v d="$1" 'BEGIN {
-    if (match(d, /^[0-9]+(\.[0-9]+)?ms$/)) { print substr(d, 1, length(d) - 2) / 1000; exit }
-    if (match(d, /^[0-9]+(\.[0-9]+)?s$/))  { print substr(d, 1, length(d) - 1) + 0; exit }
-    if (match(d, /^[0-9]+(\.[0-9]+)?m$/))  { print substr(d, 1, length(d) - 1) * 60; exit }
-    exit 1 }'
-}
 in_range "$REPS" 1 1000 || die "--reps must be 1..1000"
 [[ "$MODE" == kill || "$MODE" == hang ]] || die "--mode must be kill or hang"
 [[ "$FALL" =~ ^[1-9][0-9]*$ ]] || die "--fall must be a positive integer"
@@ -107,20 +96,6 @@ command -v python3 >/dev/null || die "python3 is needed (bench/helper.py)"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/detour-failover.XXXXXX")"
 BACKEND_PID="" DETOUR_PID="" WAITER_PID=""
-stop_pid() { # PID: SIGTERM, SIGKILL after STOP_TIMEOUT, reap
-  local p="$1" i
-  [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$p" 2>/dev/null; then
-    echo "process $p ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL" >&2
-    kill -KILL "$p" 2>/dev/null || true
-  fi
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   if [[ -n "$WAITER_PID" ]]; then kill -TERM "$WAITER_PID" 2>/dev/null || true; fi
@@ -133,9 +108,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-now() { echo "${EPOCHREALTIME/,/.}"; }
-# accepts a TCP connection (bash's /dev/tcp, 1 s bound)
-accepts() { timeout 1 bash -c "exec 3<>/dev/tcp/${1%:*}/${1##*:}" 2>/dev/null; }
 rand_sleep() { # 1..3 s, uniform, ms resolution
   local ms=$((1000 + RANDOM % 2001))
   sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"

@@ -33,8 +33,7 @@ BIN="$ROOT/target/release/detour"
 STOP_TIMEOUT=15
 
 usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "page-load.sh: $*" >&2; exit 2; }
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+. "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -38,8 +38,7 @@ READY_TIMEOUT=20     # server start until it answers
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL (the unit's TimeoutStopSec)
 
 usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-die() { echo "qps.sh: $*" >&2; exit 2; }
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+. "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -214,7 +213,6 @@ fi
 # utime+stime of the whole process (all threads), in clock ticks.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-now() { date +%s.%N; }
 HZ="$(getconf CLK_TCK)"
 
 args=(-s "$HOST" -p "$PORT" -d "$QUERIES" -l "$DURATION" -c "$CLIENTS" -T 2 -q 1000)
