@@ -137,24 +137,13 @@ fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/detour-qps.XXXXXX")"
 STARTED_PID="" PERF_PID="" SLEEPER=""
 cleanup() {
-  local rc=$? i p
+  local rc=$? p
   # dnsperf (through its timeout wrapper, which passes the signal on) and the
   # sampling sleep, if a signal cut the run short
   for p in "$PERF_PID" "$SLEEPER"; do
     if [[ -n "$p" ]]; then kill -TERM "$p" 2>/dev/null || true; fi
   done
-  if [[ -n "$STARTED_PID" ]] && kill -0 "$STARTED_PID" 2>/dev/null; then
-    kill -TERM "$STARTED_PID" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-      kill -0 "$STARTED_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$STARTED_PID" 2>/dev/null; then
-      echo "server $STARTED_PID ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL" >&2
-      kill -KILL "$STARTED_PID" 2>/dev/null || true
-    fi
-    wait "$STARTED_PID" 2>/dev/null || true
-  fi
+  stop_pid "$STARTED_PID"
   rm -rf "$TMP"
   exit "$rc"
 }
