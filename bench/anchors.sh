@@ -46,9 +46,17 @@ fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+# Another server on the port would take the load (UDP sockets share it with SO_REUSEPORT)
+# while the detour started here dies on the TCP bind: refuse instead of measuring it.
+if dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" mls.example.test >/dev/null 2>&1; then
+  echo "something already answers on 127.0.0.1:$port; stop it first" >&2; exit 2
+fi
 (cd "$work/detour" && exec taskset -c 0 "$root/target/release/detour" run --config detour.toml 2>"$work/detour.log") &
 dpid=$!; pids+=("$dpid")
 for _ in $(seq 1 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" mls.example.test >/dev/null 2>&1 && break; sleep 0.1; done
+if ! kill -0 "$dpid" 2>/dev/null; then
+  echo "detour did not start; its log:" >&2; tail -5 "$work/detour.log" >&2; exit 1
+fi
 if [[ $failover -eq 1 ]]; then
   (cd "$work/h" && ./failover.sh --reps "${reps:-10}" "${extra[@]}" gdnsd-failover pdns-failover "detour=127.0.0.1:$port")
   echo "detour log: $work/detour.log"
