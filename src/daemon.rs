@@ -80,7 +80,9 @@ async fn first_verdicts(
         let deadline = tokio::time::Instant::now() + longest + FIRST_ROUND_SLACK;
         while !engine.all_known() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => engine.report(r),
+                Ok(Some(r)) => {
+                    engine.report(r);
+                }
                 _ => break,
             }
         }
@@ -88,6 +90,25 @@ async fn first_verdicts(
             warn!(
                 "some checks gave no verdict in the first round; they count as passing until they do"
             );
+        }
+        // A check that failed in the first round waits for a canary that passed after its
+        // failure, then for its next failure (the failure asked the canaries to probe at once):
+        // give it that long, so the first answers already send people away from a dead service.
+        if engine.awaiting_any() && engine.canary_passed() {
+            let pace = crate::checks::plan(config)
+                .values()
+                .map(|(_, t)| t.down_pace() + t.timeout)
+                .max()
+                .unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + pace + FIRST_ROUND_SLACK;
+            while engine.awaiting_any() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => {
+                        engine.report(r);
+                    }
+                    _ => break,
+                }
+            }
         }
     }
     for c in engine.evaluate(Utc::now()) {

@@ -105,6 +105,9 @@ pub struct CheckStatus {
     pub since: DateTime<Utc>,
     /// The latest observation.
     pub last: Option<Observation>,
+    /// The check is down, but its verdict waits for a canary to pass (see `[guard]`);
+    /// `verdict` shows the one in force meanwhile.
+    pub awaiting_canary: bool,
 }
 
 /// The guard's view: is detour's own network working?
@@ -215,7 +218,43 @@ pub struct Engine {
     /// Verdicts held while the guard is frozen.
     frozen: Option<BTreeMap<CheckId, Option<bool>>>,
     guard_since: DateTime<Utc>,
+    /// Failing checks whose down verdict no canary has corroborated yet (only with canaries).
+    holds: BTreeMap<CheckId, Hold>,
+    /// When the latest passing canary probe started.
+    canary_pass: Option<DateTime<Utc>>,
     overrides: Overrides,
+}
+
+/// A check that has started failing, while `[guard]` canaries are configured.
+///
+/// When detour's own network breaks, every check fails at once, and whether a service's
+/// checks or the canaries reach their `fall` first is a matter of their phases: the guard
+/// would freeze only after some services had already been sent away. So a down verdict takes
+/// effect only once it is corroborated: a canary probe that started during the check's
+/// current run of failures (after its first failure, no later than its latest) has passed,
+/// which shows detour could reach the outside world while the check failed. Until then the
+/// check keeps the verdict it had before the run. Check tasks ask the canaries to probe at
+/// once when a run of failures starts, so with `fall` ≥ 2 this costs no time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Hold {
+    /// The verdict before this run of failures.
+    before: Option<bool>,
+    /// First and latest failure of the current run (finish times); none after a pass.
+    run: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// A canary passed during a run: the down verdict stands until the check is up again.
+    corroborated: bool,
+}
+
+impl Hold {
+    /// Marks the hold corroborated if a canary probe that started at `pass` fell in the run.
+    fn corroborate(&mut self, pass: Option<DateTime<Utc>>) {
+        if let (Some(p), Some((first, last))) = (pass, self.run)
+            && first <= p
+            && p <= last
+        {
+            self.corroborated = true;
+        }
+    }
 }
 
 impl Engine {
@@ -228,6 +267,8 @@ impl Engine {
             services: BTreeMap::new(),
             frozen: None,
             guard_since: now,
+            holds: BTreeMap::new(),
+            canary_pass: None,
             overrides: Overrides::new(),
         };
         e.set_config(config, now);
@@ -269,10 +310,13 @@ impl Engine {
                     verdict: None,
                     since: now,
                     last: None,
+                    awaiting_canary: false,
                 });
             checks.insert(id.clone(), kept);
         }
         self.checks = checks;
+        self.holds
+            .retain(|id, _| self.checks.get(id).is_some_and(|c| c.verdict.is_some()));
         self.plan = ids;
         self.services
             .retain(|id, _| config.services.contains_key(id));
@@ -289,8 +333,9 @@ impl Engine {
         self.checks.values().all(|c| c.verdict.is_some())
     }
 
-    /// Records one probe report (ignored if the check no longer exists).
-    pub fn report(&mut self, r: Report) {
+    /// Records one probe report (ignored if the check no longer exists). True when a verdict
+    /// in force may have changed: the check's own flipped, or a canary corroborated one.
+    pub fn report(&mut self, r: Report) -> bool {
         let o = &r.observation;
         metrics::histogram!("detour_check_duration_seconds").record(o.latency.as_secs_f64());
         if !o.ok {
@@ -301,20 +346,96 @@ impl Engine {
             )
             .increment(1);
         }
-        if let Some(c) = self.checks.get_mut(&r.id) {
-            if c.verdict != r.verdict {
-                c.since = r.observation.at;
-            }
-            c.verdict = r.verdict;
-            c.last = Some(r.observation);
+        let Some(c) = self.checks.get_mut(&r.id) else {
+            return false;
+        };
+        let flipped = r.flipped;
+        let before = c.verdict;
+        if c.verdict != r.verdict {
+            c.since = r.observation.at;
         }
+        c.verdict = r.verdict;
+        let (ok, at, started) = (o.ok, o.at, o.at - o.latency);
+        c.last = Some(r.observation);
+        if matches!(r.id, CheckId::Canary(_)) {
+            let mut changed = flipped;
+            if ok {
+                self.canary_pass = self.canary_pass.max(Some(started));
+                for h in self.holds.values_mut() {
+                    let was = h.corroborated;
+                    h.corroborate(self.canary_pass);
+                    changed |= h.corroborated != was;
+                }
+            }
+            return changed;
+        }
+        if self.config.guard.canaries.is_empty() || (ok && r.verdict == Some(true)) {
+            self.holds.remove(&r.id);
+            return flipped;
+        }
+        let pass = self.canary_pass;
+        if ok {
+            // Still down (rise not reached): the run of failures is over.
+            if let Some(h) = self.holds.get_mut(&r.id) {
+                h.run = None;
+            }
+            return flipped;
+        }
+        let h = self.holds.entry(r.id.clone()).or_insert(Hold {
+            before,
+            run: None,
+            corroborated: false,
+        });
+        h.run = Some(h.run.map_or((at, at), |(first, _)| (first, at)));
+        let was = h.corroborated;
+        h.corroborate(pass);
+        let changed = flipped || h.corroborated != was;
+        if flipped && h.before != Some(false) && !h.corroborated {
+            info!(
+                check = %r.id,
+                "check is down, but no canary has passed since it began failing: its verdict \
+                 waits for one, in case the fault is detour's own network"
+            );
+        }
+        changed
     }
 
+    /// The verdict services and selection use: the frozen one while the guard is frozen, the
+    /// one before the failures while a down verdict awaits a canary, else the check's own.
     fn verdict(&self, id: &CheckId) -> Option<bool> {
         match &self.frozen {
             Some(held) if !matches!(id, CheckId::Canary(_)) => held.get(id).copied().flatten(),
-            _ => self.checks.get(id).and_then(|c| c.verdict),
+            _ => self.corroborated_verdict(id),
         }
+    }
+
+    /// The check's verdict, unless it is down and no canary has corroborated it yet.
+    fn corroborated_verdict(&self, id: &CheckId) -> Option<bool> {
+        let verdict = self.checks.get(id).and_then(|c| c.verdict);
+        match self.holds.get(id) {
+            Some(h) if verdict == Some(false) && !h.corroborated => h.before,
+            _ => verdict,
+        }
+    }
+
+    /// True while some check's down verdict waits for a canary.
+    pub fn awaiting_any(&self) -> bool {
+        self.holds.keys().any(|id| self.awaiting_canary(id))
+    }
+
+    /// True once a canary has passed a probe.
+    pub fn canary_passed(&self) -> bool {
+        self.canary_pass.is_some()
+    }
+
+    /// True while a check's down verdict waits for a canary to corroborate it.
+    pub fn awaiting_canary(&self, id: &CheckId) -> bool {
+        self.frozen.is_none()
+            && self.checks.get(id).and_then(|c| c.verdict) == Some(false)
+            && self
+                .holds
+                .get(id)
+                .is_some_and(|h| !h.corroborated && h.before != Some(false))
     }
 
     /// The overrides in force.
@@ -538,8 +659,8 @@ impl Engine {
             (None, true) => {
                 let held = self
                     .checks
-                    .iter()
-                    .map(|(id, c)| (id.clone(), c.verdict))
+                    .keys()
+                    .map(|id| (id.clone(), self.corroborated_verdict(id)))
                     .collect();
                 self.frozen = Some(held);
                 self.guard_since = now;
@@ -573,15 +694,13 @@ impl Engine {
             .min()
     }
 
-    /// Health to publish. Check verdicts for selection are the frozen ones while frozen.
+    /// Health to publish. Check verdicts are the ones in force: frozen while the guard is
+    /// frozen, the earlier one while a down verdict awaits a canary.
     pub fn health(&self) -> Health {
         let mut checks = self.checks.clone();
-        if let Some(held) = &self.frozen {
-            for (id, c) in checks.iter_mut() {
-                if !matches!(id, CheckId::Canary(_)) {
-                    c.verdict = held.get(id).copied().flatten();
-                }
-            }
+        for (id, c) in checks.iter_mut() {
+            c.awaiting_canary = self.awaiting_canary(id);
+            c.verdict = self.verdict(id);
         }
         Health {
             services: self.services.clone(),
@@ -600,8 +719,8 @@ impl Engine {
             saved_at: now,
             checks: self
                 .checks
-                .iter()
-                .filter_map(|(id, c)| c.verdict.map(|v| (id.to_string(), v)))
+                .keys()
+                .filter_map(|id| self.verdict(id).map(|v| (id.to_string(), v)))
                 .collect(),
             services: self
                 .services
@@ -802,12 +921,10 @@ impl StatesTask {
             tokio::select! {
                 r = self.reports.recv() => {
                     let Some(r) = r else { break };
-                    dirty |= r.flipped;
-                    self.engine.report(r);
+                    dirty |= self.engine.report(r);
                     // Take everything already queued before rebuilding once.
                     while let Ok(r) = self.reports.try_recv() {
-                        dirty |= r.flipped;
-                        self.engine.report(r);
+                        dirty |= self.engine.report(r);
                     }
                 }
                 c = self.commands.recv() => match c {
@@ -1172,4 +1289,215 @@ fn health_differs(a: &Health, b: &Health) -> bool {
             .iter()
             .zip(b.checks.iter())
             .any(|((ia, ca), (ib, cb))| ia != ib || ca.verdict != cb.verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::runner::Hysteresis;
+
+    /// A moment `ms` milliseconds into the test.
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap()
+            + chrono::Duration::milliseconds(ms)
+    }
+
+    const MLS: fn() -> CheckId = || CheckId::Service {
+        service: "mls".into(),
+        index: 0,
+    };
+    const CANARY: CheckId = CheckId::Canary(0);
+
+    /// An engine over a config with one checked service and, with `guard`, one canary; probes
+    /// are fed through real hysteresis.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        engine: Engine,
+        h: BTreeMap<CheckId, Hysteresis>,
+    }
+
+    impl Rig {
+        fn new(guard: bool, fall: u32) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("zones")).unwrap();
+            std::fs::write(
+                dir.path().join("zones/z.toml"),
+                "origin = \"example.test.\"\nsoa = { mname = \"ns1.example.test.\", rname = \"h.example.test.\" }\nns = [\"ns1.example.test.\"]\n",
+            )
+            .unwrap();
+            let canary = if guard {
+                "[guard]\ncanaries = [{ type = \"tcp\", address = \"127.0.0.1:9\", fall = 2 }]\n"
+            } else {
+                ""
+            };
+            let cfg = format!(
+                "[server]\ndns_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nstate_dir = \"state\"\n\
+                 [services.mls]\ncheck = {{ type = \"tcp\", address = \"127.0.0.1:9\", fall = {fall}, rise = 2 }}\n{canary}"
+            );
+            let path = dir.path().join("detour.toml");
+            std::fs::write(&path, cfg).unwrap();
+            let config = Arc::new(Config::load(&path).unwrap());
+            let mut engine = Engine::new(config, None, t(0));
+            engine.evaluate(t(0));
+            Self {
+                _dir: dir,
+                engine,
+                h: BTreeMap::new(),
+            }
+        }
+
+        /// Reports one probe of `id` that started at `start` ms and took `took` ms; returns
+        /// what `Engine::report` says (a verdict in force may have changed).
+        fn report(&mut self, id: CheckId, ok: bool, start: i64, took: i64) -> bool {
+            let timing = self.engine.plan[&id].1;
+            let h = self
+                .h
+                .entry(id.clone())
+                .or_insert_with(|| Hysteresis::new(timing.rise, timing.fall, None));
+            let flipped = h.observe(ok).is_some();
+            let observation = Observation {
+                ok,
+                latency: Duration::from_millis(took as u64),
+                reason: if ok { "connected" } else { "timed out" }.into(),
+                at: t(start + took),
+            };
+            self.engine.report(Report {
+                id,
+                observation,
+                verdict: h.verdict(),
+                flipped,
+            })
+        }
+
+        /// One probe of `id` that started at `start` ms and took 10 ms; returns mls's state
+        /// once the engine has evaluated at the probe's end.
+        fn probe(&mut self, id: CheckId, ok: bool, start: i64) -> ServiceState {
+            self.report(id, ok, start, 10);
+            self.engine.evaluate(t(start + 10));
+            self.engine.services["mls"].state
+        }
+    }
+
+    #[test]
+    fn without_canaries_a_down_verdict_acts_at_once() {
+        let mut r = Rig::new(false, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 200), ServiceState::Down);
+    }
+
+    #[test]
+    fn a_down_verdict_acts_once_a_canary_passed_during_the_failures() {
+        let mut r = Rig::new(true, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, true, 5), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
+        // The canary probe the failure asked for: detour reaches the outside world.
+        assert_eq!(r.probe(CANARY, true, 115), ServiceState::Up);
+        assert_eq!(
+            r.probe(MLS(), false, 200),
+            ServiceState::Down,
+            "fall 2, corroborated"
+        );
+        assert!(!r.engine.awaiting_canary(&MLS()));
+        // Once corroborated, the verdict stands until rise says otherwise.
+        assert_eq!(r.probe(MLS(), true, 300), ServiceState::Down);
+        assert_eq!(r.probe(MLS(), true, 400), ServiceState::Up);
+    }
+
+    #[test]
+    fn when_detours_own_network_fails_no_service_is_sent_away() {
+        let mut r = Rig::new(true, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, true, 5), ServiceState::Up);
+        // Everything fails; the service's check reaches its fall before the canary does.
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, false, 115), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 200), ServiceState::Up, "held");
+        assert!(r.engine.awaiting_canary(&MLS()));
+        let h = r.engine.health();
+        assert_eq!(
+            h.checks[&MLS()].verdict,
+            Some(true),
+            "in force: the earlier verdict"
+        );
+        assert!(h.checks[&MLS()].awaiting_canary);
+        assert!(
+            r.engine.persisted(t(250)).checks["mls#0"],
+            "saved as in force"
+        );
+        // The canary reaches its fall: the guard freezes with the service up.
+        assert_eq!(r.probe(CANARY, false, 300), ServiceState::Up);
+        assert!(r.engine.frozen());
+        assert_eq!(r.probe(MLS(), false, 400), ServiceState::Up);
+        // The network is back: the canary passes first, but after the check's latest
+        // failure, so it says nothing about that failure; then the check passes.
+        assert_eq!(r.probe(CANARY, true, 1000), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, true, 1050), ServiceState::Up);
+        assert!(!r.engine.frozen());
+        assert_eq!(r.probe(MLS(), true, 1100), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), true, 1200), ServiceState::Up);
+        assert!(!r.engine.awaiting_canary(&MLS()));
+        assert_eq!(r.engine.services["mls"].history.len(), 1, "never left up");
+        // A real failure afterwards still takes it down.
+        assert_eq!(r.probe(MLS(), false, 2000), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, true, 2015), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 2100), ServiceState::Down);
+    }
+
+    #[test]
+    fn a_canary_report_that_corroborates_asks_for_a_new_evaluation() {
+        let mut r = Rig::new(true, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(CANARY, true, 5), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 200), ServiceState::Up, "held");
+        // A slow canary probe that started between the two failures comes back now: no
+        // verdict of its own flips, but mls's down verdict is corroborated by it.
+        assert!(r.report(CANARY, true, 150, 100));
+        r.engine.evaluate(t(250));
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Down);
+        // A canary pass that changes nothing does not.
+        assert!(!r.report(CANARY, true, 300, 10));
+    }
+
+    #[test]
+    fn with_fall_one_the_verdict_waits_for_the_next_failure_after_a_canary_pass() {
+        let mut r = Rig::new(true, 1);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up, "held");
+        // The canary passes after the only failure so far: not yet evidence.
+        assert_eq!(r.probe(CANARY, true, 120), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 300), ServiceState::Down);
+    }
+
+    #[test]
+    fn a_restored_down_verdict_is_not_held_again() {
+        let mut r = Rig::new(true, 2);
+        assert_eq!(
+            r.probe(MLS(), false, 0),
+            ServiceState::Up,
+            "first verdict held"
+        );
+        assert_eq!(r.probe(CANARY, true, 15), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Down);
+        let saved = r.engine.persisted(t(150));
+        let config = r.engine.config().clone();
+        let mut e = Engine::new(config, Some(&saved), t(200));
+        e.evaluate(t(200));
+        assert_eq!(e.services["mls"].state, ServiceState::Down);
+        e.report(Report {
+            id: MLS(),
+            observation: Observation {
+                ok: false,
+                latency: Duration::from_millis(10),
+                reason: "timed out".into(),
+                at: t(310),
+            },
+            verdict: Some(false),
+            flipped: false,
+        });
+        e.evaluate(t(310));
+        assert_eq!(e.services["mls"].state, ServiceState::Down);
+    }
 }

@@ -86,6 +86,10 @@ pub struct CheckDoc {
     /// The latest observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<ObservationDoc>,
+    /// Failing, but its down verdict waits for a canary to pass (`verdict` is the one in
+    /// force meanwhile); present only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_canary: bool,
 }
 
 /// One observation.
@@ -188,6 +192,7 @@ fn check_doc(id: &CheckId, c: &crate::states::CheckStatus) -> CheckDoc {
             latency_ms: o.latency.as_millis() as u64,
             at: o.at,
         }),
+        awaiting_canary: c.awaiting_canary,
     }
 }
 

@@ -64,8 +64,12 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Copies the shipped example into a temp folder, DNS on an ephemeral port.
-fn example_copy() -> tempfile::TempDir {
+/// Copies the shipped example into a temp folder, DNS on an ephemeral port, its guard canary
+/// pointed at a live local listener (kept open by the returned value): only the services'
+/// backends are down, so detour redirects them. With the shipped canary (127.0.0.1:9004, not
+/// running) the guard would hold every service where it was.
+fn example_copy() -> (tempfile::TempDir, std::net::TcpListener) {
+    let canary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::create_dir_all(dir.path().join("zones")).unwrap();
@@ -82,10 +86,15 @@ fn example_copy() -> tempfile::TempDir {
         .replace(
             "page_listen  = [\"127.0.0.1:8080\"]",
             "page_listen  = [\"127.0.0.1:0\"]",
+        )
+        .replace(
+            "address = \"127.0.0.1:9004\"",
+            &format!("address = \"{}\"", canary.local_addr().unwrap()),
         );
     assert!(
         cfg.contains("dns_listen   = [\"127.0.0.1:0\"]")
             && cfg.contains("admin_listen = \"127.0.0.1:0\"")
+            && !cfg.contains("127.0.0.1:9004")
     );
     std::fs::write(dir.path().join("config/detour.toml"), cfg).unwrap();
     std::fs::copy(
@@ -93,12 +102,12 @@ fn example_copy() -> tempfile::TempDir {
         dir.path().join("zones/example.test.toml"),
     )
     .unwrap();
-    dir
+    (dir, canary)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_serves_the_example_reloads_on_sighup_and_stops_on_sigterm() {
-    let dir = example_copy();
+    let (dir, _canary) = example_copy();
     let zone = dir.path().join("zones/example.test.toml");
     let mut d = Daemon::start(&dir.path().join("config/detour.toml"));
     let addr = d.dns_addr();
@@ -183,7 +192,7 @@ fn run_exits_1_when_the_port_is_taken() {
 fn dig_gets_the_example_answer_from_the_binary() {
     // What README promises: `dig @127.0.0.1 -p 5353 mls.example.test` answers (here on an
     // ephemeral port). `dig` comes from bind9-dnsutils, which .ci/run installs.
-    let dir = example_copy();
+    let (dir, _canary) = example_copy();
     let mut d = Daemon::start(&dir.path().join("config/detour.toml"));
     let addr = d.dns_addr();
     d.wait_for("ready");

@@ -225,8 +225,8 @@ async fn the_guard_freezes_states_while_every_canary_is_down() {
         canary.addr
     ));
     let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    // detour's own network "fails": the canary goes first (canaries should be probed at
-    // least as fast as services), then the backend.
+    // detour's own network "fails": the canary goes first, then the backend (the other order
+    // is `when_detours_own_network_fails_nothing_is_sent_away`).
     canary.stop();
     let start = Instant::now();
     while !s.running.snapshots().load().health.guard.frozen {
@@ -245,6 +245,74 @@ async fn the_guard_freezes_states_while_every_canary_is_down() {
     canary.restart().await;
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
     assert!(!s.running.snapshots().load().health.guard.frozen);
+}
+
+/// A canary probed at a slow steady pace: only the checks' requests make it probe sooner.
+fn slow_canary(addr: SocketAddr) -> String {
+    format!(
+        "[guard]\ncanaries = [{{ type = \"tcp\", address = \"{addr}\", interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", fall = 2 }}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_detours_own_network_fails_nothing_is_sent_away() {
+    let (mut main, mut canary) = two_backends().await;
+    let cfg = config(&format!(
+        "{}[services.mls_dr]\n{}",
+        http_service("mls", main.addr, ""),
+        slow_canary(canary.addr)
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    // Everything fails at once, as when detour's own uplink goes. The service's check (200 ms,
+    // fall 2) reaches its fall long before the canary's steady pace (30 s) would probe again:
+    // without corroboration mls would be sent to DR before the guard froze.
+    main.stop();
+    canary.stop();
+    let start = Instant::now();
+    let mut frozen = false;
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            udp_a(s.addr, "mls.example.test.").await,
+            ["127.0.0.10"],
+            "sent away after {:?}",
+            start.elapsed()
+        );
+        frozen |= s.running.snapshots().load().health.guard.frozen;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        frozen,
+        "the failing check asked the canary, which failed: guard frozen"
+    );
+    assert_eq!(
+        s.running.snapshots().load().health.services["mls"]
+            .history
+            .len(),
+        1
+    );
+    // The network is back but the backend stays dead: now the failure is the backend's.
+    canary.restart().await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_check_asks_the_canaries_at_once() {
+    let (mut main, canary) = two_backends().await;
+    let cfg = config(&format!(
+        "{}[services.mls_dr]\n{}",
+        http_service("mls", main.addr, ""),
+        slow_canary(canary.addr)
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    // Only the backend dies. Its down verdict needs a canary pass during its failures; the
+    // canary's own pace (30 s) is far beyond WITHIN, so this passes only because the first
+    // failure asked the canary to probe at once.
+    main.stop();
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    let doc = detour::status::build(&s.running.snapshots().load(), None);
+    assert!(doc.guard.canaries.iter().all(|c| c.verdict == "up"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -106,7 +106,7 @@ pub fn plan(config: &Config) -> BTreeMap<CheckId, (Target, Timing)> {
 /// The running probe tasks, kept in step with the config.
 pub struct Checks {
     prober: Prober,
-    tx: mpsc::Sender<Report>,
+    links: runner::Links,
     parent: CancellationToken,
     running: HashMap<CheckId, ((Target, Timing), CancellationToken)>,
 }
@@ -116,7 +116,10 @@ impl Checks {
     pub fn new(prober: Prober, tx: mpsc::Sender<Report>, parent: CancellationToken) -> Self {
         Self {
             prober,
-            tx,
+            links: runner::Links {
+                tx,
+                canaries: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            },
             parent,
             running: HashMap::new(),
         }
@@ -146,7 +149,7 @@ impl Checks {
                 def.1,
                 initial,
                 self.prober.clone(),
-                self.tx.clone(),
+                self.links.clone(),
                 token.clone(),
             ));
             self.running.insert(id, (def, token));

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_server::proto::rr::{Name, RecordType};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Observation;
@@ -134,6 +134,22 @@ pub struct Report {
     pub flipped: bool,
 }
 
+/// Where a probe task sends its reports, and how checks ask the canaries to probe at once.
+///
+/// A service or address check that starts failing bumps `canaries`; every canary task then
+/// probes (no sooner than [`NUDGE_GAP`] after its previous probe), so that the states engine
+/// learns quickly whether detour's own network works (see `states::Hold`).
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// Reports to the states task.
+    pub tx: mpsc::Sender<Report>,
+    /// Bumped when a non-canary check starts failing.
+    pub canaries: std::sync::Arc<watch::Sender<u64>>,
+}
+
+/// The shortest time between two probes of a canary when checks keep asking.
+const NUDGE_GAP: Duration = Duration::from_millis(100);
+
 /// The first probe waits a random fraction of this (or of the interval, if shorter), so that
 /// the first verdicts come quickly without every check firing in one tick.
 const MAX_JITTER: Duration = Duration::from_secs(1);
@@ -145,10 +161,14 @@ pub async fn run(
     timing: Timing,
     initial: Option<bool>,
     prober: Prober,
-    tx: mpsc::Sender<Report>,
+    links: Links,
     cancel: CancellationToken,
 ) {
     let mut h = Hysteresis::new(timing.rise, timing.fall, initial);
+    let canary = matches!(id, CheckId::Canary(_));
+    // A canary listens for checks that start failing; other checks ask.
+    let mut asked = canary.then(|| links.canaries.subscribe());
+    let mut last_ok = None;
     let spread = timing.interval.min(MAX_JITTER);
     let jitter = spread.mul_f64(rand::random::<f64>());
     tokio::select! {
@@ -174,6 +194,10 @@ pub async fn run(
             }
             continue;
         }
+        if !canary && !observation.ok && last_ok != Some(false) {
+            links.canaries.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        last_ok = Some(observation.ok);
         let flipped = h.observe(observation.ok).is_some();
         let report = Report {
             id: id.clone(),
@@ -181,7 +205,7 @@ pub async fn run(
             verdict: h.verdict(),
             flipped,
         };
-        if tx.send(report).await.is_err() {
+        if links.tx.send(report).await.is_err() {
             return;
         }
         // Confirm quickly while rise/fall is deciding; a down check at its own pace (by
@@ -200,8 +224,27 @@ pub async fn run(
         first = false;
         tokio::select! {
             _ = tokio::time::sleep_until(started + pace) => {}
+            asked_now = changed(&mut asked) => {
+                if asked_now {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + NUDGE_GAP) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                } else {
+                    asked = None;
+                }
+            }
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+/// Waits until a check asks the canaries to probe: true then, false once nobody can ask any
+/// more; never returns for a task that does not listen.
+async fn changed(asked: &mut Option<watch::Receiver<u64>>) -> bool {
+    match asked {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

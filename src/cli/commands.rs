@@ -360,12 +360,21 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 s.observed_reason
             );
         }
-        for c in s.checks.iter().filter(|c| c.verdict != "up") {
+        for c in s
+            .checks
+            .iter()
+            .filter(|c| c.verdict != "up" || c.awaiting_canary)
+        {
             let last = c
                 .last
                 .as_ref()
                 .map_or("no result yet".to_string(), |l| l.reason.clone());
-            let _ = writeln!(o, "  {:<w$}  check {} {}: {last}", "", c.id, c.verdict);
+            let verdict = if c.awaiting_canary {
+                "failing, held until a canary passes"
+            } else {
+                &c.verdict
+            };
+            let _ = writeln!(o, "  {:<w$}  check {} {verdict}: {last}", "", c.id);
         }
     }
     if doc.guard.frozen {
