@@ -363,6 +363,22 @@ fn links_people_are_sent_to_must_be_web_mail_or_phone() {
 }
 
 #[test]
+fn the_page_time_zone_must_be_an_iana_name() {
+    let cfg = "[server]\nzones_dir = \"zones\"\n[page]\ntimezone = \"Eastern\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        4,
+        12,
+        "unknown time zone \"Eastern\": expected an IANA name such as \"America/New_York\"",
+    );
+    let cfg = "[server]\nzones_dir = \"zones\"\n[page]\ntimezone = \"America/New_York\"\n";
+    let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
+    assert_eq!(r.unwrap().page.timezone, Some(chrono_tz::America::New_York));
+}
+
+#[test]
 fn page_tls_needs_existing_certificate_files() {
     let cfg = "[server]\nzones_dir = \"zones\"\n[page.tls]\nlisten = [\"127.0.0.1:0\"]\ncerts = [ { cert = \"nope.pem\", key = \"nope.key\" } ]\n";
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);

@@ -918,6 +918,33 @@ async fn a_reload_changes_the_page_with_the_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn times_are_shown_in_the_configured_zone() {
+    // Asia/Tokyo has no daylight saving time: always JST, UTC+9.
+    let s = Server::start(
+        &page_config(
+            "",
+            "[page]\ntimezone = \"Asia/Tokyo\"\n[services.mls]\n[services.mls_dr]\n",
+        ),
+        &[("example.test.toml", PAGE_ZONE)],
+    )
+    .await;
+    let page = addr_of(&s.running.page_addrs()[0]);
+    let tokyo = || {
+        (Utc::now() + chrono::Duration::hours(9))
+            .format(">%H:")
+            .to_string()
+    };
+    let before = tokyo();
+    let body = get(page, "status.example.test", "/").await.body;
+    let after = tokyo();
+    assert!(
+        (body.contains(&before) || body.contains(&after)) && body.contains(" JST today"),
+        "{body}"
+    );
+    assert!(!body.contains(" UTC today"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_taken_page_port_fails_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();

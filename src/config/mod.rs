@@ -100,6 +100,8 @@ pub struct Page {
     pub contact: String,
     /// A local image served by detour.
     pub logo: Option<PathBuf>,
+    /// The time zone the page shows times in (IANA name); `None`: the process's (`TZ`).
+    pub timezone: Option<chrono_tz::Tz>,
     /// Links always shown.
     pub links: Vec<Link>,
     /// HTTPS listeners and certificates.

@@ -73,6 +73,7 @@ pub struct RawPage {
     pub title: Option<String>,
     pub contact: Option<String>,
     pub logo: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
     #[serde(default)]
     pub links: Vec<Spanned<RawLink>>,
     pub tls: Option<RawPageTls>,

@@ -380,7 +380,21 @@ fn page(src: &mut Source<'_>, raw: RawPage, dir: &Path) -> Page {
             })
             .collect(),
     });
+    let timezone = raw.timezone.and_then(|z| match z.get_ref().parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            src.error(
+                z.span(),
+                format!(
+                    "unknown time zone {:?}: expected an IANA name such as \"America/New_York\", \"Europe/London\" or \"UTC\"",
+                    z.get_ref()
+                ),
+            );
+            None
+        }
+    });
     Page {
+        timezone,
         title: raw.title.unwrap_or_else(|| "System status".into()),
         contact: raw.contact.unwrap_or_default(),
         logo: raw.logo.map(|l| resolve(dir, l.get_ref())),

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Datelike, Local, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Local, NaiveDateTime, Offset, SecondsFormat, Utc};
+use chrono_tz::{OffsetName, Tz};
 use serde::{Serialize, Serializer};
 
 use crate::config::{Config, Dynamic};
@@ -24,21 +25,46 @@ pub const MIN_RETRY_AFTER: u64 = 30;
 pub struct When {
     /// RFC 3339, UTC: what JSON carries and `<time datetime>` holds.
     pub iso: String,
-    /// Local time with its zone, e.g. "14:02 UTC today" (see [`local_time`]).
+    /// Local time with its zone, e.g. "14:02 EST today" (see [`local_time`]).
     pub local: String,
     /// How long ago, e.g. "12 minutes" (empty for moments in the future).
     pub ago: String,
 }
 
 impl When {
-    /// `t` seen from `now`.
-    pub fn new(t: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        let secs = (now - t).num_seconds();
+    /// `t` seen from `clock`.
+    pub fn new(t: DateTime<Utc>, clock: &Clock) -> Self {
+        let secs = (clock.now - t).num_seconds();
         Self {
             iso: t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            local: local_time(t, now),
+            local: local_time(t, clock.now, clock.zone),
             ago: if secs >= 0 { span(secs) } else { String::new() },
         }
+    }
+}
+
+/// The moment a page is built, and the zone its times are shown in: `[page] timezone`, or
+/// the process's local time zone (`TZ`) when that is not set.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// `[page] timezone`.
+    pub zone: Option<Tz>,
+}
+
+impl Clock {
+    /// `now`, shown in the zone `config` asks for.
+    pub fn new(config: &Config, now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            zone: config.page.timezone,
+        }
+    }
+
+    /// `t` as the page shows it.
+    pub fn when(&self, t: DateTime<Utc>) -> When {
+        When::new(t, self)
     }
 }
 
@@ -48,23 +74,50 @@ impl Serialize for When {
     }
 }
 
-/// Local time with its offset, as short as it can be while still unambiguous next to
-/// `now`: "14:02 UTC today", "14:02 UTC, Tue 24 Dec", "09:02 UTC-05:00, Tue 24 Dec 2026".
-pub fn local_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let l = t.with_timezone(&Local);
-    let n = now.with_timezone(&Local);
-    let off = l.offset().local_minus_utc();
-    let zone = if off == 0 {
-        "UTC".to_string()
-    } else {
-        let sign = if off < 0 { '-' } else { '+' };
-        let a = off.abs();
-        format!("UTC{sign}{:02}:{:02}", a / 3600, (a % 3600) / 60)
-    };
+/// `t` in `zone` (the process's local zone when `None`), as short as it can be while still
+/// unambiguous next to `now`: "14:02 EST today", "14:02 CET, Tue 24 Dec", "09:02 UTC-03:00,
+/// Tue 24 Dec 2026". A zone's abbreviation is used when the time zone database has one, else
+/// the offset from UTC.
+pub fn local_time(t: DateTime<Utc>, now: DateTime<Utc>, zone: Option<Tz>) -> String {
+    match zone {
+        Some(tz) => {
+            let l = t.with_timezone(&tz);
+            let name = l
+                .offset()
+                .abbreviation()
+                .filter(|a| !a.starts_with(['+', '-']))
+                .map_or_else(|| utc_offset(l.offset().fix()), str::to_string);
+            short_time(l.naive_local(), now.with_timezone(&tz).naive_local(), &name)
+        }
+        None => {
+            let l = t.with_timezone(&Local);
+            let name = utc_offset(*l.offset());
+            short_time(
+                l.naive_local(),
+                now.with_timezone(&Local).naive_local(),
+                &name,
+            )
+        }
+    }
+}
+
+/// "UTC", or "UTC-05:00".
+fn utc_offset(off: FixedOffset) -> String {
+    let secs = off.local_minus_utc();
+    if secs == 0 {
+        return "UTC".into();
+    }
+    let sign = if secs < 0 { '-' } else { '+' };
+    let a = secs.abs();
+    format!("UTC{sign}{:02}:{:02}", a / 3600, (a % 3600) / 60)
+}
+
+/// Clock time `l` named `zone`, with as much of the date as `now` (same zone) needs.
+fn short_time(l: NaiveDateTime, now: NaiveDateTime, zone: &str) -> String {
     let clock = l.format("%H:%M");
-    if l.date_naive() == n.date_naive() {
+    if l.date() == now.date() {
         format!("{clock} {zone} today")
-    } else if l.year() == n.year() {
+    } else if l.year() == now.year() {
         format!("{clock} {zone}, {}", l.format("%a %-d %b"))
     } else {
         format!("{clock} {zone}, {}", l.format("%a %-d %b %Y"))
@@ -136,7 +189,7 @@ impl<'a> Common<'a> {
             contact: config.page.contact.clone(),
             links: links(config),
             logo_src,
-            generated: When::new(now, now),
+            generated: Clock::new(config, now).when(now),
             refresh: REFRESH_SECS,
         }
     }
@@ -312,8 +365,9 @@ pub fn retry_after(config: &Config, def: &Dynamic) -> u64 {
 }
 
 /// Why `id` is unavailable: the override, else the window on now, else the checks.
-fn cause(snap: &Snapshot, id: &str, st: Option<&ServiceStatus>, now: DateTime<Utc>) -> Unavailable {
+fn cause(snap: &Snapshot, id: &str, st: Option<&ServiceStatus>, clock: &Clock) -> Unavailable {
     let config = &snap.config;
+    let now = clock.now;
     let since = st.map_or(now, |s| s.since);
     let state = st.map_or(ServiceState::Down, |s| s.state);
     let (cause, reason, until) = if let Some(o) = snap.health.overrides.get(id) {
@@ -340,11 +394,11 @@ fn cause(snap: &Snapshot, id: &str, st: Option<&ServiceStatus>, now: DateTime<Ut
         id: id.to_string(),
         name: name_of(config, id),
         state,
-        since: When::new(since, now),
+        since: clock.when(since),
         for_seconds: (now - since).num_seconds().max(0),
         cause,
         reason,
-        until: until.map(|u| When::new(u, now)),
+        until: until.map(|u| clock.when(u)),
         standby: false,
         since_at: since,
     }
@@ -412,7 +466,7 @@ fn working(snap: &Snapshot, exclude: &[&str]) -> Vec<Working> {
 
 fn update_views<'a>(
     incidents: impl Iterator<Item = &'a Incident>,
-    now: DateTime<Utc>,
+    clock: &Clock,
 ) -> Vec<UpdateView> {
     let mut all: Vec<(DateTime<Utc>, UpdateView)> = incidents
         .flat_map(|i| {
@@ -421,7 +475,7 @@ fn update_views<'a>(
                     u.at,
                     UpdateView {
                         incident: i.id.clone(),
-                        at: When::new(u.at, now),
+                        at: clock.when(u.at),
                         status: u.status.clone(),
                         message: u.message.clone(),
                     },
@@ -452,6 +506,7 @@ pub fn outage(
         return None;
     }
     let config = &snap.config;
+    let clock = Clock::new(config, now);
     let def = config.zones.get(zone)?.dynamic.get(record)?;
     let mut ids: Vec<&str> = Vec::new();
     for a in &def.answers {
@@ -463,13 +518,13 @@ pub fn outage(
     let mut unavailable: Vec<Unavailable> = ids
         .iter()
         .filter(|id| !state_of(snap, id).usable())
-        .map(|id| cause(snap, id, status_of(snap, id), now))
+        .map(|id| cause(snap, id, status_of(snap, id), &clock))
         .collect();
     if unavailable.is_empty() {
         // Usable services whose probed addresses are all dead (`check_each`).
         unavailable = ids
             .iter()
-            .map(|id| cause(snap, id, status_of(snap, id), now))
+            .map(|id| cause(snap, id, status_of(snap, id), &clock))
             .collect();
     }
     for u in unavailable.iter_mut() {
@@ -480,7 +535,7 @@ pub fn outage(
         snap.incidents
             .open()
             .filter(|i| i.services.iter().any(|s| ids.contains(&s.as_str()))),
-        now,
+        &clock,
     );
     Some(Outage {
         status: "unavailable",
@@ -488,14 +543,14 @@ pub fn outage(
         record: def.name.to_string(),
         service: first.to_string(),
         name: name_of(config, first),
-        since: When::new(since_t, now),
+        since: clock.when(since_t),
         for_seconds: (now - since_t).num_seconds().max(0),
         unavailable,
         updates,
         working: working(snap, &ids),
         links: links(config),
         contact: config.page.contact.clone(),
-        generated_at: When::new(now, now),
+        generated_at: clock.when(now),
         retry_after: retry_after(config, def),
     })
 }
@@ -583,6 +638,7 @@ fn names(config: &Config, ids: &[String]) -> String {
 /// The status view of `snap`.
 pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
     let config = &snap.config;
+    let clock = Clock::new(config, now);
     let services: Vec<ServiceRow> = config
         .services
         .values()
@@ -603,7 +659,7 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
                 url: svc.url.as_deref().and_then(safe_url),
                 description: svc.description.clone(),
                 state,
-                since: When::new(st.map_or(now, |s| s.since), now),
+                since: clock.when(st.map_or(now, |s| s.since)),
                 reason,
                 operator,
                 note: (state == ServiceState::Impacted).then(|| impacted_note(snap, &svc.id)),
@@ -628,8 +684,8 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
         .map(|i| IncidentView {
             id: i.id.clone(),
             services: names(config, &i.services),
-            opened: When::new(i.opened_at, now),
-            updates: update_views(std::iter::once(i), now),
+            opened: clock.when(i.opened_at),
+            updates: update_views(std::iter::once(i), &clock),
         })
         .collect();
     let mut windows: Vec<(DateTime<Utc>, WindowView)> = config
@@ -642,8 +698,8 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
                 start,
                 WindowView {
                     services: names(config, &m.services),
-                    start: When::new(start, now),
-                    end: When::new(m.end.with_timezone(&Utc), now),
+                    start: clock.when(start),
+                    end: clock.when(m.end.with_timezone(&Utc)),
                     message: m.message.clone(),
                     active: m.start <= now,
                 },
@@ -655,7 +711,7 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
     Status {
         headline,
         all_up: troubled == 0,
-        frozen_since: h.guard.frozen.then(|| When::new(h.guard.since, now)),
+        frozen_since: h.guard.frozen.then(|| clock.when(h.guard.since)),
         services,
         incidents,
         windows: windows.into_iter().map(|(_, w)| w).collect(),
@@ -690,17 +746,44 @@ mod tests {
     fn local_times_are_short_near_now() {
         let now = Utc::now();
         assert!(
-            local_time(now, now).ends_with(" today"),
+            local_time(now, now, None).ends_with(" today"),
             "{}",
-            local_time(now, now)
+            local_time(now, now, None)
         );
         let far = now - chrono::Duration::days(800);
         let year = far.with_timezone(&Local).format(" %Y").to_string();
         assert!(
-            local_time(far, now).ends_with(&year),
+            local_time(far, now, None).ends_with(&year),
             "{}",
-            local_time(far, now)
+            local_time(far, now, None)
         );
+    }
+
+    #[test]
+    fn a_configured_zone_names_its_times() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 03:30 UTC on 25 Dec is still 24 Dec in New York: the date follows the zone.
+        let now = at("2026-12-25T03:30:00Z");
+        assert_eq!(
+            local_time(at("2026-12-25T03:00:00Z"), now, Some(ny)),
+            "22:00 EST today"
+        );
+        assert_eq!(
+            local_time(at("2026-07-04T16:00:00Z"), now, Some(ny)),
+            "12:00 EDT, Sat 4 Jul"
+        );
+        assert_eq!(
+            local_time(at("2025-12-25T12:00:00Z"), now, Some(ny)),
+            "07:00 EST, Thu 25 Dec 2025"
+        );
+        // A zone whose database entry has no letters shows its offset.
+        let sp: Tz = "America/Sao_Paulo".parse().unwrap();
+        assert_eq!(
+            local_time(at("2026-12-25T03:00:00Z"), now, Some(sp)),
+            "00:00 UTC-03:00 today"
+        );
+        assert_eq!(local_time(now, now, Some(Tz::UTC)), "03:30 UTC today");
     }
 
     #[test]
