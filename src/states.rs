@@ -315,8 +315,10 @@ impl Engine {
             checks.insert(id.clone(), kept);
         }
         self.checks = checks;
+        // Without canaries nothing can corroborate: every verdict acts as it is.
+        let guarded = !config.guard.canaries.is_empty();
         self.holds
-            .retain(|id, _| self.checks.get(id).is_some_and(|c| c.verdict.is_some()));
+            .retain(|id, _| guarded && self.checks.get(id).is_some_and(|c| c.verdict.is_some()));
         self.plan = ids;
         self.services
             .retain(|id, _| config.services.contains_key(id));
@@ -1469,6 +1471,18 @@ mod tests {
         // The canary passes after the only failure so far: not yet evidence.
         assert_eq!(r.probe(CANARY, true, 120), ServiceState::Up);
         assert_eq!(r.probe(MLS(), false, 300), ServiceState::Down);
+    }
+
+    #[test]
+    fn a_reload_without_canaries_releases_held_verdicts() {
+        let mut r = Rig::new(true, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 200), ServiceState::Up, "held");
+        let unguarded = Rig::new(false, 2).engine.config().clone();
+        r.engine.set_config(unguarded, t(300));
+        r.engine.evaluate(t(300));
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Down);
     }
 
     #[test]
