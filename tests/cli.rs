@@ -259,6 +259,24 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
         "{stdout}"
     );
     assert!(stdout.contains("warning: no [guard] canaries"), "{stdout}");
+
+    // With canaries and fall 1, a down verdict waits for a second failure after a canary
+    // passed: one more max(down pace, timeout).
+    let f = Fixture::new(
+        "[server]\nzones_dir = \"zones\"\n[services.mls]\ncheck = { type = \"tcp\", address = \"127.0.0.1:9\", interval = \"1s\", timeout = \"500ms\", fall = 1 }\n[guard]\ncanaries = [{ type = \"tcp\", address = \"127.0.0.1:9\" }]\n",
+        &[("z.toml", TEST_ZONE)],
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(f.config_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("within 32s (detect 2s: interval 1s + 0 x max(confirm 250ms, timeout 500ms) + timeout 500ms + 500ms for a second failure after a canary passed (guard, fall 1); then TTL 30 s)"),
+        "{stdout}"
+    );
 }
 
 fn free_port() -> u16 {

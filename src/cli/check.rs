@@ -109,13 +109,23 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
             d.ttl
         );
     };
-    let detection = detect(t);
+    // With canaries a down verdict waits for a canary pass during the failures: with fall 1
+    // there is only one failure, so it waits for the next one.
+    let wait_canary =
+        (!cfg.guard.canaries.is_empty() && t.fall == 1).then(|| t.down_pace().max(t.timeout));
+    let detection = detect(t) + wait_canary.unwrap_or_default();
     let ttl = std::time::Duration::from_secs(u64::from(d.ttl));
     let recovery =
         t.down_pace().max(t.timeout) + t.confirm_interval.max(t.timeout) * (t.rise - 1) + t.timeout;
     let show = config::duration::display;
+    let canary = wait_canary.map_or(String::new(), |w| {
+        format!(
+            " + {} for a second failure after a canary passed (guard, fall 1)",
+            show(w)
+        )
+    });
     format!(
-        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}; then TTL {} s); back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
+        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}{canary}; then TTL {} s); back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
         show(detection + ttl),
         show(detection),
         show(t.interval),
