@@ -18,13 +18,8 @@ fn root() -> &'static Path {
 
 #[test]
 fn check_prints_a_summary_and_exits_0() {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(root().join("config/detour.toml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout, _) = cli(&root().join("config/detour.toml"), &["check"]);
+    assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("detour.toml: OK"), "{stdout}");
     assert!(stdout.contains("zones:    1"), "{stdout}");
     assert!(
@@ -152,15 +147,11 @@ async fn run_serves_the_example_reloads_on_sighup_and_stops_on_sigterm() {
 #[test]
 fn run_with_an_invalid_config_exits_2() {
     let f = Fixture::new("[server]\nbogus = 1\n", &[]);
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(f.config_path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let (code, _, stderr) = cli(&f.config_path(), &["run"]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("detour.toml:2:1: unknown field `bogus`")
+        stderr.contains("detour.toml:2:1: unknown field `bogus`"),
+        "{stderr}"
     );
 }
 
@@ -174,14 +165,8 @@ fn run_exits_1_when_the_port_is_taken() {
         ),
         &[("z.toml", TEST_ZONE)],
     );
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(f.config_path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = cli(&f.config_path(), &["run"]);
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen for DNS on 127.0.0.1:{port}")),
         "{stderr}"
@@ -240,14 +225,8 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
             &TEST_ZONE.replace("minimum = 60", "minimum = 600"),
         )],
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(f.config_path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout, _) = cli(&f.config_path(), &["check"]);
+    assert_eq!(code, 0, "{stdout}");
     // 1 s + 2 x max(250 ms, 500 ms) + 500 ms = 2.5 s detection, + 30 s TTL; back: a down
     // check is probed at the confirm pace, max(250 ms, 500 ms) + 1 x 500 ms + 500 ms.
     assert!(
@@ -266,13 +245,8 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
         "[server]\nzones_dir = \"zones\"\n[services.mls]\ncheck = { type = \"tcp\", address = \"127.0.0.1:9\", interval = \"1s\", timeout = \"500ms\", fall = 1 }\n[guard]\ncanaries = [{ type = \"tcp\", address = \"127.0.0.1:9\" }]\n",
         &[("z.toml", TEST_ZONE)],
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(f.config_path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (code, stdout, _) = cli(&f.config_path(), &["check"]);
+    assert_eq!(code, 0, "{stdout}");
     assert!(
         stdout.contains("within 32s (detect 2s: interval 1s + 0 x max(confirm 250ms, timeout 500ms) + timeout 500ms + 500ms for a second failure after a canary passed (guard, fall 1); then TTL 30 s)"),
         "{stdout}"

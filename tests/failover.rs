@@ -247,23 +247,23 @@ async fn the_guard_freezes_states_while_every_canary_is_down() {
     assert!(!s.running.snapshots().load().health.guard.frozen);
 }
 
-/// A canary probed at a slow steady pace: only the checks' requests make it probe sooner.
-fn slow_canary(addr: SocketAddr) -> String {
-    format!(
-        "[guard]\ncanaries = [{{ type = \"tcp\", address = \"{addr}\", interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", fall = 2 }}]\n"
-    )
+/// detour with mls checked at `main`, mls_dr unchecked, and a canary at `canary` probed at a
+/// slow steady pace (only the checks' requests make it probe sooner); mls answers its own
+/// address.
+async fn guarded(main: SocketAddr, canary: SocketAddr) -> Server {
+    let cfg = config(&format!(
+        "{}[services.mls_dr]\n[guard]\ncanaries = [{{ type = \"tcp\", address = \"{canary}\", interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", fall = 2 }}]\n",
+        http_service("mls", main, ""),
+    ));
+    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    s
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn when_detours_own_network_fails_nothing_is_sent_away() {
     let (mut main, mut canary) = two_backends().await;
-    let cfg = config(&format!(
-        "{}[services.mls_dr]\n{}",
-        http_service("mls", main.addr, ""),
-        slow_canary(canary.addr)
-    ));
-    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    let s = guarded(main.addr, canary.addr).await;
     // Everything fails at once, as when detour's own uplink goes. The service's check (200 ms,
     // fall 2) reaches its fall long before the canary's steady pace (30 s) would probe again:
     // without corroboration mls would be sent to DR before the guard froze.
@@ -299,13 +299,7 @@ async fn when_detours_own_network_fails_nothing_is_sent_away() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_check_asks_the_canaries_at_once() {
     let (mut main, canary) = two_backends().await;
-    let cfg = config(&format!(
-        "{}[services.mls_dr]\n{}",
-        http_service("mls", main.addr, ""),
-        slow_canary(canary.addr)
-    ));
-    let s = Server::start(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+    let s = guarded(main.addr, canary.addr).await;
     // Only the backend dies. Its down verdict needs a canary pass during its failures; the
     // canary's own pace (30 s) is far beyond WITHIN, so this passes only because the first
     // failure asked the canary to probe at once.
