@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hickory_server::proto::rr::RData;
@@ -220,8 +220,8 @@ pub struct Engine {
     guard_since: DateTime<Utc>,
     /// Failing checks whose down verdict no canary has corroborated yet (only with canaries).
     holds: BTreeMap<CheckId, Hold>,
-    /// When the latest passing canary probe started.
-    canary_pass: Option<DateTime<Utc>>,
+    /// When the latest passing canary probe started (monotonic).
+    canary_pass: Option<Instant>,
     overrides: Overrides,
 }
 
@@ -239,15 +239,16 @@ pub struct Engine {
 struct Hold {
     /// The verdict before this run of failures.
     before: Option<bool>,
-    /// First and latest failure of the current run (finish times); none after a pass.
-    run: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// First and latest failure of the current run (monotonic finish times); none after a
+    /// pass.
+    run: Option<(Instant, Instant)>,
     /// A canary passed during a run: the down verdict stands until the check is up again.
     corroborated: bool,
 }
 
 impl Hold {
     /// Marks the hold corroborated if a canary probe that started at `pass` fell in the run.
-    fn corroborate(&mut self, pass: Option<DateTime<Utc>>) {
+    fn corroborate(&mut self, pass: Option<Instant>) {
         if let (Some(p), Some((first, last))) = (pass, self.run)
             && first <= p
             && p <= last
@@ -357,7 +358,8 @@ impl Engine {
             c.since = r.observation.at;
         }
         c.verdict = r.verdict;
-        let (ok, at, started) = (o.ok, o.at, o.at - o.latency);
+        let (ok, at) = (o.ok, o.finished);
+        let started = at.checked_sub(o.latency).unwrap_or(at);
         c.last = Some(r.observation);
         if matches!(r.id, CheckId::Canary(_)) {
             let mut changed = flipped;
@@ -1304,6 +1306,12 @@ mod tests {
             + chrono::Duration::milliseconds(ms)
     }
 
+    /// The same moment on the monotonic clock.
+    fn m(ms: i64) -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now) + Duration::from_millis(ms as u64)
+    }
+
     const MLS: fn() -> CheckId = || CheckId::Service {
         service: "mls".into(),
         index: 0,
@@ -1362,6 +1370,7 @@ mod tests {
                 latency: Duration::from_millis(took as u64),
                 reason: if ok { "connected" } else { "timed out" }.into(),
                 at: t(start + took),
+                finished: m(start + took),
             };
             self.engine.report(Report {
                 id,
@@ -1474,6 +1483,37 @@ mod tests {
     }
 
     #[test]
+    fn a_wall_clock_step_does_not_confuse_corroboration() {
+        let mut r = Rig::new(true, 2);
+        let feed = |r: &mut Rig, id: CheckId, ok: bool, wall: i64, mono: i64| {
+            let timing = r.engine.plan[&id].1;
+            let h =
+                r.h.entry(id.clone())
+                    .or_insert_with(|| Hysteresis::new(timing.rise, timing.fall, None));
+            let flipped = h.observe(ok).is_some();
+            r.engine.report(Report {
+                id,
+                observation: Observation {
+                    ok,
+                    latency: Duration::from_millis(10),
+                    reason: String::new(),
+                    at: t(wall),
+                    finished: m(mono),
+                },
+                verdict: h.verdict(),
+                flipped,
+            });
+            r.engine.evaluate(t(wall));
+            r.engine.services["mls"].state
+        };
+        assert_eq!(feed(&mut r, MLS(), true, 0, 0), ServiceState::Up);
+        assert_eq!(feed(&mut r, MLS(), false, 10_000, 100), ServiceState::Up);
+        // The wall clock steps back ten seconds; the canary's pass is still after the failure.
+        assert_eq!(feed(&mut r, CANARY, true, 130, 130), ServiceState::Up);
+        assert_eq!(feed(&mut r, MLS(), false, 200, 200), ServiceState::Down);
+    }
+
+    #[test]
     fn a_reload_without_canaries_releases_held_verdicts() {
         let mut r = Rig::new(true, 2);
         assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
@@ -1507,6 +1547,7 @@ mod tests {
                 latency: Duration::from_millis(10),
                 reason: "timed out".into(),
                 at: t(310),
+                finished: m(310),
             },
             verdict: Some(false),
             flipped: false,

@@ -8,7 +8,7 @@
 pub mod probe;
 pub mod runner;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -24,6 +24,9 @@ pub struct Observation {
     pub reason: String,
     /// When it finished.
     pub at: DateTime<Utc>,
+    /// When it finished, on the monotonic clock: to order probes against each other when the
+    /// wall clock steps (`at` is for people).
+    pub finished: Instant,
 }
 
 impl Observation {
@@ -34,6 +37,7 @@ impl Observation {
             latency,
             reason: reason.into(),
             at: Utc::now(),
+            finished: Instant::now(),
         }
     }
 
@@ -44,6 +48,7 @@ impl Observation {
             latency,
             reason: reason.into(),
             at: Utc::now(),
+            finished: Instant::now(),
         }
     }
 }
