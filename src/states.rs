@@ -1269,6 +1269,8 @@ impl StatesTask {
             }
         }
         metrics::gauge!("detour_guard_frozen").set(if h.guard.frozen { 1.0 } else { 0.0 });
+        let awaiting = h.checks.values().filter(|c| c.awaiting_canary).count();
+        metrics::gauge!("detour_checks_awaiting_canary").set(awaiting as f64);
     }
 
     fn save(&self) {

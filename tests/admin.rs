@@ -480,6 +480,10 @@ async fn metrics_count_queries_states_and_reloads() {
     assert!(count("detour_snapshot_swaps_total") >= 1.0);
     assert!(text.contains("detour_service_state{"), "{text}");
     assert!(text.contains("# TYPE detour_dns_queries_total counter"));
+    assert!(
+        text.contains("# TYPE detour_checks_awaiting_canary gauge"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
