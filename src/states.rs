@@ -668,8 +668,21 @@ impl Engine {
                     .collect();
                 self.frozen = Some(held);
                 self.guard_since = now;
+                let why: Vec<String> = (0..canaries)
+                    .map(|i| {
+                        let last = self
+                            .checks
+                            .get(&CheckId::Canary(i))
+                            .and_then(|c| c.last.as_ref());
+                        format!(
+                            "canary#{i}: {}",
+                            last.map_or("no result", |o| o.reason.as_str())
+                        )
+                    })
+                    .collect();
                 warn!(
-                    "guard: every canary is down; detour's own view is suspect, so every service stays at its last state and no new redirects are made"
+                    canaries = %why.join("; "),
+                    "guard: every canary is down; detour's own view is suspect, so every service stays at its last state and no new redirects are made (if detour's network is fine, check the [guard] canaries)"
                 );
             }
             (Some(_), false) => {
