@@ -310,6 +310,10 @@ check = { type = "smtp" }
 check = { type = "http", url = "http://127.0.0.1/", interval = "1s", timeout = "3s" }
 [services.d]
 check = { type = "tcp", address = "127.0.0.1:80", down_interval = "10ms" }
+[services.e]
+check = { type = "dns", name = "x.example.test", server = "127.0.0.1:53", watch = true }
+[services.f]
+check = { type = "tcp", address = "127.0.0.1:80", watch = true }
 "#;
     let (_f, r) = load(cfg, &[("z.toml", ZONE_OK)]);
     let e = r.unwrap_err();
@@ -335,6 +339,14 @@ check = { type = "tcp", address = "127.0.0.1:80", down_interval = "10ms" }
         67,
         "down_interval must be between 50ms and 1h",
     );
+    expect_error(
+        &e,
+        "detour.toml",
+        13,
+        83,
+        "`watch` does not apply to dns checks",
+    );
+    assert_eq!(e.0.len(), 5, "watch on a tcp check is fine: {e}");
 }
 
 #[test]

@@ -310,6 +310,29 @@ async fn a_failing_check_asks_the_canaries_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_watched_check_sees_a_killed_backend_at_once() {
+    let (mut main, _dr) = two_backends().await;
+    // A 30 s interval: without the watch the next probe would come 15-45 s after the first.
+    let check = format!(
+        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", fall = 2, rise = 2, watch = true }}\n[services.mls_dr]\n",
+        main.addr
+    );
+    let s = Server::start(&config(&check), &[("z.toml", &zone(MLS_DYNAMIC))]).await;
+    // The first probe has passed and the watch connection is open (it is one more hit).
+    let start = Instant::now();
+    while main.hits() < 2 {
+        assert!(start.elapsed() < WITHIN, "no watch connection");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    main.stop();
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    // Back: the down pace (confirm, 50 ms) finds it, and the watch is reopened.
+    main.restart().await;
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_backend_does_not_flap_the_record() {
     let b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
     let cfg = config(&(http_service("mls", b.addr, "") + "[services.mls_dr]\n"));

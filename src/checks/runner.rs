@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_server::proto::rr::{Name, RecordType};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +171,14 @@ pub async fn run(
     // A canary listens for checks that start failing; other checks ask.
     let mut asked = canary.then(|| links.canaries.subscribe());
     let mut last_ok = None;
+    // `watch = true`: an idle connection to the target; its closing wakes the task at once.
+    let watch_at = if timing.watch {
+        watch_target(&target)
+    } else {
+        None
+    };
+    let mut watching: Option<TcpStream> = None;
+    let mut woken_by_watch = false;
     let spread = timing.interval.min(MAX_JITTER);
     let jitter = spread.mul_f64(rand::random::<f64>());
     tokio::select! {
@@ -198,7 +208,8 @@ pub async fn run(
             links.canaries.send_modify(|n| *n = n.wrapping_add(1));
         }
         last_ok = Some(observation.ok);
-        let flipped = h.observe(observation.ok).is_some();
+        let ok = observation.ok;
+        let flipped = h.observe(ok).is_some();
         let report = Report {
             id: id.clone(),
             observation,
@@ -208,6 +219,22 @@ pub async fn run(
         if links.tx.send(report).await.is_err() {
             return;
         }
+        if !ok {
+            watching = None;
+        } else if watching.is_none() && !woken_by_watch {
+            // Reopened only after a scheduled probe passed: a target that closes idle
+            // connections at once costs one extra probe per interval, not a loop.
+            if let Some((host, port)) = &watch_at {
+                watching = tokio::time::timeout(
+                    timing.timeout,
+                    TcpStream::connect((host.as_str(), *port)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok);
+            }
+        }
+        woken_by_watch = false;
         // Confirm quickly while rise/fall is deciding; a down check at its own pace (by
         // default the confirm pace, so recovery is seen quickly); otherwise the steady pace.
         let pace = if h.deciding() {
@@ -234,7 +261,42 @@ pub async fn run(
                     asked = None;
                 }
             }
+            () = closed(&mut watching) => {
+                watching = None;
+                woken_by_watch = true;
+            }
             _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Host and port of the idle connection a watched check keeps (none for DNS checks).
+fn watch_target(target: &Target) -> Option<(String, u16)> {
+    match target {
+        Target::Check(CheckKind::Http(h)) => Some((
+            h.url.host_str()?.to_string(),
+            h.url.port_or_known_default()?,
+        )),
+        Target::Check(CheckKind::Tcp(t)) => {
+            let (host, port) = t.address.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_string(), port.parse().ok()?))
+        }
+        Target::Check(CheckKind::Dns(_)) => None,
+        Target::Address { ip, port, .. } => Some((ip.to_string(), *port)),
+    }
+}
+
+/// Returns when the watched connection closes (the peer went away, or reset it); never
+/// returns without one. Whatever the peer sends is read and dropped.
+async fn closed(watching: &mut Option<TcpStream>) {
+    let Some(stream) = watching else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 512];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            return;
         }
     }
 }

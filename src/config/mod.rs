@@ -172,6 +172,10 @@ pub struct Timing {
     pub rise: u32,
     /// Consecutive failures to become down.
     pub fall: u32,
+    /// Keep an idle TCP connection open to the target and probe at once when it closes (a
+    /// killed backend is seen within one confirm interval instead of up to a whole
+    /// interval). http and tcp checks only.
+    pub watch: bool,
 }
 
 impl Timing {

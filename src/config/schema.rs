@@ -138,6 +138,7 @@ pub struct RawCheck {
     pub down_interval: Option<Spanned<Dur>>,
     pub rise: Option<Spanned<u32>>,
     pub fall: Option<Spanned<u32>>,
+    pub watch: Option<Spanned<bool>>,
     // http
     pub url: Option<Spanned<String>>,
     pub method: Option<Spanned<String>>,
@@ -279,4 +280,5 @@ pub struct RawCheckEach {
     pub down_interval: Option<Spanned<Dur>>,
     pub rise: Option<Spanned<u32>>,
     pub fall: Option<Spanned<u32>>,
+    pub watch: Option<bool>,
 }

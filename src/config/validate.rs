@@ -412,6 +412,7 @@ fn default_timing() -> Timing {
         down_interval: None,
         rise: 2,
         fall: 2,
+        watch: false,
     }
 }
 
@@ -535,6 +536,7 @@ pub(super) fn timing<'a>(
         down_interval,
         rise,
         fall,
+        watch: false,
     }
 }
 
@@ -718,6 +720,7 @@ const HTTP_ONLY: &[&str] = &[
     "tls_verify",
     "tls_min_validity",
     "follow_redirects",
+    "watch",
 ];
 
 fn present(raw: &RawCheck) -> Vec<(&'static str, std::ops::Range<usize>)> {
@@ -736,6 +739,7 @@ fn present(raw: &RawCheck) -> Vec<(&'static str, std::ops::Range<usize>)> {
         tls_verify,
         tls_min_validity,
         follow_redirects,
+        watch,
         address,
         send,
         expect,
@@ -756,7 +760,10 @@ pub(super) fn check(
     let before = src.errors.len();
     let span = raw.span();
     let r = raw.get_ref();
-    let timing = timing(src, r, defaults);
+    let timing = Timing {
+        watch: r.watch.as_ref().is_some_and(|w| *w.get_ref()),
+        ..timing(src, r, defaults)
+    };
     let Some(kind) = &r.kind else {
         src.error(
             span,
@@ -766,7 +773,7 @@ pub(super) fn check(
     };
     let allowed: &[&str] = match kind.get_ref().as_str() {
         "http" => HTTP_ONLY,
-        "tcp" => &["address", "send", "expect"],
+        "tcp" => &["address", "send", "expect", "watch"],
         "dns" => &["name", "server", "record_type", "values"],
         other => {
             src.error(

@@ -573,8 +573,12 @@ fn check_each(src: &mut Source<'_>, c: &RawCheckEach, _name: &Name) -> Option<Ch
         down_interval: None,
         rise: 2,
         fall: 2,
+        watch: false,
     };
-    let timing = timing(src, c, &base);
+    let timing = Timing {
+        watch: c.watch.unwrap_or(false),
+        ..timing(src, c, &base)
+    };
     let kind = match c.kind.get_ref().as_str() {
         "http" => {
             let scheme = c
