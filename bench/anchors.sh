@@ -11,11 +11,13 @@
 #   --failover  instead of the load runs: the shared failover.sh, N reps (default 10), on
 #               detour (bench/anchors-failover: interval 1s, fall 2, rise 2, confirm 250ms)
 #               next to gdnsd-failover and pdns-failover, on the same kill/restart events
+#   --watch     with --failover: watch = true on detour's check (an idle connection whose
+#               closing makes it probe at once)
 # Every server is on loopback; detour is pinned to CPU 0 like the anchors, dnsperf to CPU 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 extra=()
+reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) reps="$2"; shift 2;;
@@ -23,8 +25,9 @@ while [[ $# -gt 0 ]]; do
     --swap) swap=1; shift;;
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;
+    --watch) watch=1; shift;;
     --) shift; extra=("$@"); break;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -38,6 +41,10 @@ work="$(mktemp -d /tmp/detour-anchors.XXXXXX)"
 cp -r "$shared" "$work/h" && chmod -R u+w "$work/h"
 if [[ $failover -eq 1 ]]; then
   cp -r "$here/anchors-failover" "$work/detour"; port=5329
+  if [[ $watch -eq 1 ]]; then
+    sed -i 's/confirm_interval = "250ms" }/confirm_interval = "250ms", watch = true }/' "$work/detour/detour.toml"
+    grep -q 'watch = true' "$work/detour/detour.toml" || { echo "could not set watch = true" >&2; exit 2; }
+  fi
 else
   cp -r "$here/anchors" "$work/detour"; port=5309
 fi

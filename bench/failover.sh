@@ -20,6 +20,8 @@
 #                     failed) as the config's [guard], probed at a 5 s pace: a
 #                     service's down verdict then waits for a canary pass (the
 #                     check asks the canary at once), which this measures
+#   --watch           watch = true on the check: an idle connection to the
+#                     backend whose closing makes detour probe at once
 #   --keep            keep the temp dir (config, logs) and print its path
 #   -h, --help        this text
 #
@@ -51,6 +53,7 @@ PORT=5329
 BIN=""
 KEEP=0
 GUARD=0
+WATCH=false
 BACKEND_ADDR=127.0.0.10:18080
 CANARY_ADDR=127.0.0.11:18080
 UP_IP=127.0.0.10
@@ -61,7 +64,7 @@ READY_TIMEOUT=30     # detour start until "ready" (first round of probes include
 BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL
 
-usage() { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 . "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do
@@ -78,6 +81,7 @@ while [[ $# -gt 0 ]]; do
     --bin)      need_arg "$@"; BIN="$2"; shift 2 ;;
     --keep)     KEEP=1; shift ;;
     --guard)    GUARD=1; shift ;;
+    --watch)    WATCH=true; shift ;;
     -h|--help)  usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -154,7 +158,7 @@ zones_dir = "zones"
 state_dir = "state"
 
 [services.mls]
-check = { type = "http", url = "http://$BACKEND_ADDR/", interval = "$INTERVAL", timeout = "$TIMEOUT", rise = $RISE, fall = $FALL, confirm_interval = "$CONFIRM" }
+check = { type = "http", url = "http://$BACKEND_ADDR/", interval = "$INTERVAL", timeout = "$TIMEOUT", rise = $RISE, fall = $FALL, confirm_interval = "$CONFIRM", watch = $WATCH }
 EOF
 if (( GUARD )); then
   cat >>"$TMP/detour.toml" <<EOF
@@ -249,7 +253,7 @@ FAIL_S=0
 STEP_S="$(awk -v c="$CONFIRM_S" -v f="$FAIL_S" 'BEGIN { print (f > c ? f : c) }')"
 
 printf '\ndetour failover%s  %s  mode %s  interval %s  fall %s  rise %s  confirm %s  timeout %s  poll %ss  %s reps\n' \
-  "$( (( GUARD )) && echo ' (with a guard canary)')" "$(date -Is)" "$MODE" "$INTERVAL" "$FALL" "$RISE" "$CONFIRM" "$TIMEOUT" "$POLL" "$REPS"
+ "$( (( GUARD )) && echo ' (with a guard canary)')$( [[ $WATCH == true ]] && echo ' (watched)')" "$(date -Is)" "$MODE" "$INTERVAL" "$FALL" "$RISE" "$CONFIRM" "$TIMEOUT" "$POLL" "$REPS"
 printf '  %-4s %9s %9s %10s %9s %10s %9s %9s  %s\n' rep detect_s det_xs_s recover_s ready_s rec-rdy_s probe1_s rec_xs_s polls/lost/odd
 : >"$TMP/rows"
 for ((rep = 1; rep <= REPS; rep++)); do
@@ -356,7 +360,7 @@ printf '  detour check'"'"'s budget: detection within %s s (interval + (fall-1) 
 printf '  detour pid %s: %s log lines after ready (%s state changes, %s warnings/errors), RSS %s -> %s kB (peak %s kB)\n' \
   "$DETOUR_PID" "$log_lines" "$changes" "$warns" "$rss_start" "$rss_end" "$hwm_end"
 printf '  load before: %s\n  load after:  %s\n' "${uptime_before#*load average: }" "${uptime_after#*load average: }"
-printf 'guard=%s\tmode=%s\treps=%s\tinterval=%s\tfall=%s\trise=%s\tconfirm=%s\ttimeout=%s\tpoll=%s\tdetect_med=%s\tdetect_max=%s\tdetect_bound=%s\trecover_med=%s\trecover_max=%s\tready_med=%s\trecover_net_med=%s\trecover_net_max=%s\trecover_net_bound=%s\tlog_lines=%s\trss_kb=%s\n' \
-  "$GUARD" "$MODE" "$REPS" "$INTERVAL" "$FALL" "$RISE" "$CONFIRM" "$TIMEOUT" "$POLL" "$det_med" "$det_max" "$det_bound" \
+printf 'watch=%s\tguard=%s\tmode=%s\treps=%s\tinterval=%s\tfall=%s\trise=%s\tconfirm=%s\ttimeout=%s\tpoll=%s\tdetect_med=%s\tdetect_max=%s\tdetect_bound=%s\trecover_med=%s\trecover_max=%s\tready_med=%s\trecover_net_med=%s\trecover_net_max=%s\trecover_net_bound=%s\tlog_lines=%s\trss_kb=%s\n' \
+  "$WATCH" "$GUARD" "$MODE" "$REPS" "$INTERVAL" "$FALL" "$RISE" "$CONFIRM" "$TIMEOUT" "$POLL" "$det_med" "$det_max" "$det_bound" \
   "$rec_med" "$rec_max" "$rdy_med" "$net_med" "$net_max" "$net_bound" "$log_lines" "$rss_end"
 if (( det_n < REPS || rec_n < REPS )); then show_log; exit 1; fi
