@@ -181,11 +181,12 @@ async fn a_dependency_down_makes_a_service_impacted_but_still_answered() {
     wait_state(&s, "mls", ServiceState::Up).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn check_each_answers_only_the_live_addresses() {
-    let mut a = HttpBackend::start("127.0.0.10:0".parse().unwrap()).await;
+/// Backends on 127.0.0.10 and 127.0.0.11 on one port, and detour answering mls with both
+/// addresses, each probed on its own (`check_each`, with `timing`).
+async fn each_pair(timing: &str) -> (HttpBackend, HttpBackend, Server) {
+    let a = HttpBackend::start("127.0.0.10:0".parse().unwrap()).await;
     let port = a.addr.port();
-    let mut b = match tokio::net::TcpListener::bind(("127.0.0.11", port)).await {
+    let b = match tokio::net::TcpListener::bind(("127.0.0.11", port)).await {
         Ok(l) => {
             drop(l);
             HttpBackend::start(SocketAddr::new("127.0.0.11".parse().unwrap(), port)).await
@@ -200,7 +201,7 @@ type = "A"
 ttl = 30
 answers = [ {{ if_up = "mls", values = ["127.0.0.10", "127.0.0.11"] }} ]
 otherwise = ["127.0.0.80"]
-check_each = {{ type = "http", port = {port}, path = "/health", {FAST} }}
+check_each = {{ type = "http", port = {port}, path = "/health", {timing} }}
 "#
     );
     let s = Server::start(&config("[services.mls]\n"), &[("z.toml", &zone(&dynamic))]).await;
@@ -208,12 +209,34 @@ check_each = {{ type = "http", port = {port}, path = "/health", {FAST} }}
         udp_a(s.addr, "mls.example.test.").await,
         ["127.0.0.10", "127.0.0.11"]
     );
+    (a, b, s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_each_answers_only_the_live_addresses() {
+    let (mut a, mut b, s) = each_pair(FAST).await;
     a.stop();
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
     b.stop();
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.80"], WITHIN).await;
     a.restart().await;
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_address_is_dropped_as_soon_as_its_backend_dies() {
+    let (mut a, _b, s) = each_pair(
+        "interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", watch = true",
+    )
+    .await;
+    // Both first probes passed and both watch connections are open.
+    let start = Instant::now();
+    while a.hits() < 2 {
+        assert!(start.elapsed() < WITHIN, "no watch connection");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.stop();
+    wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
