@@ -26,6 +26,11 @@ fn check_prints_a_summary_and_exits_0() {
         stdout.contains("services: 4 (forms, mls, mls_dr, sso)"),
         "{stdout}"
     );
+    // The example watches the MLS: a killed backend is seen within (fall - 1) x confirm.
+    assert!(
+        stdout.contains("a killed backend (watch): within 30.25s"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -118,6 +118,17 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
     let recovery =
         t.down_pace().max(t.timeout) + t.confirm_interval.max(t.timeout) * (t.rise - 1) + t.timeout;
     let show = config::duration::display;
+    // Watched: a killed backend closes the idle connection and is probed at once (refused,
+    // no timeout spent); `fall - 1` more failures follow at the confirm pace.
+    let watched = if t.watch {
+        let killed = t.confirm_interval * (t.fall - 1) + wait_canary.unwrap_or_default();
+        format!(
+            "; a killed backend (watch): within {}",
+            config::duration::display(killed + ttl)
+        )
+    } else {
+        String::new()
+    };
     let canary = wait_canary.map_or(String::new(), |w| {
         format!(
             " + {} for a second failure after a canary passed (guard, fall 1)",
@@ -125,7 +136,7 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
         )
     });
     format!(
-        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}{canary}; then TTL {} s); back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
+        "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}{canary}; then TTL {} s){watched}; back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
         show(detection + ttl),
         show(detection),
         show(t.interval),
