@@ -273,10 +273,15 @@ pub async fn run(
 /// Host and port of the idle connection a watched check keeps (none for DNS checks).
 fn watch_target(target: &Target) -> Option<(String, u16)> {
     match target {
-        Target::Check(CheckKind::Http(h)) => Some((
-            h.url.host_str()?.to_string(),
-            h.url.port_or_known_default()?,
-        )),
+        Target::Check(CheckKind::Http(h)) => {
+            // host() rather than host_str(): an IPv6 literal without its brackets.
+            let host = match h.url.host()? {
+                url::Host::Domain(d) => d.to_string(),
+                url::Host::Ipv4(a) => a.to_string(),
+                url::Host::Ipv6(a) => a.to_string(),
+            };
+            Some((host, h.url.port_or_known_default()?))
+        }
         Target::Check(CheckKind::Tcp(t)) => {
             let (host, port) = t.address.rsplit_once(':')?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -348,6 +353,50 @@ async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_connects_where_the_probe_goes() {
+        let tcp = |a: &str| {
+            Target::Check(CheckKind::Tcp(crate::config::TcpCheck {
+                address: a.into(),
+                send: None,
+                expect: None,
+            }))
+        };
+        let at = |h: &str, p: u16| Some((h.to_string(), p));
+        assert_eq!(watch_target(&tcp("127.0.0.1:9003")), at("127.0.0.1", 9003));
+        assert_eq!(watch_target(&tcp("[::1]:53")), at("::1", 53));
+        assert_eq!(
+            watch_target(&tcp("db.example.test:5432")),
+            at("db.example.test", 5432)
+        );
+        let http = |u: &str| {
+            Target::Check(CheckKind::Http(crate::config::HttpCheck {
+                url: url::Url::parse(u).unwrap(),
+                method: "GET".into(),
+                expect_status: Vec::new(),
+                body_contains: None,
+                body_regex: None,
+                headers: Default::default(),
+                max_response_time: None,
+                tls_verify: true,
+                tls_min_validity: None,
+                follow_redirects: false,
+            }))
+        };
+        assert_eq!(
+            watch_target(&http("https://mls.example.test/")),
+            at("mls.example.test", 443)
+        );
+        assert_eq!(
+            watch_target(&http("http://[::1]:8080/health")),
+            at("::1", 8080)
+        );
+        assert_eq!(
+            watch_target(&http("http://127.0.0.1/")),
+            at("127.0.0.1", 80)
+        );
+    }
 
     #[test]
     fn only_probes_far_past_their_timeout_are_blamed_on_starvation() {
