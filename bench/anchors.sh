@@ -17,20 +17,24 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+. "$here/lib.sh"
 reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --reps) reps="$2"; shift 2;;
-    --anchors) anchors="$2"; shift 2;;
+    --reps) need_arg "$@"; reps="$2"; shift 2;;
+    --anchors) need_arg "$@"; anchors="$2"; shift 2;;
     --swap) swap=1; shift;;
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;
     --watch) watch=1; shift;;
     --) shift; extra=("$@"); break;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0;;
-    *) echo "unknown option $1" >&2; exit 2;;
+    -h|--help) usage; exit 0;;
+    *) usage >&2; die "unknown option $1";;
   esac
 done
+[[ -z "$reps" ]] || in_range "$reps" 1 100 || die "--reps must be 1..100"
+(( swap + reload + failover <= 1 )) || die "--swap, --reload and --failover exclude each other"
+(( watch == 0 || failover == 1 )) || die "--watch goes with --failover"
 shared="$root/../shared/bench-anchors"
 [[ -d "$shared" ]] || { echo "no $shared" >&2; exit 2; }
 need=(dnsperf gdnsd nsd knotd pdns_server dig)

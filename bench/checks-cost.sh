@@ -47,7 +47,6 @@ BACKEND_ADDR=127.0.0.10:18081
 BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL
 
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 . "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do

@@ -64,7 +64,6 @@ READY_TIMEOUT=30     # detour start until "ready" (first round of probes include
 BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL
 
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 . "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do

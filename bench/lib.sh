@@ -3,6 +3,8 @@
 # die and need_arg name the sourcing script; stop_pid reads STOP_TIMEOUT (seconds).
 
 die() { echo "${0##*/}: $*" >&2; exit 2; }
+# The sourcing script's header comment (from line 2 to the first line that is not one).
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 
 # VALUE MIN MAX: a whole number in [MIN, MAX]

@@ -16,15 +16,18 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+. "$here/lib.sh"
 reps=3 secs=10
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --reps) reps="$2"; shift 2;;
-    -l) secs="$2"; shift 2;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0;;
-    *) echo "unknown option $1" >&2; exit 2;;
+    --reps) need_arg "$@"; reps="$2"; shift 2;;
+    -l) need_arg "$@"; secs="$2"; shift 2;;
+    -h|--help) usage; exit 0;;
+    *) usage >&2; die "unknown option $1";;
   esac
 done
+in_range "$reps" 1 100 || die "--reps must be 1..100"
+in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
 shared="$root/../shared/bench-anchors"
 for c in dnsperf gdnsd dig taskset; do
   command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y dnsperf gdnsd bind9-dnsutils util-linux" >&2; exit 2; }

@@ -32,7 +32,6 @@ PIN=0
 BIN="$ROOT/target/release/detour"
 STOP_TIMEOUT=15
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 . "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do

@@ -37,7 +37,6 @@ BUILD_TIMEOUT=1800   # cargo build --release, from scratch, worst case
 READY_TIMEOUT=20     # server start until it answers
 STOP_TIMEOUT=15      # SIGTERM until SIGKILL (the unit's TimeoutStopSec)
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 . "$B/lib.sh"
 
 while [[ $# -gt 0 ]]; do

@@ -8,15 +8,18 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+. "$here/lib.sh"
 records=100000 secs=8
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --records) records="$2"; shift 2;;
-    -l) secs="$2"; shift 2;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0;;
-    *) echo "unknown option $1" >&2; exit 2;;
+    --records) need_arg "$@"; records="$2"; shift 2;;
+    -l) need_arg "$@"; secs="$2"; shift 2;;
+    -h|--help) usage; exit 0;;
+    *) usage >&2; die "unknown option $1";;
   esac
 done
+in_range "$records" 1 999999 || die "--records must be 1..999999"
+in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
 for c in dnsperf dig taskset; do
   command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y dnsperf bind9-dnsutils" >&2; exit 2; }
 done
