@@ -350,6 +350,11 @@ async fn a_watched_check_sees_a_killed_backend_at_once() {
     assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     main.stop();
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    let metrics = detour::telemetry::install().expect("recorder").render();
+    assert!(
+        metrics.contains("detour_watch_wakeups_total{check=\"mls#0\"}"),
+        "{metrics}"
+    );
     // Back: the down pace (confirm, 50 ms) finds it, and the watch is reopened.
     main.restart().await;
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;

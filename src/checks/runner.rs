@@ -264,6 +264,8 @@ pub async fn run(
             () = closed(&mut watching) => {
                 watching = None;
                 woken_by_watch = true;
+                metrics::counter!("detour_watch_wakeups_total", "check" => id.to_string())
+                    .increment(1);
             }
             _ = cancel.cancelled() => return,
         }
