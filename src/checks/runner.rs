@@ -231,7 +231,8 @@ pub async fn run(
                 )
                 .await
                 .ok()
-                .and_then(Result::ok);
+                .and_then(Result::ok)
+                .inspect(keep_alive);
             }
         }
         woken_by_watch = false;
@@ -291,6 +292,19 @@ fn watch_target(target: &Target) -> Option<(String, u16)> {
         }
         Target::Check(CheckKind::Dns(_)) => None,
         Target::Address { ip, port, .. } => Some((ip.to_string(), *port)),
+    }
+}
+
+/// TCP keepalive on a watched connection: a firewall or NAT between detour and the target
+/// that forgets idle connections (often after 5-60 minutes) would otherwise swallow the
+/// close the watch waits for; a host that vanished is noticed too (after about a minute).
+fn keep_alive(stream: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::warn!(error = %e, "cannot set TCP keepalive on a watch connection");
     }
 }
 
@@ -355,6 +369,23 @@ async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_watch_connection_keeps_itself_alive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        keep_alive(&stream);
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+    }
 
     #[test]
     fn a_watch_connects_where_the_probe_goes() {
