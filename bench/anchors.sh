@@ -37,10 +37,8 @@ done
 (( watch == 0 || failover == 1 )) || die "--watch goes with --failover"
 shared="$root/../shared/bench-anchors"
 [[ -d "$shared" ]] || { echo "no $shared" >&2; exit 2; }
-need=(dnsperf gdnsd nsd knotd pdns_server dig)
-for c in "${need[@]}"; do
-  command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y dnsperf gdnsd nsd knot pdns-server pdns-backend-bind bind9-dnsutils" >&2; exit 2; }
-done
+need_cmds "dnsperf gdnsd nsd knot pdns-server pdns-backend-bind bind9-dnsutils" \
+  dnsperf gdnsd nsd knotd pdns_server dig
 work="$(mktemp -d /tmp/detour-anchors.XXXXXX)"
 cp -r "$shared" "$work/h" && chmod -R u+w "$work/h"
 if [[ $failover -eq 1 ]]; then

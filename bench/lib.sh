@@ -7,6 +7,13 @@ die() { echo "${0##*/}: $*" >&2; exit 2; }
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 
+# "PACKAGES" CMD...: every CMD is on PATH, else stop naming the Debian packages to install
+need_cmds() {
+  local pkgs="$1" c
+  shift
+  for c in "$@"; do command -v "$c" >/dev/null || die "missing $c: apt-get install -y $pkgs"; done
+}
+
 # VALUE MIN MAX: a whole number in [MIN, MAX]
 in_range() { [[ "$1" =~ ^[0-9]{1,6}$ ]] && (( 10#$1 >= $2 && 10#$1 <= $3 )); }
 

@@ -29,9 +29,7 @@ done
 in_range "$reps" 1 100 || die "--reps must be 1..100"
 in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
 shared="$root/../shared/bench-anchors"
-for c in dnsperf gdnsd dig taskset; do
-  command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y dnsperf gdnsd bind9-dnsutils util-linux" >&2; exit 2; }
-done
+need_cmds "dnsperf gdnsd bind9-dnsutils util-linux" dnsperf gdnsd dig taskset
 n="$(nproc)"
 all="0-$((n - 1))"
 work="$(mktemp -d /tmp/detour-multicore.XXXXXX)"

@@ -48,9 +48,7 @@ done
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] && (( DURATION <= 600 )) || die "--duration: 1..600 seconds"
 [[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive integer"
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer"
-for cmd in wrk dig curl python3; do
-  command -v "$cmd" >/dev/null || die "$cmd is missing (apt-get install -y wrk bind9-dnsutils curl python3)"
-done
+need_cmds "wrk bind9-dnsutils curl python3" wrk dig curl python3
 if (( PIN )); then
   command -v taskset >/dev/null || die "--pin needs taskset (util-linux)"
   (( $(nproc) >= 2 )) || die "--pin needs two CPUs"

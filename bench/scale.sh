@@ -20,9 +20,7 @@ while [[ $# -gt 0 ]]; do
 done
 in_range "$records" 1 999999 || die "--records must be 1..999999"
 in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
-for c in dnsperf dig taskset; do
-  command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y dnsperf bind9-dnsutils" >&2; exit 2; }
-done
+need_cmds "dnsperf bind9-dnsutils util-linux" dnsperf dig taskset
 (cd "$root" && cargo build --release --quiet)
 bin="$root/target/release/detour"
 work="$(mktemp -d /tmp/detour-scale.XXXXXX)"

@@ -72,20 +72,18 @@ async fn first_verdicts(
     let mut checks = Checks::new(Prober::new(), tx, cancel.child_token());
     checks.apply(config, &engine.health());
     if !engine.all_known() {
-        let longest = crate::checks::plan(config)
-            .values()
-            .map(|(_, t)| t.timeout)
-            .max()
-            .unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + longest + FIRST_ROUND_SLACK;
-        while !engine.all_known() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => {
-                    engine.report(r);
-                }
-                _ => break,
-            }
-        }
+        let plan = crate::checks::plan(config);
+        let slowest = |f: fn(&crate::config::Timing) -> Duration| {
+            let longest = plan.values().map(|(_, t)| f(t)).max().unwrap_or_default();
+            tokio::time::Instant::now() + longest + FIRST_ROUND_SLACK
+        };
+        take_reports(
+            &mut engine,
+            &mut rx,
+            slowest(|t| t.timeout),
+            Engine::all_known,
+        )
+        .await;
         if !engine.all_known() {
             warn!(
                 "some checks gave no verdict in the first round; they count as passing until they do"
@@ -95,26 +93,31 @@ async fn first_verdicts(
         // failure, then for its next failure (the failure asked the canaries to probe at once):
         // give it that long, so the first answers already send people away from a dead service.
         if engine.awaiting_any() && engine.canary_passed() {
-            let pace = crate::checks::plan(config)
-                .values()
-                .map(|(_, t)| t.down_pace() + t.timeout)
-                .max()
-                .unwrap_or_default();
-            let deadline = tokio::time::Instant::now() + pace + FIRST_ROUND_SLACK;
-            while engine.awaiting_any() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => {
-                        engine.report(r);
-                    }
-                    _ => break,
-                }
-            }
+            let deadline = slowest(|t| t.down_pace() + t.timeout);
+            take_reports(&mut engine, &mut rx, deadline, |e| !e.awaiting_any()).await;
         }
     }
     for c in engine.evaluate(Utc::now()) {
         states::log_change(&c);
     }
     (engine, checks, rx)
+}
+
+/// Feeds probe reports to `engine` until `done` says so or `deadline` passes.
+async fn take_reports(
+    engine: &mut Engine,
+    rx: &mut mpsc::Receiver<crate::checks::runner::Report>,
+    deadline: tokio::time::Instant,
+    done: impl Fn(&Engine) -> bool,
+) {
+    while !done(engine) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => {
+                engine.report(r);
+            }
+            _ => break,
+        }
+    }
 }
 
 /// Binds every listener of `config` and starts serving; `config_path` is re-read on reload.

@@ -1339,6 +1339,8 @@ mod tests {
         _dir: tempfile::TempDir,
         engine: Engine,
         h: BTreeMap<CheckId, Hysteresis>,
+        /// Added to the wall clock only (a step of the system time), in ms.
+        skew: i64,
     }
 
     impl Rig {
@@ -1368,6 +1370,7 @@ mod tests {
                 _dir: dir,
                 engine,
                 h: BTreeMap::new(),
+                skew: 0,
             }
         }
 
@@ -1384,7 +1387,7 @@ mod tests {
                 ok,
                 latency: Duration::from_millis(took as u64),
                 reason: if ok { "connected" } else { "timed out" }.into(),
-                at: t(start + took),
+                at: t(start + took + self.skew),
                 finished: m(start + took),
             };
             self.engine.report(Report {
@@ -1399,7 +1402,7 @@ mod tests {
         /// once the engine has evaluated at the probe's end.
         fn probe(&mut self, id: CheckId, ok: bool, start: i64) -> ServiceState {
             self.report(id, ok, start, 10);
-            self.engine.evaluate(t(start + 10));
+            self.engine.evaluate(t(start + 10 + self.skew));
             self.engine.services["mls"].state
         }
     }
@@ -1500,32 +1503,13 @@ mod tests {
     #[test]
     fn a_wall_clock_step_does_not_confuse_corroboration() {
         let mut r = Rig::new(true, 2);
-        let feed = |r: &mut Rig, id: CheckId, ok: bool, wall: i64, mono: i64| {
-            let timing = r.engine.plan[&id].1;
-            let h =
-                r.h.entry(id.clone())
-                    .or_insert_with(|| Hysteresis::new(timing.rise, timing.fall, None));
-            let flipped = h.observe(ok).is_some();
-            r.engine.report(Report {
-                id,
-                observation: Observation {
-                    ok,
-                    latency: Duration::from_millis(10),
-                    reason: String::new(),
-                    at: t(wall),
-                    finished: m(mono),
-                },
-                verdict: h.verdict(),
-                flipped,
-            });
-            r.engine.evaluate(t(wall));
-            r.engine.services["mls"].state
-        };
-        assert_eq!(feed(&mut r, MLS(), true, 0, 0), ServiceState::Up);
-        assert_eq!(feed(&mut r, MLS(), false, 10_000, 100), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        r.skew = 9_900;
+        assert_eq!(r.probe(MLS(), false, 90), ServiceState::Up);
         // The wall clock steps back ten seconds; the canary's pass is still after the failure.
-        assert_eq!(feed(&mut r, CANARY, true, 130, 130), ServiceState::Up);
-        assert_eq!(feed(&mut r, MLS(), false, 200, 200), ServiceState::Down);
+        r.skew = 0;
+        assert_eq!(r.probe(CANARY, true, 120), ServiceState::Up);
+        assert_eq!(r.probe(MLS(), false, 190), ServiceState::Down);
     }
 
     #[test]

@@ -181,6 +181,16 @@ async fn a_dependency_down_makes_a_service_impacted_but_still_answered() {
     wait_state(&s, "mls", ServiceState::Up).await;
 }
 
+/// Waits until `b`'s first probe has passed and the watch connection is open (it is one more
+/// connection accepted).
+async fn wait_watched(b: &HttpBackend) {
+    let start = Instant::now();
+    while b.hits() < 2 {
+        assert!(start.elapsed() < WITHIN, "no watch connection");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Backends on 127.0.0.10 and 127.0.0.11 on one port, and detour answering mls with both
 /// addresses, each probed on its own (`check_each`, with `timing`).
 async fn each_pair(timing: &str) -> (HttpBackend, HttpBackend, Server) {
@@ -230,11 +240,7 @@ async fn a_watched_address_is_dropped_as_soon_as_its_backend_dies() {
     )
     .await;
     // Both first probes passed and both watch connections are open.
-    let start = Instant::now();
-    while a.hits() < 2 {
-        assert!(start.elapsed() < WITHIN, "no watch connection");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_watched(&a).await;
     a.stop();
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.11"], WITHIN).await;
 }
@@ -341,20 +347,11 @@ async fn a_watched_check_sees_a_killed_backend_at_once() {
         main.addr
     );
     let s = Server::start(&config(&check), &[("z.toml", &zone(MLS_DYNAMIC))]).await;
-    // The first probe has passed and the watch connection is open (it is one more hit).
-    let start = Instant::now();
-    while main.hits() < 2 {
-        assert!(start.elapsed() < WITHIN, "no watch connection");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_watched(&main).await;
     assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
     main.stop();
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
-    let metrics = detour::telemetry::install().expect("recorder").render();
-    assert!(
-        metrics.contains("detour_watch_wakeups_total{check=\"mls#0\"}"),
-        "{metrics}"
-    );
+    assert!(counter("detour_watch_wakeups_total{check=\"mls#0\"}") >= 1);
     // Back: the down pace (confirm, 50 ms) finds it, and the watch is reopened.
     main.restart().await;
     wait_udp_a(s.addr, "mls.example.test.", &["127.0.0.10"], WITHIN).await;

@@ -123,7 +123,7 @@ impl Checks {
             prober,
             links: runner::Links {
                 tx,
-                canaries: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+                canaries: tokio::sync::watch::channel(0).0,
             },
             parent,
             running: HashMap::new(),

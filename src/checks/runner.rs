@@ -146,7 +146,7 @@ pub struct Links {
     /// Reports to the states task.
     pub tx: mpsc::Sender<Report>,
     /// Bumped when a non-canary check starts failing.
-    pub canaries: std::sync::Arc<watch::Sender<u64>>,
+    pub canaries: watch::Sender<u64>,
 }
 
 /// The shortest time between two probes of a canary when checks keep asking.
@@ -224,15 +224,12 @@ pub async fn run(
         } else if watching.is_none() && !woken_by_watch {
             // Reopened only after a scheduled probe passed: a target that closes idle
             // connections at once costs one extra probe per interval, not a loop.
-            if let Some((host, port)) = &watch_at {
-                watching = tokio::time::timeout(
-                    timing.timeout,
-                    TcpStream::connect((host.as_str(), *port)),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .inspect(keep_alive);
+            if let Some(addr) = &watch_at {
+                watching = tokio::time::timeout(timing.timeout, TcpStream::connect(addr.as_str()))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .inspect(keep_alive);
             }
         }
         woken_by_watch = false;
@@ -273,25 +270,19 @@ pub async fn run(
     }
 }
 
-/// Host and port of the idle connection a watched check keeps (none for DNS checks).
-fn watch_target(target: &Target) -> Option<(String, u16)> {
+/// Where a watched check keeps its idle connection, as `TcpStream::connect` takes it: the
+/// address the probe connects to (none for DNS checks).
+fn watch_target(target: &Target) -> Option<String> {
     match target {
-        Target::Check(CheckKind::Http(h)) => {
-            // host() rather than host_str(): an IPv6 literal without its brackets.
-            let host = match h.url.host()? {
-                url::Host::Domain(d) => d.to_string(),
-                url::Host::Ipv4(a) => a.to_string(),
-                url::Host::Ipv6(a) => a.to_string(),
-            };
-            Some((host, h.url.port_or_known_default()?))
-        }
-        Target::Check(CheckKind::Tcp(t)) => {
-            let (host, port) = t.address.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_string(), port.parse().ok()?))
-        }
+        // host_str() keeps an IPv6 literal's brackets, as "host:port" needs them.
+        Target::Check(CheckKind::Http(h)) => Some(format!(
+            "{}:{}",
+            h.url.host_str()?,
+            h.url.port_or_known_default()?
+        )),
+        Target::Check(CheckKind::Tcp(t)) => Some(t.address.clone()),
         Target::Check(CheckKind::Dns(_)) => None,
-        Target::Address { ip, port, .. } => Some((ip.to_string(), *port)),
+        Target::Address { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
     }
 }
 
@@ -396,7 +387,13 @@ mod tests {
                 expect: None,
             }))
         };
-        let at = |h: &str, p: u16| Some((h.to_string(), p));
+        let at = |h: &str, p: u16| {
+            Some(if h.contains(':') {
+                format!("[{h}]:{p}")
+            } else {
+                format!("{h}:{p}")
+            })
+        };
         assert_eq!(watch_target(&tcp("127.0.0.1:9003")), at("127.0.0.1", 9003));
         assert_eq!(watch_target(&tcp("[::1]:53")), at("::1", 53));
         assert_eq!(

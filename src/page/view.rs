@@ -31,18 +31,6 @@ pub struct When {
     pub ago: String,
 }
 
-impl When {
-    /// `t` seen from `clock`.
-    pub fn new(t: DateTime<Utc>, clock: &Clock) -> Self {
-        let secs = (clock.now - t).num_seconds();
-        Self {
-            iso: t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            local: local_time(t, clock.now, clock.zone),
-            ago: if secs >= 0 { span(secs) } else { String::new() },
-        }
-    }
-}
-
 /// The moment a page is built, and the zone its times are shown in: `[page] timezone`, or
 /// the process's local time zone (`TZ`) when that is not set.
 #[derive(Debug, Clone, Copy)]
@@ -62,9 +50,14 @@ impl Clock {
         }
     }
 
-    /// `t` as the page shows it.
+    /// `t` as the page shows it, seen from now.
     pub fn when(&self, t: DateTime<Utc>) -> When {
-        When::new(t, self)
+        let secs = (self.now - t).num_seconds();
+        When {
+            iso: t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            local: local_time(t, self.now, self.zone),
+            ago: if secs >= 0 { span(secs) } else { String::new() },
+        }
     }
 }
 
