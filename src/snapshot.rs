@@ -66,6 +66,8 @@ pub struct ZoneData {
     content: Vec<Record>,
     /// Sources allowed to transfer the zone.
     pub allow_transfer: Vec<IpNet>,
+    /// The TSIG key a transfer must be signed with, if any.
+    pub transfer_key: Option<Name>,
     /// Answers compiled into wire format for the fast path.
     pub fast: FastZone,
 }
@@ -183,6 +185,7 @@ impl ZoneData {
             has_cuts,
             content,
             allow_transfer: zone.allow_transfer.clone(),
+            transfer_key: zone.transfer_key.clone(),
             fast: FastZone::default(),
         };
         z.fast = FastZone::build(&z);

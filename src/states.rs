@@ -1251,8 +1251,8 @@ impl StatesTask {
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);
             // Only once the new serial is live.
-            for (zone, soa, targets) in notify {
-                crate::dns::secondaries::send(zone, soa, targets);
+            for n in notify {
+                crate::dns::secondaries::send(n);
             }
             self.export_gauges();
         }

@@ -408,6 +408,123 @@ fn page_tls_needs_existing_certificate_files() {
     );
 }
 
+#[test]
+fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
+    let base = "[server]\nzones_dir = \"zones\"\n";
+    let good = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
+    let (_f, r) = load(
+        &format!("{base}[tsig.xfr]\nsecret = \"not base64!\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        4,
+        10,
+        "the TSIG secret is not base64",
+    );
+    let (_f, r) = load(
+        &format!("{base}[tsig.xfr]\nsecret = \"{good}\"\nalgorithm = \"hmac-md5\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        5,
+        13,
+        "unsupported TSIG algorithm \"hmac-md5\": expected one of hmac-sha256, hmac-sha384, hmac-sha512",
+    );
+    let (_f, r) = load(
+        &format!("{base}[tsig.xfr]\nsecret = \"{good}\"\nsecret_file = \"x\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        3,
+        7,
+        "exactly one of `secret`",
+    );
+    let (_f, r) = load(
+        &format!("{base}[tsig.xfr]\nsecret_file = \"missing.key\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        4,
+        15,
+        "cannot read TSIG secret_file \"missing.key\"",
+    );
+    let (_f, r) = load(
+        &format!("{base}[tsig.\"bad..name\"]\nsecret = \"{good}\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        3,
+        7,
+        "invalid TSIG key name \"bad..name\"",
+    );
+
+    // A secret in a file beside the config (as tsig-keygen's output would be cut down to).
+    let f = Fixture::new(
+        &format!(
+            "{base}[tsig.\"XFR.example\"]\nsecret_file = \"xfr.key\"\nalgorithm = \"HMAC-SHA512\"\n"
+        ),
+        &[("z.toml", ZONE_OK)],
+    );
+    write(
+        &f.config_path().with_file_name("xfr.key"),
+        &format!("{good}\n"),
+    );
+    let cfg = f.load();
+    assert_eq!(cfg.tsig.len(), 1);
+    assert_eq!(cfg.tsig[0].name().to_string(), "xfr.example.");
+    let shown = format!("{:?}", cfg.tsig[0]);
+    assert!(
+        shown.contains("hmac-sha512") && !shown.contains(good),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_transfer_key_must_be_a_config_key_and_go_with_allow_transfer() {
+    let cfg = "[server]\nzones_dir = \"zones\"\n[tsig.xfr]\nsecret = \"c2VjcmV0\"\n";
+    let z = zone_with(
+        "",
+        "allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"nope\"\n",
+    );
+    let (_f, r) = load(cfg, &[("z.toml", &z)]);
+    expect_error(
+        &r.unwrap_err(),
+        "z.toml",
+        7,
+        16,
+        "transfer_key \"nope\" is not a [tsig] key of the config; known: xfr.",
+    );
+    let z = zone_with("", "transfer_key = \"xfr\"\n");
+    let (_f, r) = load(cfg, &[("z.toml", &z)]);
+    expect_error(
+        &r.unwrap_err(),
+        "z.toml",
+        6,
+        16,
+        "transfer_key without allow_transfer",
+    );
+    let z = zone_with(
+        "",
+        "allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"XFR.\"\n",
+    );
+    let (_f, r) = load(cfg, &[("z.toml", &z)]);
+    let cfg = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.zones[0].transfer_key.as_ref().map(|n| n.to_string()),
+        Some("xfr.".to_string())
+    );
+}
+
 /// A zone of `n` one-line records (over 1 MiB for 20,000: read in pieces), the one at
 /// `bad` replaced by `bad_line`, with keys and a table after the records.
 fn large_zone(n: usize, bad: Option<(usize, &str)>) -> String {

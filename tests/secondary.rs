@@ -1,5 +1,7 @@
 //! A real secondary: NSD transfers detour's zone (AXFR over TCP), and detour's NOTIFY makes
-//! it follow changes (a reload, a health-driven swap) within moments, not its refresh time.
+//! it follow changes (a reload, a health-driven swap) within moments, not its refresh time;
+//! the same with TSIG, where NSD requires every transfer and NOTIFY signed. BIND's `dig`
+//! checks the signatures of a transfer of many messages, and the refusals.
 
 mod common;
 
@@ -52,18 +54,51 @@ async fn wait_for(addr: SocketAddr, name: &str, want: &[&str], within: Duration)
     }
 }
 
+/// The key both sides know in the TSIG tests.
+const KEY: &str = "xfr-key";
+
+/// A fresh random secret, base64, as `tsig-keygen` would print it.
+fn new_secret() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nsd_transfers_the_zone_and_follows_notify() {
+    nsd_follows(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nsd_requiring_tsig_transfers_the_zone_and_follows_signed_notify() {
+    nsd_follows(Some(new_secret())).await;
+}
+
+/// NSD as secondary of detour's example.test; with `secret`, both sides require the key
+/// for transfers and NOTIFY (NSD drops an unsigned NOTIFY and a badly signed transfer).
+async fn nsd_follows(secret: Option<String>) {
     let nsd_bin = ["/usr/sbin/nsd", "/usr/bin/nsd"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("NSD is installed (Debian package nsd; .ci/run installs it)");
     let nsd_port = free_port();
-    let zone = TEST_ZONE.replace(
+    let mut zone = TEST_ZONE.replace(
         "allow_transfer = [\"127.0.0.1\"]",
         &format!("allow_transfer = [\"127.0.0.1\"]\nalso_notify = [\"127.0.0.1:{nsd_port}\"]"),
     );
-    let s = Server::start(&config_toml(""), &[("example.test.toml", &zone)]).await;
+    let mut extra = String::new();
+    let (mut nsd_key, mut key_ref) = (String::new(), "NOKEY".to_string());
+    if let Some(secret) = &secret {
+        zone = zone.replace(
+            "allow_transfer =",
+            &format!("transfer_key = \"{KEY}\"\nallow_transfer ="),
+        );
+        extra = format!("\n[tsig.{KEY}]\nsecret = \"{secret}\"\n");
+        nsd_key = format!(
+            "key:\n    name: {KEY}\n    algorithm: hmac-sha256\n    secret: \"{secret}\"\n"
+        );
+        key_ref = KEY.to_string();
+    }
+    let s = Server::start(&config_toml(&extra), &[("example.test.toml", &zone)]).await;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
@@ -84,11 +119,11 @@ async fn nsd_transfers_the_zone_and_follows_notify() {
     verbosity: 2
 remote-control:
     control-enable: no
-zone:
+{nsd_key}zone:
     name: example.test
     zonefile: "example.test.zone"
-    request-xfr: AXFR 127.0.0.1@{} NOKEY
-    allow-notify: 127.0.0.1 NOKEY
+    request-xfr: AXFR 127.0.0.1@{} {key_ref}
+    allow-notify: 127.0.0.1 {key_ref}
 "#,
         s.addr.port()
     );
@@ -163,4 +198,109 @@ zone:
         "NSD logged the NOTIFY:\n{}",
         log()
     );
+}
+
+/// Runs `dig` (BIND's, which checks TSIG on every message of a transfer) and returns its
+/// output.
+fn dig(args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["+time=5", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (bind9-dnsutils; .ci/run installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
+    let secret = new_secret();
+    // 1,000 more records: the transfer takes several messages, each signed over the last.
+    let many: String = (0..1000)
+        .map(|i| {
+            format!(
+                "  {{ name = \"h{i}\", type = \"A\", value = \"192.0.2.{}\" }},\n",
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let zone = TEST_ZONE
+        .replace("records = [\n", &format!("records = [\n{many}"))
+        .replace(
+            "allow_transfer =",
+            &format!("transfer_key = \"{KEY}\"\nallow_transfer ="),
+        );
+    let other = new_secret();
+    let extra = format!(
+        "\n[tsig.{KEY}]\nsecret = \"{secret}\"\n[tsig.other]\nsecret = \"{other}\"\nalgorithm = \"hmac-sha512\"\n"
+    );
+    let s = Server::start(&config_toml(&extra), &[("example.test.toml", &zone)]).await;
+    let at = format!("@{}", s.addr.ip());
+    let port = s.addr.port().to_string();
+    let axfr = |key: Option<String>| {
+        let mut args = vec![at.clone(), "-p".into(), port.clone()];
+        if let Some(k) = key {
+            args.extend(["-y".into(), k]);
+        }
+        args.extend(["example.test".into(), "AXFR".into()]);
+        dig(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let good = axfr(Some(format!("hmac-sha256:{KEY}:{secret}")));
+    assert!(
+        !good.contains("Couldn't verify"),
+        "a signature failed:\n{good}"
+    );
+    let messages: usize = good
+        .lines()
+        .find_map(|l| l.split("messages ").nth(1))
+        .and_then(|t| t.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no XFR size line:\n{good}"));
+    assert!(messages >= 3, "the transfer fits in {messages} message(s)");
+    assert_eq!(
+        good.lines().filter(|l| l.contains("\tTSIG\t")).count(),
+        messages,
+        "every message carries a TSIG:\n{good}"
+    );
+    assert!(good.contains("h999.example.test."), "the whole zone came");
+
+    // Unsigned, signed with another good key, with a wrong secret, with an unknown key.
+    let unsigned = axfr(None);
+    assert!(
+        unsigned.contains("Transfer failed") && !unsigned.contains("h999"),
+        "{unsigned}"
+    );
+    let other_key = axfr(Some(format!("hmac-sha512:other:{other}")));
+    assert!(other_key.contains("Transfer failed"), "{other_key}");
+    assert!(
+        !other_key.contains("Couldn't verify"),
+        "the refusal is signed: {other_key}"
+    );
+    let bad_sig = axfr(Some(format!("hmac-sha256:{KEY}:{}", new_secret())));
+    assert!(
+        bad_sig.contains("BADSIG") && !bad_sig.contains("h999"),
+        "{bad_sig}"
+    );
+    let bad_key = axfr(Some(format!("hmac-sha256:stranger:{secret}")));
+    assert!(
+        bad_key.contains("BADKEY") && !bad_key.contains("h999"),
+        "{bad_key}"
+    );
+
+    // A signed ordinary query (a secondary's SOA check) gets a signed answer over UDP.
+    let soa = dig(&[
+        &at,
+        "-p",
+        &port,
+        "-y",
+        &format!("hmac-sha256:{KEY}:{secret}"),
+        "example.test",
+        "SOA",
+        "+norec",
+    ]);
+    assert!(
+        soa.contains("status: NOERROR") && soa.contains("TSIG PSEUDOSECTION"),
+        "{soa}"
+    );
+    assert!(!soa.contains("Couldn't verify"), "{soa}");
 }

@@ -31,6 +31,26 @@ pub fn summary(cfg: &Config) -> String {
                 z.soa.minimum.min(z.soa.ttl)
             ),
         );
+        if !z.allow_transfer.is_empty() {
+            let from: Vec<String> = z.allow_transfer.iter().map(|n| n.to_string()).collect();
+            let key = z
+                .transfer_key
+                .as_ref()
+                .map_or("unsigned".to_string(), |k| format!("TSIG key {k}"));
+            let notify = if z.also_notify.is_empty() {
+                String::new()
+            } else {
+                format!(", NOTIFY to {}", z.also_notify.len())
+            };
+            line(
+                &mut out,
+                format!(
+                    "    {:<24} transfers from {} ({key}){notify}",
+                    "",
+                    from.join(", ")
+                ),
+            );
+        }
     }
     let ids: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
     line(

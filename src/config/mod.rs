@@ -46,6 +46,8 @@ pub struct Config {
     pub guard: Guard,
     /// `[[notify]]` sinks.
     pub notify: Vec<Notify>,
+    /// `[tsig.<name>]` keys, for zone transfers and NOTIFY.
+    pub tsig: Vec<crate::dns::tsig::Key>,
     /// Zones from `zones_dir`, sorted by origin.
     pub zones: Vec<Zone>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
@@ -340,6 +342,8 @@ pub struct Zone {
     pub allow_transfer: Vec<IpNet>,
     /// Secondaries sent NOTIFY when the zone changes.
     pub also_notify: Vec<SocketAddr>,
+    /// The `[tsig]` key a transfer must be signed with (and NOTIFY is signed with), if any.
+    pub transfer_key: Option<Name>,
 }
 
 /// SOA fields (the serial is the Snapshot's).

@@ -30,6 +30,17 @@ pub struct RawConfig {
     pub guard: RawGuard,
     #[serde(default)]
     pub notify: Vec<Spanned<RawNotify>>,
+    #[serde(default)]
+    pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
+}
+
+/// `[tsig.<name>]`: a shared key for zone transfers and NOTIFY.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTsigKey {
+    pub algorithm: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
 }
 
 /// `[server]`: listeners and folders.
@@ -213,6 +224,7 @@ pub struct RawZone {
     pub allow_transfer: Vec<Spanned<String>>,
     #[serde(default)]
     pub also_notify: Vec<Spanned<String>>,
+    pub transfer_key: Option<Spanned<String>>,
 }
 
 /// `soa = { ... }`.

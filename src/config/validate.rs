@@ -60,7 +60,7 @@ pub(super) fn load(path: &Path) -> Result<Config, Diagnostics> {
     let Some(mut cfg) = cfg else {
         return Err(Diagnostics(errors));
     };
-    match super::zone::load_dir(&cfg.server.zones_dir, &cfg.services) {
+    match super::zone::load_dir(&cfg.server.zones_dir, &cfg.services, &cfg.tsig) {
         Ok(zones) => cfg.zones = zones,
         Err(mut zone_errors) => errors.append(&mut zone_errors.0),
     }
@@ -229,6 +229,13 @@ fn build(
         }
     }
 
+    let mut tsig = Vec::new();
+    for (name, key) in raw.tsig {
+        if let Some(k) = tsig_key(src, &name, key, dir) {
+            tsig.push(k);
+        }
+    }
+
     if src.errors.len() > before {
         return None;
     }
@@ -241,9 +248,78 @@ fn build(
         maintenance,
         guard: Guard { canaries },
         notify,
+        tsig,
         zones: Vec::new(),
         warnings: Vec::new(),
     })
+}
+
+/// `[tsig.<name>]`: the name must be a domain name, the secret base64, given exactly once
+/// (inline or in a file beside the config), and the algorithm one detour can compute.
+fn tsig_key(
+    src: &mut Source<'_>,
+    name: &Spanned<String>,
+    raw: RawTsigKey,
+    dir: &Path,
+) -> Option<crate::dns::tsig::Key> {
+    use base64::Engine as _;
+    let owner = match Name::from_ascii(name.get_ref()) {
+        Ok(mut n) if !name.get_ref().is_empty() && !n.is_root() => {
+            n.set_fqdn(true);
+            n.to_lowercase()
+        }
+        _ => {
+            src.error(
+                name.span(),
+                format!(
+                    "invalid TSIG key name {:?}: expected a domain name such as \"xfr-key\" or \"xfr.example.test\"",
+                    name.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    let (text, at) = match (&raw.secret, &raw.secret_file) {
+        (Some(s), None) => (s.get_ref().clone(), s.span()),
+        (None, Some(f)) => match std::fs::read_to_string(resolve(dir, f.get_ref())) {
+            Ok(t) => (t, f.span()),
+            Err(e) => {
+                src.error(
+                    f.span(),
+                    format!("cannot read TSIG secret_file {:?}: {e}", f.get_ref()),
+                );
+                return None;
+            }
+        },
+        _ => {
+            src.error(
+                name.span(),
+                "a TSIG key needs exactly one of `secret` (base64) or `secret_file` (a file holding it)",
+            );
+            return None;
+        }
+    };
+    let secret = match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+        Ok(s) if !s.is_empty() => s,
+        _ => {
+            src.error(
+                at,
+                "the TSIG secret is not base64 (what tsig-keygen, keymgr or `openssl rand -base64 32` print)",
+            );
+            return None;
+        }
+    };
+    let (alg, alg_at) = match &raw.algorithm {
+        Some(a) => (a.get_ref().to_ascii_lowercase(), a.span()),
+        None => ("hmac-sha256".to_string(), name.span()),
+    };
+    match crate::dns::tsig::Key::new(owner, &alg, secret) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            src.error(alg_at, e);
+            None
+        }
+    }
 }
 
 /// A URL people may be sent to from the page: no `javascript:` or `data:` links.

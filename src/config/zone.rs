@@ -32,10 +32,12 @@ pub const STATIC_TYPES: &[RecordType] = &[
 /// Record types a `[[dynamic]]` entry may have.
 pub const DYNAMIC_TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, RecordType::CNAME];
 
-/// Loads every `*.toml` in `dir` (sorted by file name); `services` are the ids `if_up` may name.
+/// Loads every `*.toml` in `dir` (sorted by file name); `services` are the ids `if_up` may
+/// name, `keys` the TSIG keys `transfer_key` may name.
 pub(super) fn load_dir(
     dir: &Path,
     services: &BTreeMap<String, Service>,
+    keys: &[crate::dns::tsig::Key],
 ) -> Result<Vec<Zone>, Diagnostics> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -74,7 +76,7 @@ pub(super) fn load_dir(
         let mut src = Source::new(&file, &text);
         if let Some(raw) = super::split::parse_zone(&mut src, &text) {
             let origin_span = raw.origin.span();
-            if let Some(zone) = zone(&mut src, raw, services) {
+            if let Some(zone) = zone(&mut src, raw, services, keys) {
                 if let Some(first) = seen.get(&zone.origin) {
                     src.error(
                         origin_span,
@@ -342,7 +344,12 @@ struct Owners {
     at: HashMap<Name, Vec<(RecordType, Range<usize>, bool)>>,
 }
 
-fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>) -> Option<Zone> {
+fn zone(
+    src: &mut Source<'_>,
+    raw: RawZone,
+    services: &BTreeMap<String, Service>,
+    keys: &[crate::dns::tsig::Key],
+) -> Option<Zone> {
     let before = src.errors.len();
     let origin = fqdn(src, &raw.origin)?;
     let ttl = raw.ttl.unwrap_or(3600);
@@ -470,6 +477,34 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
         }
     }
 
+    let transfer_key = raw.transfer_key.as_ref().and_then(|k| {
+        let want = Name::from_ascii(k.get_ref()).ok().map(|mut n| {
+            n.set_fqdn(true);
+            n.to_lowercase()
+        });
+        let found = keys.iter().find(|key| Some(key.name()) == want.as_ref());
+        if found.is_none() {
+            src.error(
+                k.span(),
+                format!(
+                    "transfer_key {:?} is not a [tsig] key of the config; known: {}",
+                    k.get_ref(),
+                    if keys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            );
+        } else if raw.allow_transfer.is_empty() {
+            src.error(
+                k.span(),
+                "transfer_key without allow_transfer: no address may transfer the zone (use [\"0.0.0.0/0\", \"::/0\"] to rely on the key alone)",
+            );
+        }
+        found.map(|key| key.name().clone())
+    });
+
     (src.errors.len() == before).then(|| Zone {
         file: src.path().to_path_buf(),
         origin,
@@ -479,6 +514,7 @@ fn zone(src: &mut Source<'_>, raw: RawZone, services: &BTreeMap<String, Service>
         dynamic,
         allow_transfer,
         also_notify,
+        transfer_key,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The answer engine: one DNS message in, the authoritative reply out, read from a Snapshot.
 //!
-//! Pure and synchronous: no I/O, no locks, no clock. The listeners hand it raw bytes and send
-//! back what it returns, so every rule of the DNS contract lives here and is tested here.
+//! Pure and synchronous: no I/O, no locks, and no clock but the time a TSIG-signed answer
+//! carries. The listeners hand it raw bytes and send back what it returns, so every rule of
+//! the DNS contract lives here and is tested here.
 //! Parsing and encoding use hickory-server's request and response types.
 
 use std::borrow::Cow;
@@ -15,6 +16,7 @@ use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::fast;
+use super::tsig::{Signer, Verdict};
 use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData};
 
 /// Finds the served zone holding a name: the whole Snapshot on the query path, one zone when
@@ -65,6 +67,10 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
 
 /// The general path: parses with hickory and applies every rule of the DNS contract. The
 /// fast path must answer byte for byte what this answers.
+///
+/// A query signed with TSIG is checked against the `[tsig]` keys: an unknown key or a bad MAC
+/// gets NOTAUTH with an unsigned TSIG saying which; otherwise the answer (NOTAUTH if the
+/// signature's time is off) is signed, every message of a transfer included.
 pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
     if raw.len() < HEADER_LEN || raw[2] & 0x80 != 0 {
         return Reply::Drop;
@@ -73,30 +79,90 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         Ok(r) => r,
         Err(_) => return Reply::Message(header_only(raw, ResponseCode::FormErr)),
     };
-    let cap = snap.config.server.udp_max_payload;
-    let edns = req.edns.as_ref().map(|e| {
+    let edns = response_edns(snap, &req);
+    let verdict = req
+        .signature
+        .as_deref()
+        .map(|t| super::tsig::verify(&snap.config.tsig, raw, t));
+    match verdict {
+        None => unsigned(snap, &req, raw, protocol, edns.as_ref(), None),
+        Some(Verdict::Unsigned(record)) => {
+            let mut out = error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth);
+            match super::tsig::append(&mut out, &record) {
+                Ok(()) => Reply::Message(out),
+                Err(_) => Reply::Message(header_only(raw, ResponseCode::NotAuth)),
+            }
+        }
+        Some(Verdict::Signed(mut signer)) => {
+            let reply = if signer.rejected() {
+                Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth))
+            } else {
+                unsigned(snap, &req, raw, protocol, edns.as_ref(), Some(&signer))
+            };
+            sign(reply, &mut signer, raw)
+        }
+    }
+}
+
+/// Signs every message of `reply`; a message that cannot be signed becomes SERVFAIL.
+fn sign(reply: Reply, signer: &mut Signer, raw: &[u8]) -> Reply {
+    let fail = |e: String| {
+        tracing::warn!(error = %e, "cannot sign a TSIG answer");
+        Reply::Message(header_only(raw, ResponseCode::ServFail))
+    };
+    match reply {
+        Reply::Drop => Reply::Drop,
+        Reply::Message(m) => signer.sign(m).map(Reply::Message).unwrap_or_else(fail),
+        Reply::Stream(ms) => ms
+            .into_iter()
+            .map(|m| signer.sign(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Reply::Stream)
+            .unwrap_or_else(fail),
+    }
+}
+
+/// The OPT record of the answer: ours, echoing the query's DO bit, if the query had EDNS.
+fn response_edns(snap: &Snapshot, req: &Request) -> Option<Edns> {
+    req.edns.as_ref().map(|e| {
         let mut out = Edns::new();
-        out.set_max_payload(cap);
+        out.set_max_payload(snap.config.server.udp_max_payload);
         out.set_version(0);
         out.set_dnssec_ok(e.flags().dnssec_ok);
         out
-    });
+    })
+}
+
+/// An answer with no records and `code`.
+fn error_msg(req: &Request, raw: &[u8], edns: Option<&Edns>, code: ResponseCode) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    let msg = MessageResponseBuilder::new(&req.queries, edns).error_msg(&req.metadata, code);
+    match msg.destructive_emit(&mut BinEncoder::new(&mut buf)) {
+        Ok(_) => buf,
+        Err(_) => header_only(raw, code),
+    }
+}
+
+/// The answer before any TSIG: `signer` is the verified signature of the query, if it had
+/// one (its key may authorize a transfer, and its record needs room in a UDP answer).
+fn unsigned(
+    snap: &Snapshot,
+    req: &Request,
+    raw: &[u8],
+    protocol: Protocol,
+    edns: Option<&Edns>,
+    signer: Option<&Signer>,
+) -> Reply {
+    let cap = snap.config.server.udp_max_payload;
     let limit = match protocol {
         Protocol::Udp => usize::from(match &req.edns {
             Some(e) => e.max_payload().max(512).min(cap),
             None => 512,
         }),
         _ => u16::MAX as usize,
-    };
-    let error = |code: ResponseCode| {
-        let mut buf = Vec::with_capacity(64);
-        let msg =
-            MessageResponseBuilder::new(&req.queries, edns.as_ref()).error_msg(&req.metadata, code);
-        match msg.destructive_emit(&mut BinEncoder::new(&mut buf)) {
-            Ok(_) => buf,
-            Err(_) => header_only(raw, code),
-        }
-    };
+    }
+    .saturating_sub(signer.map_or(0, Signer::overhead));
+    let error = |code: ResponseCode| error_msg(req, raw, edns, code);
     if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
         return Reply::Message(error(ResponseCode::BADVERS));
     }
@@ -112,7 +178,7 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
     }
     let qtype = q.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return transfer(snap, &req, q.name(), src, protocol, edns.as_ref())
+        return transfer(snap, req, q.name(), protocol, edns, signer)
             .unwrap_or_else(|code| Reply::Message(error(code)));
     }
     let res = resolve(snap, q.name(), qtype);
@@ -122,7 +188,7 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
     let mut meta = Metadata::response_from_request(&req.metadata);
     meta.authoritative = res.aa;
     meta.response_code = res.rcode;
-    let out = encode(&req.queries, meta, edns.as_ref(), &res, limit)
+    let out = encode(&req.queries, meta, edns, &res, limit)
         .unwrap_or_else(|| header_only(raw, ResponseCode::ServFail));
     Reply::Message(out)
 }
@@ -303,14 +369,15 @@ fn additional<'a>(zone: &'a ZoneData, qtype: RecordType, records: &[Record]) -> 
     }
 }
 
-/// AXFR, and IXFR answered with the whole zone (RFC 1995 §4), over TCP to allowed sources.
+/// AXFR, and IXFR answered with the whole zone (RFC 1995 §4), over TCP to allowed sources,
+/// signed with the zone's `transfer_key` when it has one.
 fn transfer(
     snap: &Snapshot,
     req: &Request,
     qname: &LowerName,
-    src: SocketAddr,
     protocol: Protocol,
     edns: Option<&Edns>,
+    signer: Option<&Signer>,
 ) -> Result<Reply, ResponseCode> {
     if protocol != Protocol::Tcp {
         return Err(ResponseCode::Refused);
@@ -318,7 +385,15 @@ fn transfer(
     let Some(zone) = snap.find_zone(qname) else {
         return Err(ResponseCode::Refused);
     };
+    let src = req.src();
     if !zone.allow_transfer.iter().any(|n| n.contains(&src.ip())) {
+        return Err(ResponseCode::Refused);
+    }
+    if zone
+        .transfer_key
+        .as_ref()
+        .is_some_and(|key| signer.map(Signer::key_name) != Some(key))
+    {
         return Err(ResponseCode::Refused);
     }
     if LowerName::new(&zone.origin) != *qname {

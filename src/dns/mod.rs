@@ -9,6 +9,7 @@ pub mod answer;
 pub mod fast;
 pub mod secondaries;
 pub mod tcp;
+pub mod tsig;
 pub mod udp;
 
 use std::io;

@@ -1,5 +1,6 @@
 //! NOTIFY (RFC 1996): tells a zone's `also_notify` secondaries that its serial changed, so
-//! they transfer it now instead of at their next refresh.
+//! they transfer it now instead of at their next refresh. Signed with the zone's
+//! `transfer_key` when it has one, as secondaries that require TSIG expect.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
+use super::tsig::Key;
 use crate::snapshot::Snapshot;
 
 /// Tries per secondary.
@@ -16,9 +18,22 @@ const TRIES: u32 = 3;
 /// Wait for an answer per try.
 const WAIT: Duration = Duration::from_secs(1);
 
-/// Zones of `next` whose serial differs from `prev`'s (or that are new), with their SOA and
-/// where to send NOTIFY.
-pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<(Name, Record, Vec<SocketAddr>)> {
+/// One zone's NOTIFY: what to announce, to whom, signed with what.
+#[derive(Debug)]
+pub struct Notify {
+    /// The zone's origin.
+    pub zone: Name,
+    /// Its new SOA.
+    pub soa: Record,
+    /// Its `also_notify` secondaries.
+    pub targets: Vec<SocketAddr>,
+    /// Its `transfer_key`, if it has one.
+    pub key: Option<Key>,
+}
+
+/// Zones of `next` whose serial differs from `prev`'s (or that are new), with their SOA,
+/// where to send NOTIFY and the key to sign it with.
+pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<Notify> {
     next.config
         .zones
         .iter()
@@ -28,16 +43,24 @@ pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<(Name, Record, Vec<Socke
             prev.zone_by_origin(&z.origin)
                 .is_none_or(|p| p.serial != data.serial)
         })
-        .map(|(z, data)| (z.origin.clone(), data.soa.clone(), z.also_notify.clone()))
+        .map(|(z, data)| Notify {
+            zone: z.origin.clone(),
+            soa: data.soa.clone(),
+            targets: z.also_notify.clone(),
+            key: z
+                .transfer_key
+                .as_ref()
+                .and_then(|name| next.config.tsig.iter().find(|k| k.name() == name).cloned()),
+        })
         .collect()
 }
 
-/// Sends NOTIFY for `zone` to every target (in the background; never blocks the caller).
-pub fn send(zone: Name, soa: Record, targets: Vec<SocketAddr>) {
-    for target in targets {
-        let (zone, soa) = (zone.clone(), soa.clone());
+/// Sends `n` to every target (in the background; never blocks the caller).
+pub fn send(n: Notify) {
+    for target in n.targets {
+        let (zone, soa, key) = (n.zone.clone(), n.soa.clone(), n.key.clone());
         tokio::spawn(async move {
-            match notify_one(&zone, &soa, target).await {
+            match notify_one(&zone, &soa, key.as_ref(), target).await {
                 Ok(()) => debug!(%zone, %target, "secondary notified"),
                 Err(e) => warn!(%zone, %target, error = %e, "NOTIFY not acknowledged"),
             }
@@ -45,7 +68,12 @@ pub fn send(zone: Name, soa: Record, targets: Vec<SocketAddr>) {
     }
 }
 
-async fn notify_one(zone: &Name, soa: &Record, target: SocketAddr) -> Result<(), String> {
+async fn notify_one(
+    zone: &Name,
+    soa: &Record,
+    key: Option<&Key>,
+    target: SocketAddr,
+) -> Result<(), String> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().map_err(|_| "address")?
     } else {
@@ -61,6 +89,9 @@ async fn notify_one(zone: &Name, soa: &Record, target: SocketAddr) -> Result<(),
         q.set_query_class(DNSClass::IN);
         m.add_query(q);
         m.add_answer(soa.clone());
+        if let Some(key) = key {
+            key.sign_request(&mut m)?;
+        }
         let bytes = m.to_vec().map_err(|e| e.to_string())?;
         sock.send_to(&bytes, target)
             .await

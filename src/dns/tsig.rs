@@ -1,0 +1,356 @@
+//! TSIG (RFC 8945): checks signed queries against the `[tsig.<name>]` keys, signs what
+//! answers them (a zone transfer message by message), and signs the NOTIFY detour sends.
+//!
+//! hickory-proto supplies the HMACs and the TSIG record; the message layout around them is
+//! here, because hickory signs only single responses: every message of a transfer after the
+//! first is signed over the previous MAC, the message and the timers alone (§5.3.1).
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
+use hickory_proto::rr::{Name, Record, TSigner};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+/// Seconds a signature's time may differ from ours, either way (RFC 8945 §10 suggests 300).
+pub const FUDGE: u16 = 300;
+
+/// The algorithms a key may use: the ones RFC 8945 says to implement, minus SHA-1.
+pub const ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+/// A shared secret from `[tsig.<name>]`, with its MAC's length. Its `Debug` shows the name
+/// and algorithm, never the secret.
+#[derive(Clone)]
+pub struct Key(TSigner, usize);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({} {})", self.name(), self.0.algorithm())
+    }
+}
+
+impl Key {
+    /// A key named `name` (as the secondaries know it) using `algorithm`, one of
+    /// [`ALGORITHMS`].
+    pub fn new(name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, String> {
+        if !ALGORITHMS.contains(&algorithm) {
+            return Err(format!(
+                "unsupported TSIG algorithm {algorithm:?}: expected one of {}",
+                ALGORITHMS.join(", ")
+            ));
+        }
+        let alg = TsigAlgorithm::from_name(
+            Name::from_ascii(algorithm).map_err(|e| format!("algorithm name: {e}"))?,
+        );
+        let mac_len = match alg {
+            TsigAlgorithm::HmacSha384 => 48,
+            TsigAlgorithm::HmacSha512 => 64,
+            _ => 32,
+        };
+        TSigner::new(secret, alg, name, FUDGE)
+            .map(|s| Key(s, mac_len))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The key's name, fully qualified.
+    pub fn name(&self) -> &Name {
+        self.0.signer_name()
+    }
+
+    /// Signs an outgoing request (NOTIFY) in place.
+    pub fn sign_request(&self, msg: &mut Message) -> Result<(), String> {
+        let (record, _) = self.0.sign_message(msg, now()).map_err(|e| e.to_string())?;
+        msg.set_signature(record);
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch, as TSIG counts time.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a request's TSIG record says about it.
+pub enum Verdict {
+    /// Signed with a known key and a good MAC. The answer must be signed with `Signer`; if
+    /// the time is off, the answer must be NOTAUTH (`Signer::rejected` says so).
+    Signed(Signer),
+    /// An unknown key or a bad MAC: the answer is NOTAUTH with this TSIG record added,
+    /// itself unsigned (RFC 8945 §5.2).
+    Unsigned(Record<TSIG>),
+}
+
+/// Checks the TSIG record `tsig` of the raw request `raw` against `keys`.
+pub fn verify(keys: &[Key], raw: &[u8], tsig: &Record<TSIG>) -> Verdict {
+    verify_at(keys, raw, tsig, now())
+}
+
+fn verify_at(keys: &[Key], raw: &[u8], tsig: &Record<TSIG>, now: u64) -> Verdict {
+    let unsigned = |error: TsigError| {
+        Verdict::Unsigned(make_tsig_record(
+            tsig.name.clone(),
+            TSIG::new(
+                tsig.data.algorithm.clone(),
+                now,
+                FUDGE,
+                Vec::new(),
+                tsig.data.oid,
+                Some(error),
+                Vec::new(),
+            ),
+        ))
+    };
+    // One algorithm per key name (RFC 8945 §5.5): a name with another algorithm is unknown.
+    let Some(key) = keys
+        .iter()
+        .find(|k| *k.name() == tsig.name && *k.0.algorithm() == tsig.data.algorithm)
+    else {
+        return unsigned(TsigError::BadKey);
+    };
+    if key.0.verify_message_byte(raw, None, true).is_err() {
+        return unsigned(TsigError::BadSig);
+    }
+    let late = now.abs_diff(tsig.data.time) > u64::from(tsig.data.fudge);
+    Verdict::Signed(Signer {
+        key: key.clone(),
+        mac: tsig.data.mac.clone(),
+        id: tsig.data.oid,
+        // A BADTIME answer carries the request's time and, in Other Data, ours (§5.2.3).
+        time: if late { tsig.data.time } else { now },
+        error: late.then_some(TsigError::BadTime),
+        other: if late {
+            now.to_be_bytes()[2..].to_vec()
+        } else {
+            Vec::new()
+        },
+        first: true,
+    })
+}
+
+/// Signs the answer to a verified request: one message, or each message of a stream in turn.
+pub struct Signer {
+    key: Key,
+    /// The request's MAC, then the MAC of the last message signed.
+    mac: Vec<u8>,
+    id: u16,
+    time: u64,
+    error: Option<TsigError>,
+    other: Vec<u8>,
+    first: bool,
+}
+
+impl Signer {
+    /// Whether the request's time was outside the fudge: then the answer is NOTAUTH, signed.
+    pub fn rejected(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The key that signed the request.
+    pub fn key_name(&self) -> &Name {
+        self.key.name()
+    }
+
+    /// Bytes the TSIG record adds to a message, so a UDP answer can leave room for it.
+    pub fn overhead(&self) -> usize {
+        let mac = self.key.1;
+        let name = |n: &Name| n.len() + 1;
+        // owner, type, class, TTL, RDLENGTH; algorithm, time, fudge, MAC size, MAC, id,
+        // error, other length, other.
+        name(self.key.name())
+            + 10
+            + name(&self.key.0.algorithm().to_name())
+            + 6
+            + 2
+            + 2
+            + mac
+            + 6
+            + self.other.len()
+    }
+
+    /// Signs `msg` (a whole DNS message without TSIG) and returns it with the TSIG record
+    /// appended. The first call signs over the request's MAC and every TSIG variable; later
+    /// calls, for the following messages of a transfer, over the previous MAC and the timers.
+    pub fn sign(&mut self, mut msg: Vec<u8>) -> Result<Vec<u8>, String> {
+        let tsig = TSIG::new(
+            self.key.0.algorithm().clone(),
+            self.time,
+            FUDGE,
+            Vec::new(),
+            self.id,
+            self.error,
+            self.other.clone(),
+        );
+        let mut tbs = Vec::with_capacity(msg.len() + self.mac.len() + 128);
+        {
+            let mut enc = BinEncoder::new(&mut tbs);
+            let len = u16::try_from(self.mac.len()).map_err(|_| "MAC too long")?;
+            enc.emit_u16(len).map_err(|e| e.to_string())?;
+            enc.emit_vec(&self.mac).map_err(|e| e.to_string())?;
+            enc.emit_vec(&msg).map_err(|e| e.to_string())?;
+            if self.first {
+                tsig.emit_tsig_for_mac(&mut enc, self.key.name())
+                    .map_err(|e| e.to_string())?;
+            } else {
+                enc.emit_u16((self.time >> 32) as u16)
+                    .map_err(|e| e.to_string())?;
+                enc.emit_u32(self.time as u32).map_err(|e| e.to_string())?;
+                enc.emit_u16(FUDGE).map_err(|e| e.to_string())?;
+            }
+        }
+        let mac = self.key.0.sign(&tbs).map_err(|e| e.to_string())?;
+        let record = make_tsig_record(self.key.name().clone(), tsig.set_mac(mac.clone()));
+        append(&mut msg, &record)?;
+        self.mac = mac;
+        self.first = false;
+        Ok(msg)
+    }
+}
+
+/// Appends `record` to the additional section of the encoded message `msg`.
+pub fn append(msg: &mut Vec<u8>, record: &Record<TSIG>) -> Result<(), String> {
+    if msg.len() < 12 {
+        return Err("message shorter than a header".into());
+    }
+    let count = u16::from_be_bytes([msg[10], msg[11]])
+        .checked_add(1)
+        .ok_or("additional section full")?;
+    let mut tail = Vec::with_capacity(128);
+    record
+        .emit(&mut BinEncoder::new(&mut tail))
+        .map_err(|e| e.to_string())?;
+    msg.extend_from_slice(&tail);
+    msg[10..12].copy_from_slice(&count.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::RecordType;
+
+    fn key(secret: &[u8]) -> Key {
+        Key::new(
+            Name::from_ascii("xfr.").unwrap(),
+            "hmac-sha256",
+            secret.to_vec(),
+        )
+        .unwrap()
+    }
+
+    fn signed_query(k: &Key) -> (Vec<u8>, Record<TSIG>) {
+        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            RecordType::SOA,
+        ));
+        k.sign_request(&mut m).unwrap();
+        let raw = m.to_vec().unwrap();
+        let parsed = Message::from_vec(&raw).unwrap();
+        let tsig = parsed.signature().unwrap().clone();
+        (raw, tsig)
+    }
+
+    fn answer(id: u16, n: u8) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii(format!("m{n}.example.test.")).unwrap(),
+            RecordType::SOA,
+        ));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_stream_verifies_with_hickorys_own_chain_check() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let (raw, tsig) = signed_query(&k);
+        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
+            panic!("a good signature is accepted");
+        };
+        assert!(!s.rejected());
+        // The first answer over the request's MAC, the next two over the previous MAC with
+        // the timers only: hickory's verifier of RFC 8945 §5.3.1 must accept each in turn.
+        let mut prev = tsig.data.mac.clone();
+        for n in 0..3 {
+            let msg = s.sign(answer(0x1234, n)).unwrap();
+            let (mac, _, _) =
+                k.0.verify_message_byte(&msg, Some(&prev), n == 0)
+                    .unwrap_or_else(|e| panic!("message {n} fails to verify: {e}"));
+            prev = mac;
+            assert!(Message::from_vec(&msg).unwrap().signature().is_some());
+        }
+        // A message verified as the wrong link of the chain fails: the check is real.
+        let msg = s.sign(answer(0x1234, 9)).unwrap();
+        assert!(
+            k.0.verify_message_byte(&msg, Some(&tsig.data.mac), false)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_bad_macs_and_stale_times_are_told_apart() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let other = key(b"another secret, same name.......");
+        let (raw, tsig) = signed_query(&k);
+        match verify(std::slice::from_ref(&other), &raw, &tsig) {
+            Verdict::Unsigned(r) => {
+                assert_eq!(r.data.error, Some(TsigError::BadSig));
+                assert!(r.data.mac.is_empty());
+            }
+            Verdict::Signed(_) => panic!("a MAC made with another secret is accepted"),
+        }
+        let stranger = Key::new(
+            Name::from_ascii("stranger.").unwrap(),
+            "hmac-sha256",
+            b"x".to_vec(),
+        )
+        .unwrap();
+        match verify(&[stranger], &raw, &tsig) {
+            Verdict::Unsigned(r) => assert_eq!(r.data.error, Some(TsigError::BadKey)),
+            Verdict::Signed(_) => panic!("an unknown key name is accepted"),
+        }
+        let later = tsig.data.time + u64::from(FUDGE) + 1;
+        let Verdict::Signed(mut s) = verify_at(std::slice::from_ref(&k), &raw, &tsig, later) else {
+            panic!("a good MAC at a bad time is still answered signed");
+        };
+        assert!(s.rejected());
+        let msg = s.sign(answer(0x1234, 0)).unwrap();
+        let parsed = Message::from_vec(&msg).unwrap();
+        let t = &parsed.signature().unwrap().data;
+        assert_eq!(t.error, Some(TsigError::BadTime));
+        assert_eq!(t.time, tsig.data.time, "BADTIME echoes the request's time");
+        assert_eq!(t.other, later.to_be_bytes()[2..].to_vec(), "and gives ours");
+        k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
+            .expect("the BADTIME answer is signed");
+    }
+
+    #[test]
+    fn overhead_is_what_signing_adds() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let (raw, tsig) = signed_query(&k);
+        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
+            panic!("accepted");
+        };
+        let plain = answer(0x1234, 0);
+        let want = s.overhead();
+        assert_eq!(s.sign(plain.clone()).unwrap().len() - plain.len(), want);
+    }
+
+    #[test]
+    fn algorithms_outside_the_list_are_refused_and_debug_hides_the_secret() {
+        let name = Name::from_ascii("k.").unwrap();
+        assert!(Key::new(name.clone(), "hmac-md5", b"s".to_vec()).is_err());
+        assert!(Key::new(name.clone(), "hmac-sha1", b"s".to_vec()).is_err());
+        let k = Key::new(name, "hmac-sha512", b"very secret".to_vec()).unwrap();
+        let shown = format!("{k:?}");
+        assert!(
+            shown.contains("k.") && shown.contains("hmac-sha512"),
+            "{shown}"
+        );
+        assert!(!shown.contains("very secret"));
+    }
+}
