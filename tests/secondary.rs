@@ -1,7 +1,8 @@
 //! A real secondary: NSD transfers detour's zone (AXFR over TCP), and detour's NOTIFY makes
 //! it follow changes (a reload, a health-driven swap) within moments, not its refresh time;
-//! the same with TSIG, where NSD requires every transfer and NOTIFY signed. BIND's `dig`
-//! checks the signatures of a transfer of many messages, and the refusals.
+//! the same with TSIG, where NSD requires every transfer and NOTIFY signed. Knot, requiring
+//! TSIG too, transfers a zone of many messages and follows NOTIFY; BIND's `dig` checks the
+//! signatures of such a transfer, and the refusals.
 
 mod common;
 
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use hickory_server::proto::rr::RecordType;
 
-struct Nsd(Child);
+/// A secondary's process, killed when the test ends however it ends.
+struct Daemon(Child);
 
-impl Drop for Nsd {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -128,13 +130,15 @@ remote-control:
         s.addr.port()
     );
     std::fs::write(dir.path().join("nsd.conf"), conf).unwrap();
-    let _nsd = Nsd(Command::new(nsd_bin)
-        .args(["-d", "-c"])
-        .arg(dir.path().join("nsd.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nsd"));
+    let _nsd = Daemon(
+        Command::new(nsd_bin)
+            .args(["-d", "-c"])
+            .arg(dir.path().join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsd"),
+    );
     let nsd: SocketAddr = format!("127.0.0.1:{nsd_port}").parse().unwrap();
     let log = || std::fs::read_to_string(dir.path().join("nsd.log")).unwrap_or_default();
 
@@ -303,4 +307,128 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
         "{soa}"
     );
     assert!(!soa.contains("Couldn't verify"), "{soa}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knot_requiring_tsig_transfers_a_many_message_zone_and_follows_notify() {
+    let knotd = ["/usr/sbin/knotd", "/usr/bin/knotd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Knot is installed (Debian package knot; .ci/run installs it)");
+    let secret = new_secret();
+    let knot_port = free_port();
+    let many: String = (0..1000)
+        .map(|i| {
+            format!(
+                "  {{ name = \"h{i}\", type = \"A\", value = \"192.0.2.{}\" }},\n",
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let zone = TEST_ZONE
+        .replace("records = [\n", &format!("records = [\n{many}"))
+        .replace(
+            "allow_transfer =",
+            &format!("transfer_key = \"{KEY}\"\nalso_notify = [\"127.0.0.1:{knot_port}\"]\nallow_transfer ="),
+        );
+    let extra = format!("\n[tsig.{KEY}]\nsecret = \"{secret}\"\nalgorithm = \"hmac-sha384\"\n");
+    let s = Server::start(&config_toml(&extra), &[("example.test.toml", &zone)]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"server:
+    listen: 127.0.0.1@{knot_port}
+    rundir: "{d}"
+log:
+  - target: "{d}/knot.log"
+    any: info
+database:
+    storage: "{d}"
+key:
+  - id: {KEY}
+    algorithm: hmac-sha384
+    secret: {secret}
+remote:
+  - id: primary
+    address: 127.0.0.1@{}
+    key: {KEY}
+acl:
+  - id: from_primary
+    address: 127.0.0.1
+    key: {KEY}
+    action: notify
+template:
+  - id: default
+    storage: "{d}"
+zone:
+  - domain: example.test
+    master: primary
+    acl: from_primary
+"#,
+        s.addr.port()
+    );
+    std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+    let _knot = Daemon(
+        Command::new(knotd)
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start knotd"),
+    );
+    let knot: SocketAddr = format!("127.0.0.1:{knot_port}").parse().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("knot.log")).unwrap_or_default();
+
+    let start = Instant::now();
+    while a_at(knot, "h999.example.test.")
+        .await
+        .is_none_or(|v| v.is_empty())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "Knot never loaded the zone:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Knot says how many messages the transfer took; each was checked against the key.
+    let messages: usize = log()
+        .lines()
+        .filter(|l| l.contains("AXFR, incoming") && l.contains("finished"))
+        .find_map(|l| {
+            l.split(" messages")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no finished transfer in Knot's log:\n{}", log()));
+    assert!(messages >= 3, "the transfer took {messages} message(s)");
+
+    // An operator takes mls down: the signed NOTIFY brings Knot along at once.
+    s.running
+        .control()
+        .set_override(
+            "mls",
+            Some(detour::overrides::Override {
+                state: detour::overrides::Forced::Down,
+                reason: "test".into(),
+                until: None,
+                by: None,
+                set_at: None,
+            }),
+            detour::states::Actor { who: "test".into() },
+        )
+        .await
+        .unwrap();
+    wait_for(
+        knot,
+        "mls.example.test.",
+        &["127.0.0.80"],
+        Duration::from_secs(10),
+    )
+    .await;
 }
