@@ -307,6 +307,30 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
         "{soa}"
     );
     assert!(!soa.contains("Couldn't verify"), "{soa}");
+
+    // What the operator sees: transfers by result, TSIG failures by kind.
+    let token = std::fs::read_to_string(s.fixture.dir.path().join("state/admin.token")).unwrap();
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/metrics", s.running.admin_addr()))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |parts: &[&str]| -> f64 {
+        text.lines()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {parts:?} in\n{text}"))
+    };
+    let xfr = ["detour_transfers_total{", "zone=\"example.test.\""];
+    assert!(count(&[xfr[0], xfr[1], "result=\"ok\""]) >= 1.0);
+    assert!(count(&[xfr[0], xfr[1], "result=\"refused\""]) >= 2.0);
+    assert!(count(&["detour_tsig_errors_total{", "error=\"badsig\""]) >= 1.0);
+    assert!(count(&["detour_tsig_errors_total{", "error=\"badkey\""]) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

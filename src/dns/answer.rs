@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
+use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, LowerName, Record, RecordType};
@@ -87,6 +88,7 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
     match verdict {
         None => unsigned(snap, &req, raw, protocol, edns.as_ref(), None),
         Some(Verdict::Unsigned(record)) => {
+            tsig_error(record.data.error);
             let mut out = error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth);
             match super::tsig::append(&mut out, &record) {
                 Ok(()) => Reply::Message(out),
@@ -95,6 +97,7 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         }
         Some(Verdict::Signed(mut signer)) => {
             let reply = if signer.rejected() {
+                tsig_error(Some(TsigError::BadTime));
                 Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth))
             } else {
                 unsigned(snap, &req, raw, protocol, edns.as_ref(), Some(&signer))
@@ -102,6 +105,17 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
             sign(reply, &mut signer, raw)
         }
     }
+}
+
+/// Counts a signed query turned away: `detour_tsig_errors_total{error}`.
+fn tsig_error(error: Option<TsigError>) {
+    let error = match error {
+        Some(TsigError::BadKey) => "badkey",
+        Some(TsigError::BadSig) => "badsig",
+        Some(TsigError::BadTime) => "badtime",
+        _ => "other",
+    };
+    metrics::counter!("detour_tsig_errors_total", "error" => error).increment(1);
 }
 
 /// Signs every message of `reply`; a message that cannot be signed becomes SERVFAIL.
@@ -385,16 +399,25 @@ fn transfer(
     let Some(zone) = snap.find_zone(qname) else {
         return Err(ResponseCode::Refused);
     };
+    // Over TCP the source is real: say why a secondary is turned away, as it cannot tell.
     let src = req.src();
+    let refuse = |why: String| {
+        tracing::info!(zone = %zone.origin, %src, "zone transfer refused: {why}");
+        metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => "refused")
+            .increment(1);
+        Err(ResponseCode::Refused)
+    };
     if !zone.allow_transfer.iter().any(|n| n.contains(&src.ip())) {
-        return Err(ResponseCode::Refused);
+        return refuse("the address is not in allow_transfer".into());
     }
-    if zone
-        .transfer_key
-        .as_ref()
-        .is_some_and(|key| signer.map(Signer::key_name) != Some(key))
-    {
-        return Err(ResponseCode::Refused);
+    if let Some(key) = &zone.transfer_key {
+        match signer.map(Signer::key_name) {
+            None => return refuse(format!("not signed; transfer_key is {key}")),
+            Some(k) if k != key => {
+                return refuse(format!("signed with {k}; transfer_key is {key}"));
+            }
+            Some(_) => {}
+        }
     }
     if LowerName::new(&zone.origin) != *qname {
         return Err(ResponseCode::NotAuth);
@@ -433,5 +456,7 @@ fn transfer(
         }
         out.push(buf);
     }
+    metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => "ok")
+        .increment(1);
     Ok(Reply::Stream(out))
 }
