@@ -568,10 +568,7 @@ async fn a_down_check_is_probed_at_the_confirm_pace_unless_down_interval_says_ot
 
 /// The value of a counter in the Prometheus exposition, 0 when absent.
 fn counter(name: &str) -> u64 {
-    detour::telemetry::render()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
+    metric(&[name]) as u64
 }
 
 #[tokio::test(flavor = "current_thread")]

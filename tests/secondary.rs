@@ -56,6 +56,37 @@ async fn wait_for(addr: SocketAddr, name: &str, want: &[&str], within: Duration)
     }
 }
 
+/// 1,000 more records for a zone's `records`: a transfer of several messages.
+fn many_records() -> String {
+    (0..1000)
+        .map(|i| {
+            format!(
+                "  {{ name = \"h{i}\", type = \"A\", value = \"192.0.2.{}\" }},\n",
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+/// An operator takes `mls` down: the zone's serial changes and NOTIFY goes out.
+async fn take_mls_down(s: &Server) {
+    s.running
+        .control()
+        .set_override(
+            "mls",
+            Some(detour::overrides::Override {
+                state: detour::overrides::Forced::Down,
+                reason: "test".into(),
+                until: None,
+                by: None,
+                set_at: None,
+            }),
+            detour::states::Actor { who: "test".into() },
+        )
+        .await
+        .unwrap();
+}
+
 /// The key both sides know in the TSIG tests.
 const KEY: &str = "xfr-key";
 
@@ -175,21 +206,7 @@ remote-control:
     assert!(took < Duration::from_secs(10));
 
     // A swap (an operator takes mls down): the secondary answers the outage page too.
-    s.running
-        .control()
-        .set_override(
-            "mls",
-            Some(detour::overrides::Override {
-                state: detour::overrides::Forced::Down,
-                reason: "test".into(),
-                until: None,
-                by: None,
-                set_at: None,
-            }),
-            detour::states::Actor { who: "test".into() },
-        )
-        .await
-        .unwrap();
+    take_mls_down(&s).await;
     wait_for(
         nsd,
         "mls.example.test.",
@@ -218,17 +235,9 @@ fn dig(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
     let secret = new_secret();
-    // 1,000 more records: the transfer takes several messages, each signed over the last.
-    let many: String = (0..1000)
-        .map(|i| {
-            format!(
-                "  {{ name = \"h{i}\", type = \"A\", value = \"192.0.2.{}\" }},\n",
-                i % 250 + 1
-            )
-        })
-        .collect();
+    // The transfer takes several messages, each signed over the last.
     let zone = TEST_ZONE
-        .replace("records = [\n", &format!("records = [\n{many}"))
+        .replace("records = [\n", &format!("records = [\n{}", many_records()))
         .replace(
             "allow_transfer =",
             &format!("transfer_key = \"{KEY}\"\nallow_transfer ="),
@@ -309,28 +318,11 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
     assert!(!soa.contains("Couldn't verify"), "{soa}");
 
     // What the operator sees: transfers by result, TSIG failures by kind.
-    let token = std::fs::read_to_string(s.fixture.dir.path().join("state/admin.token")).unwrap();
-    let text = reqwest::Client::new()
-        .get(format!("http://{}/metrics", s.running.admin_addr()))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |parts: &[&str]| -> f64 {
-        text.lines()
-            .find(|l| parts.iter().all(|p| l.contains(p)))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {parts:?} in\n{text}"))
-    };
     let xfr = ["detour_transfers_total{", "zone=\"example.test.\""];
-    assert!(count(&[xfr[0], xfr[1], "result=\"ok\""]) >= 1.0);
-    assert!(count(&[xfr[0], xfr[1], "result=\"refused\""]) >= 2.0);
-    assert!(count(&["detour_tsig_errors_total{", "error=\"badsig\""]) >= 1.0);
-    assert!(count(&["detour_tsig_errors_total{", "error=\"badkey\""]) >= 1.0);
+    assert!(metric(&[xfr[0], xfr[1], "result=\"ok\""]) >= 1.0);
+    assert!(metric(&[xfr[0], xfr[1], "result=\"refused\""]) >= 2.0);
+    assert!(metric(&["detour_tsig_errors_total{", "error=\"badsig\""]) >= 1.0);
+    assert!(metric(&["detour_tsig_errors_total{", "error=\"badkey\""]) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,16 +333,8 @@ async fn knot_requiring_tsig_transfers_a_many_message_zone_and_follows_notify() 
         .expect("Knot is installed (Debian package knot; .ci/run installs it)");
     let secret = new_secret();
     let knot_port = free_port();
-    let many: String = (0..1000)
-        .map(|i| {
-            format!(
-                "  {{ name = \"h{i}\", type = \"A\", value = \"192.0.2.{}\" }},\n",
-                i % 250 + 1
-            )
-        })
-        .collect();
     let zone = TEST_ZONE
-        .replace("records = [\n", &format!("records = [\n{many}"))
+        .replace("records = [\n", &format!("records = [\n{}", many_records()))
         .replace(
             "allow_transfer =",
             &format!("transfer_key = \"{KEY}\"\nalso_notify = [\"127.0.0.1:{knot_port}\"]\nallow_transfer ="),
@@ -433,21 +417,7 @@ zone:
     assert!(messages >= 3, "the transfer took {messages} message(s)");
 
     // An operator takes mls down: the signed NOTIFY brings Knot along at once.
-    s.running
-        .control()
-        .set_override(
-            "mls",
-            Some(detour::overrides::Override {
-                state: detour::overrides::Forced::Down,
-                reason: "test".into(),
-                until: None,
-                by: None,
-                set_at: None,
-            }),
-            detour::states::Actor { who: "test".into() },
-        )
-        .await
-        .unwrap();
+    take_mls_down(&s).await;
     wait_for(
         knot,
         "mls.example.test.",

@@ -263,3 +263,17 @@ pub async fn axfr(addr: SocketAddr, msg: &Message) -> Vec<Message> {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
+
+/// The value of the first series in this process's Prometheus exposition whose name and
+/// labels start with `parts[0]` and hold every other part (`result="ok"`), 0 when none does.
+/// Counters are process-wide: tests sharing a binary see each other's counts.
+pub fn metric(parts: &[&str]) -> f64 {
+    detour::telemetry::render()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            series.starts_with(parts[0]) && parts[1..].iter().all(|p| series.contains(p))
+        })
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
