@@ -68,9 +68,38 @@ pub struct ZoneData {
     pub allow_transfer: Vec<IpNet>,
     /// The TSIG key a transfer must be signed with, if any.
     pub transfer_key: Option<Name>,
+    /// The zone's last changes, oldest first, each from one serial to the next; the last
+    /// ends at `serial`. IXFR answers from it (kept in memory only: empty after a restart).
+    journal: Vec<Arc<Delta>>,
     /// Answers compiled into wire format for the fast path.
     pub fast: FastZone,
 }
+
+/// One change of a zone, as IXFR sends it (RFC 1995): the SOA before, the records removed,
+/// the SOA after, the records added.
+#[derive(Debug)]
+pub struct Delta {
+    /// The SOA the change starts from.
+    pub from: Record,
+    /// Records removed (a TTL change is a removal and an addition).
+    pub deleted: Vec<Record>,
+    /// The SOA the change leads to.
+    pub to: Record,
+    /// Records added.
+    pub added: Vec<Record>,
+}
+
+impl Delta {
+    fn records(&self) -> usize {
+        self.deleted.len() + self.added.len()
+    }
+}
+
+/// Changes kept per zone for IXFR; older ones are dropped, and a secondary further behind
+/// gets the whole zone.
+const JOURNAL_STEPS: usize = 256;
+/// Records kept in a zone's journal, all changes together, beyond the first change.
+const JOURNAL_RECORDS: usize = 100_000;
 
 /// The outcome of looking one name up in one zone.
 #[derive(Debug)]
@@ -117,7 +146,7 @@ impl ZoneData {
         sort_content(&mut content);
         let floor = zone.soa.serial.unwrap_or(0);
         let serial = match prev {
-            Some(p) if p.content == content && p.soa_matches(zone) => p.serial,
+            Some(p) if same_content(&p.content, &content) && p.soa_matches(zone) => p.serial,
             Some(p) => p.serial.wrapping_add(1).max(now).max(floor),
             None => now.max(floor),
         };
@@ -133,6 +162,22 @@ impl ZoneData {
         let soa = Record::from_rdata(origin.clone(), zone.soa.ttl, RData::SOA(soa_rdata));
         let mut negative_soa = soa.clone();
         negative_soa.ttl = zone.soa.ttl.min(zone.soa.minimum);
+        let journal = match prev {
+            Some(p) if p.serial != serial => {
+                let (deleted, added) = diff(&p.content, &content);
+                let mut journal = p.journal.clone();
+                journal.push(Arc::new(Delta {
+                    from: p.soa.clone(),
+                    deleted,
+                    to: soa.clone(),
+                    added,
+                }));
+                trim(&mut journal);
+                journal
+            }
+            Some(p) => p.journal.clone(),
+            None => Vec::new(),
+        };
 
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
         let apex = LowerName::new(&origin);
@@ -186,6 +231,7 @@ impl ZoneData {
             content,
             allow_transfer: zone.allow_transfer.clone(),
             transfer_key: zone.transfer_key.clone(),
+            journal,
             fast: FastZone::default(),
         };
         z.fast = FastZone::build(&z);
@@ -227,6 +273,19 @@ impl ZoneData {
     /// Every record of the zone but the SOA, sorted by name and type (for AXFR).
     pub fn records(&self) -> &[Record] {
         &self.content
+    }
+
+    /// The changes from serial `since` to the current one, oldest first, if the journal
+    /// still holds them all and they are smaller than the zone itself; `None` means the
+    /// whole zone is the better answer.
+    pub fn changes_since(&self, since: u32) -> Option<&[Arc<Delta>]> {
+        let start = self
+            .journal
+            .iter()
+            .position(|d| soa_serial(&d.from) == Some(since))?;
+        let steps = &self.journal[start..];
+        let records: usize = steps.iter().map(|d| d.records()).sum();
+        (records < self.content.len()).then_some(steps)
     }
 
     /// Looks up `name` (inside this zone) for `qtype`.
@@ -534,6 +593,77 @@ fn sort_content(content: &mut [Record]) {
         if run.len() > 1 {
             run.sort_by_cached_key(|r| r.data.to_string());
         }
+    }
+}
+
+/// Whether two sorted contents hold the same records with the same TTLs (hickory's record
+/// equality leaves the TTL out, RFC 2136 §1.1.1, but a TTL change is a change of the zone).
+fn same_content(a: &[Record], b: &[Record]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y && x.ttl == y.ttl)
+}
+
+/// The records of `old` missing from `new` and those of `new` missing from `old`, both
+/// sorted as [`sort_content`] sorts (a merge, not a search: a flip in a zone of 100,000
+/// records walks each once).
+fn diff(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
+    let key = |r: &Record| {
+        let mut key = Vec::with_capacity(r.name.len() + 4);
+        for label in r.name.iter().rev() {
+            key.extend(label.iter().map(u8::to_ascii_lowercase));
+            key.push(0);
+        }
+        key.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
+        (key, r.data.to_string())
+    };
+    let (mut deleted, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        let (a, b) = (&old[i], &new[j]);
+        if a == b {
+            if a.ttl != b.ttl {
+                deleted.push(a.clone());
+                added.push(b.clone());
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        if key(a) < key(b) {
+            deleted.push(a.clone());
+            i += 1;
+        } else {
+            added.push(b.clone());
+            j += 1;
+        }
+    }
+    deleted.extend_from_slice(&old[i..]);
+    added.extend_from_slice(&new[j..]);
+    (deleted, added)
+}
+
+/// Drops the oldest changes beyond [`JOURNAL_STEPS`] or [`JOURNAL_RECORDS`] (the newest
+/// change is always kept).
+fn trim(journal: &mut Vec<Arc<Delta>>) {
+    let mut records = 0;
+    let keep = journal
+        .iter()
+        .rev()
+        .take(JOURNAL_STEPS)
+        .take_while(|d| {
+            records += d.records();
+            records <= JOURNAL_RECORDS
+        })
+        .count()
+        .max(1);
+    let drop = journal.len().saturating_sub(keep);
+    journal.drain(..drop);
+}
+
+/// The serial of an SOA record.
+pub fn soa_serial(r: &Record) -> Option<u32> {
+    match &r.data {
+        RData::SOA(s) => Some(s.serial),
+        _ => None,
     }
 }
 

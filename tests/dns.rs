@@ -6,8 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use detour::overrides::Forced;
 use hickory_server::proto::op::{Message, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, RData, RecordType};
+use hickory_server::proto::rr::rdata::SOA;
+use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use tokio::net::TcpStream;
 
 fn soa_in_authority(m: &Message) -> u32 {
@@ -384,6 +386,94 @@ async fn zone_transfers_only_over_tcp_from_listed_sources() {
         // 2 NS, 18 static records, 2 dynamic values, 2 SOA.
         assert_eq!(records.len(), 2 + 18 + 2 + 2, "{t}");
     }
+}
+
+/// An IXFR query from a secondary holding `serial`.
+fn ixfr(serial: u32) -> Message {
+    let mut q = query("example.test.", RecordType::IXFR, None);
+    let soa = SOA::new(
+        name("ns1.example.test."),
+        name("h.example.test."),
+        serial,
+        0,
+        0,
+        0,
+        0,
+    );
+    q.add_authority(Record::from_rdata(
+        name("example.test."),
+        0,
+        RData::SOA(soa),
+    ));
+    q
+}
+
+/// A transfer's records in order, shortened to what tells them apart: `SOA <serial>` or
+/// `<name> <type> <ttl> <value>`.
+async fn transfer_lines(s: &Server, q: &Message) -> Vec<String> {
+    let m = tcp(s.addr, q).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    m.answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::SOA(soa) => format!("SOA {}", soa.serial),
+            d => format!("{} {} {} {d}", r.name, r.record_type(), r.ttl),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ixfr_sends_what_changed_since_the_secondarys_serial() {
+    let s = Server::standard().await;
+    let serial = |lines: &[String]| -> u32 { lines[0][4..].parse().unwrap() };
+    let s0 = serial(&transfer_lines(&s, &ixfr(1)).await);
+    // Current: the SOA alone.
+    assert_eq!(transfer_lines(&s, &ixfr(s0)).await, [format!("SOA {s0}")]);
+
+    // An operator takes mls down, then a reload changes only a TTL (which must change the
+    // serial too: hickory's record equality ignores TTLs).
+    force(&s, "mls", Some(Forced::Down)).await;
+    let s1 = serial(&transfer_lines(&s, &ixfr(s0)).await);
+    write(
+        &s.fixture.zone_path("example.test.toml"),
+        &TEST_ZONE.replace(
+            r#"{ name = "mail",  type = "A",     value = "192.0.2.25" }"#,
+            r#"{ name = "mail",  type = "A",     value = "192.0.2.25", ttl = 60 }"#,
+        ),
+    );
+    s.running.reload().await.expect("reload");
+    let lines = transfer_lines(&s, &ixfr(s0)).await;
+    let s2 = serial(&lines);
+    assert!(s0 < s1 && s1 < s2, "{s0} {s1} {s2}");
+    assert_eq!(
+        lines,
+        [
+            format!("SOA {s2}"),
+            format!("SOA {s0}"),
+            "mls.example.test. A 30 127.0.0.10".into(),
+            "mls.example.test. A 30 127.0.0.11".into(),
+            format!("SOA {s1}"),
+            "mls.example.test. A 30 127.0.0.80".into(),
+            format!("SOA {s1}"),
+            "mail.example.test. A 3600 192.0.2.25".into(),
+            format!("SOA {s2}"),
+            "mail.example.test. A 60 192.0.2.25".into(),
+            format!("SOA {s2}"),
+        ]
+    );
+    // From the middle: the last change only.
+    assert_eq!(
+        transfer_lines(&s, &ixfr(s1)).await[1..4],
+        [
+            format!("SOA {s1}"),
+            "mail.example.test. A 3600 192.0.2.25".into(),
+            format!("SOA {s2}"),
+        ]
+    );
+    // A serial the journal never saw: the whole zone, as AXFR sends it.
+    let whole = transfer_lines(&s, &ixfr(s0 - 1000)).await;
+    assert_eq!(whole.len(), 2 + 18 + 1 + 2, "{whole:?}");
+    assert_eq!(whole.first(), whole.last());
 }
 
 #[tokio::test(flavor = "multi_thread")]

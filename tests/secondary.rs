@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use detour::overrides::Forced;
 use hickory_server::proto::rr::RecordType;
 
 /// A secondary's process, killed when the test ends however it ends.
@@ -66,25 +67,6 @@ fn many_records() -> String {
             )
         })
         .collect()
-}
-
-/// An operator takes `mls` down: the zone's serial changes and NOTIFY goes out.
-async fn take_mls_down(s: &Server) {
-    s.running
-        .control()
-        .set_override(
-            "mls",
-            Some(detour::overrides::Override {
-                state: detour::overrides::Forced::Down,
-                reason: "test".into(),
-                until: None,
-                by: None,
-                set_at: None,
-            }),
-            detour::states::Actor { who: "test".into() },
-        )
-        .await
-        .unwrap();
 }
 
 /// The key both sides know in the TSIG tests.
@@ -206,7 +188,7 @@ remote-control:
     assert!(took < Duration::from_secs(10));
 
     // A swap (an operator takes mls down): the secondary answers the outage page too.
-    take_mls_down(&s).await;
+    force(&s, "mls", Some(Forced::Down)).await;
     wait_for(
         nsd,
         "mls.example.test.",
@@ -319,7 +301,7 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
 
     // What the operator sees: transfers by result, TSIG failures by kind.
     let xfr = ["detour_transfers_total{", "zone=\"example.test.\""];
-    assert!(metric(&[xfr[0], xfr[1], "result=\"ok\""]) >= 1.0);
+    assert!(metric(&[xfr[0], xfr[1], "result=\"axfr\""]) >= 1.0);
     assert!(metric(&[xfr[0], xfr[1], "result=\"refused\""]) >= 2.0);
     assert!(metric(&["detour_tsig_errors_total{", "error=\"badsig\""]) >= 1.0);
     assert!(metric(&["detour_tsig_errors_total{", "error=\"badkey\""]) >= 1.0);
@@ -417,7 +399,7 @@ zone:
     assert!(messages >= 3, "the transfer took {messages} message(s)");
 
     // An operator takes mls down: the signed NOTIFY brings Knot along at once.
-    take_mls_down(&s).await;
+    force(&s, "mls", Some(Forced::Down)).await;
     wait_for(
         knot,
         "mls.example.test.",
@@ -425,4 +407,10 @@ zone:
         Duration::from_secs(10),
     )
     .await;
+    // Knot asked for the change alone (IXFR) and got it, not the zone again.
+    let ixfr = log()
+        .lines()
+        .filter(|l| l.contains("IXFR, incoming") && l.contains("finished"))
+        .count();
+    assert!(ixfr >= 1 && !log().contains("AXFR-style"), "{}", log());
 }

@@ -18,7 +18,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::fast;
 use super::tsig::{Signer, Verdict};
-use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData};
+use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData, soa_serial};
 
 /// Finds the served zone holding a name: the whole Snapshot on the query path, one zone when
 /// answers are compiled ahead.
@@ -192,7 +192,7 @@ fn unsigned(
     }
     let qtype = q.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return transfer(snap, req, q.name(), protocol, edns, signer)
+        return transfer(snap, req, q.name(), qtype, protocol, edns, signer)
             .unwrap_or_else(|code| Reply::Message(error(code)));
     }
     let res = resolve(snap, q.name(), qtype);
@@ -383,12 +383,15 @@ fn additional<'a>(zone: &'a ZoneData, qtype: RecordType, records: &[Record]) -> 
     }
 }
 
-/// AXFR, and IXFR answered with the whole zone (RFC 1995 §4), over TCP to allowed sources,
-/// signed with the zone's `transfer_key` when it has one.
+/// AXFR and IXFR over TCP to allowed sources, signed with the zone's `transfer_key` when it
+/// has one. IXFR (RFC 1995) gets the changes since the secondary's serial from the zone's
+/// journal, just the SOA when it is current, and the whole zone when the journal does not
+/// reach back that far (or the changes outweigh the zone).
 fn transfer(
     snap: &Snapshot,
     req: &Request,
     qname: &LowerName,
+    qtype: RecordType,
     protocol: Protocol,
     edns: Option<&Edns>,
     signer: Option<&Signer>,
@@ -422,10 +425,35 @@ fn transfer(
     if LowerName::new(&zone.origin) != *qname {
         return Err(ResponseCode::NotAuth);
     }
-    let mut all: Vec<&Record> = Vec::with_capacity(zone.records().len() + 2);
-    all.push(&zone.soa);
-    all.extend(zone.records().iter());
-    all.push(&zone.soa);
+    // The secondary's serial: the SOA in the authority section of an IXFR query.
+    let since = (qtype == RecordType::IXFR)
+        .then(|| req.authorities.iter().find_map(soa_serial))
+        .flatten();
+    let mut all: Vec<&Record> = vec![&zone.soa];
+    // Current, or ahead (RFC 1982 order): the SOA alone says so.
+    let current = since.is_some_and(|s| zone.serial.wrapping_sub(s) as i32 <= 0);
+    let kind = match since.and_then(|s| zone.changes_since(s)) {
+        _ if current => "ixfr",
+        Some(steps) => {
+            for d in steps {
+                all.push(&d.from);
+                all.extend(d.deleted.iter());
+                all.push(&d.to);
+                all.extend(d.added.iter());
+            }
+            all.push(&zone.soa);
+            "ixfr"
+        }
+        _ => {
+            all.extend(zone.records().iter());
+            all.push(&zone.soa);
+            if qtype == RecordType::IXFR {
+                "ixfr_whole_zone"
+            } else {
+                "axfr"
+            }
+        }
+    };
     let mut meta = Metadata::response_from_request(&req.metadata);
     meta.authoritative = true;
     let mut out = Vec::new();
@@ -456,7 +484,7 @@ fn transfer(
         }
         out.push(buf);
     }
-    metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => "ok")
+    metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => kind)
         .increment(1);
     Ok(Reply::Stream(out))
 }

@@ -277,3 +277,19 @@ pub fn metric(parts: &[&str]) -> f64 {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// An operator override on `service` (`None` clears it), as `detour override` makes it.
+pub async fn force(s: &Server, service: &str, state: Option<detour::overrides::Forced>) {
+    let o = state.map(|state| detour::overrides::Override {
+        state,
+        reason: "test".into(),
+        until: None,
+        by: None,
+        set_at: None,
+    });
+    s.running
+        .control()
+        .set_override(service, o, detour::states::Actor { who: "test".into() })
+        .await
+        .unwrap();
+}
