@@ -230,7 +230,7 @@ impl ZoneData {
             has_cuts,
             content,
             allow_transfer: zone.allow_transfer.clone(),
-            transfer_key: zone.transfer_key.clone(),
+            transfer_key: zone.transfer_key.as_ref().map(|k| k.name().clone()),
             journal,
             fast: FastZone::default(),
         };

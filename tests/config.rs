@@ -468,6 +468,18 @@ fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
         "invalid TSIG key name \"bad..name\"",
     );
 
+    let (_f, r) = load(
+        &format!("{base}[tsig.xfr]\nsecret = \"{good}\"\n[tsig.\"XFR.\"]\nsecret = \"{good}\"\n"),
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        5,
+        7,
+        "TSIG key xfr. is defined twice",
+    );
+
     // A secret in a file beside the config (as tsig-keygen's output would be cut down to).
     let f = Fixture::new(
         &format!(
@@ -520,7 +532,10 @@ fn a_transfer_key_must_be_a_config_key_and_go_with_allow_transfer() {
     let (_f, r) = load(cfg, &[("z.toml", &z)]);
     let cfg = r.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        cfg.zones[0].transfer_key.as_ref().map(|n| n.to_string()),
+        cfg.zones[0]
+            .transfer_key
+            .as_ref()
+            .map(|k| k.name().to_string()),
         Some("xfr.".to_string())
     );
 }

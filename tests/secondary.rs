@@ -201,6 +201,19 @@ remote-control:
         "NSD logged the NOTIFY:\n{}",
         log()
     );
+    // NSD acknowledged each NOTIFY (signed, with the key), and detour accepted the answers.
+    let sent = |result: &str| {
+        metric(&[
+            "detour_dns_notify_total{",
+            &format!("target=\"{nsd}\""),
+            &format!("result=\"{result}\""),
+        ])
+    };
+    let start = Instant::now();
+    while sent("acknowledged") < 2.0 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent("acknowledged") >= 2.0 && sent("failed") == 0.0);
 }
 
 /// Runs `dig` (BIND's, which checks TSIG on every message of a transfer) and returns its
@@ -413,4 +426,62 @@ zone:
         .filter(|l| l.contains("IXFR, incoming") && l.contains("finished"))
         .count();
     assert!(ixfr >= 1 && !log().contains("AXFR-style"), "{}", log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_transfer_messages_still_fit_a_tcp_frame() {
+    // TXT records sized so that messages of 256 of them (one per 256 records) grow by
+    // about 8 bytes each, across the last ~150 bytes a TCP frame holds: signing must not push
+    // one past 65,535 bytes. In the k-th run of 256 records, 8k are one byte longer.
+    let recs: String = (0..5120)
+        .map(|i| {
+            let len = 232 + usize::from(i % 256 < 8 * (i / 256));
+            format!(
+                "  {{ name = \"t{i:04}\", type = \"TXT\", value = \"{}\" }},\n",
+                "x".repeat(len)
+            )
+        })
+        .collect();
+    let secret = new_secret();
+    let zone = format!(
+        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nallow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"{KEY}\"\nrecords = [\n{recs}]\n"
+    );
+    let extra = format!("\n[tsig.{KEY}]\nsecret = \"{secret}\"\n");
+    let s = Server::start(&config_toml(&extra), &[("big.toml", &zone)]).await;
+    let snap = s.running.snapshots().load_full();
+
+    let key = detour::dns::tsig::Key::new(
+        hickory_server::proto::rr::Name::from_ascii(KEY).unwrap(),
+        "hmac-sha256",
+        {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(&secret)
+                .unwrap()
+        },
+    )
+    .unwrap();
+    let mut q = query("big.test.", RecordType::AXFR, None);
+    key.sign_request(&mut q).unwrap();
+    let raw = q.to_vec().unwrap();
+    let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let detour::dns::answer::Reply::Stream(msgs) =
+        detour::dns::answer::general(&snap, &raw, src, hickory_server::net::xfer::Protocol::Tcp)
+    else {
+        panic!("a transfer");
+    };
+    let longest = msgs.iter().map(Vec::len).max().unwrap();
+    assert!(longest <= 65_535, "a {longest}-byte message");
+    // Some chunks of 256 had to be split because of the signature: more messages than 20.
+    assert!(msgs.len() > 5120 / 256 + 1, "{} messages", msgs.len());
+    let records: usize = msgs
+        .iter()
+        .map(|m| {
+            hickory_server::proto::op::Message::from_vec(m)
+                .unwrap()
+                .answers
+                .len()
+        })
+        .sum();
+    assert_eq!(records, 5120 + 1 + 2);
 }

@@ -36,7 +36,7 @@ pub fn summary(cfg: &Config) -> String {
             let key = z
                 .transfer_key
                 .as_ref()
-                .map_or("unsigned".to_string(), |k| format!("TSIG key {k}"));
+                .map_or("unsigned".to_string(), |k| format!("TSIG key {}", k.name()));
             let notify = if z.also_notify.is_empty() {
                 String::new()
             } else {

@@ -343,7 +343,7 @@ pub struct Zone {
     /// Secondaries sent NOTIFY when the zone changes.
     pub also_notify: Vec<SocketAddr>,
     /// The `[tsig]` key a transfer must be signed with (and NOTIFY is signed with), if any.
-    pub transfer_key: Option<Name>,
+    pub transfer_key: Option<crate::dns::tsig::Key>,
 }
 
 /// SOA fields (the serial is the Snapshot's).

@@ -34,13 +34,24 @@ pub struct RawConfig {
     pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
 }
 
-/// `[tsig.<name>]`: a shared key for zone transfers and NOTIFY.
-#[derive(Debug, Deserialize)]
+/// `[tsig.<name>]`: a shared key for zone transfers and NOTIFY. Its `Debug` leaves the
+/// secret out.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTsigKey {
     pub algorithm: Option<Spanned<String>>,
     pub secret: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
+}
+
+impl std::fmt::Debug for RawTsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTsigKey")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "(hidden)"))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
 }
 
 /// `[server]`: listeners and folders.

@@ -229,10 +229,23 @@ fn build(
         }
     }
 
-    let mut tsig = Vec::new();
-    for (name, key) in raw.tsig {
+    let mut tsig: Vec<crate::dns::tsig::Key> = Vec::new();
+    let mut raw_keys: Vec<_> = raw.tsig.into_iter().collect();
+    raw_keys.sort_by_key(|(name, _)| name.span().start); // in file order
+    for (name, key) in raw_keys {
         if let Some(k) = tsig_key(src, &name, key, dir) {
-            tsig.push(k);
+            // `xfr`, `XFR` and `"xfr."` are one name: which secret would win is a guess.
+            if tsig.iter().any(|t| t.name() == k.name()) {
+                src.error(
+                    name.span(),
+                    format!(
+                        "TSIG key {} is defined twice (names ignore case and the final dot)",
+                        k.name()
+                    ),
+                );
+            } else {
+                tsig.push(k);
+            }
         }
     }
 

@@ -502,7 +502,7 @@ fn zone(
                 "transfer_key without allow_transfer: no address may transfer the zone (use [\"0.0.0.0/0\", \"::/0\"] to rely on the key alone)",
             );
         }
-        found.map(|key| key.name().clone())
+        found.cloned()
     });
 
     (src.errors.len() == before).then(|| Zone {

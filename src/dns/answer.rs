@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
@@ -86,9 +86,9 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         .as_deref()
         .map(|t| super::tsig::verify(&snap.config.tsig, raw, t));
     match verdict {
-        None => unsigned(snap, &req, raw, protocol, edns.as_ref(), None),
+        None => body(snap, &req, raw, protocol, edns.as_ref(), None),
         Some(Verdict::Unsigned(record)) => {
-            tsig_error(record.data.error);
+            tsig_error(record.data.error, &record.name, src, protocol);
             let mut out = error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth);
             match super::tsig::append(&mut out, &record) {
                 Ok(()) => Reply::Message(out),
@@ -97,25 +97,31 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         }
         Some(Verdict::Signed(mut signer)) => {
             let reply = if signer.rejected() {
-                tsig_error(Some(TsigError::BadTime));
+                tsig_error(Some(TsigError::BadTime), signer.key_name(), src, protocol);
                 Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth))
             } else {
-                unsigned(snap, &req, raw, protocol, edns.as_ref(), Some(&signer))
+                body(snap, &req, raw, protocol, edns.as_ref(), Some(&signer))
             };
             sign(reply, &mut signer, raw)
         }
     }
 }
 
-/// Counts a signed query turned away: `detour_tsig_errors_total{error}`.
-fn tsig_error(error: Option<TsigError>) {
-    let error = match error {
-        Some(TsigError::BadKey) => "badkey",
-        Some(TsigError::BadSig) => "badsig",
-        Some(TsigError::BadTime) => "badtime",
-        _ => "other",
+/// Counts a signed query turned away (`detour_tsig_errors_total{error}`) and says so: at
+/// info over TCP, where the source is real, at debug over UDP, where anyone can forge it.
+fn tsig_error(error: Option<TsigError>, key: &Name, src: SocketAddr, protocol: Protocol) {
+    let (error, why) = match error {
+        Some(TsigError::BadKey) => ("badkey", "no [tsig] key of that name and algorithm"),
+        Some(TsigError::BadSig) => ("badsig", "the MAC does not match: a different secret?"),
+        Some(TsigError::BadTime) => ("badtime", "signed more than 300 s from our clock"),
+        _ => ("other", "unexpected TSIG error"),
     };
     metrics::counter!("detour_tsig_errors_total", "error" => error).increment(1);
+    if protocol == Protocol::Tcp {
+        tracing::info!(%key, %src, "TSIG {error}: {why}");
+    } else {
+        tracing::debug!(%key, %src, "TSIG {error}: {why}");
+    }
 }
 
 /// Signs every message of `reply`; a message that cannot be signed becomes SERVFAIL.
@@ -159,7 +165,7 @@ fn error_msg(req: &Request, raw: &[u8], edns: Option<&Edns>, code: ResponseCode)
 
 /// The answer before any TSIG: `signer` is the verified signature of the query, if it had
 /// one (its key may authorize a transfer, and its record needs room in a UDP answer).
-fn unsigned(
+fn body(
     snap: &Snapshot,
     req: &Request,
     raw: &[u8],
@@ -457,6 +463,8 @@ fn transfer(
     let mut meta = Metadata::response_from_request(&req.metadata);
     meta.authoritative = true;
     let mut out = Vec::new();
+    // A TCP frame holds 65,535 bytes, the TSIG record signing adds included.
+    let room = u16::MAX as usize - signer.map_or(0, Signer::overhead);
     let mut chunks: Vec<&[&Record]> = all.chunks(AXFR_CHUNK).collect();
     chunks.reverse();
     while let Some(chunk) = chunks.pop() {
@@ -473,7 +481,7 @@ fn transfer(
         let header = msg
             .destructive_emit(&mut enc)
             .map_err(|_| ResponseCode::ServFail)?;
-        if header.truncation || buf.len() > u16::MAX as usize {
+        if header.truncation || buf.len() > room {
             if chunk.len() == 1 {
                 return Err(ResponseCode::ServFail);
             }

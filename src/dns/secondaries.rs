@@ -47,10 +47,7 @@ pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<Notify> {
             zone: z.origin.clone(),
             soa: data.soa.clone(),
             targets: z.also_notify.clone(),
-            key: z
-                .transfer_key
-                .as_ref()
-                .and_then(|name| next.config.tsig.iter().find(|k| k.name() == name).cloned()),
+            key: z.transfer_key.clone(),
         })
         .collect()
 }
@@ -60,10 +57,18 @@ pub fn send(n: Notify) {
     for target in n.targets {
         let (zone, soa, key) = (n.zone.clone(), n.soa.clone(), n.key.clone());
         tokio::spawn(async move {
-            match notify_one(&zone, &soa, key.as_ref(), target).await {
-                Ok(()) => debug!(%zone, %target, "secondary notified"),
-                Err(e) => warn!(%zone, %target, error = %e, "NOTIFY not acknowledged"),
-            }
+            let result = match notify_one(&zone, &soa, key.as_ref(), target).await {
+                Ok(()) => {
+                    debug!(%zone, %target, "secondary notified");
+                    "acknowledged"
+                }
+                Err(e) => {
+                    warn!(%zone, %target, error = %e, "NOTIFY not acknowledged");
+                    "failed"
+                }
+            };
+            metrics::counter!("detour_dns_notify_total", "target" => target.to_string(), "result" => result)
+                .increment(1);
         });
     }
 }
@@ -89,9 +94,8 @@ async fn notify_one(
         q.set_query_class(DNSClass::IN);
         m.add_query(q);
         m.add_answer(soa.clone());
-        if let Some(key) = key {
-            key.sign_request(&mut m)?;
-        }
+        // A signed NOTIFY must be acknowledged signed: anyone can send an unsigned NOERROR.
+        let mut check = key.map(|k| k.sign_request(&mut m)).transpose()?;
         let bytes = m.to_vec().map_err(|e| e.to_string())?;
         sock.send_to(&bytes, target)
             .await
@@ -100,10 +104,14 @@ async fn notify_one(
         match tokio::time::timeout(WAIT, sock.recv_from(&mut buf)).await {
             Ok(Ok((n, from))) if from == target => match Message::from_vec(&buf[..n]) {
                 Ok(r) if r.metadata.id == id => {
-                    if r.metadata.response_code == ResponseCode::NoError {
-                        return Ok(());
+                    let code = r.metadata.response_code;
+                    let signed = check.as_mut().map_or(Ok(()), |c| c.check(&buf[..n]));
+                    match (r.signature().and_then(|t| t.data.error), signed) {
+                        (Some(e), _) => last = format!("answered {code}, TSIG error {e:?}"),
+                        (None, Err(e)) => last = format!("answer fails the TSIG check: {e}"),
+                        (None, Ok(())) if code == ResponseCode::NoError => return Ok(()),
+                        (None, Ok(())) => last = format!("answered {code}"),
                     }
-                    last = format!("answered {}", r.metadata.response_code);
                 }
                 _ => last = "unreadable answer".into(),
             },

@@ -157,18 +157,18 @@ async fn connection(
             };
             let answered = match reply {
                 None => {
-                    frame(&mut out, &msg);
+                    frame(&mut out, &msg)?;
                     Some(&msg[..])
                 }
                 Some(Reply::Drop) => None,
                 Some(Reply::Message(m)) => {
-                    frame(&mut out, &m);
+                    frame(&mut out, &m)?;
                     msg = m;
                     Some(&msg[..])
                 }
                 Some(Reply::Stream(ms)) => {
                     for m in &ms {
-                        frame(&mut out, m);
+                        frame(&mut out, m)?;
                         if !flush(&mut stream, &mut out, FLUSH, limits, evicted).await? {
                             return Ok(());
                         }
@@ -234,8 +234,16 @@ async fn flush(
     Ok(written)
 }
 
-/// Appends `m` to `out` with its two-byte length prefix.
-fn frame(out: &mut Vec<u8>, m: &[u8]) {
-    out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+/// Appends `m` to `out` with its two-byte length prefix. A message the prefix cannot
+/// describe is an error (the connection closes) rather than a corrupt stream.
+fn frame(out: &mut Vec<u8>, m: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(m.len()).map_err(|_| {
+        io::Error::other(format!(
+            "a {}-byte answer does not fit a TCP frame",
+            m.len()
+        ))
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(m);
+    Ok(())
 }

@@ -9,14 +9,17 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
-use hickory_proto::rr::{Name, Record, TSigner};
+use hickory_proto::rr::rdata::tsig::{
+    TSIG, TsigAlgorithm, TsigError, make_tsig_record, signed_bitmessage_to_buf,
+};
+use hickory_proto::rr::{Name, Record, TSigVerifier, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 /// Seconds a signature's time may differ from ours, either way (RFC 8945 §10 suggests 300).
 pub const FUDGE: u16 = 300;
 
-/// The algorithms a key may use: the ones RFC 8945 says to implement, minus SHA-1.
+/// The algorithms a key may use: HMAC-SHA256, which RFC 8945 requires, and the optional
+/// SHA-384 and SHA-512 (not MD5 or SHA-1, which the RFC keeps only for old peers).
 pub const ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha384", "hmac-sha512"];
 
 /// A shared secret from `[tsig.<name>]`, with its MAC's length. Its `Debug` shows the name
@@ -27,6 +30,16 @@ pub struct Key(TSigner, usize);
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Key({} {})", self.name(), self.0.algorithm())
+    }
+}
+
+/// Keys are equal when their name, algorithm and secret are: a reload that changes a secret
+/// changes the zone that uses it.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.name() == other.name()
+            && self.0.algorithm() == other.0.algorithm()
+            && self.0.key() == other.0.key()
     }
 }
 
@@ -58,11 +71,23 @@ impl Key {
         self.0.signer_name()
     }
 
-    /// Signs an outgoing request (NOTIFY) in place.
-    pub fn sign_request(&self, msg: &mut Message) -> Result<(), String> {
-        let (record, _) = self.0.sign_message(msg, now()).map_err(|e| e.to_string())?;
+    /// Signs an outgoing request (NOTIFY) in place; its answer must pass [`Reply::check`].
+    pub fn sign_request(&self, msg: &mut Message) -> Result<Reply, String> {
+        let (record, verifier) = self.0.sign_message(msg, now()).map_err(|e| e.to_string())?;
         msg.set_signature(record);
-        Ok(())
+        verifier
+            .map(Reply)
+            .ok_or_else(|| "hickory gave no verifier".to_string())
+    }
+}
+
+/// Checks the answer to a request detour signed.
+pub struct Reply(TSigVerifier);
+
+impl Reply {
+    /// Whether `raw`, the answer, is signed with the request's key over the request's MAC.
+    pub fn check(&mut self, raw: &[u8]) -> Result<(), String> {
+        self.0.verify(raw).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -105,13 +130,19 @@ fn verify_at(keys: &[Key], raw: &[u8], tsig: &Record<TSIG>, now: u64) -> Verdict
         ))
     };
     // One algorithm per key name (RFC 8945 §5.5): a name with another algorithm is unknown.
-    let Some(key) = keys
-        .iter()
-        .find(|k| *k.name() == tsig.name && *k.0.algorithm() == tsig.data.algorithm)
-    else {
+    // Names compare without regard to case, algorithm names included.
+    let Some(key) = keys.iter().find(|k| {
+        *k.name() == tsig.name && k.0.algorithm().to_name() == tsig.data.algorithm.to_name()
+    }) else {
         return unsigned(TsigError::BadKey);
     };
-    if key.0.verify_message_byte(raw, None, true).is_err() {
+    // The MAC input is built here rather than by hickory's verify_message_byte, whose time
+    // window underflows for a Time Signed below the fudge. A MAC of another length than the
+    // algorithm's (truncated, RFC 8945 §5.2.2.1) is not accepted.
+    let good = signed_bitmessage_to_buf(raw, None, true).is_ok_and(|(tbv, _)| {
+        tsig.data.mac.len() == key.1 && key.0.verify(&tbv, &tsig.data.mac).is_ok()
+    });
+    if !good {
         return unsigned(TsigError::BadSig);
     }
     let late = now.abs_diff(tsig.data.time) > u64::from(tsig.data.fudge);
@@ -157,6 +188,7 @@ impl Signer {
     /// Bytes the TSIG record adds to a message, so a UDP answer can leave room for it.
     pub fn overhead(&self) -> usize {
         let mac = self.key.1;
+        // `Name::len` counts the text form, trailing dot included: one less than the wire.
         let name = |n: &Name| n.len() + 1;
         // owner, type, class, TTL, RDLENGTH; algorithm, time, fudge, MAC size, MAC, id,
         // error, other length, other.
@@ -190,7 +222,12 @@ impl Signer {
             let len = u16::try_from(self.mac.len()).map_err(|_| "MAC too long")?;
             enc.emit_u16(len).map_err(|e| e.to_string())?;
             enc.emit_vec(&self.mac).map_err(|e| e.to_string())?;
-            enc.emit_vec(&msg).map_err(|e| e.to_string())?;
+            // The MAC covers the message with the request's Original ID in its header
+            // (§4.3.2), which differs from the header's when a forwarder changed it.
+            enc.emit_vec(&self.id.to_be_bytes())
+                .map_err(|e| e.to_string())?;
+            enc.emit_vec(msg.get(2..).ok_or("message shorter than an ID")?)
+                .map_err(|e| e.to_string())?;
             if self.first {
                 tsig.emit_tsig_for_mac(&mut enc, self.key.name())
                     .map_err(|e| e.to_string())?;
@@ -326,6 +363,88 @@ mod tests {
         assert_eq!(t.other, later.to_be_bytes()[2..].to_vec(), "and gives ours");
         k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
             .expect("the BADTIME answer is signed");
+    }
+
+    #[test]
+    fn answers_are_signed_over_the_original_id_a_forwarder_replaced() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let (mut raw, _) = signed_query(&k);
+        // A forwarder gave the query a new ID; the TSIG keeps the original (0x1234).
+        raw[..2].copy_from_slice(&0xbeefu16.to_be_bytes());
+        let tsig = Message::from_vec(&raw)
+            .unwrap()
+            .signature()
+            .unwrap()
+            .clone();
+        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
+            panic!("the MAC covers the original ID, so the query still verifies");
+        };
+        let msg = s.sign(answer(0xbeef, 0)).unwrap();
+        k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
+            .expect("the answer verifies with the original ID in place");
+    }
+
+    #[test]
+    fn a_time_signed_below_the_fudge_is_badtime_not_a_panic() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            RecordType::SOA,
+        ));
+        // A clock near 1970 (a box without a real-time clock, just booted).
+        let (record, _) = k.0.sign_message(&m, 100).unwrap();
+        m.set_signature(record);
+        let raw = m.to_vec().unwrap();
+        let tsig = Message::from_vec(&raw)
+            .unwrap()
+            .signature()
+            .unwrap()
+            .clone();
+        let Verdict::Signed(s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
+            panic!("the MAC is good");
+        };
+        assert!(s.rejected());
+    }
+
+    #[test]
+    fn the_answer_to_a_signed_notify_is_checked() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let notify = |op| {
+            let mut m = Message::new(9, op, OpCode::Notify);
+            m.add_query(Query::query(
+                Name::from_ascii("example.test.").unwrap(),
+                RecordType::SOA,
+            ));
+            m
+        };
+        let mut m = notify(MessageType::Query);
+        let mut reply = k.sign_request(&mut m).unwrap();
+        let raw = m.to_vec().unwrap();
+        let tsig = Message::from_vec(&raw)
+            .unwrap()
+            .signature()
+            .unwrap()
+            .clone();
+        let ack = notify(MessageType::Response).to_vec().unwrap();
+        // Unsigned, or signed with another secret: refused. Signed by the secondary: passes.
+        assert!(reply.check(&ack).is_err(), "an unsigned answer passes");
+        let mut forger = Signer {
+            key: key(b"another secret, same name......."),
+            mac: tsig.data.mac.clone(),
+            id: 9,
+            time: now(),
+            error: None,
+            other: Vec::new(),
+            first: true,
+        };
+        assert!(reply.check(&forger.sign(ack.clone()).unwrap()).is_err());
+        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
+            panic!("accepted");
+        };
+        reply
+            .check(&s.sign(ack).unwrap())
+            .expect("the secondary's signed answer passes");
     }
 
     #[test]
