@@ -66,8 +66,8 @@ pub struct ZoneData {
     content: Vec<Record>,
     /// Sources allowed to transfer the zone.
     pub allow_transfer: Vec<IpNet>,
-    /// The TSIG key a transfer must be signed with, if any.
-    pub transfer_key: Option<Name>,
+    /// The TSIG keys a transfer may be signed with; empty when it needs none.
+    pub transfer_keys: Vec<Name>,
     /// The zone's last changes, oldest first, each from one serial to the next; the last
     /// ends at `serial`. IXFR answers from it (kept in memory only: empty after a restart).
     journal: Vec<Arc<Delta>>,
@@ -230,7 +230,11 @@ impl ZoneData {
             has_cuts,
             content,
             allow_transfer: zone.allow_transfer.clone(),
-            transfer_key: zone.transfer_key.as_ref().map(|k| k.name().clone()),
+            transfer_keys: zone
+                .transfer_keys
+                .iter()
+                .map(|k| k.name().clone())
+                .collect(),
             journal,
             fast: FastZone::default(),
         };

@@ -502,8 +502,8 @@ fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
 }
 
 #[test]
-fn a_transfer_key_must_be_a_config_key_and_go_with_allow_transfer() {
-    let cfg = "[server]\nzones_dir = \"zones\"\n[tsig.xfr]\nsecret = \"c2VjcmV0\"\n";
+fn transfer_keys_must_be_config_keys_and_go_with_allow_transfer() {
+    let cfg = "[server]\nzones_dir = \"zones\"\n[tsig.xfr]\nsecret = \"c2VjcmV0\"\n[tsig.next]\nsecret = \"c2VjcmV0\"\n";
     let z = zone_with(
         "",
         "allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"nope\"\n",
@@ -514,7 +514,7 @@ fn a_transfer_key_must_be_a_config_key_and_go_with_allow_transfer() {
         "z.toml",
         7,
         16,
-        "transfer_key \"nope\" is not a [tsig] key of the config; known: xfr.",
+        "transfer key \"nope\" is not a [tsig] key of the config; known: xfr., next.",
     );
     let z = zone_with("", "transfer_key = \"xfr\"\n");
     let (_f, r) = load(cfg, &[("z.toml", &z)]);
@@ -523,20 +523,38 @@ fn a_transfer_key_must_be_a_config_key_and_go_with_allow_transfer() {
         "z.toml",
         6,
         16,
-        "transfer_key without allow_transfer",
+        "a transfer key without allow_transfer",
     );
     let z = zone_with(
         "",
-        "allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"XFR.\"\n",
+        "allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"xfr\"\ntransfer_keys = [\"next\"]\n",
     );
     let (_f, r) = load(cfg, &[("z.toml", &z)]);
-    let cfg = r.unwrap_or_else(|e| panic!("{e}"));
+    expect_error(
+        &r.unwrap_err(),
+        "z.toml",
+        7,
+        16,
+        "transfer_key and transfer_keys together",
+    );
+    let z = zone_with("", "allow_transfer = [\"127.0.0.1\"]\ntransfer_keys = []\n");
+    let (_f, r) = load(cfg, &[("z.toml", &z)]);
+    expect_error(&r.unwrap_err(), "z.toml", 7, 17, "transfer_keys is empty");
+
+    // One key, or several while a key is rotated (the first signs NOTIFY).
+    let names = |extra: &str| -> Vec<String> {
+        let z = zone_with("", &format!("allow_transfer = [\"127.0.0.1\"]\n{extra}"));
+        let (_f, r) = load(cfg, &[("z.toml", &z)]);
+        r.unwrap_or_else(|e| panic!("{e}")).zones[0]
+            .transfer_keys
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect()
+    };
+    assert_eq!(names("transfer_key = \"XFR.\"\n"), ["xfr."]);
     assert_eq!(
-        cfg.zones[0]
-            .transfer_key
-            .as_ref()
-            .map(|k| k.name().to_string()),
-        Some("xfr.".to_string())
+        names("transfer_keys = [\"next\", \"xfr\"]\n"),
+        ["next.", "xfr."]
     );
 }
 

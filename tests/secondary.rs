@@ -230,16 +230,17 @@ fn dig(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
     let secret = new_secret();
-    // The transfer takes several messages, each signed over the last.
+    // The transfer takes several messages, each signed over the last. Two keys are good
+    // for it (a rotation: `next` is coming in); `other` is a key of the config, not the zone's.
     let zone = TEST_ZONE
         .replace("records = [\n", &format!("records = [\n{}", many_records()))
         .replace(
             "allow_transfer =",
-            &format!("transfer_key = \"{KEY}\"\nallow_transfer ="),
+            &format!("transfer_keys = [\"{KEY}\", \"next\"]\nallow_transfer ="),
         );
-    let other = new_secret();
+    let (other, next) = (new_secret(), new_secret());
     let extra = format!(
-        "\n[tsig.{KEY}]\nsecret = \"{secret}\"\n[tsig.other]\nsecret = \"{other}\"\nalgorithm = \"hmac-sha512\"\n"
+        "\n[tsig.{KEY}]\nsecret = \"{secret}\"\n[tsig.other]\nsecret = \"{other}\"\nalgorithm = \"hmac-sha512\"\n[tsig.next]\nsecret = \"{next}\"\n"
     );
     let s = Server::start(&config_toml(&extra), &[("example.test.toml", &zone)]).await;
     let at = format!("@{}", s.addr.ip());
@@ -271,6 +272,11 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
         "every message carries a TSIG:\n{good}"
     );
     assert!(good.contains("h999.example.test."), "the whole zone came");
+    let rotated = axfr(Some(format!("hmac-sha256:next:{next}")));
+    assert!(
+        rotated.contains("h999.example.test.") && !rotated.contains("Couldn't verify"),
+        "the zone's second key works too:\n{rotated}"
+    );
 
     // Unsigned, signed with another good key, with a wrong secret, with an unknown key.
     let unsigned = axfr(None);

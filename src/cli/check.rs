@@ -33,10 +33,16 @@ pub fn summary(cfg: &Config) -> String {
         );
         if !z.allow_transfer.is_empty() {
             let from: Vec<String> = z.allow_transfer.iter().map(|n| n.to_string()).collect();
-            let key = z
-                .transfer_key
-                .as_ref()
-                .map_or("unsigned".to_string(), |k| format!("TSIG key {}", k.name()));
+            let key = if z.transfer_keys.is_empty() {
+                "unsigned".to_string()
+            } else {
+                let names: Vec<String> = z
+                    .transfer_keys
+                    .iter()
+                    .map(|k| k.name().to_string())
+                    .collect();
+                format!("TSIG key {}", names.join(" or "))
+            };
             let notify = if z.also_notify.is_empty() {
                 String::new()
             } else {

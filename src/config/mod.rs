@@ -342,8 +342,9 @@ pub struct Zone {
     pub allow_transfer: Vec<IpNet>,
     /// Secondaries sent NOTIFY when the zone changes.
     pub also_notify: Vec<SocketAddr>,
-    /// The `[tsig]` key a transfer must be signed with (and NOTIFY is signed with), if any.
-    pub transfer_key: Option<crate::dns::tsig::Key>,
+    /// The `[tsig]` keys a transfer may be signed with (any one; more than one while a key
+    /// is rotated); the first signs NOTIFY. Empty: transfers need no signature.
+    pub transfer_keys: Vec<crate::dns::tsig::Key>,
 }
 
 /// SOA fields (the serial is the Snapshot's).

@@ -236,6 +236,7 @@ pub struct RawZone {
     #[serde(default)]
     pub also_notify: Vec<Spanned<String>>,
     pub transfer_key: Option<Spanned<String>>,
+    pub transfer_keys: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `soa = { ... }`.

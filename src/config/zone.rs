@@ -33,7 +33,7 @@ pub const STATIC_TYPES: &[RecordType] = &[
 pub const DYNAMIC_TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, RecordType::CNAME];
 
 /// Loads every `*.toml` in `dir` (sorted by file name); `services` are the ids `if_up` may
-/// name, `keys` the TSIG keys `transfer_key` may name.
+/// name, `keys` the TSIG keys `transfer_key`/`transfer_keys` may name.
 pub(super) fn load_dir(
     dir: &Path,
     services: &BTreeMap<String, Service>,
@@ -477,33 +477,57 @@ fn zone(
         }
     }
 
-    let transfer_key = raw.transfer_key.as_ref().and_then(|k| {
+    let names: Vec<&Spanned<String>> = match (&raw.transfer_key, &raw.transfer_keys) {
+        (Some(one), None) => vec![one],
+        (None, Some(many)) if many.get_ref().is_empty() => {
+            src.error(
+                many.span(),
+                "transfer_keys is empty: name at least one [tsig] key",
+            );
+            Vec::new()
+        }
+        (None, Some(many)) => many.get_ref().iter().collect(),
+        (Some(one), Some(_)) => {
+            src.error(
+                one.span(),
+                "transfer_key and transfer_keys together: use transfer_keys = [...] alone",
+            );
+            Vec::new()
+        }
+        (None, None) => Vec::new(),
+    };
+    let mut transfer_keys = Vec::new();
+    for k in names {
         let want = Name::from_ascii(k.get_ref()).ok().map(|mut n| {
             n.set_fqdn(true);
             n.to_lowercase()
         });
-        let found = keys.iter().find(|key| Some(key.name()) == want.as_ref());
-        if found.is_none() {
-            src.error(
+        match keys.iter().find(|key| Some(key.name()) == want.as_ref()) {
+            Some(key) if raw.allow_transfer.is_empty() => {
+                src.error(
+                    k.span(),
+                    "a transfer key without allow_transfer: no address may transfer the zone (use [\"0.0.0.0/0\", \"::/0\"] to rely on the key alone)",
+                );
+                transfer_keys.push(key.clone());
+            }
+            Some(key) => transfer_keys.push(key.clone()),
+            None => src.error(
                 k.span(),
                 format!(
-                    "transfer_key {:?} is not a [tsig] key of the config; known: {}",
+                    "transfer key {:?} is not a [tsig] key of the config; known: {}",
                     k.get_ref(),
                     if keys.is_empty() {
                         "none".to_string()
                     } else {
-                        keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>().join(", ")
+                        keys.iter()
+                            .map(|k| k.name().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
-            );
-        } else if raw.allow_transfer.is_empty() {
-            src.error(
-                k.span(),
-                "transfer_key without allow_transfer: no address may transfer the zone (use [\"0.0.0.0/0\", \"::/0\"] to rely on the key alone)",
-            );
+            ),
         }
-        found.cloned()
-    });
+    }
 
     (src.errors.len() == before).then(|| Zone {
         file: src.path().to_path_buf(),
@@ -514,7 +538,7 @@ fn zone(
         dynamic,
         allow_transfer,
         also_notify,
-        transfer_key,
+        transfer_keys,
     })
 }
 

@@ -389,8 +389,8 @@ fn additional<'a>(zone: &'a ZoneData, qtype: RecordType, records: &[Record]) -> 
     }
 }
 
-/// AXFR and IXFR over TCP to allowed sources, signed with the zone's `transfer_key` when it
-/// has one. IXFR (RFC 1995) gets the changes since the secondary's serial from the zone's
+/// AXFR and IXFR over TCP to allowed sources, signed with one of the zone's transfer keys
+/// when it has any. IXFR (RFC 1995) gets the changes since the secondary's serial from the zone's
 /// journal, just the SOA when it is current, and the whole zone when the journal does not
 /// reach back that far (or the changes outweigh the zone).
 fn transfer(
@@ -419,11 +419,15 @@ fn transfer(
     if !zone.allow_transfer.iter().any(|n| n.contains(&src.ip())) {
         return refuse("the address is not in allow_transfer".into());
     }
-    if let Some(key) = &zone.transfer_key {
+    if !zone.transfer_keys.is_empty() {
+        let wanted = || {
+            let names: Vec<String> = zone.transfer_keys.iter().map(Name::to_string).collect();
+            names.join(" or ")
+        };
         match signer.map(Signer::key_name) {
-            None => return refuse(format!("not signed; transfer_key is {key}")),
-            Some(k) if k != key => {
-                return refuse(format!("signed with {k}; transfer_key is {key}"));
+            None => return refuse(format!("not signed; the zone wants {}", wanted())),
+            Some(k) if !zone.transfer_keys.contains(k) => {
+                return refuse(format!("signed with {k}; the zone wants {}", wanted()));
             }
             Some(_) => {}
         }

@@ -1,6 +1,6 @@
 //! NOTIFY (RFC 1996): tells a zone's `also_notify` secondaries that its serial changed, so
 //! they transfer it now instead of at their next refresh. Signed with the zone's
-//! `transfer_key` when it has one, as secondaries that require TSIG expect.
+//! first transfer key when it has one, as secondaries that require TSIG expect.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub struct Notify {
     pub soa: Record,
     /// Its `also_notify` secondaries.
     pub targets: Vec<SocketAddr>,
-    /// Its `transfer_key`, if it has one.
+    /// Its first transfer key, if it has one.
     pub key: Option<Key>,
 }
 
@@ -47,7 +47,7 @@ pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<Notify> {
             zone: z.origin.clone(),
             soa: data.soa.clone(),
             targets: z.also_notify.clone(),
-            key: z.transfer_key.clone(),
+            key: z.transfer_keys.first().cloned(),
         })
         .collect()
 }
