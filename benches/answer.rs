@@ -36,6 +36,7 @@ fn main() {
         engine.health(),
         Arc::new(Incidents::default()),
         None,
+        0,
     );
 
     // The anchors' query mix, half of it with EDNS (as resolvers send).

@@ -136,12 +136,17 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     problems.extend(p);
     let (engine, checks, reports) = first_verdicts(&config, saved_overrides, &cancel).await;
     let incidents = Arc::new(saved_incidents);
-    let snapshots = SnapshotHandle::new(states::snapshot_of(
+    let (floor, p) = states::serial_floor(&config);
+    problems.extend(p);
+    let first = states::snapshot_of(
         config.clone(),
         engine.health(),
         incidents.clone(),
         None,
-    ));
+        floor,
+    );
+    states::save_serials(&first);
+    let snapshots = SnapshotHandle::new(first);
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -144,6 +144,9 @@ impl ZoneData {
             }
         }
         sort_content(&mut content);
+        // An RRset is a set: a dynamic answer listing one address twice (or as "2001:db8::1"
+        // and "2001:DB8::1") holds it once, as a secondary would.
+        content.dedup();
         let floor = zone.soa.serial.unwrap_or(0);
         let serial = match prev {
             Some(p) if same_content(&p.content, &content) && p.soa_matches(zone) => p.serial,
@@ -172,7 +175,7 @@ impl ZoneData {
                     to: soa.clone(),
                     added,
                 }));
-                trim(&mut journal);
+                trim(&mut journal, content.len());
                 journal
             }
             Some(p) => p.journal.clone(),
@@ -646,8 +649,13 @@ fn diff(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
 }
 
 /// Drops the oldest changes beyond [`JOURNAL_STEPS`] or [`JOURNAL_RECORDS`] (the newest
-/// change is always kept).
-fn trim(journal: &mut Vec<Arc<Delta>>) {
+/// change is always kept), and all of them when the newest alone is as large as the zone
+/// (`zone_records`): no IXFR across it could be smaller than the zone, so none will be sent.
+fn trim(journal: &mut Vec<Arc<Delta>>, zone_records: usize) {
+    if journal.last().is_some_and(|d| d.records() >= zone_records) {
+        journal.clear();
+        return;
+    }
     let mut records = 0;
     let keep = journal
         .iter()

@@ -838,12 +838,14 @@ impl fmt::Display for OperatorError {
     }
 }
 
-/// Builds the Snapshot for `config` and `health`.
+/// Builds the Snapshot for `config` and `health`; new serials are at least `floor` (and
+/// the current Unix time).
 pub fn snapshot_of(
     config: Arc<Config>,
     health: Health,
     incidents: Arc<Incidents>,
     prev: Option<&Snapshot>,
+    floor: u32,
 ) -> Snapshot {
     let selection = selection::select(&config, &health, Utc::now());
     Snapshot::build(
@@ -852,8 +854,49 @@ pub fn snapshot_of(
         Arc::new(health),
         incidents,
         prev,
-        unix_now(),
+        unix_now().max(floor),
     )
+}
+
+/// The file holding each zone's last SOA serial, so that a restart never goes back.
+pub fn serials_path(config: &Config) -> PathBuf {
+    config.server.state_dir.join("serials.json")
+}
+
+/// The floor for serials at start: one above the highest the last run served (1 on a first
+/// start). Serials run ahead of the clock when zones change more than once a second, and a
+/// restart that went back to the clock would serve a serial a secondary already holds, for
+/// other content: it would stay stale. A corrupt file is set aside (the message says so).
+pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
+    let parse =
+        |t: &str| serde_json::from_str::<BTreeMap<String, u32>>(t).map_err(|e| e.to_string());
+    match store::load(&serials_path(config), parse) {
+        store::Loaded::Missing => (1, None),
+        store::Loaded::Ok(m) => (m.values().max().map_or(1, |s| s.saturating_add(1)), None),
+        store::Loaded::SetAside { aside, reason } => (
+            1,
+            Some(format!(
+                "serials.json was unreadable ({reason}); set aside as {}: serials restart from the clock",
+                aside.display()
+            )),
+        ),
+    }
+}
+
+/// Saves the serials `snap` serves (see [`serial_floor`]).
+pub fn save_serials(snap: &Snapshot) {
+    let serials: BTreeMap<String, u32> = snap
+        .zones
+        .iter()
+        .map(|z| (z.origin.to_string(), z.serial))
+        .collect();
+    let path = serials_path(&snap.config);
+    let written = serde_json::to_vec_pretty(&serials)
+        .map_err(|e| e.to_string())
+        .and_then(|b| store::atomic_write(&path, &b).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        warn!(file = %path.display(), error = %e, "cannot save zone serials");
+    }
 }
 
 /// The path of saved verdicts.
@@ -1248,6 +1291,16 @@ impl StatesTask {
                 unix_now(),
             );
             let notify = crate::dns::secondaries::changed(&current, &next);
+            let serials_changed = current.zones.len() != next.zones.len()
+                || current
+                    .zones
+                    .iter()
+                    .zip(next.zones.iter())
+                    .any(|(a, b)| a.origin != b.origin || a.serial != b.serial);
+            if serials_changed {
+                // Before the new serials are served: a crash between the two cannot lose one.
+                save_serials(&next);
+            }
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);
             // Only once the new serial is live.

@@ -474,6 +474,77 @@ async fn ixfr_sends_what_changed_since_the_secondarys_serial() {
     let whole = transfer_lines(&s, &ixfr(s0 - 1000)).await;
     assert_eq!(whole.len(), 2 + 18 + 1 + 2, "{whole:?}");
     assert_eq!(whole.first(), whole.last());
+
+    // Over UDP, the SOA alone (RFC 1995 §2): "ask again over TCP". From a source the zone
+    // does not list, REFUSED, as over TCP.
+    let (m, _) = udp(s.addr, &ixfr(s0)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert!(matches!(&m.answers[0].data, RData::SOA(soa) if soa.serial == s2));
+    let mut sub = ixfr(1);
+    sub.queries[0].set_name(name("sub.example.test."));
+    let (m, _) = udp(s.addr, &sub).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_never_serves_an_older_serial() {
+    // Ten changes in well under ten seconds run the serial ahead of the clock; a restart
+    // must continue above it, or secondaries holding the higher serial would ignore it.
+    let s = Server::standard().await;
+    let soa_serial = |addr| async move {
+        match &udp(addr, &query("example.test.", RecordType::SOA, None))
+            .await
+            .0
+            .answers[0]
+            .data
+        {
+            RData::SOA(soa) => soa.serial,
+            _ => panic!("SOA expected"),
+        }
+    };
+    for i in 0..10 {
+        force(&s, "mls", (i % 2 == 0).then_some(Forced::Down)).await;
+    }
+    let before = soa_serial(s.addr).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(
+        before > now + 5,
+        "the serial {before} ran ahead of the clock {now}"
+    );
+    let Server {
+        fixture, running, ..
+    } = s;
+    running.shutdown().await.unwrap();
+    let running = detour::daemon::start(fixture.load(), &fixture.config_path())
+        .await
+        .unwrap();
+    let after = soa_serial(running.dns_addrs()[0]).await;
+    assert!(after > before, "{after} after a restart, {before} before");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamic_answer_holds_each_address_once() {
+    // Written twice (once in capitals): one record, in answers and in transfers alike, so an
+    // IXFR never deletes what a secondary holds once and AXFR sends twice.
+    let zone = TEST_ZONE.to_string()
+        + "\n[[dynamic]]\nname = \"v6\"\ntype = \"AAAA\"\nanswers = [ { if_up = \"mls\", values = [\"2001:db8::1\", \"2001:DB8::1\", \"2001:db8::2\"] } ]\notherwise = [\"2001:db8::80\"]\n";
+    let s = Server::start(&config_toml(""), &[("example.test.toml", &zone)]).await;
+    let (m, _) = udp(s.addr, &query("v6.example.test.", RecordType::AAAA, None)).await;
+    assert_eq!(m.answers.len(), 2, "{m:?}");
+    let lines = transfer_lines(&s, &ixfr(1)).await;
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("v6.example.test."))
+            .count(),
+        2,
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

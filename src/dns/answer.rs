@@ -390,9 +390,10 @@ fn additional<'a>(zone: &'a ZoneData, qtype: RecordType, records: &[Record]) -> 
 }
 
 /// AXFR and IXFR over TCP to allowed sources, signed with one of the zone's transfer keys
-/// when it has any. IXFR (RFC 1995) gets the changes since the secondary's serial from the zone's
-/// journal, just the SOA when it is current, and the whole zone when the journal does not
-/// reach back that far (or the changes outweigh the zone).
+/// when it has any. IXFR (RFC 1995) gets the changes since the secondary's serial from the
+/// zone's journal, just the SOA when it is current, and the whole zone when the journal does
+/// not reach back that far (or the changes outweigh the zone). IXFR over UDP gets the SOA
+/// alone (§2): "current", or "ask again over TCP".
 fn transfer(
     snap: &Snapshot,
     req: &Request,
@@ -402,7 +403,8 @@ fn transfer(
     edns: Option<&Edns>,
     signer: Option<&Signer>,
 ) -> Result<Reply, ResponseCode> {
-    if protocol != Protocol::Tcp {
+    let udp = protocol != Protocol::Tcp;
+    if udp && qtype != RecordType::IXFR {
         return Err(ResponseCode::Refused);
     }
     let Some(zone) = snap.find_zone(qname) else {
@@ -411,7 +413,9 @@ fn transfer(
     // Over TCP the source is real: say why a secondary is turned away, as it cannot tell.
     let src = req.src();
     let refuse = |why: String| {
-        tracing::info!(zone = %zone.origin, %src, "zone transfer refused: {why}");
+        if !udp {
+            tracing::info!(zone = %zone.origin, %src, "zone transfer refused: {why}");
+        }
         metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => "refused")
             .increment(1);
         Err(ResponseCode::Refused)
@@ -443,6 +447,7 @@ fn transfer(
     // Current, or ahead (RFC 1982 order): the SOA alone says so.
     let current = since.is_some_and(|s| zone.serial.wrapping_sub(s) as i32 <= 0);
     let kind = match since.and_then(|s| zone.changes_since(s)) {
+        _ if udp => "ixfr_udp",
         _ if current => "ixfr",
         Some(steps) => {
             for d in steps {
@@ -498,5 +503,8 @@ fn transfer(
     }
     metrics::counter!("detour_transfers_total", "zone" => zone.origin.to_string(), "result" => kind)
         .increment(1);
+    if udp {
+        return out.pop().map(Reply::Message).ok_or(ResponseCode::ServFail);
+    }
     Ok(Reply::Stream(out))
 }
