@@ -25,6 +25,17 @@ Standard library only (Python 3.8+). Every loop is bounded in time.
       neither --want nor the first answer seen (e.g. empty, an error rcode).
       Exit 0 when --want was seen, 1 on timeout (answer_s=NA).
 
+  helper.py flips --admin-sock state/admin.sock --pid PID --service mls
+                  --server 127.0.0.1:5349 --name flip.big.test --down 127.0.0.80
+                  --up 127.0.0.10 [--count 40]
+      Sets and clears an operator override of SERVICE --count times over the
+      admin socket, waiting after each until NAME/A answers --down (or --up):
+      each flip is a whole Snapshot rebuild, served. Prints one line:
+        flips=N cpu_ms_per_flip=X wall_ms_median=Y
+      cpu_ms_per_flip: the server's CPU (utime+stime of PID) per flip, the
+      API call included; wall_ms_median: override sent to answer seen.
+      Each wait is bounded (10 s); exit 1 if an answer never came.
+
   helper.py dns-latency --server 127.0.0.1:5339 --name ns1.example.test
                         [--duration 10] [--every 0.01] [--log FILE]
       One UDP query for NAME/A every --every seconds (one at a time) for
@@ -219,6 +230,68 @@ def cmd_wait_answer(args):
     return 0 if seen_at is not None else 1
 
 
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])     # utime, stime
+
+
+def cmd_flips(args):
+    import http.client
+    import os
+
+    class Unix(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(args.admin_sock)
+
+    host, port = loopback_hostport(args.server, "--server")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((host, port))
+    sock.settimeout(0.2)
+
+    def answer():
+        qid = random.randrange(65536)
+        sock.send(dns_query(qid, args.name))
+        try:
+            got = parse_a(sock.recv(4096), qid)
+        except (socket.timeout, ConnectionRefusedError):
+            return None
+        return got[1] if got else None
+
+    count = max(1, min(args.count, 1000))
+    walls = []
+    start = cpu_ticks(args.pid)
+    for i in range(count):
+        down = i % 2 == 0
+        c = Unix("detour")
+        if down:
+            c.request("PUT", f"/api/v1/overrides/{args.service}",
+                      body='{"state":"down","by":"bench"}',
+                      headers={"content-type": "application/json"})
+        else:
+            c.request("DELETE", f"/api/v1/overrides/{args.service}")
+        t0 = time.monotonic()
+        status = c.getresponse().status
+        c.close()
+        if status >= 300:
+            print(f"override answered HTTP {status}", file=sys.stderr)
+            return 1
+        want = [args.down if down else args.up]
+        while answer() != want:
+            if time.monotonic() - t0 > 10:
+                print(f"flip {i}: {args.name} never answered {want}", file=sys.stderr)
+                return 1
+            time.sleep(0.002)
+        walls.append(time.monotonic() - t0)
+    ticks = cpu_ticks(args.pid) - start
+    hz = os.sysconf("SC_CLK_TCK")
+    walls.sort()
+    print(f"flips={count} cpu_ms_per_flip={ticks * 1000 / hz / count:.1f} "
+          f"wall_ms_median={walls[len(walls) // 2] * 1000:.1f}")
+    return 0
+
+
 def cmd_dns_latency(args):
     """Queries NAME/A every --every seconds for --duration seconds; prints
     latency percentiles (ms) of the answers and the number lost (no answer in 1 s)."""
@@ -277,7 +350,18 @@ def main():
     d.add_argument("--duration", type=float, default=10)
     d.add_argument("--every", type=float, default=0.01)
     d.add_argument("--log")
+    f = sub.add_parser("flips")
+    f.add_argument("--admin-sock", required=True)
+    f.add_argument("--pid", type=int, required=True)
+    f.add_argument("--service", required=True)
+    f.add_argument("--server", required=True)
+    f.add_argument("--name", required=True)
+    f.add_argument("--down", required=True)
+    f.add_argument("--up", required=True)
+    f.add_argument("--count", type=int, default=40)
     args = p.parse_args()
+    if args.cmd == "flips":
+        return cmd_flips(args)
     if args.cmd == "httpd":
         cmd_httpd(args)
         return 0

@@ -2,27 +2,37 @@
 # scale.sh - memory and load time: idle RSS on the example config, then a generated zone
 # of N A records (default 100,000): `detour check` time, start to first answer, RSS after
 # load and its peak, bytes per record, and UDP QPS on it next to the anchors' small zone
-# (the baseline, same command, same dnsperf options). Loopback only, every run bounded.
+# (the baseline, same command, same dnsperf options); then what a failover flip costs when
+# the big zone holds a dynamic record (the zone is compiled again, and diffed for IXFR)
+# next to a flip that touches only the small zone (the baseline, same server). Loopback
+# only, every run bounded.
 #
-# usage: bench/scale.sh [--records N] [-l SECS]
+# usage: bench/scale.sh [--records N] [-l SECS] [--flips N] [--bin PATH]
+#   --bin   measure this detour binary instead of building the checkout (A/B of commits)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 . "$here/lib.sh"
-records=100000 secs=8
+records=100000 secs=8 flips=40 bin=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --records) need_arg "$@"; records="$2"; shift 2;;
     -l) need_arg "$@"; secs="$2"; shift 2;;
+    --flips) need_arg "$@"; flips="$2"; shift 2;;
+    --bin) need_arg "$@"; bin="$2"; shift 2;;
     -h|--help) usage; exit 0;;
     *) usage >&2; die "unknown option $1";;
   esac
 done
 in_range "$records" 1 999999 || die "--records must be 1..999999"
 in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
+in_range "$flips" 2 1000 || die "--flips must be 2..1000"
 need_cmds "dnsperf bind9-dnsutils util-linux" dnsperf dig taskset
-(cd "$root" && cargo build --release --quiet)
-bin="$root/target/release/detour"
+if [[ -z "$bin" ]]; then
+  (cd "$root" && cargo build --release --quiet)
+  bin="$root/target/release/detour"
+fi
+[[ -x "$bin" ]] || die "--bin $bin is not an executable"
 work="$(mktemp -d /tmp/detour-scale.XXXXXX)"
 pid=""
 stop() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; pid=""; }
@@ -57,6 +67,10 @@ mkdir -p "$work/big/zones"
 cp "$here/anchors/detour.toml" "$work/big/detour.toml"
 sed -i 's/127.0.0.1:5309/127.0.0.1:5349/' "$work/big/detour.toml"
 cp "$here/anchors/zones/example.test.toml" "$work/big/zones/"
+# For the flips: `other` has a record in the small zone only; `mls` one in each zone.
+printf '\n[services.other]\nname = "Other"\n' >>"$work/big/detour.toml"
+printf '\n[[dynamic]]\nname = "other"\ntype = "A"\nanswers = [ { if_up = "other", values = ["127.0.0.30"] } ]\notherwise = ["127.0.0.81"]\n' \
+  >>"$work/big/zones/example.test.toml"
 python3 - "$records" "$work/big/zones/big.test.toml" "$work/big/queries.txt" <<'PY'
 import random, sys
 n, zone, queries = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -66,6 +80,7 @@ with open(zone, "w") as z:
     for i in range(n):
         z.write(f'  {{ name = "h{i}", type = "A", value = "10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" }},\n')
     z.write("]\n")
+    z.write('[[dynamic]]\nname = "flip"\ntype = "A"\nanswers = [ { if_up = "mls", values = ["127.0.0.10"] } ]\notherwise = ["127.0.0.80"]\n')
 rnd = random.Random(1)
 with open(queries, "w") as q:
     for _ in range(100000):
@@ -91,6 +106,13 @@ load() { # queries-file label
 q_small1=$(load "$root/../shared/bench-anchors/queries/example.test.txt" small)
 q_big=$(load "$work/big/queries.txt" big)
 q_small2=$(load "$root/../shared/bench-anchors/queries/example.test.txt" small)
+flip() { # service name up down
+  python3 "$here/helper.py" flips --admin-sock "$work/big/state/admin.sock" --pid "$pid" \
+    --service "$1" --server 127.0.0.1:5349 --name "$2" --up "$3" --down "$4" --count "$flips"
+}
+f_small=$(flip other other.example.test 127.0.0.30 127.0.0.81)
+f_big=$(flip mls flip.big.test 127.0.0.10 127.0.0.80)
+rss_flips=$(kb VmRSS)
 stop
 
 echo "idle RSS, example config:       $((idle_rss / 1024)).$(((idle_rss % 1024) * 10 / 1024)) MB"
@@ -100,4 +122,7 @@ echo "start to first answer:          ${first_s} s"
 echo "RSS after load / peak:          $((rss / 1024)) MB / $((hwm / 1024)) MB"
 echo "bytes per record:               $(((rss - idle_rss) * 1024 / records))"
 echo "UDP, same server, same run:     $q_small1 | $q_big | $q_small2"
+echo "flip, small zone only:          $f_small"
+echo "flip, small zone and big zone:  $f_big"
+echo "RSS after the flips:            $((rss_flips / 1024)) MB"
 echo "(work dir $work)"
