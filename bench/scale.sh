@@ -32,7 +32,7 @@ if [[ -z "$bin" ]]; then
   (cd "$root" && cargo build --release --quiet)
   bin="$root/target/release/detour"
 fi
-[[ -x "$bin" ]] || die "--bin $bin is not an executable"
+[[ -f "$bin" && -x "$bin" ]] || die "--bin $bin is not an executable file"
 work="$(mktemp -d /tmp/detour-scale.XXXXXX)"
 pid=""
 stop() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; pid=""; }
