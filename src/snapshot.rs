@@ -5,7 +5,7 @@
 //! [`SnapshotHandle::load`], which takes no lock and never waits. A zone's SOA serial goes up
 //! exactly when its content differs from the previous Snapshot's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -165,9 +165,19 @@ impl ZoneData {
         let soa = Record::from_rdata(origin.clone(), zone.soa.ttl, RData::SOA(soa_rdata));
         let mut negative_soa = soa.clone();
         negative_soa.ttl = zone.soa.ttl.min(zone.soa.minimum);
+        // Owners of the records that changed since `prev`, for compiling only what changed.
+        let mut changed: Option<HashSet<LowerName>> = prev.map(|_| HashSet::new());
         let journal = match prev {
             Some(p) if p.serial != serial => {
                 let (deleted, added) = diff(&p.content, &content);
+                if let Some(c) = changed.as_mut() {
+                    c.extend(
+                        deleted
+                            .iter()
+                            .chain(&added)
+                            .map(|r| LowerName::new(&r.name)),
+                    );
+                }
                 let mut journal = p.journal.clone();
                 journal.push(Arc::new(Delta {
                     from: p.soa.clone(),
@@ -241,8 +251,28 @@ impl ZoneData {
             journal,
             fast: FastZone::default(),
         };
-        z.fast = FastZone::build(&z);
+        z.fast = match (prev, changed) {
+            (Some(p), Some(c)) => {
+                FastZone::update(&p.fast, p, &z, &c).unwrap_or_else(|| FastZone::build(&z))
+            }
+            _ => FastZone::build(&z),
+        };
         z
+    }
+
+    /// How many names exist in the zone, empty non-terminals included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether `name` exists in the zone (empty non-terminals included).
+    pub fn has_node(&self, name: &LowerName) -> bool {
+        self.nodes.contains_key(name)
+    }
+
+    /// Whether `name` holds records of type `t`.
+    pub fn has_type(&self, name: &LowerName, t: RecordType) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.get(t).is_some())
     }
 
     /// Every owner name with the types held there, and whether it is an alias (CNAME).

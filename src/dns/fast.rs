@@ -10,9 +10,19 @@
 //! (version 0, no options but cookies), nothing after it, and the answer fits the limit.
 //! Everything else goes to the general path, so correctness lives in one place; the
 //! differential test in `tests/fast_path.rs` holds the two byte for byte.
+//!
+//! A failover flip changes a few records of a zone, and its serial. Compiling every name
+//! again would cost a zone of 100,000 records a third of a second, so [`FastZone::update`]
+//! compiles again only the names a change can show through (the changed owners, aliases,
+//! names whose answers carry additional records, the apex) and shares the rest with the
+//! previous Snapshot; answers that end with the zone's SOA get the current serial written
+//! in as they are sent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::rr::{LowerName, RecordType};
+use hickory_server::proto::rr::{LowerName, RData, RecordType};
 use rustc_hash::FxHashMap;
 
 use super::answer::compile;
@@ -25,6 +35,63 @@ pub struct Entry {
     head: [u8; 10],
     /// Everything after the question.
     tail: Box<[u8]>,
+    /// Where in `tail` the zone's SOA serial is, when the answer ends with the SOA (negative
+    /// answers, the SOA itself): the current serial is written there as it is sent.
+    serial_at: Option<u16>,
+}
+
+impl Entry {
+    fn new(head: [u8; 10], tail: Vec<u8>) -> Entry {
+        // Answer, authority and additional counts (header bytes 6..12).
+        let records: usize = [4, 6, 8]
+            .iter()
+            .map(|&i| usize::from(u16::from_be_bytes([head[i], head[i + 1]])))
+            .sum();
+        let serial_at = last_soa_serial(&tail, records).and_then(|at| u16::try_from(at).ok());
+        Entry {
+            head,
+            tail: tail.into(),
+            serial_at,
+        }
+    }
+}
+
+/// Where the serial is when the last of the `records` records that fill `tail` is an SOA.
+fn last_soa_serial(tail: &[u8], records: usize) -> Option<usize> {
+    fn skip_name(tail: &[u8], mut i: usize) -> Option<usize> {
+        loop {
+            let len = *tail.get(i)?;
+            match len {
+                0 => return Some(i + 1),
+                l if l & 0xc0 == 0xc0 => return Some(i + 2),
+                l if l & 0xc0 != 0 => return None,
+                l => i += 1 + usize::from(l),
+            }
+        }
+    }
+    let (mut i, mut last) = (0, None);
+    for _ in 0..records {
+        let t = skip_name(tail, i)?;
+        let rtype = u16_at(tail, t)?;
+        let end = t + 10 + usize::from(u16_at(tail, t + 8)?);
+        last = (rtype == u16::from(RecordType::SOA) && end >= t + 10 + 20).then(|| end - 20);
+        i = end;
+    }
+    if i == tail.len() { last } else { None }
+}
+
+/// The last 20 bytes of `zone`'s SOA record: serial, refresh, retry, expire, minimum.
+fn soa_end(zone: &ZoneData) -> Option<[u8; 20]> {
+    let RData::SOA(soa) = &zone.soa.data else {
+        return None;
+    };
+    let mut end = [0u8; 20];
+    end[..4].copy_from_slice(&soa.serial.to_be_bytes());
+    end[4..8].copy_from_slice(&soa.refresh.to_be_bytes());
+    end[8..12].copy_from_slice(&soa.retry.to_be_bytes());
+    end[12..16].copy_from_slice(&soa.expire.to_be_bytes());
+    end[16..].copy_from_slice(&soa.minimum.to_be_bytes());
+    Some(end)
 }
 
 /// Compiled answers at one owner name.
@@ -54,14 +121,29 @@ struct Missing {
 #[derive(Debug, Default)]
 pub struct FastZone {
     /// Every name that exists in the zone, empty non-terminals included; a name whose
-    /// answers could not be compiled is here without them.
-    nodes: FxHashMap<Box<[u8]>, Node>,
+    /// answers could not be compiled is here without them. Compiled when the zone was last
+    /// compiled whole, and shared by the Snapshots since.
+    shared: Arc<FxHashMap<Box<[u8]>, Node>>,
+    /// Names compiled again since then: these answers win over `shared`'s.
+    overlay: FxHashMap<Box<[u8]>, Arc<Node>>,
     /// The NXDOMAIN answer for names absent from `nodes`; `None` when the zone has a
     /// wildcard (absence alone does not decide) or it could not be compiled.
     missing: Option<Missing>,
     /// Some node is a delegation point: absent names must be checked for one above them.
     has_cuts: bool,
+    /// Some name is a wildcard: no update in part (which names a change shows through is
+    /// harder to tell), the zone is compiled whole.
+    wildcard: bool,
 }
+
+/// Types whose answers show other names' records (a chain, additional addresses): their
+/// owners are compiled again whenever anything in the zone changes.
+const REACHING: &[RecordType] = &[
+    RecordType::CNAME,
+    RecordType::NS,
+    RecordType::MX,
+    RecordType::SRV,
+];
 
 /// A type no zone holds: asks for the NODATA answer of a name.
 const ABSENT: RecordType = RecordType::Unknown(65280);
@@ -73,47 +155,87 @@ impl FastZone {
         let mut nodes = FxHashMap::default();
         let mut wildcard = false;
         for (name, types, alias) in zone.owners() {
-            let mut node = Node {
-                cut: name != &apex && types.contains(&RecordType::NS),
-                ..Node::default()
-            };
             wildcard |= name.is_wildcard();
-            let mut wanted = types;
-            if alias {
-                // Aliases answer the chain; compile the types people ask for most.
-                wanted.extend([RecordType::A, RecordType::AAAA]);
-            }
-            wanted.sort_by_key(|t| u16::from(*t));
-            wanted.dedup();
-            for t in wanted {
-                if let Some((head, tail)) = compile(zone, name, t) {
-                    node.answers.push((
-                        u16::from(t),
-                        Entry {
-                            head,
-                            tail: tail.into(),
-                        },
-                    ));
-                }
-            }
-            if !alias && let Some((head, tail)) = compile(zone, name, ABSENT) {
-                node.nodata = Some(Entry {
-                    head,
-                    tail: tail.into(),
-                });
-            }
-            nodes.insert(wire(name), node);
+            nodes.insert(wire(name), compile_node(zone, &apex, name, types, alias));
         }
         let has_cuts = nodes.values().any(|n| n.cut);
         let missing = if wildcard {
             None
         } else {
-            Missing::compile(zone, &nodes)
+            Missing::compile(zone, |w| nodes.contains_key(w))
         };
         FastZone {
-            nodes,
+            shared: Arc::new(nodes),
+            overlay: FxHashMap::default(),
             missing,
             has_cuts,
+            wildcard,
+        }
+    }
+
+    /// `zone`'s answers, given `prev`, those of the zone's previous version, and `changed`,
+    /// the owners of every record added or removed since: names a change cannot show through
+    /// keep `prev`'s answers (their serial is written as they are sent). `None` when only a
+    /// whole compile is right: a wildcard, a name that appeared or vanished, a delegation
+    /// that changed, an SOA that changed beyond its serial, or too much changed.
+    pub fn update(
+        prev: &FastZone,
+        prev_zone: &ZoneData,
+        zone: &ZoneData,
+        changed: &HashSet<LowerName>,
+    ) -> Option<FastZone> {
+        let soa_rest = |z: &ZoneData| soa_end(z).map(|e| <[u8; 16]>::try_from(&e[4..]).ok());
+        if prev.wildcard
+            || zone.node_count() != prev_zone.node_count()
+            || soa_rest(zone) != soa_rest(prev_zone)
+            || zone.soa.ttl != prev_zone.soa.ttl
+            || zone.negative_soa.ttl != prev_zone.negative_soa.ttl
+            || changed.iter().any(|n| {
+                !zone.has_node(n)
+                    || !prev_zone.has_node(n)
+                    || zone.has_type(n, RecordType::NS)
+                    || prev_zone.has_type(n, RecordType::NS)
+            })
+        {
+            return None;
+        }
+        let apex = LowerName::new(&zone.origin);
+        let mut overlay = FxHashMap::default();
+        for (name, types, alias) in zone.owners() {
+            let again = changed.contains(name)
+                || *name == apex
+                || types.iter().any(|t| REACHING.contains(t));
+            let key = wire(name);
+            if again {
+                overlay.insert(key, Arc::new(compile_node(zone, &apex, name, types, alias)));
+            } else if let Some(node) = prev.overlay.get(&key) {
+                overlay.insert(key, node.clone());
+            }
+        }
+        if overlay.len() > prev.shared.len() / 4 {
+            return None;
+        }
+        let missing = Missing::compile(zone, |w| {
+            overlay.contains_key(w) || prev.shared.contains_key(w)
+        });
+        Some(FastZone {
+            shared: prev.shared.clone(),
+            overlay,
+            missing,
+            has_cuts: prev.has_cuts,
+            wildcard: false,
+        })
+    }
+
+    /// Whether this and `other` share the answers of names that did not change.
+    pub fn shares_with(&self, other: &FastZone) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    fn node(&self, wire: &[u8]) -> Option<&Node> {
+        match self.overlay.get(wire) {
+            Some(n) => Some(n),
+            None => self.shared.get(wire),
         }
     }
 
@@ -121,7 +243,7 @@ impl FastZone {
     fn get(&self, qname: &[u8], origin: usize, labels: &[u8], qtype: u16) -> Option<Found<'_>> {
         // Meta types (AXFR, ANY, TSIG...) are the general path's unless compiled.
         let meta = (128..=255).contains(&qtype);
-        let Some(node) = self.nodes.get(qname) else {
+        let Some(node) = self.node(qname) else {
             let missing = self.missing.as_ref()?;
             if meta {
                 return None;
@@ -132,7 +254,7 @@ impl FastZone {
                     .iter()
                     .map(|&l| usize::from(l))
                     .filter(|&l| l > 0 && l < origin)
-                    .any(|l| self.nodes.get(&qname[l..]).is_some_and(|n| n.cut))
+                    .any(|l| self.node(&qname[l..]).is_some_and(|n| n.cut))
             {
                 return None;
             }
@@ -157,15 +279,15 @@ enum Found<'a> {
 }
 
 impl Missing {
-    /// Compiles the NXDOMAIN answer of `zone` for a name none of `nodes` holds.
-    fn compile(zone: &ZoneData, nodes: &FxHashMap<Box<[u8]>, Node>) -> Option<Missing> {
+    /// Compiles the NXDOMAIN answer of `zone` for a name that does not `exist`.
+    fn compile(zone: &ZoneData, exists: impl Fn(&[u8]) -> bool) -> Option<Missing> {
         let origin = &zone.origin;
         let name = (0..)
             .map(|i| origin.prepend_label(format!("nx{i}")))
             .take(1000)
             .filter_map(Result::ok)
             .map(|n| LowerName::new(&n))
-            .find(|n| !nodes.contains_key(&wire(n)))?;
+            .find(|n| !exists(&wire(n)))?;
         let (head, tail) = compile(zone, &name, RecordType::A)?;
         // Header byte 3 (head[1]) holds the RCODE: NXDOMAIN is 3.
         if head[1] & 0x0f != 3 {
@@ -184,14 +306,41 @@ impl Missing {
             usize::from(u16::from_be_bytes([tail[p], tail[p + 1]]) & 0x3fff) >= first
         });
         movable.then(|| Missing {
-            entry: Entry {
-                head,
-                tail: tail.into(),
-            },
+            entry: Entry::new(head, tail),
             prefix,
             pointers: pointers.into(),
         })
     }
+}
+
+/// Compiles the answers at `name`, which holds `types` (an alias when `alias`).
+fn compile_node(
+    zone: &ZoneData,
+    apex: &LowerName,
+    name: &LowerName,
+    types: Vec<RecordType>,
+    alias: bool,
+) -> Node {
+    let mut node = Node {
+        cut: name != apex && types.contains(&RecordType::NS),
+        ..Node::default()
+    };
+    let mut wanted = types;
+    if alias {
+        // Aliases answer the chain; compile the types people ask for most.
+        wanted.extend([RecordType::A, RecordType::AAAA]);
+    }
+    wanted.sort_by_key(|t| u16::from(*t));
+    wanted.dedup();
+    for t in wanted {
+        if let Some((head, tail)) = compile(zone, name, t) {
+            node.answers.push((u16::from(t), Entry::new(head, tail)));
+        }
+    }
+    if !alias && let Some((head, tail)) = compile(zone, name, ABSENT) {
+        node.nodata = Some(Entry::new(head, tail));
+    }
+    node
 }
 
 /// The offsets of the compression pointers in `records` resource records encoded at the
@@ -407,6 +556,11 @@ fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> 
     out.extend_from_slice(question);
     let base = out.len();
     out.extend_from_slice(&entry.tail);
+    if let Some(at) = entry.serial_at {
+        // Compiled under this serial or an earlier one of the same zone: write today's.
+        let at = base + usize::from(at);
+        out[at..at + 4].copy_from_slice(&zone.serial.to_be_bytes());
+    }
     if let Some((m, prefix)) = moved {
         for &p in m.pointers.iter() {
             let at = base + usize::from(p);
