@@ -68,6 +68,9 @@ pub struct ZoneData {
     pub allow_transfer: Vec<IpNet>,
     /// The TSIG keys a transfer may be signed with; empty when it needs none.
     pub transfer_keys: Vec<Name>,
+    /// Origins of the other served zones inside this one: answers compiled ahead stop at
+    /// them (a chain into a child zone is the general path's, which looks there).
+    children: Vec<LowerName>,
     /// The zone's last changes, oldest first, each from one serial to the next; the last
     /// ends at `serial`. IXFR answers from it (kept in memory only: empty after a restart).
     journal: Vec<Arc<Delta>>,
@@ -129,6 +132,7 @@ impl ZoneData {
         (choices, caps): &(Vec<&Choice>, Vec<(&Name, u32)>),
         prev: Option<&ZoneData>,
         now: u32,
+        children: Vec<LowerName>,
     ) -> ZoneData {
         let origin = zone.origin.clone();
         let mut content: Vec<Record> = zone.records.clone();
@@ -248,6 +252,7 @@ impl ZoneData {
                 .iter()
                 .map(|k| k.name().clone())
                 .collect(),
+            children,
             journal,
             fast: FastZone::default(),
         };
@@ -258,6 +263,11 @@ impl ZoneData {
             _ => FastZone::build(&z),
         };
         z
+    }
+
+    /// Whether `name` is in this zone's data: under its origin and not under a child zone's.
+    pub fn holds(&self, name: &LowerName) -> bool {
+        LowerName::new(&self.origin).zone_of(name) && !self.children.iter().any(|c| c.zone_of(name))
     }
 
     /// How many names exist in the zone, empty non-terminals included.
@@ -509,7 +519,14 @@ impl Snapshot {
                 Some(z) => z,
                 None => {
                     let prev_zone = prev.and_then(|p| p.zone_by_origin(&zone.origin));
-                    Arc::new(ZoneData::compile(zone, &mine, prev_zone, now))
+                    let apex = LowerName::new(&zone.origin);
+                    let children = config
+                        .zones
+                        .iter()
+                        .map(|z| LowerName::new(&z.origin))
+                        .filter(|o| *o != apex && apex.zone_of(o))
+                        .collect();
+                    Arc::new(ZoneData::compile(zone, &mine, prev_zone, now, children))
                 }
             };
             zones.push(compiled);

@@ -35,7 +35,7 @@ impl Zones for Snapshot {
 
 impl Zones for ZoneData {
     fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
-        LowerName::new(&self.origin).zone_of(name).then_some(self)
+        self.holds(name).then_some(self)
     }
 }
 

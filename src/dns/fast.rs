@@ -184,12 +184,20 @@ impl FastZone {
         zone: &ZoneData,
         changed: &HashSet<LowerName>,
     ) -> Option<FastZone> {
-        let soa_rest = |z: &ZoneData| soa_end(z).map(|e| <[u8; 16]>::try_from(&e[4..]).ok());
+        // Everything of the SOA but its serial, names in the case they are written.
+        let soa_rest = |z: &ZoneData| match &z.soa.data {
+            RData::SOA(s) => Some((
+                s.mname.to_ascii(),
+                s.rname.to_ascii(),
+                soa_end(z).map(|e| e[4..].to_vec()),
+                z.soa.ttl,
+                z.negative_soa.ttl,
+            )),
+            _ => None,
+        };
         if prev.wildcard
             || zone.node_count() != prev_zone.node_count()
             || soa_rest(zone) != soa_rest(prev_zone)
-            || zone.soa.ttl != prev_zone.soa.ttl
-            || zone.negative_soa.ttl != prev_zone.negative_soa.ttl
             || changed.iter().any(|n| {
                 !zone.has_node(n)
                     || !prev_zone.has_node(n)
