@@ -169,18 +169,17 @@ impl ZoneData {
         let soa = Record::from_rdata(origin.clone(), zone.soa.ttl, RData::SOA(soa_rdata));
         let mut negative_soa = soa.clone();
         negative_soa.ttl = zone.soa.ttl.min(zone.soa.minimum);
-        // Owners of the records that changed since `prev`, for compiling only what changed.
+        // Owners of the records that changed since `prev`, for compiling only what changed;
+        // `None` (compile it all) when a delegation changed, which changes every name below.
         let mut changed: Option<HashSet<LowerName>> = prev.map(|_| HashSet::new());
         let journal = match prev {
             Some(p) if p.serial != serial => {
                 let (deleted, added) = diff(&p.content, &content);
-                if let Some(c) = changed.as_mut() {
-                    c.extend(
-                        deleted
-                            .iter()
-                            .chain(&added)
-                            .map(|r| LowerName::new(&r.name)),
-                    );
+                let all = || deleted.iter().chain(&added);
+                if all().any(|r| r.record_type() == RecordType::NS) {
+                    changed = None;
+                } else if let Some(c) = changed.as_mut() {
+                    c.extend(all().map(|r| LowerName::new(&r.name)));
                 }
                 let mut journal = p.journal.clone();
                 journal.push(Arc::new(Delta {
@@ -278,11 +277,6 @@ impl ZoneData {
     /// Whether `name` exists in the zone (empty non-terminals included).
     pub fn has_node(&self, name: &LowerName) -> bool {
         self.nodes.contains_key(name)
-    }
-
-    /// Whether `name` holds records of type `t`.
-    pub fn has_type(&self, name: &LowerName, t: RecordType) -> bool {
-        self.nodes.get(name).is_some_and(|n| n.get(t).is_some())
     }
 
     /// Every owner name with the types held there, and whether it is an alias (CNAME).

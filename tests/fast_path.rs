@@ -247,7 +247,7 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
     // A dynamic record, an alias to it and a mail exchanger named by it: what a flip
     // changes, and what it shows through.
     let generated = format!(
-        "origin = \"gen.test.\"\nsoa = {{ mname = \"ns.gen.test.\", rname = \"h.gen.test.\" }}\nns = [\"ns.gen.test.\"]\nrecords = [\n  {{ name = \"ns\", type = \"A\", value = \"10.0.0.1\" }},\n{recs}  {{ name = \"deleg\", type = \"NS\", value = \"ns.deleg.gen.test.\" }},\n  {{ name = \"ns.deleg\", type = \"A\", value = \"10.0.0.2\" }},\n  {{ name = \"a.b.ent\", type = \"A\", value = \"10.0.0.3\" }},\n  {{ name = \"to-dyn\", type = \"CNAME\", value = \"dyn\" }},\n  {{ name = \"mx\", type = \"MX\", value = \"10 dyn\" }},\n  {{ name = \"to-kid\", type = \"CNAME\", value = \"host.kid.gen.test.\" }},\n]\n[[dynamic]]\nname = \"dyn\"\ntype = \"A\"\nttl = 30\nanswers = [ {{ if_up = \"mls\", values = [\"10.9.0.1\", \"10.9.0.2\"] }} ]\notherwise = [\"10.9.0.80\"]\n"
+        "origin = \"gen.test.\"\nsoa = {{ mname = \"ns.gen.test.\", rname = \"h.gen.test.\" }}\nns = [\"ns.gen.test.\"]\nrecords = [\n  {{ name = \"ns\", type = \"A\", value = \"10.0.0.1\" }},\n{recs}  {{ name = \"deleg\", type = \"NS\", value = \"ns.deleg.gen.test.\" }},\n  {{ name = \"ns.deleg\", type = \"A\", value = \"10.0.0.2\" }},\n  {{ name = \"a.b.ent\", type = \"A\", value = \"10.0.0.3\" }},\n  {{ name = \"to-dyn\", type = \"CNAME\", value = \"dyn\" }},\n  {{ name = \"mx\", type = \"MX\", value = \"10 dyn\" }},\n  {{ name = \"to-kid\", type = \"CNAME\", value = \"host.kid.gen.test.\" }},\n]\n[[dynamic]]\nname = \"dyn\"\ntype = \"A\"\nttl = 30\nanswers = [ {{ if_up = \"mls\", values = [\"10.9.0.1\", \"10.9.0.2\"] }} ]\notherwise = [\"10.9.0.80\"]\n[[dynamic]]\nname = \"@\"\ntype = \"A\"\nanswers = [ {{ if_up = \"mls\", values = [\"10.9.1.1\"] }} ]\notherwise = [\"10.9.1.80\"]\n"
     );
     let cfg = config_toml("").replace(
         "[services.mls]\nname = \"MLS\"\n",
@@ -300,13 +300,11 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
         before = after;
     }
     // A reload that changes the SOA's names but no record: the zone is compiled whole.
-    write(
-        &s.fixture.zone_path("gen.toml"),
-        &generated.replace(
-            "rname = \"h.gen.test.\"",
-            "rname = \"Hostmaster.gen.test.\"",
-        ),
+    let renamed = generated.replace(
+        "rname = \"h.gen.test.\"",
+        "rname = \"Hostmaster.gen.test.\"",
     );
+    write(&s.fixture.zone_path("gen.toml"), &renamed);
     s.running.reload().await.expect("reload");
     let after = s.running.snapshots().load_full();
     let t = run(&after);
@@ -316,4 +314,17 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
         after.zone_by_origin(&generated_origin).unwrap(),
     );
     assert!(!a.fast.shares_with(&b.fast));
+
+    // A reload that adds a delegation above an existing name (a.b.ent becomes a referral):
+    // every name below it changes, so the zone is compiled whole again.
+    write(
+        &s.fixture.zone_path("gen.toml"),
+        &renamed.replace(
+            "records = [\n",
+            "records = [\n  { name = \"b.ent\", type = \"NS\", value = \"ns.deleg.gen.test.\" },\n",
+        ),
+    );
+    s.running.reload().await.expect("reload");
+    let t = run(&s.running.snapshots().load_full());
+    assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
 }

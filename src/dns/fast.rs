@@ -175,9 +175,10 @@ impl FastZone {
 
     /// `zone`'s answers, given `prev`, those of the zone's previous version, and `changed`,
     /// the owners of every record added or removed since: names a change cannot show through
-    /// keep `prev`'s answers (their serial is written as they are sent). `None` when only a
-    /// whole compile is right: a wildcard, a name that appeared or vanished, a delegation
-    /// that changed, an SOA that changed beyond its serial, or too much changed.
+    /// keep `prev`'s answers (their serial is written as they are sent); the caller leaves
+    /// delegation changes out (they change every name below). `None` when only a whole
+    /// compile is right: a wildcard, a name that appeared or vanished, an SOA that changed
+    /// beyond its serial, or too much changed.
     pub fn update(
         prev: &FastZone,
         prev_zone: &ZoneData,
@@ -198,12 +199,9 @@ impl FastZone {
         if prev.wildcard
             || zone.node_count() != prev_zone.node_count()
             || soa_rest(zone) != soa_rest(prev_zone)
-            || changed.iter().any(|n| {
-                !zone.has_node(n)
-                    || !prev_zone.has_node(n)
-                    || zone.has_type(n, RecordType::NS)
-                    || prev_zone.has_type(n, RecordType::NS)
-            })
+            || changed
+                .iter()
+                .any(|n| !zone.has_node(n) || !prev_zone.has_node(n))
         {
             return None;
         }
