@@ -301,13 +301,24 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    /// The TSIG record of the encoded message `raw`.
+    fn tsig_of(raw: &[u8]) -> Record<TSIG> {
+        Message::from_vec(raw).unwrap().signature().unwrap().clone()
+    }
+
+    /// The signer for a request `k` signed: it must verify.
+    fn accepted(k: &Key, raw: &[u8], tsig: &Record<TSIG>) -> Signer {
+        match verify(std::slice::from_ref(k), raw, tsig) {
+            Verdict::Signed(s) => s,
+            Verdict::Unsigned(r) => panic!("a good signature is refused: {:?}", r.data.error),
+        }
+    }
+
     #[test]
     fn a_stream_verifies_with_hickorys_own_chain_check() {
         let k = key(b"0123456789abcdef0123456789abcdef");
         let (raw, tsig) = signed_query(&k);
-        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
-            panic!("a good signature is accepted");
-        };
+        let mut s = accepted(&k, &raw, &tsig);
         assert!(!s.rejected());
         // The first answer over the request's MAC, the next two over the previous MAC with
         // the timers only: hickory's verifier of RFC 8945 §5.3.1 must accept each in turn.
@@ -371,14 +382,8 @@ mod tests {
         let (mut raw, _) = signed_query(&k);
         // A forwarder gave the query a new ID; the TSIG keeps the original (0x1234).
         raw[..2].copy_from_slice(&0xbeefu16.to_be_bytes());
-        let tsig = Message::from_vec(&raw)
-            .unwrap()
-            .signature()
-            .unwrap()
-            .clone();
-        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
-            panic!("the MAC covers the original ID, so the query still verifies");
-        };
+        let tsig = tsig_of(&raw);
+        let mut s = accepted(&k, &raw, &tsig);
         let msg = s.sign(answer(0xbeef, 0)).unwrap();
         k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
             .expect("the answer verifies with the original ID in place");
@@ -396,14 +401,8 @@ mod tests {
         let (record, _) = k.0.sign_message(&m, 100).unwrap();
         m.set_signature(record);
         let raw = m.to_vec().unwrap();
-        let tsig = Message::from_vec(&raw)
-            .unwrap()
-            .signature()
-            .unwrap()
-            .clone();
-        let Verdict::Signed(s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
-            panic!("the MAC is good");
-        };
+        let tsig = tsig_of(&raw);
+        let s = accepted(&k, &raw, &tsig);
         assert!(s.rejected());
     }
 
@@ -421,11 +420,7 @@ mod tests {
         let mut m = notify(MessageType::Query);
         let mut reply = k.sign_request(&mut m).unwrap();
         let raw = m.to_vec().unwrap();
-        let tsig = Message::from_vec(&raw)
-            .unwrap()
-            .signature()
-            .unwrap()
-            .clone();
+        let tsig = tsig_of(&raw);
         let ack = notify(MessageType::Response).to_vec().unwrap();
         // Unsigned, or signed with another secret: refused. Signed by the secondary: passes.
         assert!(reply.check(&ack).is_err(), "an unsigned answer passes");
@@ -439,9 +434,7 @@ mod tests {
             first: true,
         };
         assert!(reply.check(&forger.sign(ack.clone()).unwrap()).is_err());
-        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
-            panic!("accepted");
-        };
+        let mut s = accepted(&k, &raw, &tsig);
         reply
             .check(&s.sign(ack).unwrap())
             .expect("the secondary's signed answer passes");
@@ -451,9 +444,7 @@ mod tests {
     fn overhead_is_what_signing_adds() {
         let k = key(b"0123456789abcdef0123456789abcdef");
         let (raw, tsig) = signed_query(&k);
-        let Verdict::Signed(mut s) = verify(std::slice::from_ref(&k), &raw, &tsig) else {
-            panic!("accepted");
-        };
+        let mut s = accepted(&k, &raw, &tsig);
         let plain = answer(0x1234, 0);
         let want = s.overhead();
         assert_eq!(s.sign(plain.clone()).unwrap().len() - plain.len(), want);
