@@ -30,7 +30,7 @@ Standard library only (Python 3.8+). Every loop is bounded in time.
                   --up 127.0.0.10 [--count 40]
       Sets and clears an operator override of SERVICE --count times over the
       admin socket, waiting after each until NAME/A answers --down (or --up):
-      each flip is a whole Snapshot rebuild, served. Prints one line:
+      each flip is a new Snapshot, served. Prints one line:
         flips=N cpu_ms_per_flip=X wall_ms_median=Y
       cpu_ms_per_flip: the server's CPU (utime+stime of PID) per flip, the
       API call included; wall_ms_median: override sent to answer seen.

@@ -3,7 +3,8 @@
 # of N A records (default 100,000): `detour check` time, start to first answer, RSS after
 # load and its peak, bytes per record, and UDP QPS on it next to the anchors' small zone
 # (the baseline, same command, same dnsperf options); then what a failover flip costs when
-# the big zone holds a dynamic record (the zone is compiled again, and diffed for IXFR)
+# the big zone holds a dynamic record (the zone's content and index are rebuilt, its answers
+# compiled again where the change shows, and it is diffed for IXFR)
 # next to a flip that touches only the small zone (the baseline, same server). Loopback
 # only, every run bounded.
 #

@@ -470,6 +470,9 @@ pub struct DynamicAnswer {
 pub struct Snapshot {
     /// Counts Snapshots since start: 1 for the first.
     pub generation: u64,
+    /// The highest serial any zone has had in this process (or its last run's, at start):
+    /// where new zones start.
+    serial_high: u32,
     /// The configuration it was built from.
     pub config: Arc<Config>,
     /// Zones, in `config.zones` order; unchanged zones are shared with the previous Snapshot.
@@ -500,6 +503,9 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         now: u32,
     ) -> Snapshot {
+        // A zone new to this Snapshot (added by a reload, perhaps removed before) starts
+        // above every serial served so far, so a secondary that still holds it follows.
+        let now = now.max(prev.map_or(0, |p| p.serial_high.saturating_add(1)));
         let mut zones = Vec::with_capacity(config.zones.len());
         let mut index = HashMap::new();
         let mut wire_index = rustc_hash::FxHashMap::default();
@@ -545,8 +551,15 @@ impl Snapshot {
                 }
             })
             .collect();
+        let serial_high = zones
+            .iter()
+            .map(|z| z.serial)
+            .chain(prev.map(|p| p.serial_high))
+            .max()
+            .unwrap_or(0);
         Snapshot {
             generation: prev.map_or(1, |p| p.generation + 1),
+            serial_high,
             config,
             zones,
             health,
@@ -628,20 +641,24 @@ impl SnapshotHandle {
 /// turned into one byte key per record first: comparing `Name`s walks their labels, and a
 /// zone of 100,000 records would pay for millions of walks.
 fn sort_content(content: &mut [Record]) {
-    content.sort_by_cached_key(|r| {
-        let mut key = Vec::with_capacity(r.name.len() + 4);
-        for label in r.name.iter().rev() {
-            key.extend(label.iter().map(u8::to_ascii_lowercase));
-            key.push(0);
-        }
-        key.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
-        key
-    });
+    content.sort_by_cached_key(owner_type_key);
     for run in content.chunk_by_mut(|a, b| a.record_type() == b.record_type() && a.name == b.name) {
         if run.len() > 1 {
             run.sort_by_cached_key(|r| r.data.to_string());
         }
     }
+}
+
+/// A record's owner (labels reversed, lower case) and type, as one byte string that sorts
+/// as [`sort_content`] wants.
+fn owner_type_key(r: &Record) -> Vec<u8> {
+    let mut key = Vec::with_capacity(r.name.len() + 4);
+    for label in r.name.iter().rev() {
+        key.extend(label.iter().map(u8::to_ascii_lowercase));
+        key.push(0);
+    }
+    key.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
+    key
 }
 
 /// Whether two sorted contents hold the same records with the same TTLs (hickory's record
@@ -654,15 +671,7 @@ fn same_content(a: &[Record], b: &[Record]) -> bool {
 /// sorted as [`sort_content`] sorts (a merge, not a search: a flip in a zone of 100,000
 /// records walks each once).
 fn diff(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
-    let key = |r: &Record| {
-        let mut key = Vec::with_capacity(r.name.len() + 4);
-        for label in r.name.iter().rev() {
-            key.extend(label.iter().map(u8::to_ascii_lowercase));
-            key.push(0);
-        }
-        key.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
-        (key, r.data.to_string())
-    };
+    let key = |r: &Record| (owner_type_key(r), r.data.to_string());
     let (mut deleted, mut added) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     while i < old.len() && j < new.len() {

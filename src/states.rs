@@ -1298,7 +1298,8 @@ impl StatesTask {
                     .zip(next.zones.iter())
                     .any(|(a, b)| a.origin != b.origin || a.serial != b.serial);
             if serials_changed {
-                // Before the new serials are served: a crash between the two cannot lose one.
+                // Before the new serials are served, so a crash between the two cannot lose
+                // one. A failed write is logged and the flip goes ahead: answering matters more.
                 save_serials(&next);
             }
             self.snapshots.store(next);

@@ -69,6 +69,17 @@ fn many_records() -> String {
         .collect()
 }
 
+/// The path of the daemon `bin` from Debian package `package` (which .ci/run installs).
+fn installed(bin: &str, package: &str) -> String {
+    ["/usr/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| format!("{d}/{bin}"))
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("{bin} is installed (Debian package {package}; .ci/run installs it)")
+        })
+}
+
 /// The key both sides know in the TSIG tests.
 const KEY: &str = "xfr-key";
 
@@ -91,10 +102,7 @@ async fn nsd_requiring_tsig_transfers_the_zone_and_follows_signed_notify() {
 /// NSD as secondary of detour's example.test; with `secret`, both sides require the key
 /// for transfers and NOTIFY (NSD drops an unsigned NOTIFY and a badly signed transfer).
 async fn nsd_follows(secret: Option<String>) {
-    let nsd_bin = ["/usr/sbin/nsd", "/usr/bin/nsd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("NSD is installed (Debian package nsd; .ci/run installs it)");
+    let nsd_bin = installed("nsd", "nsd");
     let nsd_port = free_port();
     let mut zone = TEST_ZONE.replace(
         "allow_transfer = [\"127.0.0.1\"]",
@@ -328,10 +336,7 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn knot_requiring_tsig_transfers_a_many_message_zone_and_follows_notify() {
-    let knotd = ["/usr/sbin/knotd", "/usr/bin/knotd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Knot is installed (Debian package knot; .ci/run installs it)");
+    let knotd = installed("knotd", "knot");
     let secret = new_secret();
     let knot_port = free_port();
     let zone = TEST_ZONE

@@ -113,7 +113,7 @@ fn tsig_error(error: Option<TsigError>, key: &Name, src: SocketAddr, protocol: P
     let (error, why) = match error {
         Some(TsigError::BadKey) => ("badkey", "no [tsig] key of that name and algorithm"),
         Some(TsigError::BadSig) => ("badsig", "the MAC does not match: a different secret?"),
-        Some(TsigError::BadTime) => ("badtime", "signed more than 300 s from our clock"),
+        Some(TsigError::BadTime) => ("badtime", "signed further from our clock than its fudge"),
         _ => ("other", "unexpected TSIG error"),
     };
     metrics::counter!("detour_tsig_errors_total", "error" => error).increment(1);
