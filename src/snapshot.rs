@@ -287,6 +287,14 @@ impl ZoneData {
         })
     }
 
+    /// The types held at `name` and whether it is an alias, if the name exists.
+    pub fn owner(&self, name: &LowerName) -> Option<(Vec<RecordType>, bool)> {
+        self.nodes.get(name).map(|node| {
+            let types = node.rrsets.iter().map(|s| s.rtype).collect();
+            (types, node.get(RecordType::CNAME).is_some())
+        })
+    }
+
     fn soa_matches(&self, zone: &Zone) -> bool {
         match &self.soa.data {
             RData::SOA(s) => {

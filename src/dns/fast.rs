@@ -134,6 +134,8 @@ pub struct FastZone {
     /// Some name is a wildcard: no update in part (which names a change shows through is
     /// harder to tell), the zone is compiled whole.
     wildcard: bool,
+    /// The names holding a [`REACHING`] type, compiled again on every update.
+    reaching: Arc<Vec<LowerName>>,
 }
 
 /// Types whose answers show other names' records (a chain, additional addresses): their
@@ -154,8 +156,12 @@ impl FastZone {
         let apex = LowerName::new(&zone.origin);
         let mut nodes = FxHashMap::default();
         let mut wildcard = false;
+        let mut reaching = Vec::new();
         for (name, types, alias) in zone.owners() {
             wildcard |= name.is_wildcard();
+            if types.iter().any(|t| REACHING.contains(t)) {
+                reaching.push(name.clone());
+            }
             nodes.insert(wire(name), compile_node(zone, &apex, name, types, alias));
         }
         let has_cuts = nodes.values().any(|n| n.cut);
@@ -170,6 +176,7 @@ impl FastZone {
             missing,
             has_cuts,
             wildcard,
+            reaching: Arc::new(reaching),
         }
     }
 
@@ -206,17 +213,37 @@ impl FastZone {
             return None;
         }
         let apex = LowerName::new(&zone.origin);
+        let reaches = |n: &LowerName| {
+            zone.owner(n)
+                .is_some_and(|(types, _)| types.iter().any(|t| REACHING.contains(t)))
+        };
+        // A changed name may have gained or lost an alias or a mail exchanger.
+        let reaching = if changed
+            .iter()
+            .any(|n| reaches(n) != prev.reaching.contains(n))
+        {
+            let mut r: Vec<LowerName> = prev
+                .reaching
+                .iter()
+                .filter(|n| !changed.contains(*n))
+                .cloned()
+                .collect();
+            r.extend(changed.iter().filter(|n| reaches(n)).cloned());
+            Arc::new(r)
+        } else {
+            prev.reaching.clone()
+        };
+        // Compiled again: the changed names, the apex, and every name reaching others.
         let mut overlay = FxHashMap::default();
-        for (name, types, alias) in zone.owners() {
-            let again = changed.contains(name)
-                || *name == apex
-                || types.iter().any(|t| REACHING.contains(t));
-            let key = wire(name);
-            if again {
-                overlay.insert(key, Arc::new(compile_node(zone, &apex, name, types, alias)));
-            } else if let Some(node) = prev.overlay.get(&key) {
-                overlay.insert(key, node.clone());
+        for name in changed.iter().chain(reaching.iter()).chain([&apex]) {
+            if let Some((types, alias)) = zone.owner(name) {
+                let node = compile_node(zone, &apex, name, types, alias);
+                overlay.insert(wire(name), Arc::new(node));
             }
+        }
+        // Names compiled again by earlier updates keep those answers.
+        for (key, node) in &prev.overlay {
+            overlay.entry(key.clone()).or_insert_with(|| node.clone());
         }
         if overlay.len() > prev.shared.len() / 4 {
             return None;
@@ -230,6 +257,7 @@ impl FastZone {
             missing,
             has_cuts: prev.has_cuts,
             wildcard: false,
+            reaching,
         })
     }
 
