@@ -493,6 +493,12 @@ fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
     );
     let cfg = f.load();
     assert_eq!(cfg.tsig.len(), 1);
+    assert!(
+        cfg.warnings.iter().any(|w| w
+            .contains("TSIG key xfr.example.: its 28-byte secret is shorter than the 64-byte MAC")),
+        "{:?}",
+        cfg.warnings
+    );
     assert_eq!(cfg.tsig[0].name().to_string(), "xfr.example.");
     let shown = format!("{:?}", cfg.tsig[0]);
     assert!(

@@ -244,6 +244,16 @@ fn build(
                     ),
                 );
             } else {
+                if k.secret_len() < k.mac_len() {
+                    warnings.push(format!(
+                        "TSIG key {}: its {}-byte secret is shorter than the {}-byte MAC of {} (RFC 8945 §6 asks for at least as long; `openssl rand -base64 {}` makes one)",
+                        k.name(),
+                        k.secret_len(),
+                        k.mac_len(),
+                        k.algorithm(),
+                        k.mac_len()
+                    ));
+                }
                 tsig.push(k);
             }
         }

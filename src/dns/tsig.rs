@@ -71,6 +71,21 @@ impl Key {
         self.0.signer_name()
     }
 
+    /// The algorithm's name (`hmac-sha256.`).
+    pub fn algorithm(&self) -> Name {
+        self.0.algorithm().to_name()
+    }
+
+    /// Bytes of the shared secret.
+    pub fn secret_len(&self) -> usize {
+        self.0.key().len()
+    }
+
+    /// Bytes of the algorithm's MAC.
+    pub fn mac_len(&self) -> usize {
+        self.1
+    }
+
     /// Signs an outgoing request (NOTIFY) in place; its answer must pass [`Reply::check`].
     pub fn sign_request(&self, msg: &mut Message) -> Result<Reply, String> {
         let (record, _) = self.0.sign_message(msg, now()).map_err(|e| e.to_string())?;
