@@ -10,9 +10,11 @@
 //!    up / down / impacted / maintenance, with the guard; it publishes Snapshots and
 //!    [`events`]. [`control`] is how SIGHUP and the admin API reach it.
 //! 5. [`selection`]: which answer each dynamic record gives (pure).
-//! 6. [`snapshot`]: zones compiled for lookup and into wire format, health and incidents,
-//!    swapped atomically and read without locks.
-//! 7. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP), [`page`]
+//! 6. [`snapshot`]: zones compiled for lookup and into wire format (a flip compiles again
+//!    only what it changes), each zone's journal of changes, health and incidents, swapped
+//!    atomically and read without locks.
+//! 7. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers with
+//!    TSIG, NOTIFY), [`page`]
 //!    (outage and status pages, feeds), [`admin`] (API; [`status`] is its document),
 //!    [`telemetry`] (`/metrics`); and [`notify`], which delivers events.
 //! 8. [`daemon`] wires it all; [`cli`] is the command line.
