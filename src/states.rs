@@ -3,7 +3,7 @@
 //! [`Engine`] is the pure part (no I/O, time passed in): it folds probe reports into check
 //! verdicts, combines them per service (`healthy_when`), applies maintenance windows and
 //! `depends_on` (transitively), and the guard: when every canary is down, detour distrusts its
-//! own view and freezes every check verdict where it was. [`run`] is the single writer task
+//! own view and freezes every check verdict where it was. [`StatesTask::run`] is the single writer task
 //! around it: it receives reports and commands, and publishes a new Snapshot whenever what DNS
 //! answers (or the states shown) changes.
 

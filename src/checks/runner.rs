@@ -139,7 +139,7 @@ pub struct Report {
 /// Where a probe task sends its reports, and how checks ask the canaries to probe at once.
 ///
 /// A service or address check that starts failing bumps `canaries`; every canary task then
-/// probes (no sooner than [`NUDGE_GAP`] after its previous probe), so that the states engine
+/// probes (no sooner than `NUDGE_GAP` (100 ms) after its previous probe), so that the states engine
 /// learns quickly whether detour's own network works (see `states::Hold`).
 #[derive(Debug, Clone)]
 pub struct Links {

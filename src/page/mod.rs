@@ -14,7 +14,7 @@
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
 //! | `/logo`                | `[page] logo`                                          |
 //!
-//! Templates live in `templates/page/` (askama, escaping on: see [`escape`]).
+//! Templates live in `templates/page/` (askama, escaping on: see `escape`).
 
 mod escape;
 mod feed;
