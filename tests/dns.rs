@@ -888,20 +888,55 @@ async fn hostile_packets_never_stop_the_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_answer_engine_never_panics_on_mutated_queries() {
     // Straight into the engine, so a panic fails the test instead of killing one worker.
+    // Signed seeds too: mutations reach TSIG parsing, verification and signing.
     use detour::dns::answer::{Reply, respond};
+    use detour::dns::tsig::Key;
     use hickory_server::net::xfer::Protocol;
-    let s = Server::standard().await;
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let s = Server::start(
+        &config_toml(
+            "\n[tsig.xfr-key]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+        ),
+        &[("example.test.toml", TEST_ZONE), ("sub.toml", SUB_ZONE)],
+    )
+    .await;
     let snap = s.running.snapshots().load_full();
     let src: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let signed = |mut m: Message, key: &str| {
+        Key::new(name(key), "hmac-sha256", secret.clone())
+            .unwrap()
+            .sign_request(&mut m)
+            .unwrap();
+        m
+    };
     let seeds: Vec<Vec<u8>> = [
         query("mls.example.test.", RecordType::A, Some(1232)),
         query("www.example.test.", RecordType::ANY, None),
         query("example.test.", RecordType::AXFR, None),
         query("host.branch.example.test.", RecordType::A, Some(512)),
+        signed(query("example.test.", RecordType::AXFR, None), "xfr-key."),
+        signed(
+            query("example.test.", RecordType::SOA, Some(1232)),
+            "xfr-key.",
+        ),
+        signed(query("mls.example.test.", RecordType::A, None), "stranger."),
     ]
     .iter()
     .map(|m| m.to_vec().unwrap())
     .collect();
+    // The signed seeds are answered as such before any mutation.
+    for (seed, want) in [(4, "stream"), (5, "signed"), (6, "badkey")] {
+        let got = match respond(&snap, &seeds[seed], src, Protocol::Tcp) {
+            Reply::Stream(ms) if ms.len() == 1 => "stream",
+            Reply::Message(m) => match Message::from_vec(&m).unwrap().signature() {
+                Some(t) if t.data.error.is_some() => "badkey",
+                Some(_) => "signed",
+                None => "unsigned",
+            },
+            _ => "other",
+        };
+        assert_eq!(got, want, "seed {seed}");
+    }
     let mut answered = 0;
     for round in 0..20_000u32 {
         let mut p = seeds[round as usize % seeds.len()].clone();
