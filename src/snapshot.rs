@@ -324,6 +324,11 @@ impl ZoneData {
         &self.content
     }
 
+    /// How many changes the journal holds (how far back IXFR reaches).
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+
     /// The changes from serial `since` to the current one, oldest first, if the journal
     /// still holds them all and they are smaller than the zone itself; `None` means the
     /// whole zone is the better answer.

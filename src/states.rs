@@ -972,6 +972,7 @@ impl StatesTask {
         // first Snapshot is built earlier) is applied at once instead of being skipped.
         let mut evaluated = Utc::now();
         self.publish(false);
+        self.export_gauges();
         loop {
             let wake = self.engine.next_boundary(evaluated);
             let until_wake = wake
@@ -1338,6 +1339,13 @@ impl StatesTask {
         metrics::gauge!("detour_guard_frozen").set(if h.guard.frozen { 1.0 } else { 0.0 });
         let awaiting = h.checks.values().filter(|c| c.awaiting_canary).count();
         metrics::gauge!("detour_checks_awaiting_canary").set(awaiting as f64);
+        // Compare with a secondary's SOA serial to see how far behind it is.
+        for z in &self.snapshots.load().zones {
+            let zone = z.origin.to_string();
+            metrics::gauge!("detour_zone_serial", "zone" => zone.clone()).set(f64::from(z.serial));
+            metrics::gauge!("detour_zone_journal_changes", "zone" => zone)
+                .set(z.journal_len() as f64);
+        }
     }
 
     fn save(&self) {

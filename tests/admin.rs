@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hickory_server::proto::rr::{RData, RecordType};
 
 use serde_json::{Value, json};
 
@@ -444,6 +445,44 @@ async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_asi
         "{names:?}"
     );
     running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_give_each_zone_serial_and_journal() {
+    // A zone of its own: gauges are process-wide, and other tests serve example.test.
+    let s = Server::start(
+        &cfg(),
+        &[(
+            "z.toml",
+            &(SUB_ZONE.replace("sub.example.test.", "gauge.test.") + DYNAMIC),
+        )],
+    )
+    .await;
+    let serial = || async {
+        match &udp(s.addr, &query("gauge.test.", RecordType::SOA, None))
+            .await
+            .0
+            .answers[0]
+            .data
+        {
+            RData::SOA(soa) => soa.serial,
+            _ => panic!("SOA expected"),
+        }
+    };
+    let gauge = |name: &str| metric(&[name, "zone=\"gauge.test.\""]);
+    assert_eq!(gauge("detour_zone_serial{"), f64::from(serial().await));
+    assert_eq!(gauge("detour_zone_journal_changes{"), 0.0);
+    force(&s, "mls", Some(detour::overrides::Forced::Down)).await;
+    let now = serial().await;
+    let start = Instant::now();
+    while gauge("detour_zone_serial{") != f64::from(now) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gauge follows the serial"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gauge("detour_zone_journal_changes{"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
