@@ -135,6 +135,8 @@ async fn nsd_follows(secret: Option<String>) {
     zonesdir: "{d}"
     pidfile: "{d}/nsd.pid"
     xfrdfile: "{d}/xfrd.state"
+    # NSD waits this long before serving a transfer (default 1 s): a failover should not.
+    xfrd-reload-timeout: 0
     xfrdir: "{d}"
     zonelistfile: "{d}/zone.list"
     database: ""
