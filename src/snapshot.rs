@@ -47,6 +47,12 @@ impl Node {
     fn get(&self, t: RecordType) -> Option<&RrSet> {
         self.rrsets.iter().find(|r| r.rtype == t)
     }
+
+    /// The types held here, and whether the name is an alias (holds a CNAME).
+    fn describe(&self) -> (Vec<RecordType>, bool) {
+        let types = self.rrsets.iter().map(|s| s.rtype).collect();
+        (types, self.get(RecordType::CNAME).is_some())
+    }
 }
 
 /// A zone as the query path reads it.
@@ -282,17 +288,14 @@ impl ZoneData {
     /// Every owner name with the types held there, and whether it is an alias (CNAME).
     pub fn owners(&self) -> impl Iterator<Item = (&LowerName, Vec<RecordType>, bool)> {
         self.nodes.iter().map(|(name, node)| {
-            let types = node.rrsets.iter().map(|s| s.rtype).collect();
-            (name, types, node.get(RecordType::CNAME).is_some())
+            let (types, alias) = node.describe();
+            (name, types, alias)
         })
     }
 
     /// The types held at `name` and whether it is an alias, if the name exists.
     pub fn owner(&self, name: &LowerName) -> Option<(Vec<RecordType>, bool)> {
-        self.nodes.get(name).map(|node| {
-            let types = node.rrsets.iter().map(|s| s.rtype).collect();
-            (types, node.get(RecordType::CNAME).is_some())
-        })
+        self.nodes.get(name).map(Node::describe)
     }
 
     fn soa_matches(&self, zone: &Zone) -> bool {

@@ -278,6 +278,28 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
     // answers are shared with the Snapshot before, their serials written as they are sent),
     // and still answers byte for byte what the general path answers, down and up again.
     let generated_origin = Name::from_ascii("gen.test.").unwrap();
+    let gen_zone = |snap: &detour::snapshot::Snapshot| {
+        std::sync::Arc::clone(
+            snap.zones
+                .iter()
+                .find(|z| z.origin == generated_origin)
+                .unwrap(),
+        )
+    };
+    let shared = |a: &detour::snapshot::Snapshot, b: &detour::snapshot::Snapshot| {
+        gen_zone(a).fast.shares_with(&gen_zone(b).fast)
+    };
+    // The differential run on the Snapshot now served.
+    let compare = || {
+        let snap = s.running.snapshots().load_full();
+        let t = run(&snap);
+        assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
+        snap
+    };
+    let reload_with = |text: String| {
+        write(&s.fixture.zone_path("gen.toml"), &text);
+        s.running.reload()
+    };
     let mut before = snap;
     for state in [
         Some(detour::overrides::Forced::Down),
@@ -285,43 +307,33 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
         Some(detour::overrides::Forced::Down),
     ] {
         force(&s, "mls", state).await;
-        let after = s.running.snapshots().load_full();
-        let (b, a) = (
-            before.zone_by_origin(&generated_origin).unwrap(),
-            after.zone_by_origin(&generated_origin).unwrap(),
+        let after = compare();
+        assert_ne!(
+            gen_zone(&after).serial,
+            gen_zone(&before).serial,
+            "the flip changed the zone"
         );
-        assert_ne!(a.serial, b.serial, "the flip changed the zone");
         assert!(
-            a.fast.shares_with(&b.fast),
+            shared(&after, &before),
             "the unchanged names' answers are shared"
         );
-        let t = run(&after);
-        assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
         before = after;
     }
     // A reload that gives an existing name a mail exchanger named by the dynamic record:
     // from then on a flip must compile that name again too (its additional section holds
     // the flipped address).
-    write(
-        &s.fixture.zone_path("gen.toml"),
-        &generated.replace(
-            "records = [\n",
-            "records = [\n  { name = \"h7\", type = \"MX\", value = \"10 dyn\" },\n",
-        ),
-    );
-    s.running.reload().await.expect("reload");
+    reload_with(generated.replace(
+        "records = [\n",
+        "records = [\n  { name = \"h7\", type = \"MX\", value = \"10 dyn\" },\n",
+    ))
+    .await
+    .expect("reload");
     force(&s, "mls", None).await;
-    let after = s.running.snapshots().load_full();
+    let after = compare();
     assert!(
-        after
-            .zone_by_origin(&generated_origin)
-            .unwrap()
-            .fast
-            .shares_with(&before.zone_by_origin(&generated_origin).unwrap().fast),
+        shared(&after, &before),
         "a reload and a flip, still in part"
     );
-    let t = run(&after);
-    assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
     let before = after;
 
     // A reload that changes the SOA's names but no record: the zone is compiled whole.
@@ -329,27 +341,16 @@ async fn the_fast_path_matches_the_general_path_on_the_example_and_a_generated_z
         "rname = \"h.gen.test.\"",
         "rname = \"Hostmaster.gen.test.\"",
     );
-    write(&s.fixture.zone_path("gen.toml"), &renamed);
-    s.running.reload().await.expect("reload");
-    let after = s.running.snapshots().load_full();
-    let t = run(&after);
-    assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
-    let (b, a) = (
-        before.zone_by_origin(&generated_origin).unwrap(),
-        after.zone_by_origin(&generated_origin).unwrap(),
-    );
-    assert!(!a.fast.shares_with(&b.fast));
+    reload_with(renamed.clone()).await.expect("reload");
+    assert!(!shared(&compare(), &before));
 
     // A reload that adds a delegation above an existing name (a.b.ent becomes a referral):
     // every name below it changes, so the zone is compiled whole again.
-    write(
-        &s.fixture.zone_path("gen.toml"),
-        &renamed.replace(
-            "records = [\n",
-            "records = [\n  { name = \"b.ent\", type = \"NS\", value = \"ns.deleg.gen.test.\" },\n",
-        ),
-    );
-    s.running.reload().await.expect("reload");
-    let t = run(&s.running.snapshots().load_full());
-    assert!(t.fast > 1000, "fast {} of {}", t.fast, t.compared);
+    reload_with(renamed.replace(
+        "records = [\n",
+        "records = [\n  { name = \"b.ent\", type = \"NS\", value = \"ns.deleg.gen.test.\" },\n",
+    ))
+    .await
+    .expect("reload");
+    compare();
 }

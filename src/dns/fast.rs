@@ -80,20 +80,6 @@ fn last_soa_serial(tail: &[u8], records: usize) -> Option<usize> {
     if i == tail.len() { last } else { None }
 }
 
-/// The last 20 bytes of `zone`'s SOA record: serial, refresh, retry, expire, minimum.
-fn soa_end(zone: &ZoneData) -> Option<[u8; 20]> {
-    let RData::SOA(soa) = &zone.soa.data else {
-        return None;
-    };
-    let mut end = [0u8; 20];
-    end[..4].copy_from_slice(&soa.serial.to_be_bytes());
-    end[4..8].copy_from_slice(&soa.refresh.to_be_bytes());
-    end[8..12].copy_from_slice(&soa.retry.to_be_bytes());
-    end[12..16].copy_from_slice(&soa.expire.to_be_bytes());
-    end[16..].copy_from_slice(&soa.minimum.to_be_bytes());
-    Some(end)
-}
-
 /// Compiled answers at one owner name.
 #[derive(Debug, Default)]
 struct Node {
@@ -197,9 +183,8 @@ impl FastZone {
             RData::SOA(s) => Some((
                 s.mname.to_ascii(),
                 s.rname.to_ascii(),
-                soa_end(z).map(|e| e[4..].to_vec()),
-                z.soa.ttl,
-                z.negative_soa.ttl,
+                (s.refresh, s.retry, s.expire, s.minimum),
+                [z.soa.ttl, z.negative_soa.ttl],
             )),
             _ => None,
         };
@@ -236,6 +221,9 @@ impl FastZone {
         // Compiled again: the changed names, the apex, and every name reaching others.
         let mut overlay = FxHashMap::default();
         for name in changed.iter().chain(reaching.iter()).chain([&apex]) {
+            if overlay.contains_key(&*wire(name)) {
+                continue; // the apex is usually among the names reaching others
+            }
             if let Some((types, alias)) = zone.owner(name) {
                 let node = compile_node(zone, &apex, name, types, alias);
                 overlay.insert(wire(name), Arc::new(node));
