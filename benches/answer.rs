@@ -3,7 +3,8 @@
 //! (`bench/anchors/`, `../shared/bench-anchors/queries/example.test.txt`).
 //!
 //! `cargo bench --bench answer` prints, per path, the median of 15 rounds of 200,000
-//! queries each, and the ratio. Rounds are bounded in count; nothing is sent anywhere.
+//! queries each, and the ratio; then the same mix with a client cookie on every EDNS query
+//! (as BIND resolvers send), answered with a Server Cookie. Rounds are bounded in count; nothing is sent anywhere.
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs one short round as a
 //! smoke test.
 
@@ -15,12 +16,13 @@ use std::time::Instant;
 
 use chrono::Utc;
 use detour::config::Config;
-use detour::dns::answer::{Reply, general};
+use detour::dns::answer::{Client, Reply, general};
 use detour::dns::fast;
 use detour::incidents::Incidents;
 use detour::states::{Engine, snapshot_of};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Message, Query};
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::{Name, RecordType};
 
 fn main() {
@@ -44,6 +46,7 @@ fn main() {
         std::fs::read_to_string(root.join("../shared/bench-anchors/queries/example.test.txt"))
             .unwrap_or_else(|_| "www.example.test A\nnx1.example.test A\nexample.test MX\n".into());
     let mut queries = Vec::new();
+    let mut cookied = Vec::new();
     for (i, line) in mix.lines().enumerate() {
         let mut parts = line.split_whitespace();
         let (Some(name), Some(t)) = (parts.next(), parts.next()) else {
@@ -61,25 +64,34 @@ fn main() {
             m.edns = Some(e);
         }
         queries.push(m.to_vec().expect("encode"));
+        if let Some(e) = m.edns.as_mut() {
+            let cookie = (i as u64).to_be_bytes().to_vec();
+            e.options_mut()
+                .insert(EdnsOption::Unknown(u16::from(EdnsCode::Cookie), cookie));
+        }
+        cookied.push(m.to_vec().expect("encode"));
     }
     let src: SocketAddr = "127.0.0.1:5300".parse().expect("addr");
+    let client = Client::new(src, Protocol::Udp);
     let mut out = Vec::with_capacity(512);
-    let fast_ok = queries
-        .iter()
-        .filter(|q| fast::answer(&snap, q, Protocol::Udp, &mut out))
-        .count();
-    println!(
-        "{} queries in the mix, {fast_ok} answered by the fast path",
-        queries.len()
-    );
-    // Every query of the anchors' mix is plain: all of them must take the fast path.
-    assert_eq!(
-        fast_ok,
-        queries.len(),
-        "a plain query fell to the general path"
-    );
+    for (what, queries) in [("mix", &queries), ("mix with cookies", &cookied)] {
+        let fast_ok = queries
+            .iter()
+            .filter(|q| fast::answer(&snap, q, &client, &mut out))
+            .count();
+        println!(
+            "{} queries in the {what}, {fast_ok} answered by the fast path",
+            queries.len()
+        );
+        // Every query of the anchors' mix is plain: all of them must take the fast path.
+        assert_eq!(
+            fast_ok,
+            queries.len(),
+            "a plain query fell to the general path"
+        );
+    }
 
-    let time = |f: &mut dyn FnMut(&[u8])| {
+    let time = |queries: &[Vec<u8>], f: &mut dyn FnMut(&[u8])| {
         let mut ns: Vec<f64> = (0..rounds)
             .map(|_| {
                 let t = Instant::now();
@@ -92,20 +104,23 @@ fn main() {
         ns.sort_by(f64::total_cmp);
         ns[rounds / 2]
     };
-    let fast_ns = time(&mut |q| {
-        // The fast path where it answers, the general path where it does not: what a
-        // listener does.
-        if !fast::answer(&snap, q, Protocol::Udp, &mut out) {
-            black_box(general(&snap, q, src, Protocol::Udp));
+    // The fast path where it answers, the general path where it does not: what a listener
+    // does.
+    let mut listener = |q: &[u8]| {
+        if !fast::answer(&snap, q, &client, &mut out) {
+            black_box(general(&snap, q, &client));
         }
         black_box(&out);
-    });
-    let general_ns = time(&mut |q| {
-        if let Reply::Message(m) = general(&snap, q, src, Protocol::Udp) {
+    };
+    let fast_ns = time(&queries, &mut listener);
+    let cookie_ns = time(&cookied, &mut listener);
+    let general_ns = time(&queries, &mut |q| {
+        if let Reply::Message(m) = general(&snap, q, &client) {
             black_box(m);
         }
     });
     println!("listener path (fast where it can): {fast_ns:.0} ns/query (median of {rounds})");
     println!("general path only:                 {general_ns:.0} ns/query (median of {rounds})");
     println!("ratio: {:.1}x", general_ns / fast_ns);
+    println!("listener path, cookies on the EDNS half: {cookie_ns:.0} ns/query");
 }

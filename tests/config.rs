@@ -409,6 +409,31 @@ fn page_tls_needs_existing_certificate_files() {
 }
 
 #[test]
+fn a_cookie_secret_is_32_hex_digits() {
+    let (_f, r) = load(
+        "[server]\nzones_dir = \"zones\"\ncookie_secret = \"e5e973e5a6b2\"\n",
+        &[("z.toml", ZONE_OK)],
+    );
+    expect_error(
+        &r.unwrap_err(),
+        "detour.toml",
+        3,
+        17,
+        "cookie_secret: expected 32 hexadecimal digits (16 bytes, e.g. `openssl rand -hex 16`), got 12 characters",
+    );
+    let (_f, r) = load(
+        "[server]\nzones_dir = \"zones\"\ncookie_secret = \"E5E973E5A6B2A43F48E7DC849E37BFCF\"\n",
+        &[("z.toml", ZONE_OK)],
+    );
+    assert!(r.unwrap().server.cookies.is_some());
+    let (_f, r) = load(
+        "[server]\nzones_dir = \"zones\"\ncookies = false\n",
+        &[("z.toml", ZONE_OK)],
+    );
+    assert!(r.unwrap().server.cookies.is_none());
+}
+
+#[test]
 fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
     let base = "[server]\nzones_dir = \"zones\"\n";
     let good = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
@@ -432,7 +457,7 @@ fn tsig_keys_need_a_base64_secret_given_once_and_a_known_algorithm() {
         "detour.toml",
         5,
         13,
-        "unsupported TSIG algorithm \"hmac-md5\": expected one of hmac-sha256, hmac-sha384, hmac-sha512",
+        "unsupported TSIG algorithm \"hmac-md5\": expected one of hmac-sha256, hmac-sha1, hmac-sha384, hmac-sha512",
     );
     let (_f, r) = load(
         &format!("{base}[tsig.xfr]\nsecret = \"{good}\"\nsecret_file = \"x\"\n"),

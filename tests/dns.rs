@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use detour::overrides::Forced;
-use hickory_server::proto::op::{Message, OpCode, ResponseCode};
+use hickory_server::proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::rdata::SOA;
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use tokio::net::TcpStream;
 
@@ -301,6 +302,122 @@ async fn the_longest_matching_zone_answers() {
         reply.authorities[0].name.to_string(),
         "sub.example.test.",
         "the sub-zone's SOA"
+    );
+}
+
+/// A query for `mls.example.test. A` carrying `cookie` as its COOKIE option.
+fn with_cookie(cookie: &[u8]) -> Message {
+    let mut m = query("mls.example.test.", RecordType::A, Some(1232));
+    m.edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    m
+}
+
+/// The COOKIE option data of a reply, if it has one.
+fn cookie_of(m: &Message) -> Option<Vec<u8>> {
+    match m.edns.as_ref()?.options().get(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_cookies_are_answered_over_udp_and_tcp() {
+    // Two servers sharing a cookie secret (an anycast pair), and one with cookies off.
+    let shared = "cookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n";
+    let zones = [("example.test.toml", TEST_ZONE)];
+    let a = Server::start(&config_toml(shared), &zones).await;
+    let b = Server::start(&config_toml(shared), &zones).await;
+    let off = Server::start(&config_toml("cookies = false\n"), &zones).await;
+    let client = [0x5a; 8];
+
+    // A client cookie alone gets a Server Cookie: version 1, reserved zero, our time.
+    let (reply, _) = udp(a.addr, &with_cookie(&client)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 2);
+    let got = cookie_of(&reply).expect("a COOKIE in the answer");
+    assert_eq!(got.len(), 24);
+    assert_eq!(got[..8], client, "the client cookie echoed");
+    assert_eq!(got[8..12], [1, 0, 0, 0]);
+    let issued = u32::from_be_bytes(got[12..16].try_into().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(now.abs_diff(issued) <= 2, "issued {issued}, now {now}");
+
+    // Sent back, to either server of the pair, over UDP or TCP: valid, so echoed as it is.
+    for addr in [a.addr, b.addr] {
+        assert_eq!(
+            cookie_of(&udp(addr, &with_cookie(&got)).await.0),
+            Some(got.clone())
+        );
+        assert_eq!(
+            cookie_of(&tcp(addr, &with_cookie(&got)).await),
+            Some(got.clone())
+        );
+    }
+    // A forged or damaged server cookie is not ours: answered anyway, with a fresh one.
+    let mut forged = got.clone();
+    forged[20] ^= 0xff;
+    let (reply, _) = udp(a.addr, &with_cookie(&forged)).await;
+    assert_eq!(reply.answers.len(), 2);
+    let fresh = cookie_of(&reply).unwrap();
+    assert_eq!(fresh[..8], client);
+    assert_ne!(fresh, forged);
+    // Through the general path too (a chain out of our zones, which is never compiled
+    // ahead), and in a negative answer.
+    let mut out = with_cookie(&client);
+    out.queries[0] = Query::query(name("out.example.test."), RecordType::A);
+    let (reply, _) = udp(a.addr, &out).await;
+    assert_eq!(reply.answers.len(), 1);
+    assert_eq!(cookie_of(&reply).unwrap()[..8], client);
+    let mut nx = with_cookie(&client);
+    nx.queries[0] = Query::query(name("nope.example.test."), RecordType::A);
+    let (reply, _) = udp(a.addr, &nx).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(cookie_of(&reply).unwrap()[..8], client);
+
+    // Malformed lengths (RFC 7873 §5.2.2) get FORMERR, over UDP and TCP.
+    for bad in [&[1u8; 5][..], &[1u8; 12][..], &[1u8; 41][..]] {
+        let (reply, _) = udp(a.addr, &with_cookie(bad)).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::FormErr,
+            "{}",
+            bad.len()
+        );
+        assert!(cookie_of(&reply).is_none());
+        let reply = tcp(a.addr, &with_cookie(bad)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    // With cookies off, a cookie is ignored (RFC 7873 §5.2.1: as if not implemented).
+    let (reply, _) = udp(off.addr, &with_cookie(&client)).await;
+    assert_eq!(reply.answers.len(), 2);
+    assert!(reply.edns.is_some() && cookie_of(&reply).is_none());
+
+    // BIND's dig, which sends a client cookie by default, finds its cookie in the answer.
+    let port = a.addr.port().to_string();
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port,
+            "mls.example.test",
+            "+tries=1",
+            "+time=2",
+        ])
+        .output()
+        .expect("dig is installed (bind9-dnsutils; .ci/run installs it)");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("; COOKIE: ") && l.ends_with("(good)")),
+        "{out}"
     );
 }
 
@@ -889,7 +1006,7 @@ async fn hostile_packets_never_stop_the_server() {
 async fn the_answer_engine_never_panics_on_mutated_queries() {
     // Straight into the engine, so a panic fails the test instead of killing one worker.
     // Signed seeds too: mutations reach TSIG parsing, verification and signing.
-    use detour::dns::answer::{Reply, respond};
+    use detour::dns::answer::{Client, Reply, respond};
     use detour::dns::tsig::Key;
     use hickory_server::net::xfer::Protocol;
     let secret = b"0123456789abcdef0123456789abcdef".to_vec();
@@ -926,7 +1043,7 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
     .collect();
     // The signed seeds are answered as such before any mutation.
     for (seed, want) in [(4, "stream"), (5, "signed"), (6, "badkey")] {
-        let got = match respond(&snap, &seeds[seed], src, Protocol::Tcp) {
+        let got = match respond(&snap, &seeds[seed], &Client::new(src, Protocol::Tcp)) {
             Reply::Stream(ms) if ms.len() == 1 => "stream",
             Reply::Message(m) => match Message::from_vec(&m).unwrap().signature() {
                 Some(t) if t.data.error.is_some() => "badkey",
@@ -949,7 +1066,7 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
             p.truncate(rand::random::<u32>() as usize % (p.len() + 1));
         }
         for proto in [Protocol::Udp, Protocol::Tcp] {
-            if let Reply::Message(m) = respond(&snap, &p, src, proto) {
+            if let Reply::Message(m) = respond(&snap, &p, &Client::new(src, proto)) {
                 assert!(m.len() >= 12);
                 if proto == Protocol::Udp {
                     assert!(m.len() <= 1232);

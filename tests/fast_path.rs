@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use detour::dns::answer::{Reply, general, respond};
+use detour::dns::answer::{Client, Reply, general, respond};
 use detour::dns::fast;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Message, OpCode, Query};
@@ -34,18 +34,27 @@ fn src() -> SocketAddr {
     "127.0.0.1:5300".parse().unwrap()
 }
 
+/// The asker, at a fixed time: answers to cookies depend on the source and the clock.
+fn client(protocol: Protocol) -> Client {
+    Client {
+        src: src(),
+        protocol,
+        now: 1_800_000_000,
+    }
+}
+
 /// Both paths' answers to `msg`, with the IDs zeroed.
 fn both(
     snap: &detour::snapshot::Snapshot,
     bytes: &[u8],
     proto: Protocol,
 ) -> (Option<Vec<u8>>, Vec<u8>) {
-    let slow = match general(snap, bytes, src(), proto) {
+    let slow = match general(snap, bytes, &client(proto)) {
         Reply::Message(m) => m,
         other => panic!("general path gave {other:?}"),
     };
     let mut quick = Vec::new();
-    let quick = fast::answer(snap, bytes, proto, &mut quick).then_some(quick);
+    let quick = fast::answer(snap, bytes, &client(proto), &mut quick).then_some(quick);
     let strip = |mut v: Vec<u8>| {
         v[0] = 0;
         v[1] = 0;
@@ -80,7 +89,7 @@ fn check(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally) {
             );
         }
         // And `respond`, whichever path it takes, answers what the general path does.
-        match respond(snap, &bytes, src(), proto) {
+        match respond(snap, &bytes, &client(proto)) {
             Reply::Message(mut m) => {
                 m[0] = 0;
                 m[1] = 0;
@@ -99,6 +108,7 @@ fn variants(name: &Name, t: RecordType) -> Vec<Message> {
         Some((1232, false)),
         Some((4096, true)),
         Some((1400, false)),
+        Some((1300, false)),
     ] {
         for rd in [false, true] {
             let mut m = Message::query();
@@ -110,10 +120,16 @@ fn variants(name: &Name, t: RecordType) -> Vec<Message> {
                 let mut e = Edns::new();
                 e.set_max_payload(size);
                 e.set_dnssec_ok(dok);
-                if size == 1400 {
-                    // A client cookie, as BIND sends.
+                let cookie = match size {
+                    // A client cookie, as BIND sends at first.
+                    1400 => Some(vec![7; 8]),
+                    // With a server cookie, not one of ours: answered with a fresh one.
+                    1300 => Some([vec![7; 8], vec![1, 0, 0, 0], vec![0x6b; 12]].concat()),
+                    _ => None,
+                };
+                if let Some(c) = cookie {
                     e.options_mut()
-                        .insert(EdnsOption::Unknown(u16::from(EdnsCode::Cookie), vec![7; 8]));
+                        .insert(EdnsOption::Unknown(u16::from(EdnsCode::Cookie), c));
                 }
                 m.edns = Some(e);
             }

@@ -241,7 +241,8 @@ fn dig(args: &[&str]) -> String {
 async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
     let secret = new_secret();
     // The transfer takes several messages, each signed over the last. Two keys are good
-    // for it (a rotation: `next` is coming in); `other` is a key of the config, not the zone's.
+    // for it (a rotation: `next`, an HMAC-SHA1 key of an older secondary, is coming in);
+    // `other` is a key of the config, not the zone's.
     let zone = TEST_ZONE
         .replace("records = [\n", &format!("records = [\n{}", many_records()))
         .replace(
@@ -250,7 +251,7 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
         );
     let (other, next) = (new_secret(), new_secret());
     let extra = format!(
-        "\n[tsig.{KEY}]\nsecret = \"{secret}\"\n[tsig.other]\nsecret = \"{other}\"\nalgorithm = \"hmac-sha512\"\n[tsig.next]\nsecret = \"{next}\"\n"
+        "\n[tsig.{KEY}]\nsecret = \"{secret}\"\n[tsig.other]\nsecret = \"{other}\"\nalgorithm = \"hmac-sha512\"\n[tsig.next]\nsecret = \"{next}\"\nalgorithm = \"hmac-sha1\"\n"
     );
     let s = Server::start(&config_toml(&extra), &[("example.test.toml", &zone)]).await;
     let at = format!("@{}", s.addr.ip());
@@ -282,10 +283,18 @@ async fn signed_transfers_verify_message_by_message_and_the_rest_are_refused() {
         "every message carries a TSIG:\n{good}"
     );
     assert!(good.contains("h999.example.test."), "the whole zone came");
-    let rotated = axfr(Some(format!("hmac-sha256:next:{next}")));
+    let rotated = axfr(Some(format!("hmac-sha1:next:{next}")));
     assert!(
         rotated.contains("h999.example.test.") && !rotated.contains("Couldn't verify"),
         "the zone's second key works too:\n{rotated}"
+    );
+    assert_eq!(
+        rotated
+            .lines()
+            .filter(|l| l.contains("\tTSIG\thmac-sha1."))
+            .count(),
+        messages,
+        "every message is signed with HMAC-SHA1:\n{rotated}"
     );
 
     // Unsigned, signed with another good key, with a wrong secret, with an unknown key.
@@ -481,9 +490,11 @@ async fn signed_transfer_messages_still_fit_a_tcp_frame() {
     key.sign_request(&mut q).unwrap();
     let raw = q.to_vec().unwrap();
     let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
-    let detour::dns::answer::Reply::Stream(msgs) =
-        detour::dns::answer::general(&snap, &raw, src, hickory_server::net::xfer::Protocol::Tcp)
-    else {
+    let detour::dns::answer::Reply::Stream(msgs) = detour::dns::answer::general(
+        &snap,
+        &raw,
+        &detour::dns::answer::Client::new(src, hickory_server::net::xfer::Protocol::Tcp),
+    ) else {
         panic!("a transfer");
     };
     let longest = msgs.iter().map(Vec::len).max().unwrap();

@@ -75,6 +75,9 @@ pub struct Server {
     pub udp_max_payload: u16,
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 means one per CPU.
     pub udp_workers: usize,
+    /// The secret of the DNS Cookies detour answers (`cookie_secret`, else one made at
+    /// start); `None` with `cookies = false`.
+    pub cookies: Option<crate::dns::cookie::Secret>,
 }
 
 /// Where the admin API listens.

@@ -67,6 +67,8 @@ pub struct RawServer {
     pub tcp_max_connections: Option<Spanned<u32>>,
     pub udp_max_payload: Option<Spanned<u16>>,
     pub udp_workers: Option<Spanned<u16>>,
+    pub cookies: Option<bool>,
+    pub cookie_secret: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

@@ -417,6 +417,18 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         *n.get_ref()
     });
     let udp_workers = raw.udp_workers.map_or(0, |n| *n.get_ref() as usize);
+    let cookies = match (raw.cookies.unwrap_or(true), raw.cookie_secret) {
+        (false, _) => None,
+        (true, Some(hex)) => match crate::dns::cookie::Secret::from_hex(hex.get_ref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                src.error(hex.span(), format!("cookie_secret: {e}"));
+                ok = false;
+                None
+            }
+        },
+        (true, None) => crate::dns::cookie::Secret::process().cloned(),
+    };
     ok.then(|| Server {
         dns_listen,
         page_listen,
@@ -427,6 +439,7 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         tcp_max_connections,
         udp_max_payload,
         udp_workers,
+        cookies,
     })
 }
 

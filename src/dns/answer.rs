@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
-use super::fast;
 use super::tsig::{Signer, Verdict};
+use super::{cookie, fast};
 use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData, soa_serial};
 
 /// Finds the served zone holding a name: the whole Snapshot on the query path, one zone when
@@ -39,6 +40,29 @@ impl Zones for ZoneData {
     }
 }
 
+/// Who sent a query, how, and when: what an answer depends on besides the query and the
+/// Snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The source (transfer ACLs; the address a Server Cookie is made for).
+    pub src: SocketAddr,
+    /// UDP or TCP: how large the answer may be.
+    pub protocol: Protocol,
+    /// The cookie clock ([`cookie::now`]), read once per batch of queries.
+    pub now: u32,
+}
+
+impl Client {
+    /// A client asking now.
+    pub fn new(src: SocketAddr, protocol: Protocol) -> Client {
+        Client {
+            src,
+            protocol,
+            now: cookie::now(),
+        }
+    }
+}
+
 /// What to send back for one received message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -55,14 +79,14 @@ const HEADER_LEN: usize = 12;
 /// Records per AXFR message before the size check splits further.
 const AXFR_CHUNK: usize = 256;
 
-/// Answers one raw DNS message received from `src` over `protocol`: from the answers
-/// compiled into the Snapshot when the query is plain, else through [`general`].
-pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
+/// Answers one raw DNS message from `client`: from the answers compiled into the Snapshot
+/// when the query is plain, else through [`general`].
+pub fn respond(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
     let mut out = Vec::new();
-    if fast::answer(snap, raw, protocol, &mut out) {
+    if fast::answer(snap, raw, client, &mut out) {
         Reply::Message(out)
     } else {
-        general(snap, raw, src, protocol)
+        general(snap, raw, client)
     }
 }
 
@@ -72,7 +96,8 @@ pub fn respond(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
 /// A query signed with TSIG is checked against the `[tsig]` keys: an unknown key or a bad MAC
 /// gets NOTAUTH with an unsigned TSIG saying which; otherwise the answer (NOTAUTH if the
 /// signature's time is off) is signed, every message of a transfer included.
-pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Reply {
+pub fn general(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
+    let Client { src, protocol, .. } = *client;
     if raw.len() < HEADER_LEN || raw[2] & 0x80 != 0 {
         return Reply::Drop;
     }
@@ -80,7 +105,12 @@ pub fn general(snap: &Snapshot, raw: &[u8], src: SocketAddr, protocol: Protocol)
         Ok(r) => r,
         Err(_) => return Reply::Message(header_only(raw, ResponseCode::FormErr)),
     };
-    let edns = response_edns(snap, &req);
+    let (edns, cookie_ok) = response_edns(snap, &req, client);
+    if !cookie_ok {
+        // A malformed COOKIE option (RFC 7873 §5.2.2): unsigned, like any message too
+        // broken to check a signature of.
+        return Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::FormErr));
+    }
     let verdict = req
         .signature
         .as_deref()
@@ -142,15 +172,30 @@ fn sign(reply: Reply, signer: &mut Signer, raw: &[u8]) -> Reply {
     }
 }
 
-/// The OPT record of the answer: ours, echoing the query's DO bit, if the query had EDNS.
-fn response_edns(snap: &Snapshot, req: &Request) -> Option<Edns> {
-    req.edns.as_ref().map(|e| {
-        let mut out = Edns::new();
-        out.set_max_payload(snap.config.server.udp_max_payload);
-        out.set_version(0);
-        out.set_dnssec_ok(e.flags().dnssec_ok);
-        out
-    })
+/// The OPT record of the answer, if the query had EDNS: ours, echoing the query's DO bit,
+/// with a COOKIE option answering the query's when cookies are on; and false when the
+/// query's COOKIE option is malformed (FORMERR; the OPT has no cookie then).
+fn response_edns(snap: &Snapshot, req: &Request, client: &Client) -> (Option<Edns>, bool) {
+    let Some(e) = req.edns.as_ref() else {
+        return (None, true);
+    };
+    let mut out = Edns::new();
+    out.set_max_payload(snap.config.server.udp_max_payload);
+    out.set_version(0);
+    out.set_dnssec_ok(e.flags().dnssec_ok);
+    // Only the first COOKIE option counts (RFC 7873 §5.2).
+    match e.options().get(EdnsCode::Cookie) {
+        None => {}
+        Some(EdnsOption::Unknown(_, data)) if cookie::well_formed(data.len()) => {
+            if let Some(secret) = &snap.config.server.cookies {
+                let answer = secret.answer(data, client.src.ip(), client.now);
+                out.options_mut()
+                    .insert(EdnsOption::Unknown(cookie::CODE, answer.to_vec()));
+            }
+        }
+        Some(_) => return (Some(out), false),
+    }
+    (Some(out), true)
 }
 
 /// An answer with no records and `code`.

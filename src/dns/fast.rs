@@ -7,7 +7,8 @@
 //! and no delegation lies above them. A query takes this path only when it is plain: one
 //! question, class IN, opcode QUERY, a name without compression (in any case: it is looked
 //! up in lower case and echoed as sent), no records but an optional well-formed EDNS0 OPT
-//! (version 0, no options but cookies), nothing after it, and the answer fits the limit.
+//! (version 0, no option but one well-formed COOKIE, answered here), nothing after it, and
+//! the answer fits the limit.
 //! Everything else goes to the general path, so correctness lives in one place; the
 //! differential test in `tests/fast_path.rs` holds the two byte for byte.
 //!
@@ -25,7 +26,8 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::rr::{LowerName, RData, RecordType};
 use rustc_hash::FxHashMap;
 
-use super::answer::compile;
+use super::answer::{Client, compile};
+use super::cookie;
 use crate::snapshot::{Snapshot, ZoneData};
 
 /// One compiled answer.
@@ -434,6 +436,8 @@ struct Plain {
     qtype: u16,
     /// EDNS: the client's payload size and DO bit.
     edns: Option<(u16, bool)>,
+    /// Where the data of the query's COOKIE option is, and its length.
+    cookie: Option<(usize, usize)>,
 }
 
 fn u16_at(raw: &[u8], i: usize) -> Option<u16> {
@@ -481,6 +485,7 @@ fn parse(raw: &[u8]) -> Option<Plain> {
     }
     let mut p = name_end + 4;
     let mut edns = None;
+    let mut cookie = None;
     if arcount == 1 {
         // OPT: root name, type 41, class = payload, TTL = ext-rcode, version, flags.
         if *raw.get(p)? != 0 || u16_at(raw, p + 1)? != 41 {
@@ -497,10 +502,11 @@ fn parse(raw: &[u8]) -> Option<Plain> {
         while o < end {
             let code = u16_at(raw, o)?;
             let len = usize::from(u16_at(raw, o + 2)?);
-            // Only cookies (RFC 7873): well-formed, and ignored like the general path does.
-            if code != 10 || !(len == 8 || (16..=40).contains(&len)) {
+            // One option only, a well-formed COOKIE (RFC 7873).
+            if code != cookie::CODE || !cookie::well_formed(len) || cookie.is_some() {
                 return None;
             }
+            cookie = Some((o + 4, len));
             o += 4 + len;
         }
         if o != end {
@@ -519,16 +525,17 @@ fn parse(raw: &[u8]) -> Option<Plain> {
         upper,
         qtype,
         edns,
+        cookie,
     })
 }
 
-/// Writes the fast answer to `raw` into `out` (cleared first) and returns true, or returns
-/// false when the general path must answer.
-pub fn answer(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> bool {
-    write(snap, raw, protocol, out).is_some()
+/// Writes the fast answer to `raw` from `client` into `out` (cleared first) and returns
+/// true, or returns false when the general path must answer.
+pub fn answer(snap: &Snapshot, raw: &[u8], client: &Client, out: &mut Vec<u8>) -> bool {
+    write(snap, raw, client, out).is_some()
 }
 
-fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> Option<()> {
+fn write(snap: &Snapshot, raw: &[u8], client: &Client, out: &mut Vec<u8>) -> Option<()> {
     let q = parse(raw)?;
     // Looked up in lower case; the question is echoed as it came. The question is never a
     // compression target in hickory's encoding (its bytes are stored with type and class),
@@ -557,13 +564,24 @@ fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> 
         Found::Missing(m, prefix) => (&m.entry, Some((m, prefix))),
     };
     let cap = snap.config.server.udp_max_payload;
-    let limit = match (protocol, q.edns) {
+    let limit = match (client.protocol, q.edns) {
         (Protocol::Udp, None) => 512,
         (Protocol::Udp, Some((payload, _))) => usize::from(payload.max(512).min(cap)),
         _ => usize::from(u16::MAX),
     };
     let question = &raw[12..q.name_end + 4];
-    let opt_len = if q.edns.is_some() { 11 } else { 0 };
+    // The COOKIE option answering the query's, when cookies are on.
+    let cookie = match (q.cookie, &snap.config.server.cookies) {
+        (Some((at, len)), Some(secret)) => {
+            Some(secret.answer(&raw[at..at + len], client.src.ip(), client.now))
+        }
+        _ => None,
+    };
+    let opt_len = match (q.edns, cookie) {
+        (None, _) => 0,
+        (Some(_), None) => 11,
+        (Some(_), Some(_)) => 11 + 4 + cookie::ANSWER_LEN,
+    };
     let len = 12 + question.len() + entry.tail.len() + opt_len;
     if len > limit {
         return None;
@@ -597,7 +615,16 @@ fn write(snap: &Snapshot, raw: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> 
         out[10..12].copy_from_slice(&ar.to_be_bytes());
         let [hi, lo] = cap.to_be_bytes();
         let flags = if dnssec_ok { 0x80 } else { 0 };
-        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, flags, 0, 0, 0]);
+        // Root owner, type OPT, class = payload, TTL = extended RCODE, version, flags.
+        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, flags, 0]);
+        match cookie {
+            None => out.extend_from_slice(&[0, 0]),
+            Some(c) => {
+                let [_, len] = (cookie::ANSWER_LEN as u16).to_be_bytes();
+                out.extend_from_slice(&[0, len + 4, 0, cookie::CODE as u8, 0, len]);
+                out.extend_from_slice(&c);
+            }
+        }
     }
     Some(())
 }

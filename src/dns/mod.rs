@@ -2,13 +2,14 @@
 //!
 //! [`answer`] turns one message into its reply (transfers included: AXFR, and IXFR from each
 //! zone's journal in the Snapshot); [`fast`] holds the answers compiled ahead that most
-//! queries get; [`tsig`] checks and makes transfer signatures; [`secondaries`] sends NOTIFY;
+//! queries get; [`cookie`] makes DNS Cookies; [`tsig`] checks and makes transfer signatures; [`secondaries`] sends NOTIFY;
 //! [`udp`] and [`tcp`] move bytes. Listeners are
 //! detour's own (not hickory's `Server`) for two reasons: hickory spawns a task per datagram,
 //! and it has no cap on TCP connections, which the contract needs so that idle TCP clients
 //! cannot starve anyone else.
 
 pub mod answer;
+pub mod cookie;
 pub mod fast;
 pub mod secondaries;
 pub mod tcp;

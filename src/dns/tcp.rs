@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::answer::{Reply, general};
+use super::answer::{Client, Reply, general};
 use super::fast;
 use crate::snapshot::SnapshotHandle;
 use crate::telemetry::Tally;
@@ -149,10 +149,11 @@ async fn connection(
             // The Snapshot is let go before anything is awaited.
             let reply = {
                 let snap = snapshots.load();
-                if fast::answer(&snap, query, Protocol::Tcp, &mut msg) {
+                let client = Client::new(src, Protocol::Tcp);
+                if fast::answer(&snap, query, &client, &mut msg) {
                     None
                 } else {
-                    Some(general(&snap, query, src, Protocol::Tcp))
+                    Some(general(&snap, query, &client))
                 }
             };
             let answered = match reply {

@@ -12,24 +12,32 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::tsig::{
     TSIG, TsigAlgorithm, TsigError, make_tsig_record, signed_bitmessage_to_buf,
 };
-use hickory_proto::rr::{Name, Record, TSigner};
+use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use ring::hmac;
 
 /// Seconds a signature's time may differ from ours, either way (RFC 8945 §10 suggests 300).
 pub const FUDGE: u16 = 300;
 
-/// The algorithms a key may use: HMAC-SHA256, which RFC 8945 requires, and the optional
-/// SHA-384 and SHA-512 (not MD5 or SHA-1, which the RFC keeps only for old peers).
-pub const ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+/// The algorithms a key may use: the two RFC 8945 requires (HMAC-SHA256, and HMAC-SHA1 for
+/// older peers) and the optional SHA-384 and SHA-512; not MD5, which the RFC deprecates.
+pub const ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha1", "hmac-sha384", "hmac-sha512"];
 
-/// A shared secret from `[tsig.<name>]`, with its MAC's length. Its `Debug` shows the name
-/// and algorithm, never the secret.
+/// A shared secret from `[tsig.<name>]` and its algorithm. Its `Debug` shows the name and
+/// algorithm, never the secret.
+///
+/// The HMACs are ring's, not hickory's `TSigner`, which computes only the SHA-2 ones.
 #[derive(Clone)]
-pub struct Key(TSigner, usize);
+pub struct Key {
+    name: Name,
+    algorithm: TsigAlgorithm,
+    secret: Vec<u8>,
+    hmac: hmac::Key,
+}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({} {})", self.name(), self.0.algorithm())
+        write!(f, "Key({} {})", self.name, self.algorithm)
     }
 }
 
@@ -37,9 +45,7 @@ impl fmt::Debug for Key {
 /// changes the zone that uses it.
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
-        self.name() == other.name()
-            && self.0.algorithm() == other.0.algorithm()
-            && self.0.key() == other.0.key()
+        self.name == other.name && self.algorithm == other.algorithm && self.secret == other.secret
     }
 }
 
@@ -47,50 +53,83 @@ impl Key {
     /// A key named `name` (as the secondaries know it) using `algorithm`, one of
     /// [`ALGORITHMS`].
     pub fn new(name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, String> {
-        if !ALGORITHMS.contains(&algorithm) {
-            return Err(format!(
-                "unsupported TSIG algorithm {algorithm:?}: expected one of {}",
-                ALGORITHMS.join(", ")
-            ));
-        }
-        let alg = TsigAlgorithm::from_name(
-            Name::from_ascii(algorithm).map_err(|e| format!("algorithm name: {e}"))?,
-        );
-        let mac_len = match alg {
-            TsigAlgorithm::HmacSha384 => 48,
-            TsigAlgorithm::HmacSha512 => 64,
-            _ => 32,
+        let (alg, hmac_alg) = match algorithm {
+            "hmac-sha1" => (TsigAlgorithm::HmacSha1, hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY),
+            "hmac-sha256" => (TsigAlgorithm::HmacSha256, hmac::HMAC_SHA256),
+            "hmac-sha384" => (TsigAlgorithm::HmacSha384, hmac::HMAC_SHA384),
+            "hmac-sha512" => (TsigAlgorithm::HmacSha512, hmac::HMAC_SHA512),
+            _ => {
+                return Err(format!(
+                    "unsupported TSIG algorithm {algorithm:?}: expected one of {}",
+                    ALGORITHMS.join(", ")
+                ));
+            }
         };
-        TSigner::new(secret, alg, name, FUDGE)
-            .map(|s| Key(s, mac_len))
-            .map_err(|e| e.to_string())
+        Ok(Key {
+            name,
+            algorithm: alg,
+            hmac: hmac::Key::new(hmac_alg, &secret),
+            secret,
+        })
     }
 
     /// The key's name, fully qualified.
     pub fn name(&self) -> &Name {
-        self.0.signer_name()
+        &self.name
     }
 
     /// The algorithm's name (`hmac-sha256.`).
     pub fn algorithm(&self) -> Name {
-        self.0.algorithm().to_name()
+        self.algorithm.to_name()
     }
 
     /// Bytes of the shared secret.
     pub fn secret_len(&self) -> usize {
-        self.0.key().len()
+        self.secret.len()
     }
 
     /// Bytes of the algorithm's MAC.
     pub fn mac_len(&self) -> usize {
-        self.1
+        self.hmac.algorithm().digest_algorithm().output_len()
+    }
+
+    /// The MAC of `data`.
+    fn mac(&self, data: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.hmac, data).as_ref().to_vec()
+    }
+
+    /// Whether `mac` is this key's whole MAC of `data` (compared in constant time; a
+    /// truncated MAC, RFC 8945 §5.2.2.1, is not accepted).
+    fn verifies(&self, data: &[u8], mac: &[u8]) -> bool {
+        mac.len() == self.mac_len() && hmac::verify(&self.hmac, data, mac).is_ok()
+    }
+
+    /// Whether a TSIG record names this key: the same name and algorithm, compared without
+    /// regard to case (one algorithm per key name, RFC 8945 §5.5).
+    fn signed(&self, tsig: &Record<TSIG>) -> bool {
+        self.name == tsig.name && self.algorithm.to_name() == tsig.data.algorithm.to_name()
     }
 
     /// Signs an outgoing request (NOTIFY) in place; its answer must pass [`Reply::check`].
     pub fn sign_request(&self, msg: &mut Message) -> Result<Reply, String> {
-        let (record, _) = self.0.sign_message(msg, now()).map_err(|e| e.to_string())?;
-        let request_mac = record.data.mac.clone();
-        msg.set_signature(record);
+        let stub = TSIG::new(
+            self.algorithm.clone(),
+            now(),
+            FUDGE,
+            Vec::new(),
+            msg.id,
+            None,
+            Vec::new(),
+        );
+        // A request's MAC covers the message and the TSIG variables (RFC 8945 §4.3.3).
+        let mut tbs = msg.to_vec().map_err(|e| e.to_string())?;
+        let mut vars = Vec::with_capacity(128);
+        stub.emit_tsig_for_mac(&mut BinEncoder::new(&mut vars), &self.name)
+            .map_err(|e| e.to_string())?;
+        tbs.extend_from_slice(&vars);
+        let request_mac = self.mac(&tbs);
+        let record = make_tsig_record(self.name.clone(), stub.set_mac(request_mac.clone()));
+        msg.set_signature(Box::new(record));
         Ok(Reply {
             key: self.clone(),
             request_mac,
@@ -112,9 +151,7 @@ impl Reply {
         let (tbv, record) = signed_bitmessage_to_buf(raw, Some(&self.request_mac), true)
             .map_err(|e| e.to_string())?;
         let t = &record.data;
-        if record.name != *self.key.name()
-            || t.algorithm.to_name() != self.key.0.algorithm().to_name()
-        {
+        if !self.key.signed(&record) {
             return Err(format!(
                 "signed with {}, not {}",
                 record.name,
@@ -124,7 +161,7 @@ impl Reply {
         if let Some(e) = t.error {
             return Err(format!("TSIG error {e:?}"));
         }
-        if t.mac.len() != self.key.1 || self.key.0.verify(&tbv, &t.mac).is_err() {
+        if !self.key.verifies(&tbv, &t.mac) {
             return Err("the MAC does not match".into());
         }
         if now().abs_diff(t.time) > u64::from(t.fudge) {
@@ -175,19 +212,14 @@ fn verify_at(keys: &[Key], raw: &[u8], tsig: &Record<TSIG>, now: u64) -> Verdict
             ),
         ))
     };
-    // One algorithm per key name (RFC 8945 §5.5): a name with another algorithm is unknown.
-    // Names compare without regard to case, algorithm names included.
-    let Some(key) = keys.iter().find(|k| {
-        *k.name() == tsig.name && k.0.algorithm().to_name() == tsig.data.algorithm.to_name()
-    }) else {
+    // A name with another algorithm is an unknown key.
+    let Some(key) = keys.iter().find(|k| k.signed(tsig)) else {
         return unsigned(TsigError::BadKey);
     };
     // The MAC input is built here rather than by hickory's verify_message_byte, whose time
-    // window underflows for a Time Signed below the fudge. A MAC of another length than the
-    // algorithm's (truncated, RFC 8945 §5.2.2.1) is not accepted.
-    let good = signed_bitmessage_to_buf(raw, None, true).is_ok_and(|(tbv, _)| {
-        tsig.data.mac.len() == key.1 && key.0.verify(&tbv, &tsig.data.mac).is_ok()
-    });
+    // window underflows for a Time Signed below the fudge.
+    let good = signed_bitmessage_to_buf(raw, None, true)
+        .is_ok_and(|(tbv, _)| key.verifies(&tbv, &tsig.data.mac));
     if !good {
         return unsigned(TsigError::BadSig);
     }
@@ -233,14 +265,14 @@ impl Signer {
 
     /// Bytes the TSIG record adds to a message, so a UDP answer can leave room for it.
     pub fn overhead(&self) -> usize {
-        let mac = self.key.1;
+        let mac = self.key.mac_len();
         // `Name::len` counts the text form, trailing dot included: one less than the wire.
         let name = |n: &Name| n.len() + 1;
         // owner, type, class, TTL, RDLENGTH; algorithm, time, fudge, MAC size, MAC, id,
         // error, other length, other.
         name(self.key.name())
             + 10
-            + name(&self.key.0.algorithm().to_name())
+            + name(&self.key.algorithm())
             + 6
             + 2
             + 2
@@ -254,7 +286,7 @@ impl Signer {
     /// calls, for the following messages of a transfer, over the previous MAC and the timers.
     pub fn sign(&mut self, mut msg: Vec<u8>) -> Result<Vec<u8>, String> {
         let tsig = TSIG::new(
-            self.key.0.algorithm().clone(),
+            self.key.algorithm.clone(),
             self.time,
             FUDGE,
             Vec::new(),
@@ -284,7 +316,7 @@ impl Signer {
                 enc.emit_u16(FUDGE).map_err(|e| e.to_string())?;
             }
         }
-        let mac = self.key.0.sign(&tbs).map_err(|e| e.to_string())?;
+        let mac = self.key.mac(&tbs);
         let record = make_tsig_record(self.key.name().clone(), tsig.set_mac(mac.clone()));
         append(&mut msg, &record)?;
         self.mac = mac;
@@ -314,7 +346,7 @@ pub fn append(msg: &mut Vec<u8>, record: &Record<TSIG>) -> Result<(), String> {
 mod tests {
     use super::*;
     use hickory_proto::op::{MessageType, OpCode, Query};
-    use hickory_proto::rr::RecordType;
+    use hickory_proto::rr::{RecordType, TSigner};
 
     fn key(secret: &[u8]) -> Key {
         Key::new(
@@ -323,6 +355,11 @@ mod tests {
             secret.to_vec(),
         )
         .unwrap()
+    }
+
+    /// hickory's own signer for a SHA-2 key: an independent check of detour's MACs.
+    fn hickory(k: &Key) -> TSigner {
+        TSigner::new(k.secret.clone(), k.algorithm.clone(), k.name.clone(), FUDGE).unwrap()
     }
 
     fn signed_query(k: &Key) -> (Vec<u8>, Record<TSIG>) {
@@ -371,16 +408,17 @@ mod tests {
         let mut prev = tsig.data.mac.clone();
         for n in 0..3 {
             let msg = s.sign(answer(0x1234, n)).unwrap();
-            let (mac, _, _) =
-                k.0.verify_message_byte(&msg, Some(&prev), n == 0)
-                    .unwrap_or_else(|e| panic!("message {n} fails to verify: {e}"));
+            let (mac, _, _) = hickory(&k)
+                .verify_message_byte(&msg, Some(&prev), n == 0)
+                .unwrap_or_else(|e| panic!("message {n} fails to verify: {e}"));
             prev = mac;
             assert!(Message::from_vec(&msg).unwrap().signature().is_some());
         }
         // A message verified as the wrong link of the chain fails: the check is real.
         let msg = s.sign(answer(0x1234, 9)).unwrap();
         assert!(
-            k.0.verify_message_byte(&msg, Some(&tsig.data.mac), false)
+            hickory(&k)
+                .verify_message_byte(&msg, Some(&tsig.data.mac), false)
                 .is_err()
         );
     }
@@ -418,7 +456,8 @@ mod tests {
         assert_eq!(t.error, Some(TsigError::BadTime));
         assert_eq!(t.time, tsig.data.time, "BADTIME echoes the request's time");
         assert_eq!(t.other, later.to_be_bytes()[2..].to_vec(), "and gives ours");
-        k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
+        hickory(&k)
+            .verify_message_byte(&msg, Some(&tsig.data.mac), true)
             .expect("the BADTIME answer is signed");
     }
 
@@ -431,7 +470,8 @@ mod tests {
         let tsig = tsig_of(&raw);
         let mut s = accepted(&k, &raw, &tsig);
         let msg = s.sign(answer(0xbeef, 0)).unwrap();
-        k.0.verify_message_byte(&msg, Some(&tsig.data.mac), true)
+        hickory(&k)
+            .verify_message_byte(&msg, Some(&tsig.data.mac), true)
             .expect("the answer verifies with the original ID in place");
     }
 
@@ -444,7 +484,7 @@ mod tests {
             RecordType::SOA,
         ));
         // A clock near 1970 (a box without a real-time clock, just booted).
-        let (record, _) = k.0.sign_message(&m, 100).unwrap();
+        let (record, _) = hickory(&k).sign_message(&m, 100).unwrap();
         m.set_signature(record);
         let raw = m.to_vec().unwrap();
         let tsig = tsig_of(&raw);
@@ -500,7 +540,7 @@ mod tests {
     fn algorithms_outside_the_list_are_refused_and_debug_hides_the_secret() {
         let name = Name::from_ascii("k.").unwrap();
         assert!(Key::new(name.clone(), "hmac-md5", b"s".to_vec()).is_err());
-        assert!(Key::new(name.clone(), "hmac-sha1", b"s".to_vec()).is_err());
+        assert!(Key::new(name.clone(), "hmac-sha224", b"s".to_vec()).is_err());
         let k = Key::new(name, "hmac-sha512", b"very secret".to_vec()).unwrap();
         let shown = format!("{k:?}");
         assert!(
@@ -508,5 +548,66 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("very secret"));
+    }
+
+    #[test]
+    fn each_algorithm_computes_its_own_hmac() {
+        // RFC 2202 and RFC 4231 test case 1: key 0x0b x 20, data "Hi There".
+        let name = Name::from_ascii("k.").unwrap();
+        for (alg, want) in [
+            ("hmac-sha1", "b617318655057264e28bc0b6fb378c8ef146be00"),
+            (
+                "hmac-sha256",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+            ),
+            (
+                "hmac-sha384",
+                "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59c\
+                 faea9ea9076ede7f4af152e8b2fa9cb6",
+            ),
+            (
+                "hmac-sha512",
+                "87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cde\
+                 daa833b7d6b8a702038b274eaea3f4e4be9d914eeb61f1702e696c203a126854",
+            ),
+        ] {
+            let k = Key::new(name.clone(), alg, vec![0x0b; 20]).unwrap();
+            let hex: String = k
+                .mac(b"Hi There")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(hex, want, "{alg}");
+            assert_eq!(k.mac_len(), want.len() / 2, "{alg}");
+            assert!(k.verifies(b"Hi There", &k.mac(b"Hi There")));
+            assert!(
+                !k.verifies(b"Hi There", &k.mac(b"Hi There")[..10]),
+                "{alg} truncated"
+            );
+        }
+    }
+
+    #[test]
+    fn a_notify_detour_signs_verifies_with_hickory() {
+        let k = key(b"0123456789abcdef0123456789abcdef");
+        let mut m = Message::new(9, MessageType::Query, OpCode::Notify);
+        m.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            RecordType::SOA,
+        ));
+        k.sign_request(&mut m).unwrap();
+        let raw = m.to_vec().unwrap();
+        hickory(&k)
+            .verify_message_byte(&raw, None, true)
+            .expect("hickory accepts the NOTIFY's signature");
+        // And detour accepts its own, for every algorithm (SHA-1 included, which hickory
+        // cannot check: tests/secondary.rs has BIND's dig check it).
+        for alg in ALGORITHMS {
+            let k = Key::new(Name::from_ascii("xfr.").unwrap(), alg, vec![7; 32]).unwrap();
+            let (raw, tsig) = signed_query(&k);
+            let mut s = accepted(&k, &raw, &tsig);
+            let signed = s.sign(answer(0x1234, 0)).unwrap();
+            assert_eq!(tsig_of(&signed).data.mac.len(), k.mac_len(), "{alg}");
+        }
     }
 }

@@ -16,8 +16,8 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmm
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::answer::{Reply, general};
-use super::fast;
+use super::answer::{Client, Reply, general};
+use super::{cookie, fast};
 use crate::snapshot::SnapshotHandle;
 use crate::telemetry::Tally;
 
@@ -72,17 +72,22 @@ pub fn serve(
             }
         }
         let snap = snapshots.load();
+        let now = cookie::now();
         addrs.clear();
         for (i, (len, addr)) in got.iter().enumerate() {
-            let Some(addr) = addr else {
+            let Some((addr, src)) = addr.and_then(|a| Some((a, to_socket_addr(&a)?))) else {
                 continue;
             };
             let query = &bufs[i][..(*len).min(MAX_QUERY)];
             let out = &mut replies[addrs.len()];
-            // The source as a SocketAddr is only needed by the general path (transfer ACLs).
-            let answered = fast::answer(&snap, query, Protocol::Udp, out)
-                || match to_socket_addr(addr).map(|src| general(&snap, query, src, Protocol::Udp)) {
-                    Some(Reply::Message(m)) => {
+            let client = Client {
+                src,
+                protocol: Protocol::Udp,
+                now,
+            };
+            let answered = fast::answer(&snap, query, &client, out)
+                || match general(&snap, query, &client) {
+                    Reply::Message(m) => {
                         *out = m;
                         true
                     }
@@ -90,7 +95,7 @@ pub fn serve(
                 };
             tally.count(query, answered.then_some(out.as_slice()));
             if answered {
-                addrs.push(Some(*addr));
+                addrs.push(Some(addr));
             }
         }
         drop(snap);
