@@ -178,7 +178,10 @@ pub async fn run(
         None
     };
     let mut watching: Option<TcpStream> = None;
+    // When the watch connection was opened, and whether its closing woke this probe.
+    let mut watched_since = tokio::time::Instant::now();
     let mut woken_by_watch = false;
+    let mut reopen_now = false;
     let spread = timing.interval.min(MAX_JITTER);
     let jitter = spread.mul_f64(rand::random::<f64>());
     tokio::select! {
@@ -221,15 +224,18 @@ pub async fn run(
         }
         if !ok {
             watching = None;
-        } else if watching.is_none() && !woken_by_watch {
-            // Reopened only after a scheduled probe passed: a target that closes idle
-            // connections at once costs one extra probe per interval, not a loop.
+        } else if watching.is_none() && (!woken_by_watch || reopen_now) {
+            // Reopened after a scheduled probe passed, or at once after a closing that woke
+            // this probe if that connection had lasted an interval (a target that drops
+            // idle connections, as web servers do after 30-60 s, stays watched): either way
+            // at most one extra probe per interval, never a loop.
             if let Some(addr) = &watch_at {
                 watching = tokio::time::timeout(timing.timeout, TcpStream::connect(addr.as_str()))
                     .await
                     .ok()
                     .and_then(Result::ok)
                     .inspect(keep_alive);
+                watched_since = tokio::time::Instant::now();
             }
         }
         woken_by_watch = false;
@@ -262,6 +268,7 @@ pub async fn run(
             () = closed(&mut watching) => {
                 watching = None;
                 woken_by_watch = true;
+                reopen_now = watched_since.elapsed() >= timing.interval;
                 metrics::counter!("detour_watch_wakeups_total", "check" => id.to_string())
                     .increment(1);
             }

@@ -26,6 +26,10 @@ pub struct HttpBackend {
     status: Arc<AtomicU16>,
     hits: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    /// Closes a connection that sends nothing for this long (0: never), like nginx's
+    /// `client_header_timeout`; `idle_closed` counts those closings.
+    idle_ms: Arc<AtomicU64>,
+    idle_closed: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -40,6 +44,8 @@ impl HttpBackend {
             status,
             hits: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            idle_ms: Arc::new(AtomicU64::new(0)),
+            idle_closed: Arc::new(AtomicU64::new(0)),
             task: None,
         };
         b.serve(listener);
@@ -50,6 +56,8 @@ impl HttpBackend {
         let status = self.status.clone();
         let hits = self.hits.clone();
         let delay_ms = self.delay_ms.clone();
+        let idle_ms = self.idle_ms.clone();
+        let idle_closed = self.idle_closed.clone();
         let flip = Arc::new(AtomicU16::new(0));
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -67,9 +75,19 @@ impl HttpBackend {
                     };
                 }
                 let delay = std::time::Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                let idle = idle_ms.load(Ordering::SeqCst);
+                let idle_closed = idle_closed.clone();
                 conns.spawn(async move {
                     let mut buf = vec![0u8; 4096];
-                    let _ = s.read(&mut buf).await;
+                    if idle == 0 {
+                        let _ = s.read(&mut buf).await;
+                    } else {
+                        let wait = std::time::Duration::from_millis(idle);
+                        if tokio::time::timeout(wait, s.read(&mut buf)).await.is_err() {
+                            idle_closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
                     tokio::time::sleep(delay).await;
                     if code == 0 {
                         // Hang: hold the connection open, say nothing.
@@ -103,6 +121,17 @@ impl HttpBackend {
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// From now on, closes connections that send nothing for `idle`.
+    pub fn set_idle_close(&self, idle: std::time::Duration) {
+        self.idle_ms
+            .store(idle.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Connections closed so far for sending nothing.
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far (one per probe).
