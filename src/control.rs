@@ -119,7 +119,12 @@ impl Control {
             }])
         })?;
         let current = self.snapshots.load_full();
-        if config.server != current.config.server {
+        // The cookie secret is read from the Snapshot by every query: it takes effect now.
+        let restart_bound = |s: &crate::config::Server| crate::config::Server {
+            cookies: None,
+            ..s.clone()
+        };
+        if restart_bound(&config.server) != restart_bound(&current.config.server) {
             warn!("[server] changed: listeners and limits take effect at the next restart");
         }
         for w in &config.warnings {

@@ -431,6 +431,16 @@ fn a_cookie_secret_is_32_hex_digits() {
         &[("z.toml", ZONE_OK)],
     );
     assert!(r.unwrap().server.cookies.is_none());
+    // Checked with cookies off too, so that turning them on finds no typo.
+    let (_f, r) = load(
+        "[server]\nzones_dir = \"zones\"\ncookies = false\ncookie_secret = \"xyz\"\n",
+        &[("z.toml", ZONE_OK)],
+    );
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("detour.toml:4:17: cookie_secret")
+    );
 }
 
 #[test]

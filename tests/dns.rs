@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use detour::dns::cookie::Secret;
 use detour::overrides::Forced;
 use hickory_server::proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::rdata::SOA;
@@ -349,17 +350,26 @@ async fn dns_cookies_are_answered_over_udp_and_tcp() {
         .as_secs() as u32;
     assert!(now.abs_diff(issued) <= 2, "issued {issued}, now {now}");
 
-    // Sent back, to either server of the pair, over UDP or TCP: valid, so echoed as it is.
+    // A cookie either server of the pair issued ten minutes ago, sent to either, over UDP
+    // or TCP: valid, so echoed as it is (a fresh one would carry today's time).
+    let secret = Secret::from_hex("e5e973e5a6b2a43f48e7dc849e37bfcf").unwrap();
+    let local = a.addr.ip();
+    let older = secret.answer(&client, local, now - 600).unwrap().to_vec();
     for addr in [a.addr, b.addr] {
         assert_eq!(
-            cookie_of(&udp(addr, &with_cookie(&got)).await.0),
-            Some(got.clone())
+            cookie_of(&udp(addr, &with_cookie(&older)).await.0),
+            Some(older.clone())
         );
         assert_eq!(
-            cookie_of(&tcp(addr, &with_cookie(&got)).await),
-            Some(got.clone())
+            cookie_of(&tcp(addr, &with_cookie(&older)).await),
+            Some(older.clone())
         );
     }
+    // Forty minutes old: still valid, but renewed (RFC 9018 §4.3).
+    let stale = secret.answer(&client, local, now - 2400).unwrap().to_vec();
+    let renewed = cookie_of(&udp(a.addr, &with_cookie(&stale)).await.0).unwrap();
+    assert_ne!(renewed, stale);
+    assert!(secret.valid(&renewed[..8], &renewed[8..], local, now));
     // A forged or damaged server cookie is not ours: answered anyway, with a fresh one.
     let mut forged = got.clone();
     forged[20] ^= 0xff;
@@ -395,10 +405,45 @@ async fn dns_cookies_are_answered_over_udp_and_tcp() {
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     }
 
-    // With cookies off, a cookie is ignored (RFC 7873 §5.2.1: as if not implemented).
-    let (reply, _) = udp(off.addr, &with_cookie(&client)).await;
-    assert_eq!(reply.answers.len(), 2);
-    assert!(reply.edns.is_some() && cookie_of(&reply).is_none());
+    // A query without a question asks for a cookie (RFC 7873 §5.4): NOERROR with one; with
+    // a server cookie that is not ours, BADCOOKIE (extended RCODE 23) with a fresh one.
+    let bare = |cookie: &[u8]| {
+        let mut m = with_cookie(cookie);
+        m.queries.clear();
+        m
+    };
+    let (reply, _) = udp(a.addr, &bare(&client)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.queries.is_empty() && reply.answers.is_empty());
+    assert_eq!(cookie_of(&reply).unwrap()[..8], client);
+    let (reply, _) = udp(a.addr, &bare(&older)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let (reply, _) = udp(a.addr, &bare(&forged)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::BADCOOKIE);
+    let fresh = cookie_of(&reply).unwrap();
+    assert!(secret.valid(&fresh[..8], &fresh[8..], local, now));
+
+    // With cookies off, a cookie is ignored (RFC 7873 §5.2.1: as if not implemented), even
+    // a malformed one; so is a query without a question.
+    for sent in [&client[..], &[1u8; 12][..]] {
+        let (reply, _) = udp(off.addr, &with_cookie(sent)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 2);
+        assert!(reply.edns.is_some() && cookie_of(&reply).is_none());
+    }
+    let (reply, _) = udp(off.addr, &bare(&client)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+
+    // Without cookie_secret, the secret made at start survives a reload: a cookie from
+    // before it is echoed after it (a second later, so a new one would differ).
+    let plain = Server::start(&config_toml(""), &zones).await;
+    let mine = cookie_of(&udp(plain.addr, &with_cookie(&client)).await.0).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    plain.running.reload().await.expect("reload");
+    assert_eq!(
+        cookie_of(&udp(plain.addr, &with_cookie(&mine)).await.0),
+        Some(mine)
+    );
 
     // BIND's dig, which sends a client cookie by default, finds its cookie in the answer.
     let port = a.addr.port().to_string();
@@ -417,6 +462,23 @@ async fn dns_cookies_are_answered_over_udp_and_tcp() {
     assert!(
         out.lines()
             .any(|l| l.starts_with("; COOKIE: ") && l.ends_with("(good)")),
+        "{out}"
+    );
+    // And its question-less query for a cookie (`+header-only`).
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port,
+            "+header-only",
+            "+tries=1",
+            "+time=2",
+        ])
+        .output()
+        .expect("dig runs");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("(good)"),
         "{out}"
     );
 }
@@ -1037,12 +1099,26 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
             "xfr-key.",
         ),
         signed(query("mls.example.test.", RecordType::A, None), "stranger."),
+        // A client and a server cookie; a malformed cookie in a signed query.
+        with_cookie(&[&[5u8; 8][..], &[1, 0, 0, 0], &[9u8; 12]].concat()),
+        signed(with_cookie(&[1u8; 12]), "xfr-key."),
     ]
     .iter()
     .map(|m| m.to_vec().unwrap())
     .collect();
-    // The signed seeds are answered as such before any mutation.
-    for (seed, want) in [(4, "stream"), (5, "signed"), (6, "badkey")] {
+    // The signed seeds are answered as such before any mutation; the malformed cookie gets
+    // FORMERR, signed (the signature is good, so the error is authenticated).
+    let formerr =
+        Message::from_vec(
+            &match respond(&snap, &seeds[8], &Client::new(src, Protocol::Udp)) {
+                Reply::Message(m) => m,
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    assert!(formerr.signature().is_some_and(|t| t.data.error.is_none()));
+    for (seed, want) in [(4, "stream"), (5, "signed"), (6, "badkey"), (8, "signed")] {
         let got = match respond(&snap, &seeds[seed], &Client::new(src, Protocol::Tcp)) {
             Reply::Stream(ms) if ms.len() == 1 => "stream",
             Reply::Message(m) => match Message::from_vec(&m).unwrap().signature() {

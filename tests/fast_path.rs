@@ -34,12 +34,15 @@ fn src() -> SocketAddr {
     "127.0.0.1:5300".parse().unwrap()
 }
 
-/// The asker, at a fixed time: answers to cookies depend on the source and the clock.
-fn client(protocol: Protocol) -> Client {
+/// The cookie clock every comparison runs at: answers to cookies depend on it.
+const NOW: u32 = 1_800_000_000;
+
+/// The asker from `from`, at [`NOW`]: answers to cookies depend on the source too.
+fn client(from: SocketAddr, protocol: Protocol) -> Client {
     Client {
-        src: src(),
+        src: from,
         protocol,
-        now: 1_800_000_000,
+        now: NOW,
     }
 }
 
@@ -47,14 +50,14 @@ fn client(protocol: Protocol) -> Client {
 fn both(
     snap: &detour::snapshot::Snapshot,
     bytes: &[u8],
-    proto: Protocol,
+    asker: &Client,
 ) -> (Option<Vec<u8>>, Vec<u8>) {
-    let slow = match general(snap, bytes, &client(proto)) {
+    let slow = match general(snap, bytes, asker) {
         Reply::Message(m) => m,
         other => panic!("general path gave {other:?}"),
     };
     let mut quick = Vec::new();
-    let quick = fast::answer(snap, bytes, &client(proto), &mut quick).then_some(quick);
+    let quick = fast::answer(snap, bytes, asker, &mut quick).then_some(quick);
     let strip = |mut v: Vec<u8>| {
         v[0] = 0;
         v[1] = 0;
@@ -73,9 +76,13 @@ struct Tally {
 }
 
 fn check(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally) {
+    check_from(snap, msg, t, src());
+}
+
+fn check_from(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally, from: SocketAddr) {
     let bytes = msg.to_vec().unwrap();
     for proto in [Protocol::Udp, Protocol::Tcp] {
-        let (quick, slow) = both(snap, &bytes, proto);
+        let (quick, slow) = both(snap, &bytes, &client(from, proto));
         t.compared += 1;
         if let Some(q) = quick {
             t.fast += 1;
@@ -89,7 +96,7 @@ fn check(snap: &detour::snapshot::Snapshot, msg: &Message, t: &mut Tally) {
             );
         }
         // And `respond`, whichever path it takes, answers what the general path does.
-        match respond(snap, &bytes, &client(proto)) {
+        match respond(snap, &bytes, &client(from, proto)) {
             Reply::Message(mut m) => {
                 m[0] = 0;
                 m[1] = 0;
@@ -230,6 +237,16 @@ fn run(snap: &detour::snapshot::Snapshot) -> Tally {
         let mut m = variants(&name, RecordType::A).remove(2);
         m.edns.as_mut().unwrap().set_version(1);
         check(snap, &m, &mut t);
+        // Cookies: our own server cookie, ten minutes old (echoed as sent), and a client
+        // cookie from an IPv6 source (its server cookie hashes 16 address bytes).
+        let secret = snap.config.server.cookies.as_ref().expect("cookies are on");
+        let ours = secret.answer(&[3; 8], src().ip(), NOW - 600).unwrap();
+        let mut m = variants(&name, RecordType::A).remove(2);
+        let opt = m.edns.as_mut().unwrap().options_mut();
+        opt.insert(EdnsOption::Unknown(10, ours.to_vec()));
+        check(snap, &m, &mut t);
+        let v6: SocketAddr = "[2001:db8::1]:5300".parse().unwrap();
+        check_from(snap, &variants(&name, RecordType::A).remove(8), &mut t, v6);
     }
     t
 }

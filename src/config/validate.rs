@@ -417,16 +417,16 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         *n.get_ref()
     });
     let udp_workers = raw.udp_workers.map_or(0, |n| *n.get_ref() as usize);
-    let cookies = match (raw.cookies.unwrap_or(true), raw.cookie_secret) {
-        (false, _) => None,
-        (true, Some(hex)) => match crate::dns::cookie::Secret::from_hex(hex.get_ref()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                src.error(hex.span(), format!("cookie_secret: {e}"));
-                ok = false;
-                None
-            }
-        },
+    // The secret is checked even with cookies off, so that turning them on finds no typo.
+    let secret = raw.cookie_secret.map(|hex| {
+        crate::dns::cookie::Secret::from_hex(hex.get_ref()).map_err(|e| {
+            src.error(hex.span(), format!("cookie_secret: {e}"));
+            ok = false;
+        })
+    });
+    let cookies = match (raw.cookies.unwrap_or(true), secret) {
+        (false, _) | (true, Some(Err(()))) => None,
+        (true, Some(Ok(s))) => Some(s),
         (true, None) => crate::dns::cookie::Secret::process().cloned(),
     };
     ok.then(|| Server {

@@ -105,18 +105,13 @@ pub fn general(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
         Ok(r) => r,
         Err(_) => return Reply::Message(header_only(raw, ResponseCode::FormErr)),
     };
-    let (edns, cookie_ok) = response_edns(snap, &req, client);
-    if !cookie_ok {
-        // A malformed COOKIE option (RFC 7873 §5.2.2): unsigned, like any message too
-        // broken to check a signature of.
-        return Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::FormErr));
-    }
+    let (edns, cookie) = response_edns(snap, &req, client);
     let verdict = req
         .signature
         .as_deref()
         .map(|t| super::tsig::verify(&snap.config.tsig, raw, t));
     match verdict {
-        None => body(snap, &req, raw, protocol, edns.as_ref(), None),
+        None => body(snap, &req, raw, protocol, edns.as_ref(), cookie, None),
         Some(Verdict::Unsigned(record)) => {
             tsig_error(record.data.error, &record.name, src, protocol);
             let mut out = error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth);
@@ -130,7 +125,15 @@ pub fn general(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
                 tsig_error(Some(TsigError::BadTime), signer.key_name(), src, protocol);
                 Reply::Message(error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth))
             } else {
-                body(snap, &req, raw, protocol, edns.as_ref(), Some(&signer))
+                body(
+                    snap,
+                    &req,
+                    raw,
+                    protocol,
+                    edns.as_ref(),
+                    cookie,
+                    Some(&signer),
+                )
             };
             sign(reply, &mut signer, raw)
         }
@@ -172,30 +175,52 @@ fn sign(reply: Reply, signer: &mut Signer, raw: &[u8]) -> Reply {
     }
 }
 
+/// What the query's COOKIE option was, when cookies are on (else always `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SentCookie {
+    /// No COOKIE option, or cookies are off (RFC 7873 §5.2.1: as if not implemented).
+    None,
+    /// A client cookie alone.
+    Client,
+    /// A client cookie and a server cookie, ours and in date or not.
+    Server { valid: bool },
+    /// A length no cookie has (§5.2.2): FORMERR.
+    Malformed,
+}
+
 /// The OPT record of the answer, if the query had EDNS: ours, echoing the query's DO bit,
-/// with a COOKIE option answering the query's when cookies are on; and false when the
-/// query's COOKIE option is malformed (FORMERR; the OPT has no cookie then).
-fn response_edns(snap: &Snapshot, req: &Request, client: &Client) -> (Option<Edns>, bool) {
+/// with a COOKIE option answering the query's when cookies are on; and what that option was.
+fn response_edns(snap: &Snapshot, req: &Request, client: &Client) -> (Option<Edns>, SentCookie) {
     let Some(e) = req.edns.as_ref() else {
-        return (None, true);
+        return (None, SentCookie::None);
     };
     let mut out = Edns::new();
     out.set_max_payload(snap.config.server.udp_max_payload);
     out.set_version(0);
     out.set_dnssec_ok(e.flags().dnssec_ok);
-    // Only the first COOKIE option counts (RFC 7873 §5.2).
-    match e.options().get(EdnsCode::Cookie) {
-        None => {}
-        Some(EdnsOption::Unknown(_, data)) if cookie::well_formed(data.len()) => {
-            if let Some(secret) = &snap.config.server.cookies {
-                let answer = secret.answer(data, client.src.ip(), client.now);
-                out.options_mut()
-                    .insert(EdnsOption::Unknown(cookie::CODE, answer.to_vec()));
-            }
-        }
-        Some(_) => return (Some(out), false),
-    }
-    (Some(out), true)
+    let (Some(secret), Some(option)) = (
+        &snap.config.server.cookies,
+        // Only the first COOKIE option counts (RFC 7873 §5.2).
+        e.options().get(EdnsCode::Cookie),
+    ) else {
+        return (Some(out), SentCookie::None);
+    };
+    let data = match option {
+        EdnsOption::Unknown(_, data) => data.as_slice(),
+        _ => &[],
+    };
+    let Some(answer) = secret.answer(data, client.src.ip(), client.now) else {
+        return (Some(out), SentCookie::Malformed);
+    };
+    out.options_mut()
+        .insert(EdnsOption::Unknown(cookie::CODE, answer.to_vec()));
+    let sent = match data.split_at_checked(cookie::CLIENT_LEN) {
+        Some((_, [])) | None => SentCookie::Client,
+        Some((c, server)) => SentCookie::Server {
+            valid: secret.valid(c, server, client.src.ip(), client.now),
+        },
+    };
+    (Some(out), sent)
 }
 
 /// An answer with no records and `code`.
@@ -216,6 +241,7 @@ fn body(
     raw: &[u8],
     protocol: Protocol,
     edns: Option<&Edns>,
+    cookie: SentCookie,
     signer: Option<&Signer>,
 ) -> Reply {
     let cap = snap.config.server.udp_max_payload;
@@ -233,6 +259,20 @@ fn body(
     }
     if req.metadata.op_code != OpCode::Query {
         return Reply::Message(error(ResponseCode::NotImp));
+    }
+    match cookie {
+        SentCookie::Malformed => return Reply::Message(error(ResponseCode::FormErr)),
+        // A query without a question asks for a cookie (RFC 7873 §5.4): NOERROR with one,
+        // or BADCOOKIE (with a fresh one) when the server cookie it sent is not valid.
+        _ if req.queries.is_empty() && cookie != SentCookie::None => {
+            let code = if cookie == (SentCookie::Server { valid: false }) {
+                ResponseCode::BADCOOKIE
+            } else {
+                ResponseCode::NoError
+            };
+            return Reply::Message(error(code));
+        }
+        _ => {}
     }
     if req.queries.len() != 1 {
         return Reply::Message(error(ResponseCode::FormErr));

@@ -94,10 +94,13 @@ impl Secret {
             .as_ref()
     }
 
-    /// The COOKIE option data answering `data` (well formed, see [`well_formed`]) from
-    /// `ip` at `now`: the client cookie, then the server cookie the client sent if it is
-    /// ours and less than half an hour old, else a fresh one.
-    pub fn answer(&self, data: &[u8], ip: IpAddr, now: u32) -> [u8; ANSWER_LEN] {
+    /// The COOKIE option data answering `data` from `ip` at `now`: the client cookie, then
+    /// the server cookie the client sent if it is ours and less than half an hour old, else
+    /// a fresh one. `None` when `data` is not [`well_formed`].
+    pub fn answer(&self, data: &[u8], ip: IpAddr, now: u32) -> Option<[u8; ANSWER_LEN]> {
+        if !well_formed(data.len()) {
+            return None;
+        }
         let mut out = [0u8; ANSWER_LEN];
         out[..CLIENT_LEN].copy_from_slice(&data[..CLIENT_LEN]);
         let sent = &data[CLIENT_LEN..];
@@ -111,7 +114,7 @@ impl Secret {
         } else {
             out[CLIENT_LEN..].copy_from_slice(&self.server_cookie(&data[..CLIENT_LEN], ip, now));
         }
-        out
+        Some(out)
     }
 
     /// Whether `server` is a Server Cookie this secret made for `client` and `ip`, issued
@@ -129,7 +132,12 @@ impl Secret {
         // The version and reserved bytes are hashed as sent (RFC 9018 §4.2).
         let mut head = [0u8; 8];
         head.copy_from_slice(&server[..8]);
-        self.hash(client, &head, ip) == server[8..16]
+        // Compared in constant time, so that timing tells nothing about the right hash.
+        let hash = self.hash(client, &head, ip);
+        hash.iter()
+            .zip(&server[8..16])
+            .fold(0, |diff, (a, b)| diff | (a ^ b))
+            == 0
     }
 
     /// A fresh Server Cookie: version 1, three reserved zero bytes, the timestamp, and the
@@ -182,16 +190,18 @@ mod tests {
     fn a1_a_client_cookie_alone_learns_a_server_cookie() {
         let s = secret("e5e973e5a6b2a43f48e7dc849e37bfcf");
         let ip: IpAddr = "198.51.100.100".parse().unwrap();
-        let got = s.answer(&bytes("2464c4abcf10c957"), ip, 1559731985);
+        let got = s
+            .answer(&bytes("2464c4abcf10c957"), ip, 1559731985)
+            .unwrap();
         assert_eq!(
             hex(&got),
             "2464c4abcf10c957010000005cf79f111f8130c3eee29480"
         );
         // Sent back within the half hour, it is ours and echoed as it is.
-        assert_eq!(s.answer(&got, ip, 1559731985 + 600), got);
+        assert_eq!(s.answer(&got, ip, 1559731985 + 600), Some(got));
         // From another address, it is not ours: a fresh one.
         let elsewhere: IpAddr = "198.51.100.101".parse().unwrap();
-        assert_ne!(s.answer(&got, elsewhere, 1559731985 + 600), got);
+        assert_ne!(s.answer(&got, elsewhere, 1559731985 + 600), Some(got));
     }
 
     #[test]
@@ -201,7 +211,7 @@ mod tests {
         let sent = bytes("2464c4abcf10c957010000005cf79f111f8130c3eee29480");
         assert!(s.valid(&sent[..8], &sent[8..], ip, 1559734385));
         assert_eq!(
-            hex(&s.answer(&sent, ip, 1559734385)),
+            hex(&s.answer(&sent, ip, 1559734385).unwrap()),
             "2464c4abcf10c957010000005cf7a871d4a564a1442aca77"
         );
     }
@@ -213,7 +223,7 @@ mod tests {
         let sent = bytes("fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5");
         assert!(s.valid(&sent[..8], &sent[8..], ip, 1559727985));
         assert_eq!(
-            hex(&s.answer(&sent, ip, 1559734700)),
+            hex(&s.answer(&sent, ip, 1559734700).unwrap()),
             "fc93fc62807ddb86010000005cf7a9acf73a7810aca2381e"
         );
     }
@@ -227,7 +237,7 @@ mod tests {
         assert!(old.valid(&sent[..8], &sent[8..], ip, 1559741961));
         assert!(!new.valid(&sent[..8], &sent[8..], ip, 1559741961));
         assert_eq!(
-            hex(&new.answer(&sent, ip, 1559741961)),
+            hex(&new.answer(&sent, ip, 1559741961).unwrap()),
             "22681ab97d52c298010000005cf7c609a6bb79d16625507a"
         );
     }
@@ -236,12 +246,12 @@ mod tests {
     fn lifetimes_lengths_and_secrets() {
         let s = secret("e5e973e5a6b2a43f48e7dc849e37bfcf");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let c = s.answer(&[9; 8], ip, 1_000_000);
+        let c = s.answer(&[9; 8], ip, 1_000_000).unwrap();
         let valid_at = |now| s.valid(&c[..8], &c[8..], ip, now);
         assert!(valid_at(1_000_000 + 3600) && !valid_at(1_000_000 + 3601));
         assert!(valid_at(1_000_000 - 300) && !valid_at(1_000_000 - 301));
         // Across the 2^32 wrap of the clock (serial arithmetic).
-        let w = s.answer(&[9; 8], ip, u32::MAX - 10);
+        let w = s.answer(&[9; 8], ip, u32::MAX - 10).unwrap();
         assert!(s.valid(&w[..8], &w[8..], ip, 20));
         // A v4-mapped source is the IPv4 client.
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
@@ -251,6 +261,10 @@ mod tests {
         assert!(Secret::from_hex("e5e973e5a6b2a43f48e7dc849e37bfc").is_err());
         assert!(Secret::from_hex("e5e973e5a6b2a43f48e7dc849e37bfcg").is_err());
         assert_eq!(format!("{s:?}"), "Secret(..)");
-        assert_eq!(Secret::process(), Secret::process());
+        assert!(s.answer(&[9; 7], ip, 0).is_none() && s.answer(&[9; 12], ip, 0).is_none());
+        // A forged hash, one bit off, is not valid.
+        let mut forged = c;
+        forged[23] ^= 1;
+        assert!(!s.valid(&forged[..8], &forged[8..], ip, 1_000_000));
     }
 }

@@ -573,7 +573,7 @@ fn write(snap: &Snapshot, raw: &[u8], client: &Client, out: &mut Vec<u8>) -> Opt
     // The COOKIE option answering the query's, when cookies are on.
     let cookie = match (q.cookie, &snap.config.server.cookies) {
         (Some((at, len)), Some(secret)) => {
-            Some(secret.answer(&raw[at..at + len], client.src.ip(), client.now))
+            Some(secret.answer(&raw[at..at + len], client.src.ip(), client.now)?)
         }
         _ => None,
     };

@@ -52,7 +52,9 @@ impl PartialEq for Key {
 impl Key {
     /// A key named `name` (as the secondaries know it) using `algorithm`, one of
     /// [`ALGORITHMS`].
-    pub fn new(name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, String> {
+    pub fn new(mut name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, String> {
+        // Key names are absolute, as in every TSIG record (names compare their FQDN flag).
+        name.set_fqdn(true);
         let (alg, hmac_alg) = match algorithm {
             "hmac-sha1" => (TsigAlgorithm::HmacSha1, hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY),
             "hmac-sha256" => (TsigAlgorithm::HmacSha256, hmac::HMAC_SHA256),
