@@ -145,7 +145,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         None,
         floor,
     );
-    states::save_serials(&first);
+    let serial_ceilings = states::save_serials(&first);
     let snapshots = SnapshotHandle::new(first);
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -192,6 +192,8 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         snapshots: snapshots.clone(),
         incidents: (*incidents).clone(),
         events: Some(events),
+        serial_ceilings,
+        unsaved_since: None,
     };
     let states_cancel = cancel.clone();
     tasks.spawn(async move {

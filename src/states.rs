@@ -858,13 +858,19 @@ pub fn snapshot_of(
     )
 }
 
-/// The file holding each zone's last SOA serial, so that a restart never goes back.
+/// How far above a zone's serial `serials.json` reserves: the file is written again only
+/// when a serial passes what it holds (a storm of flips writes it once, not per flip), and
+/// a restart starts above it, at most this far ahead of the last serial served.
+pub const SERIAL_LEASE: u32 = 600;
+
+/// The file holding, per zone, a serial this run does not pass without first writing a
+/// higher one, so that a restart, even after a crash, never goes back.
 pub fn serials_path(config: &Config) -> PathBuf {
     config.server.state_dir.join("serials.json")
 }
 
-/// The floor for serials at start: one above the highest the last run served (1 on a first
-/// start). Serials run ahead of the clock when zones change more than once a second, and a
+/// The floor for serials at start: one above the highest the last run reserved, so above
+/// every serial it served, crash or not (1 on a first start). Serials run ahead of the clock when zones change more than once a second, and a
 /// restart that went back to the clock would serve a serial a secondary already holds, for
 /// other content: it would stay stale. A corrupt file is set aside (the message says so).
 pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
@@ -883,20 +889,36 @@ pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
     }
 }
 
-/// Saves the serials `snap` serves (see [`serial_floor`]).
-pub fn save_serials(snap: &Snapshot) {
-    let serials: BTreeMap<String, u32> = snap
+/// Reserves serials for the zones `snap` serves: writes each serial plus [`SERIAL_LEASE`]
+/// (see [`serial_floor`]) and returns what it wrote, or nothing if the write failed (then
+/// the next change tries again).
+pub fn save_serials(snap: &Snapshot) -> BTreeMap<String, u32> {
+    let ceilings: BTreeMap<String, u32> = snap
         .zones
         .iter()
-        .map(|z| (z.origin.to_string(), z.serial))
+        .map(|z| (z.origin.to_string(), z.serial.wrapping_add(SERIAL_LEASE)))
         .collect();
     let path = serials_path(&snap.config);
-    let written = serde_json::to_vec_pretty(&serials)
+    let written = serde_json::to_vec_pretty(&ceilings)
         .map_err(|e| e.to_string())
         .and_then(|b| store::atomic_write(&path, &b).map_err(|e| e.to_string()));
-    if let Err(e) = written {
-        warn!(file = %path.display(), error = %e, "cannot save zone serials");
+    match written {
+        Ok(()) => ceilings,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot save zone serials");
+            BTreeMap::new()
+        }
     }
+}
+
+/// Whether a zone of `snap` serves a serial past what `ceilings` reserved for it (RFC 1982
+/// order), or one with nothing reserved.
+fn passes(snap: &Snapshot, ceilings: &BTreeMap<String, u32>) -> bool {
+    snap.zones.iter().any(|z| {
+        ceilings
+            .get(&z.origin.to_string())
+            .is_none_or(|&c| (z.serial.wrapping_sub(c) as i32) > 0)
+    })
 }
 
 /// The path of saved verdicts.
@@ -962,7 +984,15 @@ pub struct StatesTask {
     pub incidents: Incidents,
     /// Where events for notifications go (none when nobody listens).
     pub events: Option<crate::events::Sender>,
+    /// The serials `serials.json` reserves ([`save_serials`]).
+    pub serial_ceilings: BTreeMap<String, u32>,
+    /// When the verdicts changed since they were last saved: saved [`SAVE_AFTER`] later.
+    pub unsaved_since: Option<tokio::time::Instant>,
 }
+
+/// How long changed verdicts wait before `health.json` is written: a storm of changes
+/// writes it once, and a crash loses at most this much of it (probes redo it anyway).
+pub const SAVE_AFTER: Duration = Duration::from_secs(1);
 
 impl StatesTask {
     /// Runs until `cancel` fires, then saves the verdicts.
@@ -979,6 +1009,7 @@ impl StatesTask {
                 .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600));
             let mut dirty = false;
+            let save_at = self.unsaved_since.map(|t| t + SAVE_AFTER);
             tokio::select! {
                 r = self.reports.recv() => {
                     let Some(r) = r else { break };
@@ -996,6 +1027,11 @@ impl StatesTask {
                     None => break,
                 },
                 _ = tokio::time::sleep(until_wake) => { dirty = true; }
+                _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if save_at.is_some() => {
+                    self.save();
+                    continue;
+                }
                 _ = cancel.cancelled() => break,
             }
             if dirty {
@@ -1292,16 +1328,10 @@ impl StatesTask {
                 unix_now(),
             );
             let notify = crate::dns::secondaries::changed(&current, &next);
-            let serials_changed = current.zones.len() != next.zones.len()
-                || current
-                    .zones
-                    .iter()
-                    .zip(next.zones.iter())
-                    .any(|(a, b)| a.origin != b.origin || a.serial != b.serial);
-            if serials_changed {
+            if passes(&next, &self.serial_ceilings) {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.
-                save_serials(&next);
+                self.serial_ceilings = save_serials(&next);
             }
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);
@@ -1312,7 +1342,8 @@ impl StatesTask {
             self.export_gauges();
         }
         if !changes.is_empty() || force {
-            self.save();
+            self.unsaved_since
+                .get_or_insert_with(tokio::time::Instant::now);
         }
     }
 
@@ -1348,7 +1379,8 @@ impl StatesTask {
         }
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
+        self.unsaved_since = None;
         let p = self.engine.persisted(Utc::now());
         let path = persisted_path(self.engine.config());
         match serde_json::to_vec_pretty(&p) {

@@ -700,6 +700,26 @@ async fn a_restart_never_serves_an_older_serial() {
         before > clock() + 5,
         "the serial {before} ran ahead of the clock"
     );
+    // serials.json reserves above what is served (safe against a crash, where no shutdown
+    // writes anything), and a few more flips inside the reservation do not write it again.
+    let serials = s.fixture.dir.path().join("state/serials.json");
+    let reserved = || {
+        let text = std::fs::read_to_string(&serials).unwrap();
+        serde_json::from_str::<std::collections::BTreeMap<String, u32>>(&text).unwrap()["example.test."]
+    };
+    let ceiling = reserved();
+    assert!(ceiling > before, "reserved {ceiling}, serving {before}");
+    let written = std::fs::metadata(&serials).unwrap().modified().unwrap();
+    for i in 0..3 {
+        force(&s, "mls", (i % 2 == 0).then_some(Forced::Down)).await;
+    }
+    let before = soa_serial(s.addr).await;
+    assert!(before < ceiling);
+    assert_eq!(reserved(), ceiling);
+    assert_eq!(
+        std::fs::metadata(&serials).unwrap().modified().unwrap(),
+        written
+    );
     let Server {
         fixture, running, ..
     } = s;

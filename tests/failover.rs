@@ -439,8 +439,24 @@ async fn a_restart_restores_the_last_known_states() {
     let addr = running.dns_addrs()[0];
     b.stop();
     wait_udp_a(addr, "mls.example.test.", &["127.0.0.20"], WITHIN).await;
+    // Saved about a second after the transition (not at every one), before any shutdown:
+    // a crash from here on restores it.
+    let health = fixture.dir.path().join("state/health.json");
+    let start = Instant::now();
+    loop {
+        let saved = std::fs::read_to_string(&health).unwrap_or_default();
+        let p: Option<detour::states::Persisted> = serde_json::from_str(&saved).ok();
+        if p.is_some_and(|p| p.services.get("mls").map(|s| s.0) == Some(ServiceState::Down)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not saved: {saved}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.shutdown().await.unwrap();
-    let saved = std::fs::read_to_string(fixture.dir.path().join("state/health.json")).unwrap();
+    let saved = std::fs::read_to_string(&health).unwrap();
     assert!(saved.contains("\"mls\""), "{saved}");
 
     // The backend recovers while detour is away. On restart the saved verdict (down) holds
