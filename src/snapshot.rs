@@ -509,6 +509,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The highest serial any zone has had in this process (or its last run's, at start).
+    pub fn serial_high(&self) -> u32 {
+        self.serial_high
+    }
+
     /// Compiles `config` with the given selection; serials continue from `prev`.
     /// `now` is the current Unix time, the floor for new serials.
     pub fn build(

@@ -889,14 +889,21 @@ pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
     }
 }
 
-/// Reserves serials for the zones `snap` serves: writes each serial plus [`SERIAL_LEASE`]
-/// (see [`serial_floor`]) and returns what it wrote, or nothing if the write failed (then
-/// the next change tries again).
+/// The entry of `serials.json` that reserves above the highest serial any zone has had,
+/// removed zones included (a zone dropped by a reload and added back after a restart
+/// must still start above what it served).
+pub const HIGHEST: &str = "*";
+
+/// Reserves serials: writes each zone's serial plus [`SERIAL_LEASE`], and the highest
+/// serial served plus as much under [`HIGHEST`] (see [`serial_floor`]); returns what it
+/// wrote, or nothing if the write failed (then the next change tries again).
 pub fn save_serials(snap: &Snapshot) -> BTreeMap<String, u32> {
     let ceilings: BTreeMap<String, u32> = snap
         .zones
         .iter()
-        .map(|z| (z.origin.to_string(), z.serial.wrapping_add(SERIAL_LEASE)))
+        .map(|z| (z.origin.to_string(), z.serial))
+        .chain([(HIGHEST.to_string(), snap.serial_high())])
+        .map(|(k, v)| (k, v.saturating_add(SERIAL_LEASE)))
         .collect();
     let path = serials_path(&snap.config);
     let written = serde_json::to_vec_pretty(&ceilings)
@@ -911,14 +918,16 @@ pub fn save_serials(snap: &Snapshot) -> BTreeMap<String, u32> {
     }
 }
 
-/// Whether a zone of `snap` serves a serial past what `ceilings` reserved for it (RFC 1982
-/// order), or one with nothing reserved.
+/// Whether `snap` serves a serial past what `ceilings` reserved (the highest is above
+/// every zone's), or a zone with nothing reserved: then [`save_serials`] must run first.
 fn passes(snap: &Snapshot, ceilings: &BTreeMap<String, u32>) -> bool {
-    snap.zones.iter().any(|z| {
-        ceilings
-            .get(&z.origin.to_string())
-            .is_none_or(|&c| (z.serial.wrapping_sub(c) as i32) > 0)
-    })
+    ceilings
+        .get(HIGHEST)
+        .is_none_or(|&c| snap.serial_high() > c)
+        || snap
+            .zones
+            .iter()
+            .any(|z| !ceilings.contains_key(&z.origin.to_string()))
 }
 
 /// The path of saved verdicts.
@@ -1647,5 +1656,46 @@ mod tests {
         });
         e.evaluate(t(310));
         assert_eq!(e.services["mls"].state, ServiceState::Down);
+    }
+
+    #[test]
+    fn serials_are_reserved_ahead_and_written_again_only_past_the_reservation() {
+        let rig = Rig::new(false, 2);
+        let config = rig.engine.config().clone();
+        std::fs::create_dir_all(&config.server.state_dir).unwrap();
+        let health = rig.engine.health();
+        // Built afresh with a floor above the clock: the serial is the floor.
+        let build = |floor: u32| {
+            snapshot_of(
+                config.clone(),
+                health.clone(),
+                Arc::new(Incidents::default()),
+                None,
+                floor,
+            )
+        };
+        let first = build(3_000_000_000);
+        let serial = first.zones[0].serial;
+        assert_eq!(serial, 3_000_000_000);
+        let ceilings = save_serials(&first);
+        assert_eq!(ceilings["example.test."], serial + SERIAL_LEASE);
+        assert_eq!(ceilings[HIGHEST], first.serial_high() + SERIAL_LEASE);
+        // What a restart starts from: above every serial reserved.
+        assert_eq!(serial_floor(&config).0, serial + SERIAL_LEASE + 1);
+        assert!(!passes(&first, &ceilings));
+        // Inside the reservation: no write; past it: a write.
+        let inside = build(serial + SERIAL_LEASE);
+        assert!(!passes(&inside, &ceilings));
+        let past = build(serial + SERIAL_LEASE + 1);
+        assert!(passes(&past, &ceilings));
+        // A zone not reserved yet (added by a reload), or nothing reserved (a failed write).
+        let mut renamed = ceilings.clone();
+        renamed.remove("example.test.");
+        assert!(passes(&first, &renamed));
+        assert!(passes(&first, &BTreeMap::new()));
+        // Near the top of the range the reservation stops at u32::MAX, never wraps below.
+        let top = build(u32::MAX - 10);
+        assert_eq!(save_serials(&top)[HIGHEST], u32::MAX);
+        assert_eq!(serial_floor(&config).0, u32::MAX);
     }
 }
