@@ -423,6 +423,21 @@ async fn dns_cookies_are_answered_over_udp_and_tcp() {
     let fresh = cookie_of(&reply).unwrap();
     assert!(secret.valid(&fresh[..8], &fresh[8..], local, now));
 
+    // An option cut short (a cookie's length says 8, 3 bytes follow): FORMERR (RFC 6891),
+    // with cookies on or off, never an answer as if the OPT had no options.
+    let mut raw = query("mls.example.test.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    let n = raw.len();
+    raw[n - 2..].copy_from_slice(&7u16.to_be_bytes());
+    raw.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3]);
+    for addr in [a.addr, off.addr] {
+        let reply = udp_raw(addr, &raw, Duration::from_secs(2))
+            .await
+            .expect("an answer");
+        assert_eq!(reply[3] & 0x0f, 1, "FORMERR");
+    }
+
     // With cookies off, a cookie is ignored (RFC 7873 §5.2.1: as if not implemented), even
     // a malformed one; so is a query without a question.
     for sent in [&client[..], &[1u8; 12][..]] {
