@@ -870,9 +870,10 @@ pub fn serials_path(config: &Config) -> PathBuf {
 }
 
 /// The floor for serials at start: one above the highest the last run reserved, so above
-/// every serial it served, crash or not (1 on a first start). Serials run ahead of the clock when zones change more than once a second, and a
-/// restart that went back to the clock would serve a serial a secondary already holds, for
-/// other content: it would stay stale. A corrupt file is set aside (the message says so).
+/// every serial it served, crash or not (1 on a first start). Serials run ahead of the
+/// clock when zones change more than once a second, and a restart that went back to the
+/// clock would serve a serial a secondary already holds, for other content: it would stay
+/// stale. A corrupt file is set aside (the message says so).
 pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
     let parse =
         |t: &str| serde_json::from_str::<BTreeMap<String, u32>>(t).map_err(|e| e.to_string());

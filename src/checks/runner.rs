@@ -239,6 +239,7 @@ pub async fn run(
             }
         }
         woken_by_watch = false;
+        reopen_now = false;
         // Confirm quickly while rise/fall is deciding; a down check at its own pace (by
         // default the confirm pace, so recovery is seen quickly); otherwise the steady pace.
         let pace = if h.deciding() {
