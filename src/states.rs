@@ -624,11 +624,20 @@ impl Engine {
         }
         let mut passing = 0;
         let mut failing = Vec::new();
+        // Checks whose verdict in force is not (yet) theirs: none so far, or a failure that
+        // is held (the guard is frozen, or a canary has not corroborated it).
+        let (mut unknown, mut held) = (0, 0);
         for index in 0..n {
             let cid = CheckId::Service {
                 service: id.to_string(),
                 index,
             };
+            let live = self.checks.get(&cid).and_then(|c| c.verdict);
+            match self.verdict(&cid) {
+                None => unknown += 1,
+                Some(true) if live == Some(false) => held += 1,
+                _ => {}
+            }
             // No verdict yet counts as passing: only evidence takes a service down.
             if self.verdict(&cid) == Some(false) {
                 let why = self
@@ -647,7 +656,20 @@ impl Engine {
             HealthyWhen::AtLeast(k) => passing >= k as usize,
         };
         if healthy {
-            (ServiceState::Up, "checks pass".into())
+            // Say why a service is up when its checks do not plainly say so.
+            let frozen = self.frozen.is_some();
+            let reason = if (held > 0 || unknown > 0) && frozen {
+                "held: the guard is frozen (every canary is down), so failing checks are not trusted".to_string()
+            } else if held > 0 {
+                "a failing check waits for a canary to pass before it counts".to_string()
+            } else if unknown == n {
+                "no verdict yet".to_string()
+            } else if unknown > 0 || !failing.is_empty() {
+                format!("{} of {n} checks pass", passing - unknown)
+            } else {
+                "checks pass".to_string()
+            };
+            (ServiceState::Up, reason)
         } else {
             (ServiceState::Down, failing.join("; "))
         }
@@ -1514,6 +1536,7 @@ mod tests {
     #[test]
     fn without_canaries_a_down_verdict_acts_at_once() {
         let mut r = Rig::new(false, 2);
+        assert_eq!(r.engine.services["mls"].reason, "no verdict yet");
         assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
         assert_eq!(r.probe(MLS(), false, 100), ServiceState::Up);
         assert_eq!(r.probe(MLS(), false, 200), ServiceState::Down);
@@ -1559,10 +1582,21 @@ mod tests {
             r.engine.persisted(t(250)).checks["mls#0"],
             "saved as in force"
         );
+        // The state says why it is up though its check fails.
+        let reason = |r: &Rig| r.engine.services["mls"].reason.clone();
+        assert_eq!(
+            reason(&r),
+            "a failing check waits for a canary to pass before it counts"
+        );
         // The canary reaches its fall: the guard freezes with the service up.
         assert_eq!(r.probe(CANARY, false, 300), ServiceState::Up);
         assert!(r.engine.frozen());
         assert_eq!(r.probe(MLS(), false, 400), ServiceState::Up);
+        assert!(
+            reason(&r).starts_with("held: the guard is frozen"),
+            "{}",
+            reason(&r)
+        );
         // The network is back: the canary passes first, but after the check's latest
         // failure, so it says nothing about that failure; then the check passes.
         assert_eq!(r.probe(CANARY, true, 1000), ServiceState::Up);
@@ -1571,6 +1605,7 @@ mod tests {
         assert_eq!(r.probe(MLS(), true, 1100), ServiceState::Up);
         assert_eq!(r.probe(MLS(), true, 1200), ServiceState::Up);
         assert!(!r.engine.awaiting_canary(&MLS()));
+        assert_eq!(reason(&r), "checks pass");
         assert_eq!(r.engine.services["mls"].history.len(), 1, "never left up");
         // A real failure afterwards still takes it down.
         assert_eq!(r.probe(MLS(), false, 2000), ServiceState::Up);

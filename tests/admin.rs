@@ -495,6 +495,8 @@ async fn metrics_count_queries_states_and_reloads() {
     udp_a(s.addr, "nope.example.test.").await;
     api.send(reqwest::Method::POST, "/api/v1/reload", None)
         .await;
+    // A probe's latency, as the states task records it.
+    metrics::histogram!("detour_check_duration_seconds").record(0.03);
     let text = api
         .http
         .get(format!("{}/metrics", api.base))
@@ -523,6 +525,9 @@ async fn metrics_count_queries_states_and_reloads() {
         text.contains("# TYPE detour_checks_awaiting_canary gauge"),
         "{text}"
     );
+    // Probe latency is a histogram with buckets (summable), not a summary.
+    assert!(text.contains("# TYPE detour_check_duration_seconds histogram"));
+    assert!(count("detour_check_duration_seconds_bucket{le=\"0.05\"}") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -363,10 +363,10 @@ async fn operators_drive_detour_from_the_cli_and_it_sticks_across_sigkill() {
     assert!(out.contains(&format!("  {id}  mls  opened")), "{out}");
     assert!(out.contains("Restore at 60%"), "{out}");
     assert!(
-        out.contains("override.down      mls        tester     vendor is on it"),
+        out.contains("override.down        mls        tester     vendor is on it"),
         "{out}"
     );
-    assert!(out.contains("incident.update    "), "{out}");
+    assert!(out.contains("incident.update      "), "{out}");
     assert!(out.contains(" dana "), "{out}");
 
     let (code, out, _) = cli(&cfg, &["status", "--json"]);

@@ -942,6 +942,14 @@ async fn times_are_shown_in_the_configured_zone() {
         "{body}"
     );
     assert!(!body.contains(" UTC today"), "{body}");
+    // And summary.json names the zone, as Statuspage's does.
+    let v: serde_json::Value = serde_json::from_str(
+        &get(page, "status.example.test", "/api/v2/summary.json")
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(v["page"]["time_zone"], "Asia/Tokyo");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -455,7 +455,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             let what = e.service.as_deref().or(e.incident.as_deref()).unwrap_or("");
             let _ = writeln!(
                 o,
-                "  {}  {:<18} {:<10} {:<10} {}",
+                "  {}  {:<20} {:<10} {:<10} {}",
                 e.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
                 e.action,
                 what,

@@ -255,7 +255,8 @@ fn page(snap: &Snapshot, base: &str, now: DateTime<Utc>) -> PageDoc {
         id: page_id(snap),
         name: snap.config.page.title.clone(),
         url: format!("{base}/"),
-        time_zone: "Etc/UTC",
+        // The zone the page shows times in; UTC when `[page] timezone` is not set.
+        time_zone: snap.config.page.timezone.map_or("Etc/UTC", |tz| tz.name()),
         updated_at: ts(latest_state.chain(latest_update).max().unwrap_or(now)),
     }
 }
