@@ -157,6 +157,26 @@ impl Control {
         let cmd = Command::Override {
             service: service.to_string(),
             value,
+            reason: String::new(),
+            actor,
+            done,
+        };
+        self.commands.send(cmd).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Clears a service's override, saying why (audit log, notifications).
+    pub async fn clear_override(
+        &self,
+        service: &str,
+        reason: &str,
+        actor: Actor,
+    ) -> Result<(), OperatorError> {
+        let (done, wait) = oneshot::channel();
+        let cmd = Command::Override {
+            service: service.to_string(),
+            value: None,
+            reason: reason.to_string(),
             actor,
             done,
         };

@@ -823,6 +823,8 @@ pub enum Command {
         service: String,
         /// The override.
         value: Option<Override>,
+        /// Why it is cleared (a set override carries its own reason); may be empty.
+        reason: String,
         /// Who asked.
         actor: Actor,
         /// Done, or why not.
@@ -1093,10 +1095,11 @@ impl StatesTask {
             Command::Override {
                 service,
                 value,
+                reason,
                 actor,
                 done,
             } => {
-                let r = self.override_service(&service, value, &actor);
+                let r = self.override_service(&service, value, &reason, &actor);
                 if r.is_ok() {
                     self.publish(true);
                 }
@@ -1116,6 +1119,7 @@ impl StatesTask {
         &mut self,
         service: &str,
         value: Option<Override>,
+        cleared_because: &str,
         actor: &Actor,
     ) -> Result<(), OperatorError> {
         let before = self.engine.overrides().clone();
@@ -1131,7 +1135,7 @@ impl StatesTask {
         }
         let (action, reason) = match &value {
             Some(o) => (format!("override.{}", o.state.state()), o.reason.clone()),
-            None => ("override.clear".to_string(), String::new()),
+            None => ("override.clear".to_string(), cleared_because.to_string()),
         };
         self.audit(&action, Some(service), None, &reason, actor);
         let mut e = crate::events::Event::new(crate::events::Kind::Override);
@@ -1146,7 +1150,8 @@ impl StatesTask {
         e.reason = match &value {
             Some(o) if o.reason.is_empty() => format!("operator set {}", o.state.state()),
             Some(o) => o.reason.clone(),
-            None => "override cleared; checks decide again".into(),
+            None if cleared_because.is_empty() => "override cleared; checks decide again".into(),
+            None => format!("override cleared ({cleared_because}); checks decide again"),
         };
         e.override_ = value;
         e.who = actor.who.clone();

@@ -143,12 +143,26 @@ async fn an_override_takes_effect_at_once_is_saved_first_and_can_be_cleared() {
     let (code, body) = api
         .send(
             reqwest::Method::DELETE,
-            "/api/v1/overrides/mls?by=bob",
+            "/api/v1/overrides/mls?by=bob&reason=vendor%20fixed%20it",
             None,
         )
         .await;
     assert_eq!((code, body["cleared"].as_bool()), (200, Some(true)));
     assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
+    // Who cleared it and why, in the audit log.
+    let (_, audit) = api
+        .send(reqwest::Method::GET, "/api/v1/audit?limit=1", None)
+        .await;
+    let last = &audit.as_array().unwrap()[0];
+    assert_eq!(
+        (&last["action"], &last["who"], &last["reason"]),
+        (
+            &json!("override.clear"),
+            &json!("bob"),
+            &json!("vendor fixed it")
+        ),
+        "{audit}"
+    );
 
     // Bad input: clear errors, nothing changes.
     let (code, body) = api

@@ -389,10 +389,26 @@ async fn operators_drive_detour_from_the_cli_and_it_sticks_across_sigkill() {
     let (_, out, _) = cli(&cfg, &["status"]);
     assert!(out.contains(&id), "incident survived SIGKILL: {out}");
 
-    let (code, out, _) = cli(&cfg, &["override", "clear", "mls"]);
+    let (code, out, _) = cli(
+        &cfg,
+        &[
+            "override",
+            "clear",
+            "mls",
+            "--reason",
+            "vendor fixed it & verified",
+        ],
+    );
     assert_eq!(
         (code, out.as_str()),
         (0, "mls: override cleared; checks decide again\n")
+    );
+    // The reason is in the audit log, whole (the query string carries `&` and spaces).
+    let (_, out, _) = cli(&cfg, &["status", "--history"]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("override.clear") && l.ends_with("vendor fixed it & verified")),
+        "{out}"
     );
     let (code, _, _) = cli(&cfg, &["incident", "resolve", &id]);
     assert_eq!(code, 0);

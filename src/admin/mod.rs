@@ -231,6 +231,8 @@ async fn put_override(
 #[derive(Deserialize)]
 struct ByQuery {
     by: Option<String>,
+    /// Why the override is cleared (audit log, notifications).
+    reason: Option<String>,
 }
 
 async fn delete_override(
@@ -246,8 +248,9 @@ async fn delete_override(
         .health
         .overrides
         .contains_key(&service);
+    let reason = q.reason.unwrap_or_default();
     app.control
-        .set_override(&service, None, actor(q.by, &headers))
+        .clear_override(&service, reason.trim(), actor(q.by, &headers))
         .await?;
     Ok(Json(json!({ "service": service, "cleared": had })))
 }

@@ -91,10 +91,14 @@ pub async fn run(cli: &Cli) -> Outcome {
                     }
                 })
         }
-        Command::Override(OverrideCmd::Clear { service }) => client
+        Command::Override(OverrideCmd::Clear { service, reason }) => client
             .call(
                 Method::DELETE,
-                &format!("/api/v1/overrides/{service}?by={}", urlencode(&by)),
+                &format!(
+                    "/api/v1/overrides/{service}?by={}&reason={}",
+                    urlencode(&by),
+                    urlencode(reason.as_deref().unwrap_or(""))
+                ),
                 None,
             )
             .await

@@ -77,6 +77,9 @@ pub enum OverrideCmd {
     Clear {
         /// Service id.
         service: String,
+        /// Why (kept in the audit log, sent with the notification).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
