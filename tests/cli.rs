@@ -23,6 +23,10 @@ fn check_prints_a_summary_and_exits_0() {
     assert!(stdout.contains("detour.toml: OK"), "{stdout}");
     assert!(stdout.contains("zones:    1"), "{stdout}");
     assert!(
+        stdout.contains("cookies:  on, secret made at each start"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("services: 4 (forms, mls, mls_dr, sso)"),
         "{stdout}"
     );

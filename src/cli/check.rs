@@ -93,6 +93,14 @@ pub fn summary(cfg: &Config) -> String {
             admin
         ),
     );
+    let cookies = match &cfg.server.cookies {
+        None => "off".to_string(),
+        Some(s) if Some(s) == crate::dns::cookie::Secret::process() => {
+            "on, secret made at each start (set cookie_secret to share it across servers)".into()
+        }
+        Some(_) => "on, cookie_secret from the config".into(),
+    };
+    line(&mut out, format!("  cookies:  {cookies}"));
     for z in &cfg.zones {
         for d in &z.dynamic {
             line(
