@@ -292,7 +292,7 @@ fn operator_fixture() -> (Fixture, u16) {
         + "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nttl = 30\nanswers = [ { if_up = \"mls\", values = [\"127.0.0.10\"] } ]\notherwise = [\"127.0.0.80\"]\n";
     let f = Fixture::new(
         &format!(
-            "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\n[services.mls]\nname = \"MLS\"\n"
+            "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\n[page]\ntimezone = \"America/New_York\"\n[services.mls]\nname = \"MLS\"\n"
         ),
         &[("z.toml", &zone)],
     );
@@ -331,6 +331,8 @@ async fn operators_drive_detour_from_the_cli_and_it_sticks_across_sigkill() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("mls: down until "), "{out}");
+    // Times in [page] timezone, as on the page, and labelled.
+    assert!(out.contains(" EST (") || out.contains(" EDT ("), "{out}");
     let (reply, _) = udp(addr, &query("mls.example.test.", RecordType::A, None)).await;
     assert_eq!(a_values(&reply), ["127.0.0.80"]);
 

@@ -53,6 +53,7 @@ impl Client {
         Self::from_settings(&ClientSettings {
             admin_listen: config.server.admin_listen.clone(),
             token_file: config.admin.token_file.clone(),
+            timezone: config.page.timezone,
         })
     }
 

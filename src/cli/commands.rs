@@ -61,6 +61,7 @@ pub async fn run(cli: &Cli) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::fail(2, format!("{e}\n")),
     };
+    let _ = ZONE.set(settings.timezone);
     let client = match Client::from_settings(&settings) {
         Ok(c) => c,
         Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
@@ -244,7 +245,24 @@ fn incident_line(v: &serde_json::Value, json: bool, what: &str) -> String {
     }
 }
 
-/// "2026-11-27 09:01 (12m ago)" in local time.
+/// The zone the CLI shows times in: `[page] timezone`, as on the page, or the machine's.
+static ZONE: std::sync::OnceLock<Option<chrono_tz::Tz>> = std::sync::OnceLock::new();
+
+/// `t` as `pattern` in the display zone, with the zone's name ("EST") or offset ("+00:00").
+fn stamp(t: DateTime<Utc>, pattern: &str) -> String {
+    match ZONE.get().copied().flatten() {
+        Some(tz) => t
+            .with_timezone(&tz)
+            .format(&format!("{pattern} %Z"))
+            .to_string(),
+        None => t
+            .with_timezone(&Local)
+            .format(&format!("{pattern} %:z"))
+            .to_string(),
+    }
+}
+
+/// "2026-11-27 09:01 EST (12m ago)" in the display zone.
 fn local(rfc3339: &str) -> String {
     DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| when(t.with_timezone(&Utc)))
@@ -252,11 +270,7 @@ fn local(rfc3339: &str) -> String {
 }
 
 fn when(t: DateTime<Utc>) -> String {
-    format!(
-        "{} ({})",
-        t.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-        ago(t)
-    )
+    format!("{} ({})", stamp(t, "%Y-%m-%d %H:%M"), ago(t))
 }
 
 /// "12m ago", "in 3h", "just now".
@@ -413,12 +427,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 when(i.opened_at)
             );
             for u in i.newest_first() {
-                let _ = writeln!(
-                    o,
-                    "      {}  {}",
-                    u.at.with_timezone(&Local).format("%H:%M"),
-                    u.message
-                );
+                let _ = writeln!(o, "      {}  {}", stamp(u.at, "%H:%M"), u.message);
             }
         }
     }
@@ -430,7 +439,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 o,
                 "  {} to {}{now}: {} — {}",
                 when(m.start),
-                m.end.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+                stamp(m.end, "%Y-%m-%d %H:%M"),
                 m.services.join(", "),
                 m.message
             );
@@ -460,7 +469,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             let _ = writeln!(
                 o,
                 "  {}  {:<20} {:<10} {:<10} {}",
-                e.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+                stamp(e.time, "%Y-%m-%d %H:%M:%S"),
                 e.action,
                 what,
                 e.who,

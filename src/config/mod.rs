@@ -435,10 +435,13 @@ pub struct ClientSettings {
     pub admin_listen: AdminListen,
     /// The token file.
     pub token_file: PathBuf,
+    /// `[page] timezone`, the zone the CLI shows times in too (`None`: the machine's).
+    pub timezone: Option<chrono_tz::Tz>,
 }
 
 impl ClientSettings {
-    /// Reads only `[server] admin_listen` and `[admin] token_file`, ignoring everything else.
+    /// Reads only `[server] admin_listen`, `[admin] token_file` and `[page] timezone`,
+    /// ignoring everything else (an unknown zone is the daemon's error to report).
     pub fn load(path: &Path) -> Result<ClientSettings, Diagnostics> {
         validate::client_settings(path)
     }

@@ -1230,6 +1230,12 @@ pub(super) fn client_settings(path: &Path) -> Result<ClientSettings, Diagnostics
         server: ViewServer,
         #[serde(default)]
         admin: RawAdmin,
+        #[serde(default)]
+        page: ViewPage,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct ViewPage {
+        timezone: Option<String>,
     }
     #[derive(serde::Deserialize, Default)]
     struct ViewServer {
@@ -1261,5 +1267,6 @@ pub(super) fn client_settings(path: &Path) -> Result<ClientSettings, Diagnostics
             &dir,
             v.admin.token_file.as_deref().unwrap_or("state/admin.token"),
         ),
+        timezone: v.page.timezone.and_then(|z| z.parse().ok()),
     })
 }
