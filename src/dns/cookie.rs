@@ -4,8 +4,9 @@
 //!
 //! A client that gets its cookie back knows the answer is not an off-path forgery; a
 //! resolver that sends the server cookie back proves it saw an earlier answer. detour never
-//! requires cookies (no BADCOOKIE): a query without one, or with a stale one, is answered as
-//! usual, with a fresh cookie when it sent one.
+//! requires cookies: a query without one, or with a stale one, is answered as usual, with a
+//! fresh cookie when it sent one (only a question-less query for a cookie gets BADCOOKIE
+//! for a bad one, RFC 7873 §5.4; see `answer.rs`).
 
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -52,11 +53,6 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// A secret from its 16 bytes.
-    pub fn new(key: [u8; 16]) -> Secret {
-        Secret(key)
-    }
-
     /// A secret from 32 hexadecimal digits (`cookie_secret`), as BIND's `cookie-secret`
     /// and PowerDNS's `edns-cookie-secret` take it.
     pub fn from_hex(hex: &str) -> Result<Secret, String> {
