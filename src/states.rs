@@ -634,9 +634,10 @@ impl Engine {
             };
             let live = self.checks.get(&cid).and_then(|c| c.verdict);
             match self.verdict(&cid) {
+                Some(false) => {}
+                _ if live == Some(false) => held += 1,
                 None => unknown += 1,
-                Some(true) if live == Some(false) => held += 1,
-                _ => {}
+                Some(true) => {}
             }
             // No verdict yet counts as passing: only evidence takes a service down.
             if self.verdict(&cid) == Some(false) {
@@ -659,13 +660,19 @@ impl Engine {
             // Say why a service is up when its checks do not plainly say so.
             let frozen = self.frozen.is_some();
             let reason = if (held > 0 || unknown > 0) && frozen {
-                "held: the guard is frozen (every canary is down), so failing checks are not trusted".to_string()
+                "held at its last state: the guard is frozen (every canary is down)".to_string()
             } else if held > 0 {
                 "a failing check waits for a canary to pass before it counts".to_string()
             } else if unknown == n {
                 "no verdict yet".to_string()
             } else if unknown > 0 || !failing.is_empty() {
-                format!("{} of {n} checks pass", passing - unknown)
+                // `passing` counts the checks without a verdict too: they keep it up.
+                let waiting = if unknown > 0 {
+                    format!(", {unknown} without a verdict yet")
+                } else {
+                    String::new()
+                };
+                format!("{} of {n} checks pass{waiting}", passing - unknown - held)
             } else {
                 "checks pass".to_string()
             };
@@ -1431,14 +1438,22 @@ impl StatesTask {
     }
 }
 
-/// True when verdicts differ (which changes answers for `check_each` records).
+/// True when verdicts differ (which changes answers for `check_each` records), or what the
+/// status shows of them: a service's reason, a check held for a canary.
 fn health_differs(a: &Health, b: &Health) -> bool {
     a.guard.frozen != b.guard.frozen
         || a.checks.len() != b.checks.len()
         || a.checks
             .iter()
             .zip(b.checks.iter())
-            .any(|((ia, ca), (ib, cb))| ia != ib || ca.verdict != cb.verdict)
+            .any(|((ia, ca), (ib, cb))| {
+                ia != ib || ca.verdict != cb.verdict || ca.awaiting_canary != cb.awaiting_canary
+            })
+        || a.services.len() != b.services.len()
+        || a.services
+            .iter()
+            .zip(b.services.iter())
+            .any(|((ia, sa), (ib, sb))| ia != ib || sa.reason != sb.reason)
 }
 
 #[cfg(test)]
@@ -1598,7 +1613,7 @@ mod tests {
         assert!(r.engine.frozen());
         assert_eq!(r.probe(MLS(), false, 400), ServiceState::Up);
         assert!(
-            reason(&r).starts_with("held: the guard is frozen"),
+            reason(&r).starts_with("held at its last state: the guard is frozen"),
             "{}",
             reason(&r)
         );
@@ -1738,5 +1753,20 @@ mod tests {
         let top = build(u32::MAX - 10);
         assert_eq!(save_serials(&top)[HIGHEST], u32::MAX);
         assert_eq!(serial_floor(&config).0, u32::MAX);
+    }
+
+    #[test]
+    fn what_the_status_shows_of_health_is_published() {
+        let r = Rig::new(true, 2);
+        let a = r.engine.health();
+        assert!(!health_differs(&a, &a.clone()));
+        // A reason alone (a check held for a canary, the guard, a new failure mode) or a
+        // check's hold alone: a new Snapshot, so the status and the page say it.
+        let mut b = a.clone();
+        b.services.get_mut("mls").unwrap().reason = "held".into();
+        assert!(health_differs(&a, &b));
+        let mut c = a.clone();
+        c.checks.get_mut(&MLS()).unwrap().awaiting_canary = true;
+        assert!(health_differs(&a, &c));
     }
 }

@@ -307,7 +307,13 @@ async fn when_detours_own_network_fails_nothing_is_sent_away() {
             "sent away after {:?}",
             start.elapsed()
         );
-        frozen |= s.running.snapshots().load().health.guard.frozen;
+        let health = s.running.snapshots().load().health.clone();
+        if health.guard.frozen {
+            frozen = true;
+            // What the status and the page say: held, not "checks pass".
+            let reason = &health.services["mls"].reason;
+            assert!(reason.starts_with("held at its last state"), "{reason}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(

@@ -250,7 +250,7 @@ async fn delete_override(
         .contains_key(&service);
     let reason = q.reason.unwrap_or_default();
     app.control
-        .clear_override(&service, reason.trim(), actor(q.by, &headers))
+        .clear_override(&service, &reason, actor(q.by, &headers))
         .await?;
     Ok(Json(json!({ "service": service, "cleared": had })))
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Utc};
 use hyper::Method;
 use serde_json::json;
 
@@ -248,18 +248,10 @@ fn incident_line(v: &serde_json::Value, json: bool, what: &str) -> String {
 /// The zone the CLI shows times in: `[page] timezone`, as on the page, or the machine's.
 static ZONE: std::sync::OnceLock<Option<chrono_tz::Tz>> = std::sync::OnceLock::new();
 
-/// `t` as `pattern` in the display zone, with the zone's name ("EST") or offset ("+00:00").
+/// `t` as `pattern` in the display zone, labelled as the page labels it ("EST", "UTC").
 fn stamp(t: DateTime<Utc>, pattern: &str) -> String {
-    match ZONE.get().copied().flatten() {
-        Some(tz) => t
-            .with_timezone(&tz)
-            .format(&format!("{pattern} %Z"))
-            .to_string(),
-        None => t
-            .with_timezone(&Local)
-            .format(&format!("{pattern} %:z"))
-            .to_string(),
-    }
+    let (local, name) = crate::page::zoned(t, ZONE.get().copied().flatten());
+    format!("{} {name}", local.format(pattern))
 }
 
 /// "2026-11-27 09:01 EST (12m ago)" in the display zone.

@@ -22,6 +22,8 @@ mod summary;
 mod tls;
 mod view;
 
+pub use view::zoned;
+
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;

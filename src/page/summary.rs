@@ -19,7 +19,7 @@ pub struct PageDoc {
     /// The status page's URL.
     pub url: String,
     /// Every time here is UTC.
-    pub time_zone: &'static str,
+    pub time_zone: String,
     /// The latest change shown.
     pub updated_at: String,
 }
@@ -255,8 +255,12 @@ fn page(snap: &Snapshot, base: &str, now: DateTime<Utc>) -> PageDoc {
         id: page_id(snap),
         name: snap.config.page.title.clone(),
         url: format!("{base}/"),
-        // The zone the page shows times in; UTC when `[page] timezone` is not set.
-        time_zone: snap.config.page.timezone.map_or("Etc/UTC", |tz| tz.name()),
+        // The zone the page shows times in: `[page] timezone`, else the machine's (the
+        // page uses it then), as its IANA name; UTC if the machine cannot say.
+        time_zone: snap.config.page.timezone.map_or_else(
+            || iana_time_zone::get_timezone().unwrap_or_else(|_| "Etc/UTC".into()),
+            |tz| tz.name().to_string(),
+        ),
         updated_at: ts(latest_state.chain(latest_update).max().unwrap_or(now)),
     }
 }

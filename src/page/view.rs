@@ -72,6 +72,14 @@ impl Serialize for When {
 /// Tue 24 Dec 2026". A zone's abbreviation is used when the time zone database has one, else
 /// the offset from UTC.
 pub fn local_time(t: DateTime<Utc>, now: DateTime<Utc>, zone: Option<Tz>) -> String {
+    let (l, name) = zoned(t, zone);
+    short_time(l, zoned(now, zone).0, &name)
+}
+
+/// `t` as a wall-clock time in `zone` (the process's local zone when `None`), and the zone's
+/// label: its abbreviation when the time zone database has one ("EST"), else the offset
+/// from UTC ("UTC-03:00", "UTC"). The CLI labels its times the same way.
+pub fn zoned(t: DateTime<Utc>, zone: Option<Tz>) -> (NaiveDateTime, String) {
     match zone {
         Some(tz) => {
             let l = t.with_timezone(&tz);
@@ -80,16 +88,11 @@ pub fn local_time(t: DateTime<Utc>, now: DateTime<Utc>, zone: Option<Tz>) -> Str
                 .abbreviation()
                 .filter(|a| !a.starts_with(['+', '-']))
                 .map_or_else(|| utc_offset(l.offset().fix()), str::to_string);
-            short_time(l.naive_local(), now.with_timezone(&tz).naive_local(), &name)
+            (l.naive_local(), name)
         }
         None => {
             let l = t.with_timezone(&Local);
-            let name = utc_offset(*l.offset());
-            short_time(
-                l.naive_local(),
-                now.with_timezone(&Local).naive_local(),
-                &name,
-            )
+            (l.naive_local(), utc_offset(*l.offset()))
         }
     }
 }
