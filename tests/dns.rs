@@ -14,6 +14,14 @@ use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use tokio::net::TcpStream;
 
+/// The serial of the SOA a reply answers with.
+fn answer_serial(m: &Message) -> u32 {
+    match &m.answers[0].data {
+        RData::SOA(soa) => soa.serial,
+        _ => panic!("SOA expected: {m:?}"),
+    }
+}
+
 fn soa_in_authority(m: &Message) -> u32 {
     let soa: Vec<_> = m
         .authorities
@@ -687,15 +695,11 @@ async fn a_restart_never_serves_an_older_serial() {
     // continue above it, or secondaries holding the higher serial would ignore it.
     let s = Server::standard().await;
     let soa_serial = |addr| async move {
-        match &udp(addr, &query("example.test.", RecordType::SOA, None))
-            .await
-            .0
-            .answers[0]
-            .data
-        {
-            RData::SOA(soa) => soa.serial,
-            _ => panic!("SOA expected"),
-        }
+        answer_serial(
+            &udp(addr, &query("example.test.", RecordType::SOA, None))
+                .await
+                .0,
+        )
     };
     let clock = || {
         std::time::SystemTime::now()
@@ -750,12 +754,8 @@ async fn a_restart_never_serves_an_older_serial() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zone_removed_and_added_again_comes_back_with_a_higher_serial() {
     let s = Server::standard().await;
-    let serial = |m: &Message| match &m.answers[0].data {
-        RData::SOA(soa) => soa.serial,
-        _ => panic!("SOA expected"),
-    };
     let q = query("sub.example.test.", RecordType::SOA, None);
-    let first = serial(&udp(s.addr, &q).await.0);
+    let first = answer_serial(&udp(s.addr, &q).await.0);
     let path = s.fixture.zone_path("sub.toml");
     std::fs::remove_file(&path).unwrap();
     s.running.reload().await.expect("reload without the zone");
@@ -763,7 +763,7 @@ async fn a_zone_removed_and_added_again_comes_back_with_a_higher_serial() {
     assert_ne!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
     write(&path, SUB_ZONE);
     s.running.reload().await.expect("reload with it again");
-    let again = serial(&udp(s.addr, &q).await.0);
+    let again = answer_serial(&udp(s.addr, &q).await.0);
     assert!(
         again > first,
         "{again} after {first}: a secondary still holding {first} would ignore it"
@@ -1004,13 +1004,9 @@ async fn serves_ipv6_listeners() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_serial_rises_only_when_a_zone_changes() {
     let s = Server::standard().await;
-    let serial = |m: &Message| match &m.answers[0].data {
-        RData::SOA(soa) => soa.serial,
-        _ => panic!("SOA expected"),
-    };
     let q = query("example.test.", RecordType::SOA, None);
-    let first = serial(&udp(s.addr, &q).await.0);
-    let sub_first = serial(
+    let first = answer_serial(&udp(s.addr, &q).await.0);
+    let sub_first = answer_serial(
         &udp(s.addr, &query("sub.example.test.", RecordType::SOA, None))
             .await
             .0,
@@ -1018,16 +1014,16 @@ async fn the_serial_rises_only_when_a_zone_changes() {
 
     // Reload with nothing changed: same serial.
     s.running.reload().await.expect("reload");
-    assert_eq!(serial(&udp(s.addr, &q).await.0), first);
+    assert_eq!(answer_serial(&udp(s.addr, &q).await.0), first);
 
     // Change one zone: its serial goes up, the other's does not.
     let changed = TEST_ZONE.replace("192.0.2.25", "192.0.2.26");
     write(&s.fixture.zone_path("example.test.toml"), &changed);
     s.running.reload().await.expect("reload");
-    let second = serial(&udp(s.addr, &q).await.0);
+    let second = answer_serial(&udp(s.addr, &q).await.0);
     assert!(second > first, "{second} > {first}");
     assert_eq!(
-        serial(
+        answer_serial(
             &udp(s.addr, &query("sub.example.test.", RecordType::SOA, None))
                 .await
                 .0

@@ -181,6 +181,14 @@ async fn a_dependency_down_makes_a_service_impacted_but_still_answered() {
     wait_state(&s, "mls", ServiceState::Up).await;
 }
 
+/// Services for a watched http check of mls at `addr` (confirm 50 ms, fall and rise 2),
+/// and its DR site.
+fn watched_mls(addr: SocketAddr, interval: &str, timeout: &str) -> String {
+    format!(
+        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{addr}/health\", interval = \"{interval}\", timeout = \"{timeout}\", confirm_interval = \"50ms\", fall = 2, rise = 2, watch = true }}\n[services.mls_dr]\n"
+    )
+}
+
 /// Waits until `b`'s first probe has passed and the watch connection is open (it is one more
 /// connection accepted).
 async fn wait_watched(b: &HttpBackend) {
@@ -348,10 +356,7 @@ async fn a_failing_check_asks_the_canaries_at_once() {
 async fn a_watched_check_sees_a_killed_backend_at_once() {
     let (mut main, _dr) = two_backends().await;
     // A 30 s interval: without the watch the next probe would come 15-45 s after the first.
-    let check = format!(
-        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"30s\", timeout = \"150ms\", confirm_interval = \"50ms\", fall = 2, rise = 2, watch = true }}\n[services.mls_dr]\n",
-        main.addr
-    );
+    let check = watched_mls(main.addr, "30s", "150ms");
     let s = Server::start(&config(&check), &[("z.toml", &zone(MLS_DYNAMIC))]).await;
     wait_watched(&main).await;
     assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.10"]);
@@ -369,10 +374,7 @@ async fn a_target_that_drops_idle_connections_stays_watched() {
     // The backend drops a connection that sends nothing for 4.5 s (as nginx does after its
     // client_header_timeout), longer than the 3 s interval: the watch is reopened at once.
     main.set_idle_close(Duration::from_millis(4500));
-    let check = format!(
-        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"3s\", timeout = \"1s\", confirm_interval = \"50ms\", fall = 2, rise = 2, watch = true }}\n[services.mls_dr]\n",
-        main.addr
-    );
+    let check = watched_mls(main.addr, "3s", "1s");
     let s = Server::start(&config(&check), &[("z.toml", &zone(MLS_DYNAMIC))]).await;
     wait_watched(&main).await;
     let start = Instant::now();
@@ -401,10 +403,7 @@ async fn a_target_that_drops_watch_connections_at_once_costs_a_probe_per_interva
     // timeout keeps a slow machine's late answers from counting as failures (and adding
     // confirmation probes).
     main.set_idle_close(Duration::from_millis(100));
-    let check = format!(
-        "[services.mls]\ncheck = {{ type = \"http\", url = \"http://{}/health\", interval = \"3s\", timeout = \"1s\", confirm_interval = \"50ms\", fall = 2, rise = 2, watch = true }}\n[services.mls_dr]\n",
-        main.addr
-    );
+    let check = watched_mls(main.addr, "3s", "1s");
     let s = Server::start(&config(&check), &[("z.toml", &zone(MLS_DYNAMIC))]).await;
     wait_watched(&main).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;

@@ -137,7 +137,9 @@ async fn connection(
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     loop {
-        // Answer every whole query in hand: a length prefix and that many bytes.
+        // Answer every whole query in hand: a length prefix and that many bytes. One clock
+        // reading (for cookies) serves the batch, as on UDP.
+        let client = Client::new(src, Protocol::Tcp);
         let mut used = 0;
         while let Some(len) = input
             .get(used..used + 2)
@@ -149,7 +151,6 @@ async fn connection(
             // The Snapshot is let go before anything is awaited.
             let reply = {
                 let snap = snapshots.load();
-                let client = Client::new(src, Protocol::Tcp);
                 if fast::answer(&snap, query, &client, &mut msg) {
                     None
                 } else {
