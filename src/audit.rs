@@ -47,14 +47,19 @@ pub fn append(state_dir: &Path, entry: &Entry) -> io::Result<()> {
     f.sync_data()
 }
 
-/// The last `n` entries, oldest first; lines that do not parse are skipped.
+/// The most entries one request may ask [`tail`] for.
+pub const MAX_TAIL: usize = 10_000;
+
+/// The last `n` entries (at most [`MAX_TAIL`]), oldest first; lines that do not parse are
+/// skipped.
 pub fn tail(state_dir: &Path, n: usize) -> io::Result<Vec<Entry>> {
+    let n = n.min(MAX_TAIL);
     let f = match std::fs::File::open(path(state_dir)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut out = std::collections::VecDeque::with_capacity(n);
+    let mut out = std::collections::VecDeque::with_capacity(n.min(256));
     for line in io::BufReader::new(f).lines() {
         if let Ok(e) = serde_json::from_str::<Entry>(&line?) {
             if out.len() == n {

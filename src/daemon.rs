@@ -20,7 +20,7 @@ use crate::config::{Config, Diagnostics};
 use crate::control::Control;
 use crate::snapshot::SnapshotHandle;
 use crate::states::{self, Actor, Engine, StatesTask};
-use crate::{admin, dns, incidents, overrides, page};
+use crate::{admin, dns, fds, incidents, overrides, page};
 
 /// Why `detour run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +59,15 @@ async fn first_verdicts(
     config: &Arc<Config>,
     overrides: overrides::Overrides,
     cancel: &CancellationToken,
+    problems: &mut Vec<String>,
 ) -> (
     Engine,
     Checks,
     mpsc::Receiver<crate::checks::runner::Report>,
 ) {
     let now = Utc::now();
-    let saved = states::restore(config, now);
+    let (saved, problem) = states::restore(config, now);
+    problems.extend(problem);
     let mut engine = Engine::new(config.clone(), saved.as_ref(), now);
     engine.set_overrides(overrides);
     let (tx, mut rx) = mpsc::channel(4096);
@@ -120,6 +122,33 @@ async fn take_reports(
     }
 }
 
+/// Raises the open-file limit and shares it among the listeners' connection caps, keeping a
+/// reserve for probes and state files; says so when the configured caps do not fit.
+fn connection_caps(config: &Config) -> fds::Caps {
+    let s = &config.server;
+    let wanted = fds::Caps {
+        dns_tcp: s.tcp_max_connections,
+        page: s.http.max_connections,
+        admin: s.http.admin().max_connections,
+    };
+    let pages = s.page_listen.len() + config.page.tls.as_ref().map_or(0, |t| t.listen.len());
+    let probes = crate::checks::plan(config).len();
+    let b = fds::budget(
+        fds::raise_limit(),
+        wanted,
+        s.dns_listen.len(),
+        pages,
+        probes,
+    );
+    if let Some(from) = b.lowered_from {
+        warn!(
+            "only {} open files are allowed (ulimit -n / LimitNOFILE); {} are kept for probes and state files, so connection caps are lowered from ({from}) to ({})",
+            b.limit, b.reserve, b.caps
+        );
+    }
+    b.caps
+}
+
 /// Binds every listener of `config` and starts serving; `config_path` is re-read on reload.
 pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunError> {
     let config = Arc::new(config);
@@ -134,7 +163,9 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     problems.extend(p);
     let (saved_incidents, p) = incidents::load(state_dir);
     problems.extend(p);
-    let (engine, checks, reports) = first_verdicts(&config, saved_overrides, &cancel).await;
+    let caps = connection_caps(&config);
+    let (engine, checks, reports) =
+        first_verdicts(&config, saved_overrides, &cancel, &mut problems).await;
     let incidents = Arc::new(saved_incidents);
     let (floor, p) = states::serial_floor(&config);
     problems.extend(p);
@@ -172,13 +203,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         snapshots.clone(),
         problems,
     ));
-    let admin_addr = admin::serve(&config, control.clone(), cancel.clone(), &mut tasks)
+    let admin_addr = admin::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
         .await
         .map_err(|source| RunError::Io {
             context: "cannot start the admin API".into(),
             source,
         })?;
-    let page_addrs = page::serve(&config, snapshots.clone(), cancel.clone(), &mut tasks)
+    let page_addrs = page::serve(&config, caps, snapshots.clone(), cancel.clone(), &mut tasks)
         .await
         .map_err(|source| RunError::Io {
             context: "cannot start the outage page".into(),
@@ -211,7 +242,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         control.add_problem(p.to_string());
     }
     control.set_notifier(notifier);
-    dns::serve(bound, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
+    dns::serve(bound, caps, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
         RunError::Io {
             context: "cannot start DNS listeners".into(),
             source,

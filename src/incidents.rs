@@ -92,17 +92,8 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Reads incidents at start: a corrupt file is set aside and reported.
 pub fn load(state_dir: &Path) -> (Incidents, Option<String>) {
     let parse = |t: &str| serde_json::from_str::<Incidents>(t).map_err(|e| e.to_string());
-    match store::load(&path(state_dir), parse) {
-        store::Loaded::Missing => (Incidents::default(), None),
-        store::Loaded::Ok(i) => (i, None),
-        store::Loaded::SetAside { aside, reason } => (
-            Incidents::default(),
-            Some(format!(
-                "incidents.json was unreadable ({reason}); set aside as {}",
-                aside.display()
-            )),
-        ),
-    }
+    let (i, problem) = store::load_or_report(&path(state_dir), parse);
+    (i.unwrap_or_default(), problem)
 }
 
 /// Writes incidents atomically.

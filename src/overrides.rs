@@ -80,8 +80,35 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("overrides.toml")
 }
 
-/// Parses the file's text; errors name line:column.
+/// The first line detour writes: it promises the [`END`] line.
+const WRITTEN: &str = "# Written by detour; it ends with the line \"# end of overrides.toml\".";
+
+/// The last line detour writes: a file that says it was written by detour and lacks it was
+/// cut short (a full disk, a crash in a hand edit), and is not read as "fewer overrides".
+pub const END: &str = "# end of overrides.toml";
+
+/// Parses the file's text; errors name line:column. An empty file, or one that detour wrote
+/// and that lost its [`END`] line, is refused as truncated.
 pub fn parse(text: &str) -> Result<Overrides, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the file is empty, but detour always writes at least a header: \
+                    truncated? (to clear every override, delete the file)"
+                .into(),
+        );
+    }
+    if text.lines().any(|l| l.trim_end() == WRITTEN)
+        && text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::trim_end)
+            != Some(END)
+    {
+        return Err(format!(
+            "the file ends before its last line {END:?}: truncated? (when editing by hand, keep that line)"
+        ));
+    }
     toml::from_str::<Overrides>(text).map_err(|e| {
         let at = e
             .span()
@@ -96,17 +123,8 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
 
 /// Reads overrides for a start: a corrupt file is set aside and reported, never fatal.
 pub fn load_at_start(state_dir: &Path) -> (Overrides, Option<String>) {
-    match store::load(&path(state_dir), parse) {
-        store::Loaded::Missing => (Overrides::new(), None),
-        store::Loaded::Ok(o) => (o, None),
-        store::Loaded::SetAside { aside, reason } => (
-            Overrides::new(),
-            Some(format!(
-                "overrides.toml was unreadable ({reason}); set aside as {}",
-                aside.display()
-            )),
-        ),
-    }
+    let (o, problem) = store::load_or_report(&path(state_dir), parse);
+    (o.unwrap_or_default(), problem)
 }
 
 /// Reads overrides for a reload: a bad file fails the reload (and is left where it is, for
@@ -124,7 +142,7 @@ pub fn load_for_reload(state_dir: &Path) -> Result<Overrides, String> {
 pub fn save(state_dir: &Path, overrides: &Overrides) -> std::io::Result<()> {
     let body = toml::to_string_pretty(overrides).map_err(std::io::Error::other)?;
     let text = format!(
-        "# detour manual overrides: one table per service id.\n# state = \"up\" | \"down\" | \"maintenance\"; reason; optional until (RFC 3339).\n# Edit by hand, then `detour reload` (or SIGHUP).\n\n{body}"
+        "{WRITTEN}\n# detour manual overrides: one table per service id.\n# state = \"up\" | \"down\" | \"maintenance\"; reason; optional until (RFC 3339).\n# Edit by hand, then `detour reload` (or SIGHUP).\n\n{body}\n{END}\n"
     );
     store::atomic_write(&path(state_dir), text.as_bytes())
 }
@@ -151,5 +169,37 @@ mod tests {
         assert_eq!(load_for_reload(dir.path()).unwrap(), o);
         let e = parse("[mls]\nstate = \"sideways\"\n").unwrap_err();
         assert!(e.starts_with("2:9: unknown variant `sideways`"), "{e}");
+    }
+
+    #[test]
+    fn truncation_is_noticed() {
+        let mut o = Overrides::new();
+        for s in ["mls", "sso"] {
+            o.insert(
+                s.into(),
+                Override {
+                    state: Forced::Down,
+                    reason: "vendor".into(),
+                    until: None,
+                    by: None,
+                    set_at: None,
+                },
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &o).unwrap();
+        let text = std::fs::read_to_string(path(dir.path())).unwrap();
+        assert_eq!(parse(&text).unwrap(), o);
+        // Cut at every line boundary but the last: each is refused, none reads as fewer.
+        let lines: Vec<&str> = text.lines().collect();
+        for n in 0..lines.len() - 1 {
+            let cut = lines[..n].join("\n");
+            let e = parse(&cut).unwrap_err();
+            assert!(e.contains("truncated?"), "cut after {n} lines: {e}");
+        }
+        // A file written by hand, without the marker, is read as it is.
+        assert_eq!(parse("[mls]\nstate = \"up\"\n").unwrap().len(), 1);
+        let e = parse("\n  \n").unwrap_err();
+        assert!(e.contains("delete the file"), "{e}");
     }
 }

@@ -967,24 +967,32 @@ pub fn persisted_path(config: &Config) -> PathBuf {
     config.server.state_dir.join("health.json")
 }
 
-/// Loads saved verdicts if present, parseable and recent.
-pub fn restore(config: &Config, now: DateTime<Utc>) -> Option<Persisted> {
+/// Loads saved verdicts if present, parseable and recent; a corrupt file is set aside and
+/// the second value says so, for `detour status`.
+pub fn restore(config: &Config, now: DateTime<Utc>) -> (Option<Persisted>, Option<String>) {
     let path = persisted_path(config);
-    match store::load(&path, |t| {
+    let (saved, problem) = store::load_or_report(&path, |t| {
         serde_json::from_str::<Persisted>(t).map_err(|e| e.to_string())
-    }) {
-        store::Loaded::Ok(p) => {
-            let age = (now - p.saved_at).to_std().unwrap_or(Duration::MAX);
-            if age <= RESTORE_WINDOW {
-                info!(file = %path.display(), age_s = age.as_secs(), "restored last known states");
-                Some(p)
-            } else {
-                info!(file = %path.display(), age_s = age.as_secs(), "saved states too old; probing first");
-                None
-            }
+    });
+    let recent = saved.filter(|p| {
+        let age = (now - p.saved_at).to_std().unwrap_or(Duration::MAX);
+        if age <= RESTORE_WINDOW {
+            info!(file = %path.display(), age_s = age.as_secs(), "restored last known states");
+            true
+        } else {
+            info!(file = %path.display(), age_s = age.as_secs(), "saved states too old; probing first");
+            false
         }
-        _ => None,
-    }
+    });
+    (recent, problem)
+}
+
+/// Refuses operator text that is too long to keep and publish, and a `by` name that is too
+/// long or carries control characters, before anything changes.
+fn operator_input(actor: &Actor, text: &str) -> Result<(), OperatorError> {
+    crate::text::check_name("by", &actor.who)
+        .and_then(|()| crate::text::check_text("the reason or message", text))
+        .map_err(OperatorError::Invalid)
 }
 
 /// Logs one transition as a structured event (and counts it).
@@ -1106,14 +1114,23 @@ impl StatesTask {
                 actor,
                 done,
             } => {
-                let r = self.override_service(&service, value, &reason, &actor);
+                let said = value
+                    .as_ref()
+                    .map_or(reason.as_str(), |o| o.reason.as_str());
+                let r = operator_input(&actor, said)
+                    .and_then(|()| self.override_service(&service, value, &reason, &actor));
                 if r.is_ok() {
                     self.publish(true);
                 }
                 let _ = done.send(r);
             }
             Command::Incident { op, actor, done } => {
-                let r = self.incident(op, &actor);
+                let message = match &op {
+                    IncidentOp::Open { message, .. }
+                    | IncidentOp::Update { message, .. }
+                    | IncidentOp::Resolve { message, .. } => message.as_str(),
+                };
+                let r = operator_input(&actor, message).and_then(|()| self.incident(op, &actor));
                 if r.is_ok() {
                     self.publish(true);
                 }
@@ -1171,7 +1188,12 @@ impl StatesTask {
         let mut next = self.incidents.clone();
         let by = Some(actor.who.clone());
         let (action, id, message) = match op {
-            IncidentOp::Open { services, message } => {
+            IncidentOp::Open {
+                mut services,
+                message,
+            } => {
+                let mut seen = std::collections::HashSet::new();
+                services.retain(|s| seen.insert(s.clone()));
                 for s in &services {
                     if !self.engine.config().services.contains_key(s) {
                         return Err(OperatorError::Invalid(format!("unknown service {s:?}")));
@@ -1535,6 +1557,7 @@ mod tests {
                 reason: if ok { "connected" } else { "timed out" }.into(),
                 at: t(start + took + self.skew),
                 finished: m(start + took),
+                own_fault: false,
             };
             self.engine.report(Report {
                 id,
@@ -1706,6 +1729,7 @@ mod tests {
                 reason: "timed out".into(),
                 at: t(310),
                 finished: m(310),
+                own_fault: false,
             },
             verdict: Some(false),
             flipped: false,

@@ -9,6 +9,13 @@ use tracing::error;
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename over the
 /// target, fsync the folder. Readers see the old file or the new one, never a mix.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_mode(path, bytes, 0o644)
+}
+
+/// [`atomic_write`] with the file created with `mode` (less the umask) from its first byte:
+/// a secret is never readable by others, not even between creation and a chmod.
+pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
@@ -17,7 +24,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -70,6 +82,32 @@ pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, String>) -> Lo
     Loaded::SetAside { aside, reason }
 }
 
+/// Reads a state file at start: its value (`None` when missing or set aside) and, when it was
+/// set aside, the problem to show in `detour status` ("NAME was unreadable (why); set aside
+/// as PATH").
+pub fn load_or_report<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> (Option<T>, Option<String>) {
+    match load(path, parse) {
+        Loaded::Missing => (None, None),
+        Loaded::Ok(v) => (Some(v), None),
+        Loaded::SetAside { aside, reason } => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                None,
+                Some(format!(
+                    "{name} was unreadable ({reason}); set aside as {}",
+                    aside.display()
+                )),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +130,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(load(&p, parse), Loaded::Missing));
+    }
+
+    #[test]
+    fn secrets_are_created_with_their_final_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        atomic_write_mode(&p, b"s3cret", 0o600).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn load_or_report_names_the_file_and_where_it_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("thing.json");
+        let parse = |t: &str| t.trim().parse::<u32>().map_err(|e| e.to_string());
+        assert_eq!(load_or_report(&p, parse), (None, None));
+        fs::write(&p, "7").unwrap();
+        assert_eq!(load_or_report(&p, parse), (Some(7), None));
+        fs::write(&p, "x").unwrap();
+        let (v, problem) = load_or_report(&p, parse);
+        assert_eq!(v, None);
+        let problem = problem.unwrap();
+        assert!(
+            problem.starts_with(
+                "thing.json was unreadable (invalid digit found in string); set aside as "
+            ),
+            "{problem}"
+        );
     }
 }

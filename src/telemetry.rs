@@ -236,3 +236,58 @@ mod tests {
         assert_eq!(reason_class("HTTP 502 (expected 200)"), "http_status");
     }
 }
+
+/// A log line said at most once per period, however often its cause repeats (refused admin
+/// requests, accept errors, discarded probes): a flood must not become a flood of log lines.
+/// Each time it may speak it says how many it held back since it last spoke.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    /// A throttle that lets one line through per `every`.
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last line)` when this occurrence may be logged, else
+    /// `None` (and it is counted).
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(std::time::Instant::now())
+    }
+
+    fn allow_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0.is_none_or(|t| now.duration_since(t) >= self.every) {
+            s.0 = Some(now);
+            Some(std::mem::take(&mut s.1))
+        } else {
+            s.1 += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+    use std::time::Duration;
+
+    #[test]
+    fn speaks_once_per_period_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(60));
+        let start = std::time::Instant::now();
+        assert_eq!(t.allow_at(start), Some(0));
+        for s in 1..=5 {
+            assert_eq!(t.allow_at(start + Duration::from_secs(s)), None);
+        }
+        let later = start + Duration::from_secs(60);
+        assert_eq!(t.allow_at(later), Some(5));
+        assert_eq!(t.allow_at(later), None);
+    }
+}

@@ -10,46 +10,6 @@ use hickory_server::proto::rr::{RData, RecordType};
 
 use serde_json::{Value, json};
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(s: &Server) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let token = std::fs::read_to_string(s.fixture.dir.path().join("state/admin.token"))
-            .expect("token file created at start")
-            .trim()
-            .to_string();
-        Self {
-            base: format!("http://{}", s.running.admin_addr()),
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = r.send().await.expect("admin API answers");
-        let code = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
-
 const DYNAMIC: &str = r#"
 [[dynamic]]
 name = "mls"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hickory_server::proto::rr::RecordType;
 
-use common::binary::{BIN, Daemon};
+use common::binary::{BIN, Daemon, cli};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -268,21 +268,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("USER", "tester")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A config whose admin API has a fixed (free) port, so client commands can find it.

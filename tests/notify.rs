@@ -456,6 +456,29 @@ timeout = "5s"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_command_past_its_timeout_is_killed_with_everything_it_started() {
+    // A shell that starts a background child and waits: at the timeout both must go, not
+    // only the shell (the child would run on, holding whatever it holds).
+    let marker = format!("{}.{}", 31, std::process::id());
+    let sinks = format!(
+        "[[notify]]\ntype = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep {marker} & sleep {marker}; wait\"]\ntimeout = \"300ms\"\n"
+    );
+    let s = start("", &sinks).await;
+    let alive = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap()
+    };
+    let notifier = s.running.control().notifier().expect("notifier running");
+    let results = notifier.test(Some(1), "tester").await.unwrap();
+    assert_eq!(results[0].error.as_deref(), Some("timed out after 300ms"));
+    until("the command's children are gone", WITHIN, || !alive()).await;
+    s.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failing_and_slow_commands_fail_and_the_test_event_reports_each_sink() {
     let rx = Receiver::start().await;
     let sinks = format!(

@@ -103,6 +103,8 @@ impl Client {
                 .get("error")
                 .and_then(|e| e.as_str())
                 .map_or_else(|| value.to_string(), str::to_string);
+            // It may echo what was typed (a service name): printed to a terminal as text.
+            let message = crate::text::escape(&message).into_owned();
             Err(ClientError::Refused {
                 status,
                 message,

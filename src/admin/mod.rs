@@ -22,11 +22,11 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{AdminListen, Config};
+use crate::config::{AdminListen, Config, HttpLimits};
 use crate::control::Control;
 use crate::overrides::{Forced, Override};
 use crate::states::{Actor, IncidentOp, OperatorError};
-use crate::{audit, status, store, telemetry};
+use crate::{audit, http, status, store, telemetry};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -56,26 +56,90 @@ impl From<OperatorError> for ApiError {
     }
 }
 
-/// Reads the token file, creating it (0600, random) when missing.
-pub fn ensure_token(path: &Path) -> io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+/// The admin token: read from `path`, or made (random, mode 0600 from creation) when the
+/// file is missing or empty. A file that cannot serve as a bearer token (not UTF-8, or with
+/// characters an `Authorization` header cannot carry, such as NULs) is set aside like any
+/// corrupt state file and a new token made; the second value says so, for `detour status`.
+pub fn ensure_token(path: &Path) -> io::Result<(String, Option<String>)> {
+    let (found, problem) = store::load_or_report(path, |t| {
+        let t = t.trim();
+        match t.chars().find(|c| !c.is_ascii_graphic()) {
+            Some(c) => Err(format!(
+                "character {:?} cannot be sent in an Authorization header",
+                c
+            )),
+            None => Ok(t.to_string()),
+        }
+    });
+    if let Some(t) = found.filter(|t| !t.is_empty()) {
+        return Ok((t, None));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
     let token: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
-    store::atomic_write(path, format!("{token}\n").as_bytes())?;
-    set_mode(path, 0o600)?;
+    store::atomic_write_mode(path, format!("{token}\n").as_bytes(), 0o600)?;
     info!(file = %path.display(), "created a new admin token");
-    Ok(token)
+    let problem = problem.map(|p| format!("{p}; a new admin token is in {}", path.display()));
+    Ok((token, problem))
 }
 
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+/// Binds the admin socket at `path`, mode 0600 from the moment it is reachable: it is bound
+/// in a private folder (0700) beside `path`, given its mode there, then renamed into place.
+/// A socket left by an earlier run is replaced; a socket a live process answers on, or
+/// anything that is not a socket, is refused (`detour check` says so too).
+fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use: another process answers on it",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: refusing to replace it",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let private = dir.join(format!(".{name}.bind.{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inside = private.join("socket");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&inside)?;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inside, path)?;
+        Ok(listener)
+    })();
+    if bound.is_err() {
+        // Best effort: the bind error is the one worth reporting.
+        let _ = std::fs::remove_file(&inside);
+    }
+    std::fs::remove_dir(&private)?;
+    bound
 }
 
 /// The routes of the admin API.
@@ -96,6 +160,11 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// Refused requests are logged at most once per this period (a guessing client must not
+/// fill the disk with log lines).
+static REFUSED_LOG: telemetry::Throttle =
+    telemetry::Throttle::new(std::time::Duration::from_secs(10));
+
 /// Checks the bearer token (constant time) when the listener is TCP.
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     if let Some(token) = &app.token {
@@ -111,7 +180,15 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
                 .extensions()
                 .get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map_or("unknown".to_string(), |c| c.0.to_string());
-            warn!(peer = %peer, path = %req.uri().path(), "admin request refused: missing or wrong bearer token");
+            metrics::counter!("detour_admin_refused_total").increment(1);
+            if let Some(held) = REFUSED_LOG.allow() {
+                warn!(
+                    peer = %peer,
+                    path = %req.uri().path(),
+                    "admin request refused: missing or wrong bearer token \
+                     ({held} more refused since the last such line; detour_admin_refused_total counts all)"
+                );
+            }
             return ApiError(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (see [admin] token_file)".into(),
@@ -139,15 +216,20 @@ async fn get_audit(
     State(app): State<App>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<audit::Entry>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=audit::MAX_TAIL).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {}", audit::MAX_TAIL),
+        ));
+    }
     let dir = app.control.snapshots.load().config.server.state_dir.clone();
-    audit::tail(&dir, q.limit.unwrap_or(50))
-        .map(Json)
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read audit log: {e}"),
-            )
-        })
+    audit::tail(&dir, limit).map(Json).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read audit log: {e}"),
+        )
+    })
 }
 
 /// Who made a request: the body's `by`, else the `X-Detour-By` header, else "admin-api".
@@ -179,12 +261,17 @@ pub fn parse_until(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String>
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let d = crate::config::duration::parse(s).map_err(|_| {
-        format!("invalid until {s:?}: expected a duration such as \"2h\" or an RFC 3339 time")
+    use crate::config::duration::{self, DurationError};
+    let d = duration::parse(s).map_err(|e| match e {
+        DurationError::TooLong(_) => format!("until {s:?} is too far away: at most 10 years"),
+        DurationError::Invalid(..) => {
+            format!("invalid until {s:?}: expected a duration such as \"2h\" or an RFC 3339 time")
+        }
     })?;
     chrono::Duration::from_std(d)
-        .map(|d| now + d)
-        .map_err(|_| format!("until {s:?} is too far away"))
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| format!("until {s:?} is too far away"))
 }
 
 async fn put_override(
@@ -376,6 +463,7 @@ async fn metrics() -> impl IntoResponse {
 /// Binds `admin_listen` and serves the API until `cancel` fires. Returns where it listens.
 pub async fn serve(
     config: &Config,
+    caps: crate::fds::Caps,
     control: Arc<Control>,
     cancel: CancellationToken,
     tasks: &mut tokio::task::JoinSet<io::Result<()>>,
@@ -383,42 +471,47 @@ pub async fn serve(
     telemetry::install();
     match &config.server.admin_listen {
         AdminListen::Tcp(addr) => {
-            let token = ensure_token(&config.admin.token_file)?;
+            let (token, problem) = ensure_token(&config.admin.token_file)?;
+            if let Some(p) = problem {
+                control.add_problem(p);
+            }
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let bound = listener.local_addr()?;
             let app = App {
                 control,
                 token: Some(Arc::new(token)),
             };
-            let svc = router(app).into_make_service_with_connect_info::<SocketAddr>();
-            tasks.spawn(async move {
-                axum::serve(listener, svc)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
-                    .await
-            });
+            let site = http::Site {
+                router: router(app),
+                tls: None,
+                limits: HttpLimits {
+                    max_connections: caps.admin,
+                    ..config.server.http.admin()
+                },
+                name: "admin API",
+            };
+            tasks.spawn(http::serve(http::Listener::Tcp(listener), site, cancel));
             Ok(bound.to_string())
         }
         AdminListen::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            // A socket left by a previous run would make bind fail.
-            if std::fs::symlink_metadata(path).is_ok() {
-                std::fs::remove_file(path)?;
-            }
-            let listener = tokio::net::UnixListener::bind(path)?;
-            set_mode(path, 0o600)?;
+            let listener = bind_unix(path)?;
             let app = App {
                 control,
                 token: None,
             };
-            let svc = router(app);
+            let site = http::Site {
+                router: router(app),
+                tls: None,
+                limits: HttpLimits {
+                    max_connections: caps.admin,
+                    ..config.server.http.admin()
+                },
+                name: "admin API",
+            };
             let p = path.clone();
             tasks.spawn(async move {
-                let r = axum::serve(listener, svc)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
-                    .await;
-                let _ = std::fs::remove_file(&p);
+                let r = http::serve(http::Listener::Unix(listener), site, cancel).await;
+                std::fs::remove_file(&p)?;
                 r
             });
             Ok(format!("unix:{}", path.display()))

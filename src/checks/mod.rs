@@ -27,6 +27,9 @@ pub struct Observation {
     /// When it finished, on the monotonic clock: to order probes against each other when the
     /// wall clock steps (`at` is for people).
     pub finished: Instant,
+    /// It failed for detour's own lack of resources (out of file descriptors, of memory or
+    /// of socket buffers), which says nothing about the target: not counted.
+    pub own_fault: bool,
 }
 
 impl Observation {
@@ -38,6 +41,7 @@ impl Observation {
             reason: reason.into(),
             at: Utc::now(),
             finished: Instant::now(),
+            own_fault: false,
         }
     }
 
@@ -49,6 +53,7 @@ impl Observation {
             reason: reason.into(),
             at: Utc::now(),
             finished: Instant::now(),
+            own_fault: false,
         }
     }
 }

@@ -291,16 +291,40 @@ fn client_builder() -> reqwest::ClientBuilder {
         ))
 }
 
+tokio::task_local! {
+    /// Set by [`io_reason`] when a probe met an error of detour's own making (out of
+    /// descriptors, memory or buffers), wherever in the probe's layers that error surfaced.
+    static OWN_FAULT: std::cell::Cell<bool>;
+}
+
+/// Errors that say detour, not the target, is short of something: out of file descriptors
+/// (process or system), of memory, of socket buffers.
+fn is_own_fault(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOBUFS]
+            .iter()
+            .any(|e| e.raw_os_error() == n)
+    })
+}
+
 /// Runs `probe` under `timeout`, measuring latency; the deadline wins over anything the probe does.
 async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Observation {
     let start = Instant::now();
-    let result = tokio::time::timeout(timeout, probe).await;
+    let (result, own_fault) = OWN_FAULT
+        .scope(std::cell::Cell::new(false), async {
+            let r = tokio::time::timeout(timeout, probe).await;
+            (r, OWN_FAULT.with(std::cell::Cell::get))
+        })
+        .await;
     let latency = start.elapsed();
-    match result {
-        Ok(Ok(reason)) => Observation::pass(latency, reason),
+    let mut o = match result {
+        Ok(Ok(reason)) => return Observation::pass(latency, reason),
         Ok(Err(reason)) => Observation::fail(latency, reason),
         Err(_) => Observation::fail(latency, timed_out(timeout)),
-    }
+    };
+    o.own_fault = own_fault;
+    o
 }
 
 fn timed_out(timeout: Duration) -> String {
@@ -507,8 +531,17 @@ fn tls_reason(e: &rustls::Error) -> String {
     quote(text.split(';').next().unwrap_or(&text))
 }
 
-/// "connect refused", "connection reset", or the OS message without its error number.
+/// "connect refused", "connection reset", or the OS message without its error number; an
+/// error of detour's own ([`is_own_fault`]) marks the probe as not counting.
 fn io_reason(e: &io::Error) -> String {
+    if is_own_fault(e) {
+        // Outside a probe (a unit test) there is nothing to mark.
+        let _ = OWN_FAULT.try_with(|f| f.set(true));
+        return format!(
+            "detour itself is short of resources: {}",
+            quote(&e.to_string())
+        );
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
         io::ErrorKind::ConnectionReset => "connection reset".to_string(),

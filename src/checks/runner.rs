@@ -196,6 +196,15 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         };
         let took = started.elapsed();
+        if !observation.ok && observation.own_fault {
+            // Out of descriptors or memory: detour's trouble, not the target's.
+            note_own_fault(&id, &observation.reason);
+            tokio::select! {
+                _ = tokio::time::sleep(timing.confirm_interval) => {}
+                _ = cancel.cancelled() => return,
+            }
+            continue;
+        }
         if !observation.ok && starved(took, timing.timeout) {
             // Every probe is bounded by its timeout: coming back much later means detour
             // itself was not scheduled (CPU starvation), and the failure says nothing about
@@ -338,17 +347,32 @@ fn starved(took: Duration, timeout: Duration) -> bool {
 
 /// Counts a discarded probe, and says so in the log at most once a minute for all checks.
 fn note_starved(id: &CheckId, took: Duration, timeout: Duration) {
-    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    static SAID: crate::telemetry::Throttle =
+        crate::telemetry::Throttle::new(Duration::from_secs(60));
     metrics::counter!("detour_probes_discarded_total").increment(1);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-        *last = Some(std::time::Instant::now());
+    if SAID.allow().is_some() {
         tracing::warn!(
             check = %id,
             took_ms = took.as_millis() as u64,
             timeout_ms = timeout.as_millis() as u64,
             "a failed probe came back long after its timeout: detour was not scheduled in time \
              (CPU starvation?), so the failure is not counted (detour_probes_discarded_total)"
+        );
+    }
+}
+
+/// Counts a probe that failed for detour's own lack of resources, and says so at most once a
+/// minute for all checks.
+fn note_own_fault(id: &CheckId, reason: &str) {
+    static SAID: crate::telemetry::Throttle =
+        crate::telemetry::Throttle::new(Duration::from_secs(60));
+    metrics::counter!("detour_probes_discarded_total").increment(1);
+    if let Some(held) = SAID.allow() {
+        tracing::error!(
+            check = %id,
+            reason,
+            "a probe failed for detour's own lack of resources, not its target's, so it is not \
+             counted (detour_probes_discarded_total; {held} more since the last such line)"
         );
     }
 }

@@ -321,7 +321,11 @@ async fn status(client: &Client, json: bool, history: bool) -> Result<String, Cl
 }
 
 /// The human view of `detour status`: what DNS answers now and why, first.
+///
+/// Text that came from people or from probed servers (reasons, messages, names) is escaped:
+/// a newline or an ESC sequence in it cannot forge a line or drive the terminal.
 pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> String {
+    use crate::text::escape as t;
     let mut o = String::new();
     let _ = writeln!(o, "DNS answers now");
     for r in &doc.records {
@@ -333,7 +337,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             r.rtype,
             r.ttl,
             r.values.join(" "),
-            r.because
+            t(&r.because)
         );
     }
     if doc.records.is_empty() {
@@ -354,20 +358,20 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             s.id,
             s.state.to_string(),
             when(s.since),
-            s.reason
+            t(&s.reason)
         );
         if let Some(ov) = &s.override_ {
             let until = ov
                 .until
                 .map_or(String::new(), |u| format!(", until {}", when(u)));
-            let by = ov.by.as_deref().unwrap_or("?");
+            let by = t(ov.by.as_deref().unwrap_or("?"));
             let _ = writeln!(
                 o,
                 "  {:<w$}  override: {} by {by}{until}; checks say {} ({})",
                 "",
                 ov.state.state(),
                 s.observed,
-                s.observed_reason
+                t(&s.observed_reason)
             );
         }
         for c in s
@@ -378,7 +382,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             let last = c
                 .last
                 .as_ref()
-                .map_or("no result yet".to_string(), |l| l.reason.clone());
+                .map_or("no result yet".to_string(), |l| t(&l.reason).into_owned());
             let verdict = if c.awaiting_canary {
                 "failing, held until a canary passes"
             } else {
@@ -419,7 +423,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 when(i.opened_at)
             );
             for u in i.newest_first() {
-                let _ = writeln!(o, "      {}  {}", stamp(u.at, "%H:%M"), u.message);
+                let _ = writeln!(o, "      {}  {}", stamp(u.at, "%H:%M"), t(&u.message));
             }
         }
     }
@@ -433,7 +437,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 when(m.start),
                 stamp(m.end, "%Y-%m-%d %H:%M"),
                 m.services.join(", "),
-                m.message
+                t(&m.message)
             );
         }
     }
@@ -447,25 +451,25 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 when(r.at)
             );
             for e in &r.errors {
-                let _ = writeln!(o, "  {e}");
+                let _ = writeln!(o, "  {}", t(e));
             }
         }
     }
     for p in &doc.problems {
-        let _ = writeln!(o, "\nProblem: {p}");
+        let _ = writeln!(o, "\nProblem: {}", t(p));
     }
     if let Some(h) = history {
         let _ = writeln!(o, "\nHistory");
         for e in h {
-            let what = e.service.as_deref().or(e.incident.as_deref()).unwrap_or("");
+            let what = t(e.service.as_deref().or(e.incident.as_deref()).unwrap_or(""));
             let _ = writeln!(
                 o,
                 "  {}  {:<20} {:<10} {:<10} {}",
                 stamp(e.time, "%Y-%m-%d %H:%M:%S"),
-                e.action,
+                t(&e.action),
                 what,
-                e.who,
-                e.reason
+                t(&e.who),
+                t(&e.reason)
             );
         }
     }

@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Who is acting, for the audit log (default: the local user).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = name_arg)]
     pub by: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -78,7 +78,7 @@ pub enum OverrideCmd {
         /// Service id.
         service: String,
         /// Why (kept in the audit log, sent with the notification).
-        #[arg(long)]
+        #[arg(long, value_parser = text_arg)]
         reason: Option<String>,
     },
 }
@@ -92,10 +92,10 @@ pub struct OverrideSet {
     #[arg(value_parser = ["up", "down", "maintenance"])]
     pub state: String,
     /// Why (shown on the page).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_parser = text_arg)]
     pub reason: String,
-    /// When it ends by itself: a duration ("2h") or an RFC 3339 time.
-    #[arg(long)]
+    /// When it ends by itself: a duration ("2h", at most 10 years) or an RFC 3339 time.
+    #[arg(long, value_parser = until_arg)]
     pub until: Option<String>,
 }
 
@@ -108,6 +108,7 @@ pub enum IncidentCmd {
         #[arg(long = "service", value_delimiter = ',', required = true)]
         services: Vec<String>,
         /// The first message.
+        #[arg(value_parser = text_arg)]
         text: String,
     },
     /// Post an update.
@@ -115,6 +116,7 @@ pub enum IncidentCmd {
         /// Incident id.
         id: String,
         /// The message.
+        #[arg(value_parser = text_arg)]
         text: String,
     },
     /// Resolve it.
@@ -122,6 +124,22 @@ pub enum IncidentCmd {
         /// Incident id.
         id: String,
         /// A last word (optional).
+        #[arg(value_parser = text_arg)]
         text: Option<String>,
     },
+}
+
+/// A reason or message: refused here (exit 2) when the daemon would refuse it.
+fn text_arg(s: &str) -> Result<String, String> {
+    crate::text::check_text("the text", s).map(|()| s.to_string())
+}
+
+/// A `--by` name: short, no control characters.
+fn name_arg(s: &str) -> Result<String, String> {
+    crate::text::check_name("the name", s).map(|()| s.to_string())
+}
+
+/// `--until`: a duration or an RFC 3339 time, checked here as the daemon will check it.
+fn until_arg(s: &str) -> Result<String, String> {
+    crate::admin::parse_until(s, chrono::Utc::now()).map(|_| s.to_string())
 }

@@ -25,13 +25,30 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses `"250ms"`, `"5s"`, `"1m30s"`; the error says what was expected.
-pub fn parse(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!(
-            "invalid duration {s:?} ({e}): expected a string such as \"250ms\", \"5s\" or \"2m\""
-        )
-    })
+/// The longest duration detour accepts anywhere (config, `--until`, the admin API): ten
+/// years. Far more than any interval, timeout or override needs, and small enough that
+/// adding it to a clock reading or multiplying it by a rise/fall count never overflows.
+pub const MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration at all.
+    #[error("invalid duration {0:?} ({1}): expected a string such as \"250ms\", \"5s\" or \"2m\"")]
+    Invalid(String, String),
+    /// Longer than [`MAX`].
+    #[error("duration {0:?} is too long: at most 10 years (\"3650d\")")]
+    TooLong(String),
+}
+
+/// Parses `"250ms"`, `"5s"`, `"1m30s"`, at most [`MAX`]; the error says what was expected.
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| DurationError::Invalid(s.to_string(), e.to_string()))?;
+    if d > MAX {
+        return Err(DurationError::TooLong(s.to_string()));
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way the config writes it ("1.25s", "250ms", "2m").
@@ -61,10 +78,30 @@ mod tests {
         assert!(
             parse("five")
                 .unwrap_err()
+                .to_string()
                 .contains("expected a string such as")
         );
         assert_eq!(display(Duration::from_millis(250)), "250ms");
         assert_eq!(display(Duration::from_secs(120)), "2m");
         assert_eq!(display(Duration::from_millis(1250)), "1.25s");
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        assert_eq!(parse("3650d").unwrap(), MAX);
+        for s in ["3651d", "99999999999h"] {
+            assert_eq!(parse(s), Err(DurationError::TooLong(s.into())));
+        }
+        // Past what humantime itself can hold.
+        assert!(matches!(
+            parse("18446744073709551615000s"),
+            Err(DurationError::Invalid(..))
+        ));
+        assert!(
+            parse("3651d")
+                .unwrap_err()
+                .to_string()
+                .contains("at most 10 years")
+        );
     }
 }

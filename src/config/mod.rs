@@ -78,6 +78,36 @@ pub struct Server {
     /// The secret of the DNS Cookies detour answers (`cookie_secret`, else one made at
     /// start); `None` with `cookies = false`.
     pub cookies: Option<crate::dns::cookie::Secret>,
+    /// Limits on each page listener (the admin API has fixed, smaller ones).
+    pub http: HttpLimits,
+}
+
+/// Limits on one HTTP listener: what a slow or greedy client can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once on the listener; at the cap it stops accepting until one
+    /// closes (`http_max_connections`, default 512).
+    pub max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64); more are closed at once
+    /// (`http_max_per_source`, default 64).
+    pub max_per_source: usize,
+    /// A request's headers must arrive within this (`http_header_timeout`, default 10s).
+    pub header_timeout: Duration,
+    /// A connection with no request in progress and no bytes moving for this long is closed
+    /// (`http_idle_timeout`, default 30s).
+    pub idle_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The admin API's limits: few clients (the CLI, a script, a monitor), so a handful of
+    /// connections; the timeouts of the page's.
+    pub fn admin(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: 64,
+            max_per_source: 16,
+            ..*self
+        }
+    }
 }
 
 /// Where the admin API listens.

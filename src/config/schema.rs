@@ -10,6 +10,30 @@ use toml::Spanned;
 
 use super::duration::Dur;
 
+/// A TTL in seconds as written: 0 to 2^31 - 1. RFC 2181 §8 has resolvers read a larger
+/// value as 0, so serving one would quietly disable caching; it is refused where it is
+/// written, with its line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub u32);
+
+/// The largest TTL (and SOA timer) a zone may give, RFC 2181 §8.
+pub const MAX_TTL: u32 = i32::MAX as u32;
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v <= MAX_TTL)
+            .map(Ttl)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{v} is out of range: a TTL is 0 to {MAX_TTL} seconds (RFC 2181 section 8)"
+                ))
+            })
+    }
+}
+
 /// `detour.toml` as written.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +93,10 @@ pub struct RawServer {
     pub udp_workers: Option<Spanned<u16>>,
     pub cookies: Option<bool>,
     pub cookie_secret: Option<Spanned<String>>,
+    pub http_max_connections: Option<Spanned<u32>>,
+    pub http_max_per_source: Option<Spanned<u32>>,
+    pub http_header_timeout: Option<Spanned<Dur>>,
+    pub http_idle_timeout: Option<Spanned<Dur>>,
 }
 
 /// `[admin]`.
@@ -226,7 +254,7 @@ pub struct RawNotify {
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
     pub origin: Spanned<String>,
-    pub ttl: Option<u32>,
+    pub ttl: Option<Ttl>,
     pub soa: Spanned<RawSoa>,
     pub ns: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -247,12 +275,12 @@ pub struct RawZone {
 pub struct RawSoa {
     pub mname: Spanned<String>,
     pub rname: Spanned<String>,
-    pub minimum: Option<u32>,
-    pub refresh: Option<u32>,
-    pub retry: Option<u32>,
-    pub expire: Option<u32>,
+    pub minimum: Option<Ttl>,
+    pub refresh: Option<Ttl>,
+    pub retry: Option<Ttl>,
+    pub expire: Option<Ttl>,
     pub serial: Option<u32>,
-    pub ttl: Option<u32>,
+    pub ttl: Option<Ttl>,
 }
 
 /// A static record: `{ name = "www", type = "CNAME", value = "mls.example.test." }`.
@@ -263,7 +291,7 @@ pub struct RawRecord {
     #[serde(rename = "type")]
     pub rtype: Spanned<String>,
     pub value: Spanned<String>,
-    pub ttl: Option<u32>,
+    pub ttl: Option<Ttl>,
 }
 
 /// `[[dynamic]]`: a record that follows service health.
@@ -273,7 +301,7 @@ pub struct RawDynamic {
     pub name: Spanned<String>,
     #[serde(rename = "type")]
     pub rtype: Spanned<String>,
-    pub ttl: Option<u32>,
+    pub ttl: Option<Ttl>,
     #[serde(default)]
     pub answers: Vec<Spanned<RawAnswer>>,
     pub otherwise: Option<Spanned<Vec<Spanned<String>>>>,

@@ -385,7 +385,19 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
     let admin_listen = match raw.admin_listen {
         None => AdminListen::Tcp("127.0.0.1:8053".parse().expect("default parses")),
         Some(s) => match s.get_ref().strip_prefix("unix:") {
-            Some(p) if !p.is_empty() => AdminListen::Unix(resolve(dir, p)),
+            Some(p) if !p.is_empty() => {
+                let path = resolve(dir, p);
+                if let Some(kind) = not_a_socket(&path) {
+                    src.error(
+                        s.span(),
+                        format!(
+                            "admin_listen: {} exists and is {kind}, not a socket; detour replaces only a socket left by an earlier run",
+                            path.display()
+                        ),
+                    );
+                }
+                AdminListen::Unix(path)
+            }
             _ => match addr(src, &s, "admin_listen") {
                 Some(a) => AdminListen::Tcp(a),
                 None => {
@@ -417,6 +429,32 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         *n.get_ref()
     });
     let udp_workers = raw.udp_workers.map_or(0, |n| *n.get_ref() as usize);
+    let mut count = |n: Option<Spanned<u32>>, default: usize, key: &str| {
+        n.map_or(default, |n| {
+            if *n.get_ref() == 0 {
+                src.error(n.span(), format!("{key} must be at least 1"));
+                ok = false;
+            }
+            *n.get_ref() as usize
+        })
+    };
+    let max_connections = count(raw.http_max_connections, 512, "http_max_connections");
+    let max_per_source = count(raw.http_max_per_source, 64, "http_max_per_source");
+    let mut timeout = |d: Option<Spanned<Dur>>, default: u64, key: &str| {
+        d.map_or(Duration::from_secs(default), |d| {
+            if d.get_ref().0 < Duration::from_millis(100) {
+                src.error(d.span(), format!("{key} must be at least 100ms"));
+                ok = false;
+            }
+            d.into_inner().0
+        })
+    };
+    let http = crate::config::HttpLimits {
+        max_connections,
+        max_per_source,
+        header_timeout: timeout(raw.http_header_timeout, 10, "http_header_timeout"),
+        idle_timeout: timeout(raw.http_idle_timeout, 30, "http_idle_timeout"),
+    };
     // The secret is checked even with cookies off, so that turning them on finds no typo.
     let secret = raw.cookie_secret.map(|hex| {
         crate::dns::cookie::Secret::from_hex(hex.get_ref()).map_err(|e| {
@@ -440,6 +478,7 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
         udp_max_payload,
         udp_workers,
         cookies,
+        http,
     })
 }
 
@@ -1269,4 +1308,22 @@ pub(super) fn client_settings(path: &Path) -> Result<ClientSettings, Diagnostics
         ),
         timezone: v.page.timezone.and_then(|z| z.parse().ok()),
     })
+}
+
+/// What stands at `path` if it exists and is not a unix socket ("a regular file", "a
+/// folder"): the admin socket must never replace it.
+fn not_a_socket(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::symlink_metadata(path).ok()?.file_type();
+    if t.is_socket() {
+        None
+    } else if t.is_dir() {
+        Some("a folder")
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_file() {
+        Some("a regular file")
+    } else {
+        Some("a special file")
+    }
 }

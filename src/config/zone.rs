@@ -352,7 +352,7 @@ fn zone(
 ) -> Option<Zone> {
     let before = src.errors.len();
     let origin = fqdn(src, &raw.origin)?;
-    let ttl = raw.ttl.unwrap_or(3600);
+    let ttl = raw.ttl.map_or(3600, |t| t.0);
     let soa_raw = raw.soa.get_ref();
     let mname = target(src, &origin, soa_raw.mname.get_ref(), soa_raw.mname.span());
     let rname = target(
@@ -364,11 +364,11 @@ fn zone(
     let soa = Soa {
         mname: mname.unwrap_or_else(|| origin.clone()),
         rname: rname.unwrap_or_else(|| origin.clone()),
-        refresh: soa_raw.refresh.unwrap_or(3600),
-        retry: soa_raw.retry.unwrap_or(600),
-        expire: soa_raw.expire.unwrap_or(1_209_600),
-        minimum: soa_raw.minimum.unwrap_or(60),
-        ttl: soa_raw.ttl.unwrap_or(ttl),
+        refresh: soa_raw.refresh.map_or(3600, |t| t.0),
+        retry: soa_raw.retry.map_or(600, |t| t.0),
+        expire: soa_raw.expire.map_or(1_209_600, |t| t.0),
+        minimum: soa_raw.minimum.map_or(60, |t| t.0),
+        ttl: soa_raw.ttl.map_or(ttl, |t| t.0),
         serial: soa_raw.serial,
     };
 
@@ -411,7 +411,7 @@ fn zone(
         let Some(data) = rdata(src, &origin, rtype, &r.value) else {
             continue;
         };
-        let rec = Record::from_rdata(name.clone(), r.ttl.unwrap_or(ttl), data);
+        let rec = Record::from_rdata(name.clone(), r.ttl.map_or(ttl, |t| t.0), data);
         // Hash lookups, not scans: zones of 100,000 records load in well under a second.
         if !seen.insert((rec.name.clone(), rec.data.clone())) {
             src.error(
@@ -618,7 +618,7 @@ fn dynamic_record(
     (src.errors.len() == before).then(|| Dynamic {
         name,
         rtype,
-        ttl: d.ttl.unwrap_or(30),
+        ttl: d.ttl.map_or(30, |t| t.0),
         answers,
         otherwise,
         check_each,

@@ -134,6 +134,7 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// fires, after finishing the answers they are writing.
 pub fn serve(
     bound: Vec<Bound>,
+    caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
@@ -153,7 +154,7 @@ pub fn serve(
             let snap = snapshots.load();
             tcp::Limits {
                 idle_timeout: snap.config.server.tcp_idle_timeout,
-                max_connections: snap.config.server.tcp_max_connections,
+                max_connections: caps.dns_tcp,
             }
         };
         tasks.spawn(tcp::serve(

@@ -77,6 +77,14 @@ pub async fn serve(
     let registry = Arc::new(Registry::default());
     let mut conns = tokio::task::JoinSet::new();
     loop {
+        // A connection closed to make room holds its descriptor until its task has run: at
+        // most CLOSING of them at once, or the cap would not bound descriptors.
+        while conns.len() >= limits.max_connections + crate::fds::CLOSING {
+            tokio::select! {
+                _ = conns.join_next() => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
         let (stream, src) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,

@@ -171,6 +171,26 @@ fn program(name: &str, base: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Kills a hook's whole process group when dropped before the hook ended (at the timeout):
+/// a shell script's children (`curl`, `sleep`) go with it instead of running on.
+struct GroupKiller(u32);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        let Ok(pgid) = i32::try_from(self.0) else {
+            return;
+        };
+        // ESRCH: every process of the group has already gone, which is the goal.
+        if let Err(e) = killpg(Pid::from_raw(pgid), Signal::SIGKILL)
+            && e != nix::errno::Errno::ESRCH
+        {
+            tracing::warn!("cannot kill the process group {pgid} of a notification command: {e}");
+        }
+    }
+}
+
 async fn exec(
     command: &[String],
     base: &Path,
@@ -187,9 +207,12 @@ async fn exec(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // A group of its own, so that what it starts can be killed with it.
+        .process_group(0)
         // Dropped at the timeout: killed, never left running.
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {name}: {e}"))?;
+    let group = child.id().map(GroupKiller);
     let stdin = child.stdin.take();
     let stderr = child.stderr.take();
     let write = async move {
@@ -210,6 +233,10 @@ async fn exec(
     let mut reader = tokio::task::JoinSet::new();
     reader.spawn(read);
     let (_, status) = tokio::join!(write, child.wait());
+    // It ended by itself: what it left running in the background is its own business.
+    if let Some(g) = group {
+        std::mem::forget(g);
+    }
     let status = status.map_err(|e| format!("{name}: {e}"))?;
     // Something the command left running may hold stderr open: do not wait for it.
     let err = match tokio::time::timeout(STDERR_GRACE, reader.join_next()).await {

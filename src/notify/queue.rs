@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::payload::Notice;
-use crate::store::{self, Loaded};
+use crate::store;
 
 /// The file name inside `state_dir`.
 pub const FILE: &str = "notify-queue.json";
@@ -63,22 +63,11 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Reads the pending deliveries (none when the file is missing or was set aside) and the
 /// problem to report, if the file was corrupt.
 pub fn load(state_dir: &Path) -> (Vec<Stored>, Option<String>) {
-    let p = path(state_dir);
-    let parsed = store::load(&p, |text| {
+    let (file, problem) = store::load_or_report(&path(state_dir), |text| {
         serde_json::from_str::<File>(text).map_err(|e| e.to_string())
     });
-    match parsed {
-        Loaded::Missing => (Vec::new(), None),
-        Loaded::Ok(f) => (f.pending, None),
-        Loaded::SetAside { aside, reason } => (
-            Vec::new(),
-            Some(format!(
-                "{}: corrupt ({reason}); set aside as {}; pending notifications in it were not sent",
-                p.display(),
-                aside.display()
-            )),
-        ),
-    }
+    let problem = problem.map(|p| format!("{p}; pending notifications in it were not sent"));
+    (file.map(|f| f.pending).unwrap_or_default(), problem)
 }
 
 /// Writes the pending deliveries atomically.

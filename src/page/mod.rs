@@ -36,7 +36,6 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use chrono::{DateTime, Utc};
 use hickory_server::proto::rr::{Name, RecordType};
 use tokio::net::TcpListener;
@@ -487,6 +486,7 @@ fn bind_error(addr: &std::net::SocketAddr, what: &str, e: io::Error) -> io::Erro
 /// `https://127.0.0.1:8443`.
 pub async fn serve(
     config: &Config,
+    caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
@@ -536,6 +536,10 @@ pub async fn serve(
         ));
     }
 
+    let limits = crate::config::HttpLimits {
+        max_connections: caps.page,
+        ..config.server.http
+    };
     let mut urls = Vec::new();
     for l in plain {
         let local = l.local_addr()?;
@@ -545,20 +549,17 @@ pub async fn serve(
             scheme: "http",
             local: local.to_string(),
         };
-        let listener = l.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let stop = cancel.clone();
-        let drain = cancel.clone();
-        tasks.spawn(async move {
-            let server = axum::serve(listener, router(app))
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            // A client that never finishes must not hold up the daemon's exit.
-            tokio::select! {
-                r = server.into_future() => r,
-                _ = async { drain.cancelled().await; tokio::time::sleep(tls::DRAIN).await } => Ok(()),
-            }
-        });
+        let site = crate::http::Site {
+            router: router(app),
+            tls: None,
+            limits,
+            name: "page",
+        };
+        tasks.spawn(crate::http::serve(
+            crate::http::Listener::Tcp(l),
+            site,
+            cancel.clone(),
+        ));
     }
     if let Some(acceptor) = acceptor {
         for l in secure {
@@ -569,7 +570,17 @@ pub async fn serve(
                 scheme: "https",
                 local: local.to_string(),
             };
-            tasks.spawn(tls::run(l, acceptor.clone(), router(app), cancel.clone()));
+            let site = crate::http::Site {
+                router: router(app),
+                tls: Some(acceptor.clone()),
+                limits,
+                name: "page (HTTPS)",
+            };
+            tasks.spawn(crate::http::serve(
+                crate::http::Listener::Tcp(l),
+                site,
+                cancel.clone(),
+            ));
         }
     }
     Ok(urls)

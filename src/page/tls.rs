@@ -1,36 +1,19 @@
 //! HTTPS for the page: `[page.tls] certs` (PEM chain + key), chosen by SNI among the names
 //! each certificate covers (its subject alternative names, else its common name; `*.` covers
 //! one label). A client that sends no name, or one no certificate covers, gets the first.
-//! Connections are served with hyper (HTTP/1.1 and HTTP/2 by ALPN) and drained on cancel.
+//! Connections are served by [`crate::http`] (HTTP/1.1 and HTTP/2 by ALPN).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
-
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// After cancel, connections get this long to finish before they are cut.
-pub const DRAIN: Duration = Duration::from_secs(5);
 
 /// The certificates, and the names each covers.
 #[derive(Debug)]
@@ -175,83 +158,4 @@ pub fn server_config(
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
-}
-
-/// Accepts TLS connections on `listener` and serves `router` on each until `cancel`; then
-/// stops accepting, asks every connection to finish, and waits at most [`DRAIN`].
-pub async fn run(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    cancel: CancellationToken,
-) -> io::Result<()> {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(connection(tcp, peer, acceptor.clone(), router.clone(), cancel.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("page (HTTPS): accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let drained =
-        tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        debug!("page (HTTPS): cutting connections still open after {DRAIN:?}");
-        conns.shutdown().await;
-    }
-    Ok(())
-}
-
-/// One connection: the handshake (bounded), then HTTP until the client is done or cancel.
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    cancel: CancellationToken,
-) {
-    let stream = tokio::select! {
-        _ = cancel.cancelled() => return,
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                debug!(%peer, "page (HTTPS): handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                debug!(%peer, "page (HTTPS): handshake timed out");
-                return;
-            }
-        },
-    };
-    let service = TowerToHyperService::new(router);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    debug!(%peer, "page (HTTPS): connection ended: {e}");
-                }
-                return;
-            }
-            _ = cancel.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
 }

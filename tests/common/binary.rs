@@ -19,7 +19,20 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::spawn(Command::new(BIN), config)
+    }
+
+    /// Runs detour with its open-file limit (soft and hard) set to `nofile`, as `ulimit -n`.
+    pub fn start_limited(config: &Path, nofile: u32) -> Self {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(BIN);
+        Self::spawn(sh, config)
+    }
+
+    fn spawn(mut cmd: Command, config: &Path) -> Self {
+        let mut child = cmd
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -64,6 +77,22 @@ impl Daemon {
         );
     }
 
+    /// Every line read so far (after `wait_for` calls), and any waiting now.
+    pub fn log(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        self.log.clone()
+    }
+
+    /// The address of the first log line "NEEDLE ADDR".
+    pub fn addr_after(&mut self, needle: &str) -> SocketAddr {
+        let line = self.wait_for(needle);
+        let rest = line.split(needle).nth(1).unwrap();
+        let word = rest.split_whitespace().next().unwrap();
+        word.trim_start_matches("http://").parse().unwrap()
+    }
+
     pub fn dns_addr(&mut self) -> SocketAddr {
         let line = self.wait_for("listening for DNS on ");
         let rest = line.split("listening for DNS on ").nth(1).unwrap();
@@ -85,4 +114,19 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

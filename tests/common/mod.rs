@@ -13,6 +13,7 @@ use detour::config::Config;
 use detour::daemon::{self, Running};
 use hickory_server::proto::op::{Edns, Message, Query};
 use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -292,4 +293,50 @@ pub async fn force(s: &Server, service: &str, state: Option<detour::overrides::F
         .set_override(service, o, detour::states::Actor { who: "test".into() })
         .await
         .unwrap();
+}
+
+/// The admin API of a [`Server`], over real HTTP with its bearer token.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn of(s: &Server) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = std::fs::read_to_string(s.fixture.dir.path().join("state/admin.token"))
+            .expect("token file created at start")
+            .trim()
+            .to_string();
+        Self {
+            base: format!("http://{}", s.running.admin_addr()),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.expect("admin API answers");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
 }

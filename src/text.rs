@@ -1,0 +1,178 @@
+//! Text that operators and clients type: length limits before it is kept, and escaping of
+//! control characters before it reaches a terminal or the log (the page, Atom and JSON escape
+//! on their own).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
+
+/// Longest reason or incident message, in characters: a page paragraph, not a document. Each
+/// one is kept, published in status.json and the feed, and queued for every notification sink.
+pub const MAX_TEXT: usize = 2_000;
+
+/// Longest name of who acted (`--by`, `X-Detour-By`), in characters.
+pub const MAX_NAME: usize = 100;
+
+/// Checks a reason or message: at most [`MAX_TEXT`] characters.
+pub fn check_text(field: &str, s: &str) -> Result<(), String> {
+    check_len(field, s, MAX_TEXT)
+}
+
+/// Checks a name (who acted): at most [`MAX_NAME`] characters, no control characters.
+pub fn check_name(field: &str, s: &str) -> Result<(), String> {
+    check_len(field, s, MAX_NAME)?;
+    if s.chars().any(is_unsafe) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, s: &str, max: usize) -> Result<(), String> {
+    // Bytes bound characters from above: the count is only needed for long strings.
+    if s.len() > max && s.chars().count() > max {
+        return Err(format!(
+            "{field} is too long: {} characters, at most {max}",
+            s.chars().count()
+        ));
+    }
+    Ok(())
+}
+
+/// Characters that change what a terminal or a log line shows rather than being shown: C0 and
+/// C1 controls (ESC, CR, LF, NUL, ...), DEL, and the Unicode bidirectional controls that can
+/// reorder a line (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C).
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// `s` with every [`is_unsafe`] character written as a visible escape (`\n`, `\t`, `\u{1b}`),
+/// borrowed when nothing needs it: one line stays one line, and nothing typed can move the
+/// cursor, recolour the terminal or reorder what follows.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The daemon log's field formatter: `name=value` as tracing's default, with every value
+/// (and the message) passed through [`escape`], so a reason with a newline cannot forge a
+/// log line and one with ESC sequences cannot rewrite the operator's terminal.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogFields;
+
+impl<'w> FormatFields<'w> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = LogVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct LogVisitor<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for LogVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl LogVisitor<'_> {
+    fn write(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        let value = escape(value);
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{sep}{value}"),
+            name if name.starts_with("log.") => Ok(()),
+            name => write!(self.writer, "{sep}{name}={value}"),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_characters() {
+        assert!(check_text("reason", &"é".repeat(MAX_TEXT)).is_ok());
+        let e = check_text("reason", &"x".repeat(MAX_TEXT + 1)).unwrap_err();
+        assert_eq!(e, "reason is too long: 2001 characters, at most 2000");
+        assert!(check_name("by", "alice").is_ok());
+        assert!(check_name("by", "al\nice").is_err());
+        assert!(check_name("by", &"a".repeat(MAX_NAME + 1)).is_err());
+    }
+
+    #[test]
+    fn escapes_what_a_terminal_would_obey() {
+        assert!(matches!(escape("plain text, é"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\nb"), "a\\nb");
+        assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape("x\0y\r"), "x\\u{0}y\\r");
+        assert_eq!(escape("abc\u{202E}def"), "abc\\u{202e}def");
+        assert_eq!(escape("\u{9b}"), "\\u{9b}", "C1 CSI");
+    }
+
+    #[test]
+    fn log_lines_stay_one_line() {
+        use std::io::Write;
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(LogFields)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        let reason = "vendor\n2026-12-03T08:00:00Z  INFO forged line\u{1b}[2J\u{202E}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(reason = %reason, who = "bob\r", "override set: {reason}");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{202E}'));
+        assert!(text.contains("override set: vendor\\n2026"), "{text}");
+        assert!(text.contains("reason=vendor\\n2026"), "{text}");
+        assert!(text.contains("who=\"bob\\r\""), "{text}");
+    }
+}
