@@ -72,7 +72,8 @@ async fn first_verdicts(
     engine.set_overrides(overrides);
     let (tx, mut rx) = mpsc::channel(4096);
     let mut checks = Checks::new(Prober::new(), tx, cancel.child_token());
-    checks.apply(config, &engine.health());
+    let health = engine.health();
+    checks.apply(config, |id| health.verdict(id));
     if !engine.all_known() {
         let plan = crate::checks::plan(config);
         let slowest = |f: fn(&crate::config::Timing) -> Duration| {

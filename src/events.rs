@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::incidents::Incident;
 use crate::overrides::Override;
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 
 /// The kinds `[[notify]] events` filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::states::ServiceState;
 use crate::store;
 
 /// States an operator may force.
@@ -32,15 +31,6 @@ pub enum Forced {
 }
 
 impl Forced {
-    /// The service state this forces.
-    pub fn state(self) -> ServiceState {
-        match self {
-            Forced::Up => ServiceState::Up,
-            Forced::Down => ServiceState::Down,
-            Forced::Maintenance => ServiceState::Maintenance,
-        }
-    }
-
     /// Parses "up", "down" or "maintenance".
     pub fn parse(s: &str) -> Option<Forced> {
         match s {

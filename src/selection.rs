@@ -129,7 +129,7 @@ pub fn maintenance_ttls(
             .iter()
             .filter(|r| r.record_type() == RecordType::CNAME)
         {
-            let Some(d) = cname_leads_to(zone, &r.name) else {
+            let Some(d) = zone.cname_leads_to(&r.name) else {
                 continue;
             };
             if r.ttl <= d.ttl {
@@ -148,26 +148,6 @@ pub fn maintenance_ttls(
     out
 }
 
-/// The dynamic record a static CNAME chain starting at `name` ends at, inside `zone`.
-pub fn cname_leads_to<'a>(
-    zone: &'a crate::config::Zone,
-    name: &hickory_server::proto::rr::Name,
-) -> Option<&'a Dynamic> {
-    use hickory_server::proto::rr::RData;
-    let mut at = name.clone();
-    for _ in 0..crate::snapshot::MAX_CNAME_CHAIN {
-        let target = zone.records.iter().find_map(|r| match &r.data {
-            RData::CNAME(c) if r.name == at => Some(c.0.clone()),
-            _ => None,
-        })?;
-        if let Some(d) = zone.dynamic.iter().find(|d| d.name == target) {
-            return Some(d);
-        }
-        at = target;
-    }
-    None
-}
-
 /// Moments after `now` when [`maintenance_ttls`] changes: one old TTL before each window.
 pub fn ttl_boundaries(
     config: &Config,
@@ -178,7 +158,7 @@ pub fn ttl_boundaries(
         zone.records
             .iter()
             .filter(|r| r.record_type() == RecordType::CNAME)
-            .filter_map(move |r| cname_leads_to(zone, &r.name).map(|_| r.ttl))
+            .filter_map(move |r| zone.cname_leads_to(&r.name).map(|_| r.ttl))
             .flat_map(move |ttl| {
                 config.maintenance.iter().map(move |m| {
                     (m.start - chrono::Duration::seconds(i64::from(ttl)))

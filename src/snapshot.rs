@@ -17,10 +17,10 @@ use crate::config::{Config, Zone};
 use crate::dns::fast::{self, FastZone};
 use crate::incidents::Incidents;
 use crate::selection::{Choice, Selection};
-use crate::states::Health;
+use crate::health::Health;
 
 /// Longest CNAME chain followed inside served zones.
-pub const MAX_CNAME_CHAIN: usize = 8;
+pub use crate::config::MAX_CNAME_CHAIN;
 
 /// One RRset: records of one name and type, held once in the zone's sorted content and
 /// referred to here by position (the apex SOA, kept apart, has `len` 0).

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hickory_server::proto::rr::RData;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,166 +21,14 @@ use tracing::{info, warn};
 
 use crate::audit;
 use crate::checks::runner::{CheckId, Report};
-use crate::checks::{Checks, Observation, plan};
-use crate::config::{CheckEach, Config, Dynamic, HealthyWhen};
+use crate::checks::{Checks, plan};
+use crate::config::{Config, HealthyWhen};
+use crate::health::{CheckStatus, GuardStatus, HISTORY, Health, ServiceState, ServiceStatus, Transition};
 use crate::incidents::{self, Incident, Incidents, Update};
 use crate::overrides::{self, Override, Overrides};
 use crate::selection;
 use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
 use crate::store;
-
-/// The four states of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceState {
-    /// Its checks pass and everything it depends on is up.
-    Up,
-    /// Its checks fail.
-    Down,
-    /// Its checks pass but something in `depends_on` is down: it works, but not through the
-    /// usual way in.
-    Impacted,
-    /// Planned work (a `[[maintenance]]` window or an operator).
-    Maintenance,
-}
-
-impl ServiceState {
-    /// True when records may point at the service (up or impacted).
-    pub fn usable(self) -> bool {
-        matches!(self, ServiceState::Up | ServiceState::Impacted)
-    }
-}
-
-impl fmt::Display for ServiceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServiceState::Up => "up",
-            ServiceState::Down => "down",
-            ServiceState::Impacted => "impacted",
-            ServiceState::Maintenance => "maintenance",
-        })
-    }
-}
-
-/// One change of a service's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Previous state (none at start).
-    pub from: Option<ServiceState>,
-    /// New state.
-    pub to: ServiceState,
-    /// Why, in one line.
-    pub reason: String,
-}
-
-/// Transitions kept per service for the status API and page.
-pub const HISTORY: usize = 50;
-
-/// A service as of one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceStatus {
-    /// Current state.
-    pub state: ServiceState,
-    /// Since when.
-    pub since: DateTime<Utc>,
-    /// Why, in one line ("HTTP 502", "depends on sso, which is down", "Database upgrade").
-    pub reason: String,
-    /// Latest transitions, newest last.
-    pub history: VecDeque<Transition>,
-    /// What the checks and maintenance windows alone say (shown beside an override).
-    pub observed: ServiceState,
-    /// Why the checks say so.
-    pub observed_reason: String,
-}
-
-/// A check as of one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckStatus {
-    /// Up (`Some(true)`), down, or no verdict yet.
-    pub verdict: Option<bool>,
-    /// Since when the verdict holds.
-    pub since: DateTime<Utc>,
-    /// The latest observation.
-    pub last: Option<Observation>,
-    /// The check is down, but its verdict waits for a canary to pass (see `[guard]`);
-    /// `verdict` shows the one in force meanwhile.
-    pub awaiting_canary: bool,
-}
-
-/// The guard's view: is detour's own network working?
-#[derive(Debug, Clone, PartialEq)]
-pub struct GuardStatus {
-    /// Every canary is down: states are frozen.
-    pub frozen: bool,
-    /// Since when (frozen or not).
-    pub since: DateTime<Utc>,
-}
-
-/// Health as published in a Snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Health {
-    /// Every service by id.
-    pub services: BTreeMap<String, ServiceStatus>,
-    /// Every check by id (with the latest observation as of the last publication).
-    pub checks: BTreeMap<CheckId, CheckStatus>,
-    /// The guard.
-    pub guard: GuardStatus,
-    /// Operator overrides in force.
-    pub overrides: Overrides,
-}
-
-impl selection::Health for Health {
-    fn usable(&self, service: &str) -> bool {
-        self.services.get(service).is_none_or(|s| s.state.usable())
-    }
-
-    fn live_values(&self, record: &Dynamic, entry: usize) -> Option<Vec<RData>> {
-        record.check_each.as_ref()?;
-        let values = &record.answers.get(entry)?.values;
-        Some(
-            values
-                .iter()
-                .filter(|v| {
-                    let Some(ip) = address_of(v) else { return true };
-                    let id = CheckId::Address {
-                        record: record.name.clone(),
-                        rtype: record.rtype,
-                        ip,
-                    };
-                    // No verdict yet counts as live: only a failed probe removes an address.
-                    self.checks.get(&id).and_then(|c| c.verdict) != Some(false)
-                })
-                .cloned()
-                .collect(),
-        )
-    }
-}
-
-/// The IP address of an A or AAAA value.
-pub fn address_of(v: &RData) -> Option<std::net::IpAddr> {
-    match v {
-        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-        RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
-        _ => None,
-    }
-}
-
-/// The addresses a `check_each` record probes, with how.
-pub fn check_each_targets(d: &Dynamic) -> Vec<(std::net::IpAddr, &CheckEach)> {
-    let Some(each) = &d.check_each else {
-        return Vec::new();
-    };
-    let mut seen = BTreeSet::new();
-    d.answers
-        .iter()
-        .flat_map(|a| a.values.iter())
-        .filter_map(address_of)
-        .filter(|ip| seen.insert(*ip))
-        .map(|ip| (ip, each))
-        .collect()
-}
 
 /// A service's state change, as logged and notified.
 #[derive(Debug, Clone, PartialEq)]
@@ -512,11 +359,11 @@ impl Engine {
             let forced = match self.overrides.get(id) {
                 Some(o) => {
                     let why = if o.reason.is_empty() {
-                        format!("operator set {}", o.state.state())
+                        format!("operator set {}", ServiceState::from(o.state))
                     } else {
                         o.reason.clone()
                     };
-                    (o.state.state(), why)
+                    (ServiceState::from(o.state), why)
                 }
                 None => own.clone(),
             };
@@ -1102,7 +949,8 @@ impl StatesTask {
             } => {
                 self.engine.set_config(config.clone(), Utc::now());
                 self.engine.set_overrides(overrides);
-                self.checks.apply(&config, &self.engine.health());
+                let health = self.engine.health();
+                self.checks.apply(&config, |id| health.verdict(id));
                 self.audit("reload", None, None, "", &actor);
                 self.publish(true);
                 let _ = done.send(());
@@ -1158,7 +1006,7 @@ impl StatesTask {
             )));
         }
         let (action, reason) = match &value {
-            Some(o) => (format!("override.{}", o.state.state()), o.reason.clone()),
+            Some(o) => (format!("override.{}", ServiceState::from(o.state)), o.reason.clone()),
             None => ("override.clear".to_string(), cleared_because.to_string()),
         };
         self.audit(&action, Some(service), None, &reason, actor);
@@ -1170,9 +1018,9 @@ impl StatesTask {
             .services
             .get(service)
             .map(|s| s.name.clone());
-        e.new_state = value.as_ref().map(|o| o.state.state());
+        e.new_state = value.as_ref().map(|o| ServiceState::from(o.state));
         e.reason = match &value {
-            Some(o) if o.reason.is_empty() => format!("operator set {}", o.state.state()),
+            Some(o) if o.reason.is_empty() => format!("operator set {}", ServiceState::from(o.state)),
             Some(o) => o.reason.clone(),
             None if cleared_because.is_empty() => "override cleared; checks decide again".into(),
             None => format!("override cleared ({cleared_because}); checks decide again"),
@@ -1318,10 +1166,10 @@ impl StatesTask {
                 warn!(error = %e, "cannot save overrides after expiry");
             }
             for (service, o) in &expired {
-                info!(service = %service, state = %o.state.state(), "override expired");
+                info!(service = %service, state = %ServiceState::from(o.state), "override expired");
                 let mut e = crate::events::Event::new(crate::events::Kind::Override);
                 e.service = Some(service.clone());
-                e.reason = format!("override ({}) expired", o.state.state());
+                e.reason = format!("override ({}) expired", ServiceState::from(o.state));
                 self.emit(e);
                 self.audit(
                     "override.expired",
@@ -1481,6 +1329,7 @@ fn health_differs(a: &Health, b: &Health) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Observation;
     use crate::checks::runner::Hysteresis;
 
     /// A moment `ms` milliseconds into the test.

@@ -10,7 +10,7 @@ use crate::incidents::Incident;
 use crate::overrides::Override;
 use crate::selection::Chosen;
 use crate::snapshot::Snapshot;
-use crate::states::{ServiceState, Transition};
+use crate::health::{ServiceState, Transition};
 
 /// Everything about detour's current view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,7 +181,7 @@ fn verdict(v: Option<bool>) -> String {
     .into()
 }
 
-fn check_doc(id: &CheckId, c: &crate::states::CheckStatus) -> CheckDoc {
+fn check_doc(id: &CheckId, c: &crate::health::CheckStatus) -> CheckDoc {
     CheckDoc {
         id: id.to_string(),
         verdict: verdict(c.verdict),

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use detour::dns::cookie::Secret;
+use detour::proto::cookie::Secret;
 use detour::overrides::Forced;
 use hickory_server::proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::rdata::SOA;
@@ -1100,7 +1100,7 @@ async fn the_answer_engine_never_panics_on_mutated_queries() {
     // Straight into the engine, so a panic fails the test instead of killing one worker.
     // Signed seeds too: mutations reach TSIG parsing, verification and signing.
     use detour::dns::answer::{Client, Reply, respond};
-    use detour::dns::tsig::Key;
+    use detour::proto::tsig::Key;
     use hickory_server::net::xfer::Protocol;
     let secret = b"0123456789abcdef0123456789abcdef".to_vec();
     let s = Server::start(

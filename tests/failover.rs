@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{HttpBackend, Mode};
 use common::*;
-use detour::states::ServiceState;
+use detour::health::ServiceState;
 use hickory_server::proto::rr::RecordType;
 
 /// Timing that decides within a few hundred milliseconds.

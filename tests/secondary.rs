@@ -475,7 +475,7 @@ async fn signed_transfer_messages_still_fit_a_tcp_frame() {
     let s = Server::start(&config_toml(&extra), &[("big.toml", &zone)]).await;
     let snap = s.running.snapshots().load_full();
 
-    let key = detour::dns::tsig::Key::new(
+    let key = detour::proto::tsig::Key::new(
         hickory_server::proto::rr::Name::from_ascii(KEY).unwrap(),
         "hmac-sha256",
         {

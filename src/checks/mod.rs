@@ -64,7 +64,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Timing};
-use crate::states::{Health, check_each_targets};
 use probe::Prober;
 use runner::{CheckId, Report, Target};
 
@@ -90,7 +89,7 @@ pub fn plan(config: &Config) -> BTreeMap<CheckId, (Target, Timing)> {
     }
     for zone in &config.zones {
         for d in &zone.dynamic {
-            for (ip, each) in check_each_targets(d) {
+            for (ip, each) in d.probed_addresses() {
                 out.insert(
                     CheckId::Address {
                         record: d.name.clone(),
@@ -137,8 +136,8 @@ impl Checks {
 
     /// Starts what `config` asks for and stops what it no longer does. A check whose
     /// definition did not change keeps running untouched; a new or changed one starts from the
-    /// verdict in `health` (none for a changed one, which the engine has reset).
-    pub fn apply(&mut self, config: &Config, health: &Health) {
+    /// verdict `verdict` gives (none for a changed one, which the engine has reset).
+    pub fn apply(&mut self, config: &Config, verdict: impl Fn(&CheckId) -> Option<bool>) {
         let wanted = plan(config);
         self.running.retain(|id, (def, token)| {
             let keep = wanted.get(id) == Some(def);
@@ -152,7 +151,7 @@ impl Checks {
                 continue;
             }
             let token = self.parent.child_token();
-            let initial = health.checks.get(&id).and_then(|c| c.verdict);
+            let initial = verdict(&id);
             tokio::spawn(runner::run(
                 id.clone(),
                 def.0.clone(),

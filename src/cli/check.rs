@@ -95,7 +95,7 @@ pub fn summary(cfg: &Config) -> String {
     );
     let cookies = match &cfg.server.cookies {
         None => "off".to_string(),
-        Some(s) if Some(s) == crate::dns::cookie::Secret::process() => {
+        Some(s) if Some(s) == crate::proto::cookie::Secret::process() => {
             "on, secret made at each start (set cookie_secret to share it across servers)".into()
         }
         Some(_) => "on, cookie_secret from the config".into(),

@@ -11,6 +11,7 @@ use crate::admin::client::{Client, ClientError};
 use crate::audit;
 use crate::config::ClientSettings;
 use crate::incidents::Incident;
+use crate::health::ServiceState;
 use crate::status::StatusDoc;
 
 /// How a client command ended: the exit code and what to print.
@@ -369,7 +370,7 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 o,
                 "  {:<w$}  override: {} by {by}{until}; checks say {} ({})",
                 "",
-                ov.state.state(),
+                ServiceState::from(ov.state),
                 s.observed,
                 t(&s.observed_reason)
             );

@@ -47,7 +47,7 @@ pub struct Config {
     /// `[[notify]]` sinks.
     pub notify: Vec<Notify>,
     /// `[tsig.<name>]` keys, for zone transfers and NOTIFY.
-    pub tsig: Vec<crate::dns::tsig::Key>,
+    pub tsig: Vec<crate::proto::tsig::Key>,
     /// Zones from `zones_dir`, sorted by origin.
     pub zones: Vec<Zone>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
@@ -77,7 +77,7 @@ pub struct Server {
     pub udp_workers: usize,
     /// The secret of the DNS Cookies detour answers (`cookie_secret`, else one made at
     /// start); `None` with `cookies = false`.
-    pub cookies: Option<crate::dns::cookie::Secret>,
+    pub cookies: Option<crate::proto::cookie::Secret>,
     /// Limits on each page listener (the admin API has fixed, smaller ones).
     pub http: HttpLimits,
 }
@@ -377,7 +377,28 @@ pub struct Zone {
     pub also_notify: Vec<SocketAddr>,
     /// The `[tsig]` keys a transfer may be signed with (any one; more than one while a key
     /// is rotated); the first signs NOTIFY. Empty: transfers need no signature.
-    pub transfer_keys: Vec<crate::dns::tsig::Key>,
+    pub transfer_keys: Vec<crate::proto::tsig::Key>,
+}
+
+/// The longest chain of CNAMEs followed inside served zones (a loop ends there).
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+impl Zone {
+    /// The dynamic record a static CNAME chain starting at `name` ends at, inside this zone.
+    pub fn cname_leads_to(&self, name: &Name) -> Option<&Dynamic> {
+        let mut at = name.clone();
+        for _ in 0..MAX_CNAME_CHAIN {
+            let target = self.records.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+                _ => None,
+            })?;
+            if let Some(d) = self.dynamic.iter().find(|d| d.name == target) {
+                return Some(d);
+            }
+            at = target;
+        }
+        None
+    }
 }
 
 /// SOA fields (the serial is the Snapshot's).
@@ -416,6 +437,33 @@ pub struct Dynamic {
     pub otherwise: Vec<RData>,
     /// Probe every address of an entry on its own.
     pub check_each: Option<CheckEach>,
+}
+
+impl Dynamic {
+    /// The addresses `check_each` probes (each once, in answer order), with how; none
+    /// without `check_each`.
+    pub fn probed_addresses(&self) -> Vec<(std::net::IpAddr, &CheckEach)> {
+        let Some(each) = &self.check_each else {
+            return Vec::new();
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        self.answers
+            .iter()
+            .flat_map(|a| a.values.iter())
+            .filter_map(address_of)
+            .filter(|ip| seen.insert(*ip))
+            .map(|ip| (ip, each))
+            .collect()
+    }
+}
+
+/// The IP address of an A or AAAA value.
+pub fn address_of(v: &RData) -> Option<std::net::IpAddr> {
+    match v {
+        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+        _ => None,
+    }
 }
 
 /// One candidate of a dynamic record.

@@ -96,7 +96,7 @@ fn zone_warnings(cfg: &Config) -> Vec<String> {
                     .records
                     .iter()
                     .filter(|r| {
-                        crate::selection::cname_leads_to(z, &r.name)
+                        z.cname_leads_to(&r.name)
                             .is_some_and(|t| t.name == d.name)
                     })
                     .map(|r| r.ttl)
@@ -229,7 +229,7 @@ fn build(
         }
     }
 
-    let mut tsig: Vec<crate::dns::tsig::Key> = Vec::new();
+    let mut tsig: Vec<crate::proto::tsig::Key> = Vec::new();
     let mut raw_keys: Vec<_> = raw.tsig.into_iter().collect();
     raw_keys.sort_by_key(|(name, _)| name.span().start); // in file order
     for (name, key) in raw_keys {
@@ -284,7 +284,7 @@ fn tsig_key(
     name: &Spanned<String>,
     raw: RawTsigKey,
     dir: &Path,
-) -> Option<crate::dns::tsig::Key> {
+) -> Option<crate::proto::tsig::Key> {
     use base64::Engine as _;
     let owner = match Name::from_ascii(name.get_ref()) {
         Ok(mut n) if !name.get_ref().is_empty() && !n.is_root() => {
@@ -336,7 +336,7 @@ fn tsig_key(
         Some(a) => (a.get_ref().to_ascii_lowercase(), a.span()),
         None => ("hmac-sha256".to_string(), name.span()),
     };
-    match crate::dns::tsig::Key::new(owner, &alg, secret) {
+    match crate::proto::tsig::Key::new(owner, &alg, secret) {
         Ok(k) => Some(k),
         Err(e) => {
             src.error(alg_at, e);
@@ -457,7 +457,7 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
     };
     // The secret is checked even with cookies off, so that turning them on finds no typo.
     let secret = raw.cookie_secret.map(|hex| {
-        crate::dns::cookie::Secret::from_hex(hex.get_ref()).map_err(|e| {
+        crate::proto::cookie::Secret::from_hex(hex.get_ref()).map_err(|e| {
             src.error(hex.span(), format!("cookie_secret: {e}"));
             ok = false;
         })
@@ -465,7 +465,7 @@ fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option<Server> {
     let cookies = match (raw.cookies.unwrap_or(true), secret) {
         (false, _) | (true, Some(Err(()))) => None,
         (true, Some(Ok(s))) => Some(s),
-        (true, None) => crate::dns::cookie::Secret::process().cloned(),
+        (true, None) => crate::proto::cookie::Secret::process().cloned(),
     };
     ok.then(|| Server {
         dns_listen,

@@ -37,7 +37,7 @@ pub const DYNAMIC_TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, Reco
 pub(super) fn load_dir(
     dir: &Path,
     services: &BTreeMap<String, Service>,
-    keys: &[crate::dns::tsig::Key],
+    keys: &[crate::proto::tsig::Key],
 ) -> Result<Vec<Zone>, Diagnostics> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -348,7 +348,7 @@ fn zone(
     src: &mut Source<'_>,
     raw: RawZone,
     services: &BTreeMap<String, Service>,
-    keys: &[crate::dns::tsig::Key],
+    keys: &[crate::proto::tsig::Key],
 ) -> Option<Zone> {
     let before = src.errors.len();
     let origin = fqdn(src, &raw.origin)?;

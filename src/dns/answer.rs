@@ -17,8 +17,9 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
-use super::tsig::{Signer, Verdict};
-use super::{cookie, fast};
+use crate::proto::tsig::{Signer, Verdict};
+use super::fast;
+use crate::proto::cookie;
 use crate::snapshot::{Found, MAX_CNAME_CHAIN, Snapshot, ZoneData, soa_serial};
 
 /// Finds the served zone holding a name: the whole Snapshot on the query path, one zone when
@@ -109,13 +110,13 @@ pub fn general(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
     let verdict = req
         .signature
         .as_deref()
-        .map(|t| super::tsig::verify(&snap.config.tsig, raw, t));
+        .map(|t| crate::proto::tsig::verify(&snap.config.tsig, raw, t));
     match verdict {
         None => body(snap, &req, raw, protocol, edns.as_ref(), cookie, None),
         Some(Verdict::Unsigned(record)) => {
             tsig_error(record.data.error, &record.name, src, protocol);
             let mut out = error_msg(&req, raw, edns.as_ref(), ResponseCode::NotAuth);
-            match super::tsig::append(&mut out, &record) {
+            match crate::proto::tsig::append(&mut out, &record) {
                 Ok(()) => Reply::Message(out),
                 Err(_) => Reply::Message(header_only(raw, ResponseCode::NotAuth)),
             }

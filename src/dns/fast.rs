@@ -27,7 +27,7 @@ use hickory_server::proto::rr::{LowerName, RData, RecordType};
 use rustc_hash::FxHashMap;
 
 use super::answer::{Client, compile};
-use super::cookie;
+use crate::proto::cookie;
 use crate::snapshot::{Snapshot, ZoneData};
 
 /// One compiled answer.

@@ -9,11 +9,9 @@
 //! cannot starve anyone else.
 
 pub mod answer;
-pub mod cookie;
 pub mod fast;
 pub mod secondaries;
 pub mod tcp;
-pub mod tsig;
 pub mod udp;
 
 use std::io;

@@ -10,7 +10,7 @@ use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-use super::tsig::Key;
+use crate::proto::tsig::Key;
 use crate::snapshot::Snapshot;
 
 /// Tries per secondary.

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::answer::{Client, Reply, general};
-use super::{cookie, fast};
+use super::fast;
+use crate::proto::cookie;
 use crate::snapshot::SnapshotHandle;
 use crate::telemetry::Tally;
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::payload::{Flapping, Notice, span};
 use crate::events::{Event, Kind};
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 
 /// More state changes than this within [`FLAP_WINDOW`] make a service flapping.
 pub const FLAP_THRESHOLD: usize = 4;

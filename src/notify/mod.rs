@@ -713,7 +713,7 @@ mod tests {
     use super::*;
     use crate::config::Sink as SinkKind;
     use crate::incidents::{Incident, Update};
-    use crate::states::ServiceState;
+    use crate::health::ServiceState;
 
     fn sink(events: &[&str], services: &[&str]) -> Notify {
         Notify {

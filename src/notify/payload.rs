@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::events::{Event, Kind};
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 
 /// Version of the JSON document.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -144,7 +144,7 @@ pub fn headline(n: &Notice) -> String {
                 format!(
                     "{} forced {who} {}{until}{reason}",
                     e.who,
-                    shout(Some(o.state.state()))
+                    shout(Some(ServiceState::from(o.state)))
                 )
             }
             None => format!("{who}: {}", e.reason),

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::snapshot::Snapshot;
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 
 /// At most this many entries, newest first.
 pub const MAX_ENTRIES: usize = 200;

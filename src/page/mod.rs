@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::snapshot::{Snapshot, SnapshotHandle};
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 use view::{Cause, Common, Outage, Status};
 
 /// The largest logo detour serves (it is also inlined into the outage page).
@@ -125,7 +125,7 @@ fn hosts(config: &Config) -> HashMap<String, (usize, usize)> {
             .iter()
             .filter(|r| r.record_type() == RecordType::CNAME)
         {
-            let Some(d) = crate::selection::cname_leads_to(zone, &r.name) else {
+            let Some(d) = zone.cname_leads_to(&r.name) else {
                 continue;
             };
             if let Some(ri) = zone.dynamic.iter().position(|x| std::ptr::eq(x, d)) {

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::snapshot::Snapshot;
-use crate::states::ServiceState;
+use crate::health::ServiceState;
 
 /// `page`.
 #[derive(Debug, Clone, Serialize)]

@@ -12,7 +12,7 @@ use crate::config::{Config, Dynamic};
 use crate::incidents::Incident;
 use crate::selection::Chosen;
 use crate::snapshot::Snapshot;
-use crate::states::{ServiceState, ServiceStatus};
+use crate::health::{ServiceState, ServiceStatus};
 
 /// Seconds between the page's own refreshes (meta refresh).
 pub const REFRESH_SECS: u32 = 45;
