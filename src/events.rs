@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::health::ServiceState;
 use crate::incidents::Incident;
 use crate::overrides::Override;
-use crate::health::ServiceState;
 
 /// The kinds `[[notify]] events` filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

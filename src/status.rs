@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::runner::CheckId;
 use crate::control::ReloadStatus;
+use crate::health::{ServiceState, Transition};
 use crate::incidents::Incident;
 use crate::overrides::Override;
 use crate::selection::Chosen;
 use crate::snapshot::Snapshot;
-use crate::health::{ServiceState, Transition};
 
 /// Everything about detour's current view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use detour::proto::cookie::Secret;
 use detour::overrides::Forced;
+use detour::proto::cookie::Secret;
 use hickory_server::proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::rdata::SOA;
 use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};

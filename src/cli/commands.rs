@@ -10,8 +10,8 @@ use super::{Cli, Command, IncidentCmd, NotifyCmd, OverrideCmd};
 use crate::admin::client::{Client, ClientError};
 use crate::audit;
 use crate::config::ClientSettings;
-use crate::incidents::Incident;
 use crate::health::ServiceState;
+use crate::incidents::Incident;
 use crate::status::StatusDoc;
 
 /// How a client command ended: the exit code and what to print.

@@ -95,10 +95,7 @@ fn zone_warnings(cfg: &Config) -> Vec<String> {
                 let chain_ttl = z
                     .records
                     .iter()
-                    .filter(|r| {
-                        z.cname_leads_to(&r.name)
-                            .is_some_and(|t| t.name == d.name)
-                    })
+                    .filter(|r| z.cname_leads_to(&r.name).is_some_and(|t| t.name == d.name))
                     .map(|r| r.ttl)
                     .max()
                     .unwrap_or(0)

@@ -712,8 +712,8 @@ async fn worker(shared: Arc<Shared>, sink: Arc<Sink>) {
 mod tests {
     use super::*;
     use crate::config::Sink as SinkKind;
-    use crate::incidents::{Incident, Update};
     use crate::health::ServiceState;
+    use crate::incidents::{Incident, Update};
 
     fn sink(events: &[&str], services: &[&str]) -> Notify {
         Notify {

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::snapshot::Snapshot;
 use crate::health::ServiceState;
+use crate::snapshot::Snapshot;
 
 /// At most this many entries, newest first.
 pub const MAX_ENTRIES: usize = 200;

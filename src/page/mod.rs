@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::health::ServiceState;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 use view::{Cause, Common, Outage, Status};
 
 /// The largest logo detour serves (it is also inlined into the outage page).

@@ -6,8 +6,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::snapshot::Snapshot;
 use crate::health::ServiceState;
+use crate::snapshot::Snapshot;
 
 /// `page`.
 #[derive(Debug, Clone, Serialize)]

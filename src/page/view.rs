@@ -9,10 +9,10 @@ use chrono_tz::{OffsetName, Tz};
 use serde::{Serialize, Serializer};
 
 use crate::config::{Config, Dynamic};
+use crate::health::{ServiceState, ServiceStatus};
 use crate::incidents::Incident;
 use crate::selection::Chosen;
 use crate::snapshot::Snapshot;
-use crate::health::{ServiceState, ServiceStatus};
 
 /// Seconds between the page's own refreshes (meta refresh).
 pub const REFRESH_SECS: u32 = 45;

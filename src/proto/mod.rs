@@ -4,3 +4,8 @@
 
 pub mod cookie;
 pub mod tsig;
+
+/// The big-endian `u16` at `i` of a wire message, if the message is long enough.
+pub fn u16_at(raw: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?]))
+}

@@ -1,0 +1,304 @@
+//! Service states: check verdicts in, up / down / impacted / maintenance out; the single
+//! writer of Snapshots.
+//!
+//! [`Engine`] ([`engine`]) is the pure part. [`StatesTask::run`] is the task around it: it
+//! receives probe reports and operator commands ([`operator`]), and publishes a new Snapshot
+//! whenever what DNS answers (or the states shown) changes; [`persist`] keeps verdicts and
+//! serial reservations across restarts.
+
+pub mod engine;
+pub mod operator;
+pub mod persist;
+
+pub use engine::{Change, Engine};
+pub use operator::{Actor, Command, IncidentOp, OperatorError};
+pub use persist::{
+    HIGHEST, Persisted, RESTORE_WINDOW, SERIAL_LEASE, persisted_path, restore, save_serials,
+    serial_floor, serials_path, snapshot_of,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::checks::Checks;
+use crate::checks::runner::Report;
+use crate::health::{Health, ServiceState};
+use crate::incidents::Incidents;
+use crate::overrides::{self};
+use crate::selection;
+use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
+use crate::store;
+
+/// Logs one transition as a structured event (and counts it).
+pub fn log_change(c: &Change) {
+    metrics::counter!(
+        "detour_state_transitions_total",
+        "service" => c.service.clone(),
+        "to" => c.transition.to.to_string()
+    )
+    .increment(1);
+    let from = c.transition.from.map_or("-".to_string(), |s| s.to_string());
+    let lasted = c
+        .lasted
+        .map_or(0.0, |d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
+    info!(
+        service = %c.service,
+        from = %from,
+        to = %c.transition.to,
+        reason = %c.transition.reason,
+        previous_state_s = lasted,
+        "service state changed"
+    );
+}
+
+/// The states task: the single writer of Snapshots while running.
+pub struct StatesTask {
+    /// The engine.
+    pub engine: Engine,
+    /// Probe tasks.
+    pub checks: Checks,
+    /// Where probe reports arrive.
+    pub reports: mpsc::Receiver<Report>,
+    /// Where commands arrive.
+    pub commands: mpsc::Receiver<Command>,
+    /// Where Snapshots go.
+    pub snapshots: SnapshotHandle,
+    /// Incidents (this task is their only writer).
+    pub incidents: Incidents,
+    /// Where events for notifications go (none when nobody listens).
+    pub events: Option<crate::events::Sender>,
+    /// The serials `serials.json` reserves ([`save_serials`]).
+    pub serial_ceilings: BTreeMap<String, u32>,
+    /// When the verdicts changed since they were last saved: saved [`SAVE_AFTER`] later.
+    pub unsaved_since: Option<tokio::time::Instant>,
+}
+
+/// How long changed verdicts wait before `health.json` is written: a storm of changes
+/// writes it once, and a crash loses at most this much of it (probes redo it anyway).
+pub const SAVE_AFTER: Duration = Duration::from_secs(1);
+
+impl StatesTask {
+    /// Runs until `cancel` fires, then saves the verdicts.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        // Wake at every window edge after the last evaluation, not after "now": an edge
+        // passed while something else was handled (or before this task started, since the
+        // first Snapshot is built earlier) is applied at once instead of being skipped.
+        let mut evaluated = Utc::now();
+        self.publish(false);
+        self.export_gauges();
+        loop {
+            let wake = self.engine.next_boundary(evaluated);
+            let until_wake = wake
+                .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            let mut dirty = false;
+            let save_at = self.unsaved_since.map(|t| t + SAVE_AFTER);
+            tokio::select! {
+                r = self.reports.recv() => {
+                    let Some(r) = r else { break };
+                    dirty |= self.engine.report(r);
+                    // Take everything already queued before rebuilding once.
+                    while let Ok(r) = self.reports.try_recv() {
+                        dirty |= self.engine.report(r);
+                    }
+                }
+                c = self.commands.recv() => match c {
+                    Some(c) => {
+                        self.command(c);
+                        continue;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(until_wake) => { dirty = true; }
+                _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if save_at.is_some() => {
+                    self.save();
+                    continue;
+                }
+                _ = cancel.cancelled() => break,
+            }
+            if dirty {
+                evaluated = Utc::now();
+                self.publish(false);
+            }
+        }
+        self.checks.stop();
+        self.save();
+    }
+
+    /// Evaluates, logs transitions, and swaps in a new Snapshot when anything answered or
+    /// shown changed.
+    fn publish(&mut self, force: bool) {
+        let now = Utc::now();
+        let expired = self.engine.expire_overrides(now);
+        if !expired.is_empty() {
+            let dir = self.engine.config().server.state_dir.clone();
+            if let Err(e) = overrides::save(&dir, self.engine.overrides()) {
+                warn!(error = %e, "cannot save overrides after expiry");
+            }
+            for (service, o) in &expired {
+                info!(service = %service, state = %ServiceState::from(o.state), "override expired");
+                let mut e = crate::events::Event::new(crate::events::Kind::Override);
+                e.service = Some(service.clone());
+                e.reason = format!("override ({}) expired", ServiceState::from(o.state));
+                self.emit(e);
+                self.audit(
+                    "override.expired",
+                    Some(service),
+                    None,
+                    &o.reason,
+                    &Actor {
+                        who: "detour".into(),
+                    },
+                );
+            }
+        }
+        let was_frozen = self.snapshots.load().health.guard.frozen;
+        let changes = self.engine.evaluate(now);
+        for c in &changes {
+            log_change(c);
+            // The first verdict at start is not news.
+            if let Some(from) = c.transition.from {
+                let mut e =
+                    crate::events::Event::new(crate::events::Kind::of_state(c.transition.to));
+                e.at = c.transition.at;
+                e.service = Some(c.service.clone());
+                e.service_name = self
+                    .engine
+                    .config()
+                    .services
+                    .get(&c.service)
+                    .map(|s| s.name.clone());
+                e.old_state = Some(from);
+                e.new_state = Some(c.transition.to);
+                e.reason = c.transition.reason.clone();
+                e.since = c
+                    .lasted
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| c.transition.at - d);
+                self.emit(e);
+            }
+        }
+        if self.engine.frozen() != was_frozen {
+            let mut e = crate::events::Event::new(crate::events::Kind::Guard);
+            e.reason = if self.engine.frozen() {
+                "every canary is down: states frozen, no new redirects".into()
+            } else {
+                "a canary is back: states follow the checks again".into()
+            };
+            self.emit(e);
+        }
+        let health = self.engine.health();
+        let config = self.engine.config().clone();
+        let selection = selection::select(&config, &health, now);
+        let current = self.snapshots.load_full();
+        let rebuild = force
+            || !changes.is_empty()
+            || !expired.is_empty()
+            || !Arc::ptr_eq(&current.config, &config)
+            || selection != current.selection
+            || health_differs(&current.health, &health);
+        if rebuild {
+            let incidents = if *current.incidents == self.incidents {
+                current.incidents.clone()
+            } else {
+                Arc::new(self.incidents.clone())
+            };
+            let next = Snapshot::build(
+                config,
+                selection,
+                Arc::new(health),
+                incidents,
+                Some(&current),
+                unix_now(),
+            );
+            let notify = crate::dns::secondaries::changed(&current, &next);
+            if persist::passes(&next, &self.serial_ceilings) {
+                // Before the new serials are served, so a crash between the two cannot lose
+                // one. A failed write is logged and the flip goes ahead: answering matters more.
+                self.serial_ceilings = save_serials(&next);
+            }
+            self.snapshots.store(next);
+            metrics::counter!("detour_snapshot_swaps_total").increment(1);
+            // Only once the new serial is live.
+            for n in notify {
+                crate::dns::secondaries::send(n);
+            }
+            self.export_gauges();
+        }
+        if !changes.is_empty() || force {
+            self.unsaved_since
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+    }
+
+    fn emit(&self, e: crate::events::Event) {
+        if let Some(tx) = &self.events {
+            // The receiver lives as long as the daemon; a closed one means shutdown.
+            let _ = tx.send(e);
+        }
+    }
+
+    fn export_gauges(&self) {
+        let h = self.engine.health();
+        for (id, s) in &h.services {
+            for st in [
+                ServiceState::Up,
+                ServiceState::Down,
+                ServiceState::Impacted,
+                ServiceState::Maintenance,
+            ] {
+                let v = if s.state == st { 1.0 } else { 0.0 };
+                metrics::gauge!("detour_service_state", "service" => id.clone(), "state" => st.to_string()).set(v);
+            }
+        }
+        metrics::gauge!("detour_guard_frozen").set(if h.guard.frozen { 1.0 } else { 0.0 });
+        let awaiting = h.checks.values().filter(|c| c.awaiting_canary).count();
+        metrics::gauge!("detour_checks_awaiting_canary").set(awaiting as f64);
+        // Compare with a secondary's SOA serial to see how far behind it is.
+        for z in &self.snapshots.load().zones {
+            let zone = z.origin.to_string();
+            metrics::gauge!("detour_zone_serial", "zone" => zone.clone()).set(f64::from(z.serial));
+            metrics::gauge!("detour_zone_journal_changes", "zone" => zone)
+                .set(z.journal_len() as f64);
+        }
+    }
+
+    fn save(&mut self) {
+        self.unsaved_since = None;
+        let p = self.engine.persisted(Utc::now());
+        let path = persisted_path(self.engine.config());
+        match serde_json::to_vec_pretty(&p) {
+            Ok(bytes) => {
+                if let Err(e) = store::atomic_write(&path, &bytes) {
+                    warn!(file = %path.display(), error = %e, "cannot save service states");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot encode service states"),
+        }
+    }
+}
+
+/// True when verdicts differ (which changes answers for `check_each` records), or what the
+/// status shows of them: a service's reason, a check held for a canary.
+fn health_differs(a: &Health, b: &Health) -> bool {
+    a.guard.frozen != b.guard.frozen
+        || a.checks.len() != b.checks.len()
+        || a.checks
+            .iter()
+            .zip(b.checks.iter())
+            .any(|((ia, ca), (ib, cb))| {
+                ia != ib || ca.verdict != cb.verdict || ca.awaiting_canary != cb.awaiting_canary
+            })
+        || a.services.len() != b.services.len()
+        || a.services
+            .iter()
+            .zip(b.services.iter())
+            .any(|((ia, sa), (ib, sb))| ia != ib || sa.reason != sb.reason)
+}
