@@ -1,4 +1,5 @@
-//! Documentation links: every relative link in README.md and docs/*.md leads to a file that exists, and every `#fragment` into a Markdown file to one of its headings.
+//! Documentation links: every relative link in README.md and docs/*.md leads to a file that
+//! exists, and every `#fragment` into a Markdown file to one of its headings.
 
 use std::collections::HashMap;
 use std::fs;
@@ -227,7 +228,11 @@ fn normalized(path: &Path) -> PathBuf {
 /// no heading of the Markdown file it points into.
 fn broken_links(doc: &Path) -> Vec<String> {
     let text = fs::read_to_string(doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
-    let shown = doc.strip_prefix(root()).unwrap_or(doc).display().to_string();
+    let shown = doc
+        .strip_prefix(root())
+        .unwrap_or(doc)
+        .display()
+        .to_string();
     let folder = doc.parent().expect("a document has a folder");
     let mut broken = Vec::new();
     for (line, target) in links(&text) {
@@ -251,7 +256,10 @@ fn broken_links(doc: &Path) -> Vec<String> {
             normalized(&folder.join(&path))
         };
         if !file.exists() {
-            broken.push(format!("{shown}:{line}: {target}: no file {}", file.display()));
+            broken.push(format!(
+                "{shown}:{line}: {target}: no file {}",
+                file.display()
+            ));
             continue;
         }
         let Some(fragment) = fragment else { continue };
@@ -280,7 +288,10 @@ fn every_relative_link_resolves() {
         checked += links(&fs::read_to_string(doc).expect("document reads")).len();
         broken.extend(broken_links(doc));
     }
-    assert!(checked > 0, "no links found at all: the link scanner is broken");
+    assert!(
+        checked > 0,
+        "no links found at all: the link scanner is broken"
+    );
     assert!(
         broken.is_empty(),
         "{} broken link(s):\n{}",
@@ -326,5 +337,8 @@ fn the_scanner_finds_links_and_anchors() {
         ["docs/x.md#y", "c d.md", "img.png", "https://example.test/"]
     );
     assert_eq!(anchors(sample), ["state-state_dir", "guard", "guard-1"]);
-    assert_eq!(slug("DNS behaviour: TCP, TSIG & more"), "dns-behaviour-tcp-tsig--more");
+    assert_eq!(
+        slug("DNS behaviour: TCP, TSIG & more"),
+        "dns-behaviour-tcp-tsig--more"
+    );
 }
