@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, page_config};
 use detour::overrides::{Forced, Override};
 use detour::states::{Actor, IncidentOp};
 use page::*;

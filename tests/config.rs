@@ -5,13 +5,6 @@ mod common;
 use common::*;
 use detour::config::{Config, Diagnostic, Diagnostics};
 
-const ZONE_OK: &str = r#"
-origin = "example.test."
-soa = { mname = "ns1.example.test.", rname = "hostmaster.example.test." }
-ns = ["ns1.example.test."]
-records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
-"#;
-
 fn load(config: &str, zones: &[(&str, &str)]) -> (Fixture, Result<Config, Diagnostics>) {
     let f = Fixture::new(config, zones);
     let r = Config::load(&f.config_path());
@@ -45,9 +38,9 @@ type Refused = (
     &'static [&'static str],
 );
 
-/// `ZONE_OK` as the only zone.
+/// `BARE_ZONE` as the only zone.
 fn zone_ok() -> Vec<(&'static str, String)> {
-    zone(ZONE_OK)
+    zone(BARE_ZONE)
 }
 
 /// `text` as the only zone, z.toml.
@@ -128,7 +121,7 @@ fn refused() -> Vec<Refused> {
         (
             "a zone served twice",
             config_toml(""),
-            vec![("a.toml", ZONE_OK.into()), ("b.toml", ZONE_OK.into())],
+            vec![("a.toml", BARE_ZONE.into()), ("b.toml", BARE_ZONE.into())],
             &["b.toml:2:10: duplicate zone example.test.: already served from"],
         ),
         (
@@ -456,7 +449,7 @@ fn a_missing_config_file_is_a_clear_error() {
 #[test]
 fn the_page_time_zone_is_read() {
     let cfg = format!("{SERVER}[page]\ntimezone = \"America/New_York\"\n");
-    let (_f, r) = load(&cfg, &[("z.toml", ZONE_OK)]);
+    let (_f, r) = load(&cfg, &[("z.toml", BARE_ZONE)]);
     assert_eq!(r.unwrap().page.timezone, Some(chrono_tz::America::New_York));
 }
 
@@ -464,12 +457,12 @@ fn the_page_time_zone_is_read() {
 fn cookies_are_on_with_a_given_secret_and_can_be_off() {
     let (_f, r) = load(
         &format!("{SERVER}cookie_secret = \"E5E973E5A6B2A43F48E7DC849E37BFCF\"\n"),
-        &[("z.toml", ZONE_OK)],
+        &[("z.toml", BARE_ZONE)],
     );
     assert!(r.unwrap().server.cookies.is_some());
     let (_f, r) = load(
         &format!("{SERVER}cookies = false\n"),
-        &[("z.toml", ZONE_OK)],
+        &[("z.toml", BARE_ZONE)],
     );
     assert!(r.unwrap().server.cookies.is_none());
 }
@@ -481,7 +474,7 @@ fn a_tsig_secret_can_be_read_from_a_file() {
         &format!(
             "{SERVER}[tsig.\"XFR.example\"]\nsecret_file = \"xfr.key\"\nalgorithm = \"HMAC-SHA512\"\n"
         ),
-        &[("z.toml", ZONE_OK)],
+        &[("z.toml", BARE_ZONE)],
     );
     write(
         &f.config_path().with_file_name("xfr.key"),

@@ -9,7 +9,7 @@ mod page;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Fixture, Server, udp_a};
+use common::{Fixture, Server, page_config, udp_a};
 use detour::daemon;
 use detour::overrides::{Forced, Override};
 use detour::states::{Actor, IncidentOp};

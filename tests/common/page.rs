@@ -1,5 +1,5 @@
-//! Helpers for the page tests: a detour with a page on an ephemeral port, a raw HTTP/1.1
-//! client (so Host, Accept and methods are exactly what the test says), a small XML
+//! Helpers for the page tests (their config is `page_config`, in common/configs.rs): a raw
+//! HTTP/1.1 client (so Host, Accept and methods are exactly what the test says), a small XML
 //! well-formedness checker for the Atom feed, and base64 for screenshots.
 #![allow(dead_code)]
 
@@ -36,24 +36,6 @@ pub fn closed_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("ephemeral port")
-}
-
-/// A config with every listener on an ephemeral loopback port; `rest` follows `[server]`.
-pub fn page_config(extra_server: &str, rest: &str) -> String {
-    format!(
-        r#"
-[server]
-dns_listen = ["127.0.0.1:0"]
-page_listen = ["127.0.0.1:0"]
-admin_listen = "127.0.0.1:0"
-zones_dir = "zones"
-state_dir = "state"
-udp_workers = 1
-{extra_server}
-
-{rest}
-"#
-    )
 }
 
 /// The address of a page URL such as "http://127.0.0.1:8080".
