@@ -833,32 +833,21 @@ async fn the_logo_is_served_and_inlined() {
     assert!(status.body.contains("<img src=\"/logo\" alt=\"\">"));
 
     let c = running.control();
-    c.set_override(
-        "mls",
-        Some(Override {
-            state: Forced::Down,
-            reason: String::new(),
-            until: None,
-            by: None,
-            set_at: None,
-        }),
-        actor().await,
-    )
-    .await
-    .unwrap();
-    c.set_override(
-        "mls_dr",
-        Some(Override {
-            state: Forced::Down,
-            reason: String::new(),
-            until: None,
-            by: None,
-            set_at: None,
-        }),
-        actor().await,
-    )
-    .await
-    .unwrap();
+    for id in ["mls", "mls_dr"] {
+        c.set_override(
+            id,
+            Some(Override {
+                state: Forced::Down,
+                reason: String::new(),
+                until: None,
+                by: None,
+                set_at: None,
+            }),
+            actor().await,
+        )
+        .await
+        .unwrap();
+    }
     // On the outage page every path is the page, so the logo travels inside it.
     let outage = get(page, "mls.example.test", "/").await;
     assert_eq!(outage.status, 503);
