@@ -10,7 +10,12 @@ use tokio::net::TcpStream;
 
 /// The zone of the page tests: `mls` follows the MLS (then its standby), and two static
 /// CNAMEs lead to it.
-pub const PAGE_ZONE: &str = r#"
+pub fn page_zone() -> String {
+    format!("{PAGE_RECORDS}{}", crate::common::MLS_DYNAMIC)
+}
+
+/// `page_zone()` before its dynamic record.
+const PAGE_RECORDS: &str = r#"
 origin = "example.test."
 soa = { mname = "ns1.example.test.", rname = "h.example.test.", minimum = 30 }
 ns = ["ns1.example.test."]
@@ -19,16 +24,6 @@ records = [
   { name = "www", type = "CNAME", value = "mls" },
   { name = "status", type = "A", value = "127.0.0.1" },
 ]
-
-[[dynamic]]
-name = "mls"
-type = "A"
-ttl = 30
-answers = [
-  { if_up = "mls", values = ["127.0.0.10"] },
-  { if_up = "mls_dr", values = ["127.0.0.20"] },
-]
-otherwise = ["127.0.0.80"]
 "#;
 
 /// A port nothing listens on (bound, then released).
