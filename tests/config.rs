@@ -22,6 +22,10 @@ fn expect_error(errors: &Diagnostics, file: &str, line: usize, col: usize, needl
     );
 }
 
+/// The dynamic record `mls`, in 192.0.2.0/24, as `extra` for [`zone_with`].
+const MLS_192: &str = "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"mls\", values = [\"192.0.2.1\"] } ]\notherwise = [\"192.0.2.80\"]\n";
+
+/// example.test. with `records` (the lines inside `records = [ ]`) and `extra` after them.
 fn zone_with(records: &str, extra: &str) -> String {
     format!(
         "origin = \"example.test.\"\nsoa = {{ mname = \"ns1.example.test.\", rname = \"h.example.test.\" }}\nns = [\"ns1.example.test.\"]\nrecords = [\n{records}]\n{extra}"
@@ -48,10 +52,13 @@ fn zone(text: &str) -> Vec<(&'static str, String)> {
     vec![("z.toml", text.to_string())]
 }
 
+/// The least a config needs.
 const SERVER: &str = "[server]\nzones_dir = \"zones\"\n";
+/// A TSIG secret (28 bytes).
 const SECRET: &str = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
 /// Two TSIG keys, for the zones' transfer keys.
 const TSIG_KEYS: &str = "[server]\nzones_dir = \"zones\"\n[tsig.xfr]\nsecret = \"c2VjcmV0\"\n[tsig.next]\nsecret = \"c2VjcmV0\"\n";
+/// Two services that depend on each other, and one of them on a service that is not there.
 const DEPENDS: &str = r#"
 [server]
 zones_dir = "zones"
@@ -114,7 +121,7 @@ fn refused() -> Vec<Refused> {
             config_toml(""),
             zone(&zone_with(
                 "  { name = \"mls\", type = \"CNAME\", value = \"www\" },\n",
-                "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"mls\", values = [\"192.0.2.1\"] } ]\notherwise = [\"192.0.2.80\"]\n",
+                MLS_192,
             )),
             &["z.toml:5:12: also has dynamic A"],
         ),
@@ -531,7 +538,7 @@ fn large_zone(n: usize, bad: Option<(usize, &str)>) -> String {
     }
     zone_with(
         &recs,
-        "allow_transfer = [\"127.0.0.1\"]\n[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nanswers = [ { if_up = \"mls\", values = [\"192.0.2.1\"] } ]\notherwise = [\"192.0.2.80\"]\n",
+        &format!("allow_transfer = [\"127.0.0.1\"]\n{MLS_192}"),
     )
 }
 
