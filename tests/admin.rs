@@ -10,28 +10,17 @@ use hickory_server::proto::rr::{RData, RecordType};
 
 use serde_json::{Value, json};
 
-const DYNAMIC: &str = r#"
-[[dynamic]]
-name = "mls"
-type = "A"
-ttl = 30
-answers = [ { if_up = "mls", values = ["127.0.0.10"] }, { if_up = "mls_dr", values = ["127.0.0.20"] } ]
-otherwise = ["127.0.0.80"]
-"#;
-
 fn cfg() -> String {
-    "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nudp_workers = 1\n[services.mls]\nname = \"MLS\"\n[services.mls_dr]\n".to_string()
+    single_worker_config("") + "[services.mls_dr]\n"
+}
+
+/// `origin` with one host and the `mls` record.
+fn zone(origin: &str) -> String {
+    SUB_ZONE.replace("sub.example.test.", origin) + MLS_DYNAMIC
 }
 
 async fn server() -> Server {
-    Server::start(
-        &cfg(),
-        &[(
-            "z.toml",
-            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
-        )],
-    )
-    .await
+    Server::start(&cfg(), &[("z.toml", &zone("example.test."))]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,13 +329,7 @@ async fn a_bad_reload_is_reported_until_a_good_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_aside() {
-    let fixture = Fixture::new(
-        &cfg(),
-        &[(
-            "z.toml",
-            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
-        )],
-    );
+    let fixture = Fixture::new(&cfg(), &[("z.toml", &zone("example.test."))]);
     let path = fixture.config_path();
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();
     let actor = || detour::states::Actor { who: "test".into() };
@@ -424,14 +407,7 @@ async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_asi
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_give_each_zone_serial_and_journal() {
     // A zone of its own: gauges are process-wide, and other tests serve example.test.
-    let s = Server::start(
-        &cfg(),
-        &[(
-            "z.toml",
-            &(SUB_ZONE.replace("sub.example.test.", "gauge.test.") + DYNAMIC),
-        )],
-    )
-    .await;
+    let s = Server::start(&cfg(), &[("z.toml", &zone("gauge.test."))]).await;
     let serial = || async {
         match &udp(s.addr, &query("gauge.test.", RecordType::SOA, None))
             .await
@@ -510,14 +486,7 @@ async fn a_unix_socket_admin_needs_no_token_and_is_private() {
         "admin_listen = \"127.0.0.1:0\"",
         "admin_listen = \"unix:state/admin.sock\"",
     );
-    let s = Server::start(
-        &config,
-        &[(
-            "z.toml",
-            &(SUB_ZONE.replace("sub.example.test.", "example.test.") + DYNAMIC),
-        )],
-    )
-    .await;
+    let s = Server::start(&config, &[("z.toml", &zone("example.test."))]).await;
     let sock = s.fixture.dir.path().join("state/admin.sock");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

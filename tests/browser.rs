@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, page_config};
 use detour::overrides::{Forced, Override};
 use detour::states::{Actor, IncidentOp};
 use page::*;
@@ -338,7 +338,7 @@ description = "Book and confirm showings"
 #[tokio::test(flavor = "multi_thread")]
 async fn the_outage_page_reads_well_at_360_and_1280_pixels() {
     let _ = chromium();
-    let s = Server::start(&config(), &[("example.test.toml", PAGE_ZONE)]).await;
+    let s = Server::start(&config(), &[("example.test.toml", &page_zone())]).await;
     let port = addr_of(&s.running.page_addrs()[0]).port();
     let c = s.running.control();
     let who = || Actor {

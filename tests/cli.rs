@@ -273,8 +273,7 @@ fn free_port() -> u16 {
 /// A config whose admin API has a fixed (free) port, so client commands can find it.
 fn operator_fixture() -> (Fixture, u16) {
     let port = free_port();
-    let zone = SUB_ZONE.replace("sub.example.test.", "example.test.")
-        + "[[dynamic]]\nname = \"mls\"\ntype = \"A\"\nttl = 30\nanswers = [ { if_up = \"mls\", values = [\"127.0.0.10\"] } ]\notherwise = [\"127.0.0.80\"]\n";
+    let zone = SUB_ZONE.replace("sub.example.test.", "example.test.") + MLS_ONLY_DYNAMIC;
     let f = Fixture::new(
         &format!(
             "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{port}\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\n[page]\ntimezone = \"America/New_York\"\n[services.mls]\nname = \"MLS\"\n"

@@ -153,9 +153,7 @@ fn big_txt_zone() -> String {
         "  {{ name = \"long\", type = \"TXT\", value = \"{}\" }},\n",
         "z".repeat(600)
     ));
-    format!(
-        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nrecords = [\n{recs}]\n"
-    )
+    big_zone("", &recs)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -800,9 +798,7 @@ async fn large_zones_transfer_in_several_messages() {
             i % 256
         ));
     }
-    let zone = format!(
-        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nallow_transfer = [\"127.0.0.0/8\"]\nrecords = [\n{recs}]\n"
-    );
+    let zone = big_zone("allow_transfer = [\"127.0.0.0/8\"]\n", &recs);
     let s = Server::start(&config_toml(""), &[("big.toml", &zone)]).await;
     let msgs = axfr(s.addr, &query("big.test.", RecordType::AXFR, None)).await;
     assert!(msgs.len() > 1, "several messages");
@@ -874,9 +870,7 @@ async fn a_tcp_client_that_stops_reading_is_dropped_at_the_idle_timeout() {
             "h".repeat(1997)
         ));
     }
-    let zone = format!(
-        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nrecords = [\n{recs}]\n"
-    );
+    let zone = big_zone("", &recs);
     let s = Server::start(
         &config_toml("tcp_idle_timeout = \"300ms\""),
         &[("big.toml", &zone)],

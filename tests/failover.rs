@@ -43,22 +43,8 @@ records = [ {{ name = "ns1", type = "A", value = "127.0.0.1" }} ]
     )
 }
 
-const MLS_DYNAMIC: &str = r#"
-[[dynamic]]
-name = "mls"
-type = "A"
-ttl = 30
-answers = [
-  { if_up = "mls",    values = ["127.0.0.10"] },
-  { if_up = "mls_dr", values = ["127.0.0.20"] },
-]
-otherwise = ["127.0.0.80"]
-"#;
-
 fn config(services: &str) -> String {
-    format!(
-        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nstate_dir = \"state\"\nudp_workers = 1\n{services}"
-    )
+    page_config("", services)
 }
 
 fn http_service(id: &str, backend: SocketAddr, extra: &str) -> String {

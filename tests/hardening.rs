@@ -8,34 +8,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::binary::{Daemon, cli};
+use common::single_worker_config as cfg;
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const ZONE: &str = r#"
-origin = "example.test."
-soa = { mname = "ns1.example.test.", rname = "hostmaster.example.test." }
-ns  = ["ns1.example.test."]
-records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
-
-[[dynamic]]
-name = "mls"
-type = "A"
-ttl = 30
-answers = [ { if_up = "mls", values = ["127.0.0.10"] } ]
-otherwise = ["127.0.0.80"]
-"#;
-
-/// Ephemeral listeners, one unchecked service; `extra_server` joins `[server]`.
-fn cfg(extra_server: &str) -> String {
-    format!(
-        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\npage_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nudp_workers = 1\n{extra_server}\n[services.mls]\nname = \"MLS\"\n"
-    )
+/// example.test. with one dynamic record, `mls`, that follows the MLS.
+fn zone() -> String {
+    format!("{BARE_ZONE}{MLS_ONLY_DYNAMIC}")
 }
 
 async fn server(extra_server: &str) -> Server {
-    Server::start(&cfg(extra_server), &[("z.toml", ZONE)]).await
+    Server::start(&cfg(extra_server), &[("z.toml", &zone())]).await
 }
 
 /// A TCP connection to `to` from the loopback address `from` (127.0.0.0/8 is all ours).
@@ -217,7 +202,7 @@ async fn floods_under_a_low_descriptor_limit_cause_no_false_failover() {
             "check = {{ type = \"http\", url = \"http://{}/\" }}\n[check_defaults]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2\n",
             backend.addr
         );
-    let f = Fixture::new(&text, &[("z.toml", ZONE)]);
+    let f = Fixture::new(&text, &[("z.toml", &zone())]);
     let mut d = Daemon::start_limited(&f.config_path(), 256);
     let lowered = d.wait_for("connection caps are lowered");
     assert!(lowered.contains("only 256 open files"), "{lowered}");
@@ -375,7 +360,7 @@ fn raise_own_limit() {
 async fn a_corrupt_admin_token_is_set_aside_and_replaced() {
     tls_provider();
     for corrupt in [&[0xff, 0xfe, b'x'][..], &[0u8; 64][..]] {
-        let f = Fixture::new(&cfg(""), &[("z.toml", ZONE)]);
+        let f = Fixture::new(&cfg(""), &[("z.toml", &zone())]);
         let token_file = f.dir.path().join("state/admin.token");
         std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
         std::fs::write(&token_file, corrupt).unwrap();
@@ -466,7 +451,7 @@ fn huge_durations_in_the_config_are_errors_with_their_position() {
             cfg("") + &format!("[check_defaults]\ninterval = {eleven_years}\n"),
         ),
     ] {
-        let f = Fixture::new(&text, &[("z.toml", ZONE)]);
+        let f = Fixture::new(&text, &[("z.toml", &zone())]);
         let (code, _, err) = cli(&f.config_path(), &["check"]);
         assert_eq!(code, 2, "{text}\n{err}");
         assert!(
@@ -479,7 +464,7 @@ fn huge_durations_in_the_config_are_errors_with_their_position() {
 
 #[test]
 fn the_cli_refuses_what_the_daemon_would_with_exit_2() {
-    let f = Fixture::new(&cfg(""), &[("z.toml", ZONE)]);
+    let f = Fixture::new(&cfg(""), &[("z.toml", &zone())]);
     let long = "x".repeat(2001);
     for args in [
         vec!["override", "set", "mls", "down", "--until", "99999999999h"],
@@ -570,7 +555,7 @@ fn hostile_text_is_escaped_in_status_and_the_log_and_refusals_are_throttled() {
             "admin_listen = \"127.0.0.1:0\"",
             &format!("admin_listen = \"127.0.0.1:{port}\""),
         ),
-        &[("z.toml", ZONE)],
+        &[("z.toml", &zone())],
     );
     let mut d = Daemon::start(&f.config_path());
     d.wait_for("ready");
@@ -644,7 +629,7 @@ async fn the_admin_socket_replaces_only_a_stale_socket() {
             "admin_listen = \"127.0.0.1:0\"",
             "admin_listen = \"unix:state/important.txt\"",
         ),
-        &[("z.toml", ZONE)],
+        &[("z.toml", &zone())],
     );
     let file = f.dir.path().join("state/important.txt");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -688,7 +673,7 @@ async fn the_admin_socket_replaces_only_a_stale_socket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_health_and_truncated_overrides_are_reported() {
-    let f = Fixture::new(&cfg(""), &[("z.toml", ZONE)]);
+    let f = Fixture::new(&cfg(""), &[("z.toml", &zone())]);
     let state = f.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("health.json"), "{ not json").unwrap();
@@ -742,9 +727,9 @@ async fn corrupt_health_and_truncated_overrides_are_reported() {
 #[test]
 fn ttls_past_2_31_are_refused_where_written() {
     for (line, text) in [
-        (5, ZONE.replace("records = [ { name = \"ns1\", type = \"A\", value = \"127.0.0.1\" } ]", "records = [ { name = \"ns1\", type = \"A\", value = \"127.0.0.1\", ttl = 2147483648 } ]")),
-        (10, ZONE.replace("ttl = 30", "ttl = 4294967295")),
-        (3, ZONE.replace("rname = \"hostmaster.example.test.\" }", "rname = \"hostmaster.example.test.\", minimum = 3000000000 }")),
+        (5, zone().replace("records = [ { name = \"ns1\", type = \"A\", value = \"127.0.0.1\" } ]", "records = [ { name = \"ns1\", type = \"A\", value = \"127.0.0.1\", ttl = 2147483648 } ]")),
+        (10, zone().replace("ttl = 30", "ttl = 4294967295")),
+        (3, zone().replace("rname = \"hostmaster.example.test.\" }", "rname = \"hostmaster.example.test.\", minimum = 3000000000 }")),
     ] {
         let f = Fixture::new(&cfg(""), &[("z.toml", &text)]);
         let (code, _, err) = cli(&f.config_path(), &["check"]);

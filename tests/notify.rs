@@ -219,15 +219,10 @@ records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
 "#;
 
 fn config(services: &str, sinks: &str) -> String {
-    format!(
-        r#"[server]
-dns_listen = ["127.0.0.1:0"]
-page_listen = ["127.0.0.1:0"]
-admin_listen = "127.0.0.1:0"
-zones_dir = "zones"
-state_dir = "state"
-udp_workers = 1
-
+    page_config(
+        "",
+        &format!(
+            r#"
 [page]
 title = "Example Realty"
 
@@ -239,6 +234,7 @@ name = "Sign-On"
 
 {sinks}
 "#
+        ),
     )
 }
 

@@ -9,7 +9,7 @@ mod page;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Fixture, Server, udp_a};
+use common::{Fixture, Server, page_config, udp_a};
 use detour::daemon;
 use detour::overrides::{Forced, Override};
 use detour::states::{Actor, IncidentOp};
@@ -19,10 +19,11 @@ use serde_json::Value;
 
 const ATOM: &str = "http://www.w3.org/2005/Atom";
 
-/// `PAGE_ZONE` plus a record for the docs service (in maintenance in the rich config).
+/// `page_zone()` plus a record for the docs service (in maintenance in the rich config).
 fn rich_zone() -> String {
+    let zone = page_zone();
     format!(
-        "{PAGE_ZONE}\n[[dynamic]]\nname = \"docs\"\ntype = \"A\"\nttl = 30\nanswers = [ {{ if_up = \"docs\", values = [\"127.0.0.30\"] }} ]\notherwise = [\"127.0.0.80\"]\n"
+        "{zone}\n[[dynamic]]\nname = \"docs\"\ntype = \"A\"\nttl = 30\nanswers = [ {{ if_up = \"docs\", values = [\"127.0.0.30\"] }} ]\notherwise = [\"127.0.0.80\"]\n"
     )
 }
 
@@ -693,7 +694,7 @@ description = "<img src=x onerror=alert(3)>"
 async fn operator_decisions_are_said_and_everything_operators_type_is_escaped() {
     let s = Server::start(
         &page_config("", OPERATOR_CONFIG),
-        &[("example.test.toml", PAGE_ZONE)],
+        &[("example.test.toml", &page_zone())],
     )
     .await;
     let page = addr_of(&s.running.page_addrs()[0]);
@@ -820,7 +821,7 @@ async fn the_logo_is_served_and_inlined() {
         "",
         "[page]\nlogo = \"logo.png\"\n[services.mls]\n[services.mls_dr]\n",
     );
-    let f = Fixture::new(&cfg, &[("example.test.toml", PAGE_ZONE)]);
+    let f = Fixture::new(&cfg, &[("example.test.toml", &page_zone())]);
     std::fs::write(f.dir.path().join("logo.png"), &png).unwrap();
     let running = daemon::start(f.load(), &f.config_path()).await.unwrap();
     let page = addr_of(&running.page_addrs()[0]);
@@ -833,32 +834,21 @@ async fn the_logo_is_served_and_inlined() {
     assert!(status.body.contains("<img src=\"/logo\" alt=\"\">"));
 
     let c = running.control();
-    c.set_override(
-        "mls",
-        Some(Override {
-            state: Forced::Down,
-            reason: String::new(),
-            until: None,
-            by: None,
-            set_at: None,
-        }),
-        actor().await,
-    )
-    .await
-    .unwrap();
-    c.set_override(
-        "mls_dr",
-        Some(Override {
-            state: Forced::Down,
-            reason: String::new(),
-            until: None,
-            by: None,
-            set_at: None,
-        }),
-        actor().await,
-    )
-    .await
-    .unwrap();
+    for id in ["mls", "mls_dr"] {
+        c.set_override(
+            id,
+            Some(Override {
+                state: Forced::Down,
+                reason: String::new(),
+                until: None,
+                by: None,
+                set_at: None,
+            }),
+            actor().await,
+        )
+        .await
+        .unwrap();
+    }
     // On the outage page every path is the page, so the logo travels inside it.
     let outage = get(page, "mls.example.test", "/").await;
     assert_eq!(outage.status, 503);
@@ -900,7 +890,7 @@ async fn a_reload_changes_the_page_with_the_snapshot() {
             "",
             "[page]\ntitle = \"Before\"\n[services.mls]\n[services.mls_dr]\n",
         ),
-        &[("example.test.toml", PAGE_ZONE)],
+        &[("example.test.toml", &page_zone())],
     )
     .await;
     let page = addr_of(&s.running.page_addrs()[0]);
@@ -925,7 +915,7 @@ async fn times_are_shown_in_the_configured_zone() {
             "",
             "[page]\ntimezone = \"Asia/Tokyo\"\n[services.mls]\n[services.mls_dr]\n",
         ),
-        &[("example.test.toml", PAGE_ZONE)],
+        &[("example.test.toml", &page_zone())],
     )
     .await;
     let page = addr_of(&s.running.page_addrs()[0]);
@@ -960,7 +950,7 @@ async fn a_taken_page_port_fails_the_start() {
         "page_listen = [\"127.0.0.1:0\"]",
         &format!("page_listen = [\"{addr}\"]"),
     );
-    let f = Fixture::new(&cfg, &[("example.test.toml", PAGE_ZONE)]);
+    let f = Fixture::new(&cfg, &[("example.test.toml", &page_zone())]);
     let err = match daemon::start(f.load(), &f.config_path()).await {
         Ok(_) => panic!("started on a taken port"),
         Err(e) => e.to_string(),
@@ -1045,7 +1035,7 @@ async fn https_chooses_the_certificate_by_sni_beside_http() {
             k2.display()
         ),
     );
-    let s = Server::start(&cfg, &[("example.test.toml", PAGE_ZONE)]).await;
+    let s = Server::start(&cfg, &[("example.test.toml", &page_zone())]).await;
     let urls = s.running.page_addrs().to_vec();
     assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(
@@ -1151,7 +1141,7 @@ async fn a_bad_certificate_fails_the_start_naming_the_file() {
             cert.display()
         ),
     );
-    let f = Fixture::new(&cfg, &[("example.test.toml", PAGE_ZONE)]);
+    let f = Fixture::new(&cfg, &[("example.test.toml", &page_zone())]);
     let err = match daemon::start(f.load(), &f.config_path()).await {
         Ok(_) => panic!("started with a broken certificate"),
         Err(e) => e.to_string(),

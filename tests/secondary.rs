@@ -468,8 +468,9 @@ async fn signed_transfer_messages_still_fit_a_tcp_frame() {
         })
         .collect();
     let secret = new_secret();
-    let zone = format!(
-        "origin = \"big.test.\"\nsoa = {{ mname = \"ns.big.test.\", rname = \"h.big.test.\" }}\nns = [\"ns.big.test.\"]\nallow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"{KEY}\"\nrecords = [\n{recs}]\n"
+    let zone = big_zone(
+        &format!("allow_transfer = [\"127.0.0.1\"]\ntransfer_key = \"{KEY}\"\n"),
+        &recs,
     );
     let extra = format!("\n[tsig.{KEY}]\nsecret = \"{secret}\"\n");
     let s = Server::start(&config_toml(&extra), &[("big.toml", &zone)]).await;

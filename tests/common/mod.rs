@@ -4,6 +4,10 @@
 
 pub mod backend;
 pub mod binary;
+pub mod configs;
+
+#[allow(unused_imports)] // Not every test file uses them.
+pub use configs::*;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! Helpers for the page tests: a detour with a page on an ephemeral port, a raw HTTP/1.1
-//! client (so Host, Accept and methods are exactly what the test says), a small XML
+//! Helpers for the page tests (their config is `page_config`, in common/configs.rs): a raw
+//! HTTP/1.1 client (so Host, Accept and methods are exactly what the test says), a small XML
 //! well-formedness checker for the Atom feed, and base64 for screenshots.
 #![allow(dead_code)]
 
@@ -10,7 +10,12 @@ use tokio::net::TcpStream;
 
 /// The zone of the page tests: `mls` follows the MLS (then its standby), and two static
 /// CNAMEs lead to it.
-pub const PAGE_ZONE: &str = r#"
+pub fn page_zone() -> String {
+    format!("{PAGE_RECORDS}{}", crate::common::MLS_DYNAMIC)
+}
+
+/// `page_zone()` before its dynamic record.
+const PAGE_RECORDS: &str = r#"
 origin = "example.test."
 soa = { mname = "ns1.example.test.", rname = "h.example.test.", minimum = 30 }
 ns = ["ns1.example.test."]
@@ -19,16 +24,6 @@ records = [
   { name = "www", type = "CNAME", value = "mls" },
   { name = "status", type = "A", value = "127.0.0.1" },
 ]
-
-[[dynamic]]
-name = "mls"
-type = "A"
-ttl = 30
-answers = [
-  { if_up = "mls", values = ["127.0.0.10"] },
-  { if_up = "mls_dr", values = ["127.0.0.20"] },
-]
-otherwise = ["127.0.0.80"]
 "#;
 
 /// A port nothing listens on (bound, then released).
@@ -36,24 +31,6 @@ pub fn closed_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("ephemeral port")
-}
-
-/// A config with every listener on an ephemeral loopback port; `rest` follows `[server]`.
-pub fn page_config(extra_server: &str, rest: &str) -> String {
-    format!(
-        r#"
-[server]
-dns_listen = ["127.0.0.1:0"]
-page_listen = ["127.0.0.1:0"]
-admin_listen = "127.0.0.1:0"
-zones_dir = "zones"
-state_dir = "state"
-udp_workers = 1
-{extra_server}
-
-{rest}
-"#
-    )
 }
 
 /// The address of a page URL such as "http://127.0.0.1:8080".
