@@ -1,23 +1,26 @@
 //! detour: a DNS failover and maintenance-redirect controller.
 //!
-//! The modules follow the data flow of `DESIGN.md`, from configuration to the answers:
+//! The modules, in the order data flows through them (imports only run down this list;
+//! `python3 ../shared/tools/layers.py src` shows the graph):
 //!
-//! 1. [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
-//! 2. [`checks`]: one task per probe (HTTP, TCP, DNS), rise/fall, adaptive pace.
-//! 3. [`overrides`], [`incidents`], [`audit`]: what operators say, kept in `state_dir`
-//!    (written atomically by [`store`]).
-//! 4. [`states`]: the single writer: verdicts, overrides and maintenance become
-//!    up / down / impacted / maintenance, with the guard; it publishes Snapshots and
-//!    [`events`]. [`control`] is how SIGHUP and the admin API reach it.
-//! 5. [`selection`]: which answer each dynamic record gives (pure).
-//! 6. [`snapshot`]: zones compiled for lookup and into wire format (a flip compiles again
-//!    only what it changes), each zone's journal of changes, health and incidents, swapped
-//!    atomically and read without locks.
-//! 7. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers with
-//!    TSIG, NOTIFY), [`page`]
-//!    (outage and status pages, feeds), [`admin`] (API; [`status`] is its document),
-//!    [`telemetry`] (`/metrics`); and [`notify`], which delivers events.
-//! 8. [`daemon`] wires it all; [`cli`] is the command line.
+//! 1. Ground: [`proto`] (TSIG, DNS Cookies: wire helpers), [`text`] (operator text: limits,
+//!    escaping), [`store`] (atomic state files), [`telemetry`] (metrics, log throttling),
+//!    [`fds`] (the descriptor budget).
+//! 2. [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
+//! 3. [`checks`]: one task per probe (HTTP, TCP, DNS), rise/fall, adaptive pace.
+//! 4. What operators say, kept in `state_dir`: [`overrides`], [`incidents`], [`audit`].
+//! 5. [`selection`]: which answer each dynamic record gives (pure); [`health`]: the shared
+//!    state types (up / down / impacted / maintenance).
+//! 6. [`zone`]: zone data for lookup, the IXFR journal, the answer rules, answers compiled
+//!    to wire format; [`snapshot`]: all of it with health and incidents, swapped atomically
+//!    and read without locks.
+//! 7. [`states`]: the single writer: verdicts, overrides and maintenance become states, with
+//!    the guard; it publishes Snapshots and [`events`]. [`control`] is how SIGHUP, the admin
+//!    API and the CLI reach it.
+//! 8. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers,
+//!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
+//!    its document), both served by [`http`]; and [`notify`], which delivers events.
+//! 9. [`daemon`] wires it all; [`cli`] is the command line.
 pub mod admin;
 pub mod audit;
 pub mod checks;

@@ -1,9 +1,9 @@
 //! The DNS server: UDP and TCP listeners on every `dns_listen`, answering from the Snapshot.
 //!
 //! [`answer`] turns one message into its reply (transfers included: AXFR, and IXFR from each
-//! zone's journal in the Snapshot); [`fast`] holds the answers compiled ahead that most
-//! queries get; [`cookie`] makes DNS Cookies; [`tsig`] checks and makes transfer signatures; [`secondaries`] sends NOTIFY;
-//! [`udp`] and [`tcp`] move bytes. Listeners are
+//! zone's journal in the Snapshot), with DNS Cookies and TSIG from [`crate::proto`]; [`fast`]
+//! serves the answers [`crate::zone::compiled`] holds, which most queries get;
+//! [`secondaries`] sends NOTIFY; [`udp`] and [`tcp`] move bytes. Listeners are
 //! detour's own (not hickory's `Server`) for two reasons: hickory spawns a task per datagram,
 //! and it has no cap on TCP connections, which the contract needs so that idle TCP clients
 //! cannot starve anyone else.

@@ -1,6 +1,6 @@
 //! What a notification says: the JSON document (webhook body with `format = "json"`, and the
 //! stdin of exec sinks), the short text for people (the `format = "slack"` body), and the
-//! `DETOUR_*` environment of exec sinks. The schema is documented in README.md; `version`
+//! `DETOUR_*` environment of exec sinks. The schema is documented in docs/notifications.md; `version`
 //! goes up if a field ever changes meaning.
 
 use chrono::{DateTime, SecondsFormat, Utc};

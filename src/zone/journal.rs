@@ -36,7 +36,7 @@ const JOURNAL_STEPS: usize = 256;
 const JOURNAL_RECORDS: usize = 100_000;
 
 /// The records of `old` missing from `new` and those of `new` missing from `old`, both
-/// sorted as [`sort_content`] sorts (a merge, not a search: a flip in a zone of 100,000
+/// sorted as the zone sorts its content (a merge, not a search: a flip in a zone of 100,000
 /// records walks each once).
 pub fn diff(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
     let key = |r: &Record| (owner_type_key(r), r.data.to_string());
@@ -66,7 +66,7 @@ pub fn diff(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
     (deleted, added)
 }
 
-/// Drops the oldest changes beyond [`JOURNAL_STEPS`] or [`JOURNAL_RECORDS`] (the newest
+/// Drops the oldest changes beyond `JOURNAL_STEPS` or `JOURNAL_RECORDS` (the newest
 /// change is always kept), and all of them when the newest alone is as large as the zone
 /// (`zone_records`): no IXFR across it could be smaller than the zone, so none will be sent.
 pub fn trim(journal: &mut Vec<Arc<Delta>>, zone_records: usize) {
