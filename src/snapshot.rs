@@ -180,29 +180,46 @@ impl Snapshot {
     }
 }
 
-/// The current Snapshot, readable without a lock from any thread.
+/// The current Snapshot, readable without a lock from any thread; tasks that act on a new
+/// one (NOTIFY to secondaries) are woken through [`SnapshotHandle::watch`].
 #[derive(Debug, Clone)]
-pub struct SnapshotHandle(Arc<ArcSwap<Snapshot>>);
+pub struct SnapshotHandle {
+    current: Arc<ArcSwap<Snapshot>>,
+    /// The generation last stored.
+    stored: Arc<tokio::sync::watch::Sender<u64>>,
+}
 
 impl SnapshotHandle {
     /// Publishes `first` as the initial Snapshot.
     pub fn new(first: Snapshot) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(first)))
+        let generation = first.generation;
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(first)),
+            stored: Arc::new(tokio::sync::watch::channel(generation).0),
+        }
+    }
+
+    /// Wakes its holder after each [`SnapshotHandle::store`] (with the new generation); a
+    /// holder that falls behind sees only the latest.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// The current Snapshot; cheap, lock-free; do not hold it across `.await`.
     pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.0.load()
+        self.current.load()
     }
 
     /// The current Snapshot as an owned `Arc`, for holding across `.await`.
     pub fn load_full(&self) -> Arc<Snapshot> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     /// Replaces the current Snapshot; queries in flight keep the one they loaded.
     pub fn store(&self, next: Snapshot) {
-        self.0.store(Arc::new(next));
+        let generation = next.generation;
+        self.current.store(Arc::new(next));
+        self.stored.send_replace(generation);
     }
 }
 

@@ -137,6 +137,7 @@ pub fn serve(
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<()> {
+    tasks.spawn(secondaries::run(snapshots.clone(), cancel.clone()));
     for b in bound {
         for s in b.udp {
             let snapshots = snapshots.clone();

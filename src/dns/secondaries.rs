@@ -52,6 +52,31 @@ pub fn changed(prev: &Snapshot, next: &Snapshot) -> Vec<Notify> {
         .collect()
 }
 
+/// Sends NOTIFY for every zone whose serial a newly stored Snapshot changed, once it is
+/// live (the store comes first), until `cancel`.
+pub async fn run(
+    snapshots: crate::snapshot::SnapshotHandle,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let mut stored = snapshots.watch();
+    let mut last = snapshots.load_full();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = stored.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let next = snapshots.load_full();
+        for n in changed(&last, &next) {
+            send(n);
+        }
+        last = next;
+    }
+}
+
 /// Sends `n` to every target (in the background; never blocks the caller).
 pub fn send(n: Notify) {
     for target in n.targets {

@@ -218,7 +218,6 @@ impl StatesTask {
                 Some(&current),
                 unix_now(),
             );
-            let notify = crate::dns::secondaries::changed(&current, &next);
             if persist::passes(&next, &self.serial_ceilings) {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.
@@ -226,10 +225,6 @@ impl StatesTask {
             }
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);
-            // Only once the new serial is live.
-            for n in notify {
-                crate::dns::secondaries::send(n);
-            }
             self.export_gauges();
         }
         if !changes.is_empty() || force {
