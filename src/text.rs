@@ -72,6 +72,37 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A time span in words, the one wording the page, the CLI and notifications use: "less than
+/// a minute", "12 minutes", "2 hours 5 minutes", "3 days", "1 day 4 hours" (rounded down).
+pub fn span(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    let minutes = secs.max(0) / 60;
+    if minutes == 0 {
+        return "less than a minute".into();
+    }
+    if minutes < 60 {
+        return plural(minutes, "minute");
+    }
+    let (hours, m) = (minutes / 60, minutes % 60);
+    if hours < 24 {
+        return match m {
+            0 => plural(hours, "hour"),
+            m => format!("{} {}", plural(hours, "hour"), plural(m, "minute")),
+        };
+    }
+    let (days, h) = (hours / 24, hours % 24);
+    match h {
+        0 => plural(days, "day"),
+        h => format!("{} {}", plural(days, "day"), plural(h, "hour")),
+    }
+}
+
 /// The daemon log's field formatter: `name=value` as tracing's default, with every value
 /// (and the message) passed through [`escape`], so a reason with a newline cannot forge a
 /// log line and one with ESC sequences cannot rewrite the operator's terminal.
@@ -140,6 +171,19 @@ mod tests {
         assert_eq!(escape("x\0y\r"), "x\\u{0}y\\r");
         assert_eq!(escape("abc\u{202E}def"), "abc\\u{202e}def");
         assert_eq!(escape("\u{9b}"), "\\u{9b}", "C1 CSI");
+    }
+
+    #[test]
+    fn spans_read_as_words() {
+        assert_eq!(span(-5), "less than a minute");
+        assert_eq!(span(0), "less than a minute");
+        assert_eq!(span(59), "less than a minute");
+        assert_eq!(span(60), "1 minute");
+        assert_eq!(span(12 * 60 + 5), "12 minutes");
+        assert_eq!(span(3600), "1 hour");
+        assert_eq!(span(2 * 3600 + 5 * 60), "2 hours 5 minutes");
+        assert_eq!(span(86400 * 3), "3 days");
+        assert_eq!(span(86400 + 3600 * 4 + 60), "1 day 4 hours");
     }
 
     #[test]

@@ -266,31 +266,13 @@ fn when(t: DateTime<Utc>) -> String {
     format!("{} ({})", stamp(t, "%Y-%m-%d %H:%M"), ago(t))
 }
 
-/// "12m ago", "in 3h", "just now".
+/// "12 minutes ago", "in 3 hours", "less than a minute ago": the page's wording.
 pub fn ago(t: DateTime<Utc>) -> String {
     let secs = (Utc::now() - t).num_seconds();
-    let (n, future) = if secs < 0 {
-        (-secs, true)
+    if secs < 0 {
+        format!("in {}", crate::text::span(-secs))
     } else {
-        (secs, false)
-    };
-    let span = if n < 45 {
-        return if future {
-            "in a moment".into()
-        } else {
-            "just now".into()
-        };
-    } else if n < 3600 {
-        format!("{}m", (n + 30) / 60)
-    } else if n < 86_400 {
-        format!("{}h{:02}m", n / 3600, (n % 3600) / 60)
-    } else {
-        format!("{}d{}h", n / 86_400, (n % 86_400) / 3600)
-    };
-    if future {
-        format!("in {span}")
-    } else {
-        format!("{span} ago")
+        format!("{} ago", crate::text::span(secs))
     }
 }
 

@@ -261,7 +261,7 @@ mod tests {
         assert!(
             n.event
                 .reason
-                .starts_with("flapped 6 times in 50 seconds, now up"),
+                .starts_with("flapped 6 times in less than a minute, now up"),
             "{}",
             n.event.reason
         );

@@ -86,21 +86,9 @@ pub fn services(e: &Event) -> Vec<String> {
     e.service.iter().cloned().collect()
 }
 
-/// "5 minutes", "40 seconds", "1 hour".
+/// A span in words ([`crate::text::span`]).
 pub fn span(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(1);
-    let (n, unit) = if s < 90 {
-        (s, "second")
-    } else if s < 90 * 60 {
-        ((s + 59) / 60, "minute")
-    } else {
-        ((s + 3599) / 3600, "hour")
-    };
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
+    crate::text::span(d.num_seconds())
 }
 
 fn shout(s: Option<ServiceState>) -> String {
@@ -338,13 +326,13 @@ mod tests {
         let now = Utc::now();
         n.flapping = Some(Flapping {
             changes: 6,
-            first_at: now - chrono::Duration::seconds(290),
+            first_at: now - chrono::Duration::seconds(300),
             last_at: now,
             held: vec![Kind::Down, Kind::Up],
         });
         assert_eq!(headline(&n), "MLS flapped 6 times in 5 minutes, now down");
-        assert_eq!(span(chrono::Duration::seconds(40)), "40 seconds");
-        assert_eq!(span(chrono::Duration::seconds(3600)), "60 minutes");
+        assert_eq!(span(chrono::Duration::seconds(40)), "less than a minute");
+        assert_eq!(span(chrono::Duration::seconds(3600)), "1 hour");
         assert_eq!(span(chrono::Duration::seconds(7200)), "2 hours");
     }
 }

@@ -56,7 +56,11 @@ impl Clock {
         When {
             iso: t.to_rfc3339_opts(SecondsFormat::Secs, true),
             local: local_time(t, self.now, self.zone),
-            ago: if secs >= 0 { span(secs) } else { String::new() },
+            ago: if secs >= 0 {
+                crate::text::span(secs)
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -117,37 +121,6 @@ fn short_time(l: NaiveDateTime, now: NaiveDateTime, zone: &str) -> String {
         format!("{clock} {zone}, {}", l.format("%a %-d %b"))
     } else {
         format!("{clock} {zone}, {}", l.format("%a %-d %b %Y"))
-    }
-}
-
-fn plural(n: i64, unit: &str) -> String {
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
-}
-
-/// A duration in words: "less than a minute", "12 minutes", "2 hours 5 minutes", "3 days".
-pub fn span(secs: i64) -> String {
-    let minutes = secs.max(0) / 60;
-    if minutes == 0 {
-        return "less than a minute".into();
-    }
-    if minutes < 60 {
-        return plural(minutes, "minute");
-    }
-    let (hours, m) = (minutes / 60, minutes % 60);
-    if hours < 24 {
-        return match m {
-            0 => plural(hours, "hour"),
-            m => format!("{} {}", plural(hours, "hour"), plural(m, "minute")),
-        };
-    }
-    let (days, h) = (hours / 24, hours % 24);
-    match h {
-        0 => plural(days, "day"),
-        h => format!("{} {}", plural(days, "day"), plural(h, "hour")),
     }
 }
 
@@ -780,17 +753,5 @@ mod tests {
             "00:00 UTC-03:00 today"
         );
         assert_eq!(local_time(now, now, Some(Tz::UTC)), "03:30 UTC today");
-    }
-
-    #[test]
-    fn spans_read_as_words() {
-        assert_eq!(span(0), "less than a minute");
-        assert_eq!(span(59), "less than a minute");
-        assert_eq!(span(60), "1 minute");
-        assert_eq!(span(12 * 60 + 5), "12 minutes");
-        assert_eq!(span(3600), "1 hour");
-        assert_eq!(span(2 * 3600 + 5 * 60), "2 hours 5 minutes");
-        assert_eq!(span(86400 * 3), "3 days");
-        assert_eq!(span(86400 + 3600 * 4 + 60), "1 day 4 hours");
     }
 }

@@ -11,7 +11,6 @@
 use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphasher::sip::SipHasher24;
 
@@ -36,9 +35,8 @@ pub fn well_formed(len: usize) -> bool {
 
 /// Seconds since the epoch, modulo 2^32, as Server Cookies count time (serial arithmetic).
 pub fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    // Modulo 2^32 on purpose: cookie times compare in serial arithmetic.
+    super::unix_seconds() as u32
 }
 
 /// The Server Secret: the SipHash-2-4 key of every Server Cookie detour makes. Its `Debug`

@@ -5,6 +5,14 @@
 pub mod cookie;
 pub mod tsig;
 
+/// Seconds since the Unix epoch: the one wall-clock reading TSIG, DNS Cookies and serial
+/// floors take (0 for a clock set before 1970).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The big-endian `u16` at `i` of a wire message, if the message is long enough.
 pub fn u16_at(raw: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?]))

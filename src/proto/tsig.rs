@@ -6,7 +6,6 @@
 //! first is signed over the previous MAC, the message and the timers alone (§5.3.1).
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::tsig::{
@@ -178,10 +177,7 @@ impl Reply {
 
 /// Seconds since the epoch, as TSIG counts time.
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    super::unix_seconds()
 }
 
 /// What a request's TSIG record says about it.
