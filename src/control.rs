@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Diagnostic, Diagnostics};
+use crate::config::{Config, Diagnostics};
 use crate::incidents::Incident;
 use crate::overrides::{self, Override};
 use crate::snapshot::SnapshotHandle;
@@ -110,14 +110,8 @@ impl Control {
 
     async fn try_reload(&self, actor: Actor) -> Result<(), Diagnostics> {
         let config = Config::load(&self.config_path)?;
-        let overrides = overrides::load_for_reload(&config.server.state_dir).map_err(|e| {
-            Diagnostics(vec![Diagnostic {
-                file: overrides::path(&config.server.state_dir),
-                line: 0,
-                col: 0,
-                message: e,
-            }])
-        })?;
+        let overrides = overrides::load_for_reload(&config.server.state_dir)
+            .map_err(|d| Diagnostics(vec![d]))?;
         let current = self.snapshots.load_full();
         // The cookie secret is read from the Snapshot by every query: it takes effect now.
         let restart_bound = |s: &crate::config::Server| crate::config::Server {

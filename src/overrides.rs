@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Diagnostic;
 use crate::store;
 
 /// States an operator may force.
@@ -77,15 +78,48 @@ const WRITTEN: &str = "# Written by detour; it ends with the line \"# end of ove
 /// cut short (a full disk, a crash in a hand edit), and is not read as "fewer overrides".
 pub const END: &str = "# end of overrides.toml";
 
+/// Why `overrides.toml` was refused: where in the file (line and column, 0 when the whole
+/// file is at fault) and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if *.line == 0 { String::new() } else { format!("{}:{}: ", .line, .col) })]
+pub struct ParseError {
+    /// 1-based line, or 0.
+    pub line: usize,
+    /// 1-based column, or 0.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ParseError {
+    fn whole(message: String) -> Self {
+        Self {
+            line: 0,
+            col: 0,
+            message,
+        }
+    }
+
+    /// The error as a configuration diagnostic naming `file` (what a reload reports).
+    pub fn in_file(self, file: &Path) -> Diagnostic {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: self.line,
+            col: self.col,
+            message: self.message,
+        }
+    }
+}
+
 /// Parses the file's text; errors name line:column. An empty file, or one that detour wrote
 /// and that lost its [`END`] line, is refused as truncated.
-pub fn parse(text: &str) -> Result<Overrides, String> {
+pub fn parse(text: &str) -> Result<Overrides, ParseError> {
     if text.trim().is_empty() {
-        return Err(
+        return Err(ParseError::whole(
             "the file is empty, but detour always writes at least a header: \
-                    truncated? (to clear every override, delete the file)"
+             truncated? (to clear every override, delete the file)"
                 .into(),
-        );
+        ));
     }
     if text.lines().any(|l| l.trim_end() == WRITTEN)
         && text
@@ -95,36 +129,37 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
             .map(str::trim_end)
             != Some(END)
     {
-        return Err(format!(
+        return Err(ParseError::whole(format!(
             "the file ends before its last line {END:?}: truncated? (when editing by hand, keep that line)"
-        ));
+        )));
     }
     toml::from_str::<Overrides>(text).map_err(|e| {
-        let at = e
+        let (line, col) = e
             .span()
-            .map(|s| {
-                let (l, c) = crate::config::line_col(text, s.start);
-                format!("{l}:{c}: ")
-            })
-            .unwrap_or_default();
-        format!("{at}{}", e.message().trim())
+            .map_or((0, 0), |s| crate::config::line_col(text, s.start));
+        ParseError {
+            line,
+            col,
+            message: e.message().trim().to_string(),
+        }
     })
 }
 
 /// Reads overrides for a start: a corrupt file is set aside and reported, never fatal.
 pub fn load_at_start(state_dir: &Path) -> (Overrides, Option<String>) {
+    let parse = |t: &str| parse(t).map_err(|e| e.to_string());
     let (o, problem) = store::load_or_report(&path(state_dir), parse);
     (o.unwrap_or_default(), problem)
 }
 
 /// Reads overrides for a reload: a bad file fails the reload (and is left where it is, for
-/// the operator who just edited it to fix).
-pub fn load_for_reload(state_dir: &Path) -> Result<Overrides, String> {
+/// the operator who just edited it to fix) with a diagnostic naming it once.
+pub fn load_for_reload(state_dir: &Path) -> Result<Overrides, Diagnostic> {
     let p = path(state_dir);
     match std::fs::read_to_string(&p) {
-        Ok(text) => parse(&text).map_err(|e| format!("{}:{e}", p.display())),
+        Ok(text) => parse(&text).map_err(|e| e.in_file(&p)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::new()),
-        Err(e) => Err(format!("{}: cannot read: {e}", p.display())),
+        Err(e) => Err(ParseError::whole(format!("cannot read: {e}")).in_file(&p)),
     }
 }
 
@@ -158,7 +193,11 @@ mod tests {
         save(dir.path(), &o).unwrap();
         assert_eq!(load_for_reload(dir.path()).unwrap(), o);
         let e = parse("[mls]\nstate = \"sideways\"\n").unwrap_err();
-        assert!(e.starts_with("2:9: unknown variant `sideways`"), "{e}");
+        assert_eq!((e.line, e.col), (2, 9));
+        assert!(
+            e.to_string().starts_with("2:9: unknown variant `sideways`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -184,12 +223,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         for n in 0..lines.len() - 1 {
             let cut = lines[..n].join("\n");
-            let e = parse(&cut).unwrap_err();
+            let e = parse(&cut).unwrap_err().to_string();
             assert!(e.contains("truncated?"), "cut after {n} lines: {e}");
         }
         // A file written by hand, without the marker, is read as it is.
         assert_eq!(parse("[mls]\nstate = \"up\"\n").unwrap().len(), 1);
-        let e = parse("\n  \n").unwrap_err();
+        let e = parse("\n  \n").unwrap_err().to_string();
         assert!(e.contains("delete the file"), "{e}");
     }
 }

@@ -17,27 +17,51 @@ pub const MAX_TEXT: usize = 2_000;
 /// Longest name of who acted (`--by`, `X-Detour-By`), in characters.
 pub const MAX_NAME: usize = 100;
 
+/// Why a piece of text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// Longer than its limit.
+    #[error("{field} is too long: {len} characters, at most {max}")]
+    TooLong {
+        /// What the text is ("the reason", "by").
+        field: String,
+        /// Its length in characters.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A name with control characters.
+    #[error("{field} must not contain control characters")]
+    Control {
+        /// What the text is.
+        field: String,
+    },
+}
+
 /// Checks a reason or message: at most [`MAX_TEXT`] characters.
-pub fn check_text(field: &str, s: &str) -> Result<(), String> {
+pub fn check_text(field: &str, s: &str) -> Result<(), TextError> {
     check_len(field, s, MAX_TEXT)
 }
 
 /// Checks a name (who acted): at most [`MAX_NAME`] characters, no control characters.
-pub fn check_name(field: &str, s: &str) -> Result<(), String> {
+pub fn check_name(field: &str, s: &str) -> Result<(), TextError> {
     check_len(field, s, MAX_NAME)?;
     if s.chars().any(is_unsafe) {
-        return Err(format!("{field} must not contain control characters"));
+        return Err(TextError::Control {
+            field: field.to_string(),
+        });
     }
     Ok(())
 }
 
-fn check_len(field: &str, s: &str, max: usize) -> Result<(), String> {
+fn check_len(field: &str, s: &str, max: usize) -> Result<(), TextError> {
     // Bytes bound characters from above: the count is only needed for long strings.
     if s.len() > max && s.chars().count() > max {
-        return Err(format!(
-            "{field} is too long: {} characters, at most {max}",
-            s.chars().count()
-        ));
+        return Err(TextError::TooLong {
+            field: field.to_string(),
+            len: s.chars().count(),
+            max,
+        });
     }
     Ok(())
 }
@@ -157,7 +181,10 @@ mod tests {
     fn limits_count_characters() {
         assert!(check_text("reason", &"é".repeat(MAX_TEXT)).is_ok());
         let e = check_text("reason", &"x".repeat(MAX_TEXT + 1)).unwrap_err();
-        assert_eq!(e, "reason is too long: 2001 characters, at most 2000");
+        assert_eq!(
+            e.to_string(),
+            "reason is too long: 2001 characters, at most 2000"
+        );
         assert!(check_name("by", "alice").is_ok());
         assert!(check_name("by", "al\nice").is_err());
         assert!(check_name("by", &"a".repeat(MAX_NAME + 1)).is_err());

@@ -317,11 +317,11 @@ async fn a_bad_reload_is_reported_until_a_good_one() {
         .send(reqwest::Method::POST, "/api/v1/reload", None)
         .await;
     assert_eq!(code, 422);
-    assert!(
-        body["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("overrides.toml:2:9"),
+    // The file named once, with the position: not "PATH: PATH:2:9: ...".
+    let path = s.fixture.dir.path().join("state/overrides.toml");
+    assert_eq!(
+        body["errors"][0].as_str().unwrap(),
+        format!("{}:2:9: wanted string or table", path.display()),
         "{body}"
     );
     assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);

@@ -131,12 +131,16 @@ pub enum IncidentCmd {
 
 /// A reason or message: refused here (exit 2) when the daemon would refuse it.
 fn text_arg(s: &str) -> Result<String, String> {
-    crate::text::check_text("the text", s).map(|()| s.to_string())
+    crate::text::check_text("the text", s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A `--by` name: short, no control characters.
 fn name_arg(s: &str) -> Result<String, String> {
-    crate::text::check_name("the name", s).map(|()| s.to_string())
+    crate::text::check_name("the name", s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `--until`: a duration or an RFC 3339 time, checked here as the daemon will check it.

@@ -2,7 +2,6 @@
 //! checked, saved to `state_dir` before anything is published, audited, and told to
 //! notifications. [`crate::control`] is how SIGHUP, the admin API and the CLI send them.
 
-use std::fmt;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -87,33 +86,32 @@ pub enum Command {
     },
 }
 
-/// Why an operator request was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an operator request was refused; the message is for the operator as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperatorError {
-    /// Bad input (HTTP 400/404).
+    /// Bad input (HTTP 400).
+    #[error("{0}")]
     Invalid(String),
     /// No such thing (HTTP 404).
+    #[error("{0}")]
     NotFound(String),
     /// It could not be saved (HTTP 500); nothing changed.
+    #[error("{0}")]
     Storage(String),
 }
 
-impl fmt::Display for OperatorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OperatorError::Invalid(m) | OperatorError::NotFound(m) | OperatorError::Storage(m) => {
-                f.write_str(m)
-            }
-        }
+impl From<crate::text::TextError> for OperatorError {
+    fn from(e: crate::text::TextError) -> Self {
+        OperatorError::Invalid(e.to_string())
     }
 }
 
 /// Refuses operator text that is too long to keep and publish, and a `by` name that is too
 /// long or carries control characters, before anything changes.
 fn operator_input(actor: &Actor, text: &str) -> Result<(), OperatorError> {
-    crate::text::check_name("by", &actor.who)
-        .and_then(|()| crate::text::check_text("the reason or message", text))
-        .map_err(OperatorError::Invalid)
+    crate::text::check_name("by", &actor.who)?;
+    crate::text::check_text("the reason or message", text)?;
+    Ok(())
 }
 
 impl StatesTask {
