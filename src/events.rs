@@ -110,5 +110,97 @@ impl Event {
     }
 }
 
+impl Event {
+    /// A service went from `from` to `to` at `at` (`since`: when `from` began); `name` is its
+    /// display name.
+    pub fn state_change(
+        service: &str,
+        name: Option<String>,
+        from: ServiceState,
+        to: ServiceState,
+        reason: &str,
+        at: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            at,
+            service: Some(service.to_string()),
+            service_name: name,
+            old_state: Some(from),
+            new_state: Some(to),
+            reason: reason.to_string(),
+            since,
+            ..Self::new(Kind::of_state(to))
+        }
+    }
+
+    /// An operator set an override (`Some`) or cleared one (`None`, saying why if they did).
+    pub fn override_changed(
+        service: &str,
+        name: Option<String>,
+        value: Option<Override>,
+        cleared_because: &str,
+        who: &str,
+    ) -> Self {
+        let reason = match &value {
+            Some(o) if o.reason.is_empty() => {
+                format!("operator set {}", ServiceState::from(o.state))
+            }
+            Some(o) => o.reason.clone(),
+            None if cleared_because.is_empty() => "override cleared; checks decide again".into(),
+            None => format!("override cleared ({cleared_because}); checks decide again"),
+        };
+        Self {
+            service: Some(service.to_string()),
+            service_name: name,
+            new_state: value.as_ref().map(|o| ServiceState::from(o.state)),
+            reason,
+            override_: value,
+            who: who.to_string(),
+            ..Self::new(Kind::Override)
+        }
+    }
+
+    /// An override with `until` ended by itself.
+    pub fn override_expired(service: &str, state: ServiceState) -> Self {
+        Self {
+            service: Some(service.to_string()),
+            reason: format!("override ({state}) expired"),
+            ..Self::new(Kind::Override)
+        }
+    }
+
+    /// An incident was opened, updated or resolved (`action`, e.g. "incident.open").
+    pub fn incident(incident: Incident, action: &str, message: &str, who: &str) -> Self {
+        Self {
+            reason: format!("{action}: {message}"),
+            incident: Some(incident),
+            who: who.to_string(),
+            ..Self::new(Kind::Incident)
+        }
+    }
+
+    /// The guard froze (every canary down) or thawed.
+    pub fn guard(frozen: bool) -> Self {
+        Self {
+            reason: if frozen {
+                "every canary is down: states frozen, no new redirects".into()
+            } else {
+                "a canary is back: states follow the checks again".into()
+            },
+            ..Self::new(Kind::Guard)
+        }
+    }
+
+    /// `detour notify test`, asked by `who`.
+    pub fn test(who: &str) -> Self {
+        Self {
+            reason: "detour notify test".into(),
+            who: who.to_string(),
+            ..Self::new(Kind::Test)
+        }
+    }
+}
+
 /// Where the states task sends events; never blocks it.
 pub type Sender = tokio::sync::mpsc::UnboundedSender<Event>;

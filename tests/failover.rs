@@ -424,7 +424,14 @@ async fn a_flapping_backend_does_not_flap_the_record() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_restores_the_last_known_states() {
     let mut b = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
-    let cfg = config(&(http_service("mls", b.addr, "") + "[services.mls_dr]\n"));
+    // A down check is probed every second: after the restart, two passes (rise) take more
+    // than a second, so a loaded machine still asks before the restored verdict moves.
+    let service = http_service("mls", b.addr, "").replace(
+        "confirm_interval = \"50ms\"",
+        "confirm_interval = \"50ms\", down_interval = \"1s\"",
+    );
+    assert!(service.contains("down_interval"));
+    let cfg = config(&(service + "[services.mls_dr]\n"));
     let fixture = Fixture::new(&cfg, &[("z.toml", &zone(MLS_DYNAMIC))]);
     let path = fixture.config_path();
     let running = detour::daemon::start(fixture.load(), &path).await.unwrap();

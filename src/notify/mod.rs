@@ -304,10 +304,7 @@ impl Notifier {
                 }
             },
         };
-        let mut e = Event::new(Kind::Test);
-        e.who = who.to_string();
-        e.reason = "detour notify test".into();
-        let notice = Notice::single(e);
+        let notice = Notice::single(Event::test(who));
         let ctx = self.shared.context();
         let base = self.shared.base();
         let mut set = JoinSet::new();

@@ -28,9 +28,10 @@ use tracing::{info, warn};
 
 use crate::checks::Checks;
 use crate::checks::runner::Report;
+use crate::events::Event;
 use crate::health::{Health, ServiceState};
 use crate::incidents::Incidents;
-use crate::overrides::{self};
+use crate::overrides;
 use crate::selection;
 use crate::snapshot::{Snapshot, SnapshotHandle, unix_now};
 use crate::store;
@@ -144,10 +145,10 @@ impl StatesTask {
             }
             for (service, o) in &expired {
                 info!(service = %service, state = %ServiceState::from(o.state), "override expired");
-                let mut e = crate::events::Event::new(crate::events::Kind::Override);
-                e.service = Some(service.clone());
-                e.reason = format!("override ({}) expired", ServiceState::from(o.state));
-                self.emit(e);
+                self.emit(Event::override_expired(
+                    service,
+                    ServiceState::from(o.state),
+                ));
                 self.audit(
                     "override.expired",
                     Some(service),
@@ -165,34 +166,23 @@ impl StatesTask {
             log_change(c);
             // The first verdict at start is not news.
             if let Some(from) = c.transition.from {
-                let mut e =
-                    crate::events::Event::new(crate::events::Kind::of_state(c.transition.to));
-                e.at = c.transition.at;
-                e.service = Some(c.service.clone());
-                e.service_name = self
-                    .engine
-                    .config()
-                    .services
-                    .get(&c.service)
-                    .map(|s| s.name.clone());
-                e.old_state = Some(from);
-                e.new_state = Some(c.transition.to);
-                e.reason = c.transition.reason.clone();
-                e.since = c
+                let since = c
                     .lasted
                     .and_then(|d| chrono::Duration::from_std(d).ok())
                     .map(|d| c.transition.at - d);
-                self.emit(e);
+                self.emit(Event::state_change(
+                    &c.service,
+                    self.service_name(&c.service),
+                    from,
+                    c.transition.to,
+                    &c.transition.reason,
+                    c.transition.at,
+                    since,
+                ));
             }
         }
         if self.engine.frozen() != was_frozen {
-            let mut e = crate::events::Event::new(crate::events::Kind::Guard);
-            e.reason = if self.engine.frozen() {
-                "every canary is down: states frozen, no new redirects".into()
-            } else {
-                "a canary is back: states follow the checks again".into()
-            };
-            self.emit(e);
+            self.emit(Event::guard(self.engine.frozen()));
         }
         let health = self.engine.health();
         let config = self.engine.config().clone();
@@ -233,7 +223,16 @@ impl StatesTask {
         }
     }
 
-    fn emit(&self, e: crate::events::Event) {
+    /// A service's display name, for events.
+    fn service_name(&self, service: &str) -> Option<String> {
+        self.engine
+            .config()
+            .services
+            .get(service)
+            .map(|s| s.name.clone())
+    }
+
+    fn emit(&self, e: Event) {
         if let Some(tx) = &self.events {
             // The receiver lives as long as the daemon; a closed one means shutdown.
             let _ = tx.send(e);

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::StatesTask;
 use crate::audit;
 use crate::config::Config;
+use crate::events::Event;
 use crate::health::ServiceState;
 use crate::incidents::{self, Incident, Update};
 use crate::overrides::{self, Override, Overrides};
@@ -189,25 +190,8 @@ impl StatesTask {
             None => ("override.clear".to_string(), cleared_because.to_string()),
         };
         self.audit(&action, Some(service), None, &reason, actor);
-        let mut e = crate::events::Event::new(crate::events::Kind::Override);
-        e.service = Some(service.to_string());
-        e.service_name = self
-            .engine
-            .config()
-            .services
-            .get(service)
-            .map(|s| s.name.clone());
-        e.new_state = value.as_ref().map(|o| ServiceState::from(o.state));
-        e.reason = match &value {
-            Some(o) if o.reason.is_empty() => {
-                format!("operator set {}", ServiceState::from(o.state))
-            }
-            Some(o) => o.reason.clone(),
-            None if cleared_because.is_empty() => "override cleared; checks decide again".into(),
-            None => format!("override cleared ({cleared_because}); checks decide again"),
-        };
-        e.override_ = value;
-        e.who = actor.who.clone();
+        let name = self.service_name(service);
+        let e = Event::override_changed(service, name, value, cleared_because, &actor.who);
         self.emit(e);
         Ok(())
     }
@@ -310,11 +294,7 @@ impl StatesTask {
             .ok_or_else(|| OperatorError::NotFound(id.clone()))?;
         let services = inc.services.join(",");
         self.audit(action, Some(&services), Some(&id), &message, actor);
-        let mut e = crate::events::Event::new(crate::events::Kind::Incident);
-        e.reason = format!("{action}: {message}");
-        e.incident = Some(inc.clone());
-        e.who = actor.who.clone();
-        self.emit(e);
+        self.emit(Event::incident(inc.clone(), action, &message, &actor.who));
         Ok(inc)
     }
 
