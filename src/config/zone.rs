@@ -13,7 +13,8 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics, Source};
 use super::schema::{RawCheckEach, RawDynamic, RawZone};
-use super::validate::{fqdn, list, read, timing};
+use super::validate::checks::timing;
+use super::validate::{fqdn, list, read};
 use super::*;
 
 /// Static record types a zone file may hold.
