@@ -140,7 +140,7 @@ fn tsig_error(error: Option<TsigError>, key: &Name, src: SocketAddr, protocol: P
 
 /// Signs every message of `reply`; a message that cannot be signed becomes SERVFAIL.
 fn sign(reply: Reply, signer: &mut Signer, raw: &[u8]) -> Reply {
-    let fail = |e: String| {
+    let fail = |e: crate::proto::tsig::Error| {
         tracing::warn!(error = %e, "cannot sign a TSIG answer");
         Reply::Message(header_only(raw, ResponseCode::ServFail))
     };

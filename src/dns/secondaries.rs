@@ -120,7 +120,10 @@ async fn notify_one(
         m.add_query(q);
         m.add_answer(soa.clone());
         // A signed NOTIFY must be acknowledged signed: anyone can send an unsigned NOERROR.
-        let mut check = key.map(|k| k.sign_request(&mut m)).transpose()?;
+        let mut check = key
+            .map(|k| k.sign_request(&mut m))
+            .transpose()
+            .map_err(|e| e.to_string())?;
         let bytes = m.to_vec().map_err(|e| e.to_string())?;
         sock.send_to(&bytes, target)
             .await

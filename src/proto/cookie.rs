@@ -50,21 +50,26 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A `cookie_secret` that is not 32 hexadecimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected 32 hexadecimal digits (16 bytes, e.g. `openssl rand -hex 16`), got {0} characters"
+)]
+pub struct SecretError(pub usize);
+
 impl Secret {
     /// A secret from 32 hexadecimal digits (`cookie_secret`), as BIND's `cookie-secret`
     /// and PowerDNS's `edns-cookie-secret` take it.
-    pub fn from_hex(hex: &str) -> Result<Secret, String> {
+    pub fn from_hex(hex: &str) -> Result<Secret, SecretError> {
         let digits = hex.as_bytes();
+        let refused = || SecretError(hex.chars().count());
         if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
-            return Err(format!(
-                "expected 32 hexadecimal digits (16 bytes, e.g. `openssl rand -hex 16`), got {} characters",
-                hex.len()
-            ));
+            return Err(refused());
         }
         let mut key = [0u8; 16];
         for (k, pair) in key.iter_mut().zip(digits.chunks(2)) {
-            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            *k = u8::from_str_radix(text, 16).map_err(|e| e.to_string())?;
+            let text = std::str::from_utf8(pair).map_err(|_| refused())?;
+            *k = u8::from_str_radix(text, 16).map_err(|_| refused())?;
         }
         Ok(Secret(key))
     }

@@ -48,10 +48,42 @@ impl PartialEq for Key {
     }
 }
 
+/// Why a TSIG key could not be made, a request not signed, or an answer not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The algorithm is not one of [`ALGORITHMS`].
+    #[error("unsupported TSIG algorithm {0:?}: expected one of {list}", list = ALGORITHMS.join(", "))]
+    Algorithm(String),
+    /// The message could not be encoded or parsed.
+    #[error("{0}")]
+    Wire(String),
+    /// The answer was signed with another key.
+    #[error("signed with {signed}, not {expected}")]
+    OtherKey {
+        /// The key that signed it.
+        signed: String,
+        /// The key that should have.
+        expected: String,
+    },
+    /// The answer carries a TSIG error.
+    #[error("TSIG error {0}")]
+    Refused(String),
+    /// The MAC does not verify.
+    #[error("the MAC does not match")]
+    BadMac,
+    /// Signed too far from our clock.
+    #[error("signed at {0}, outside the fudge of our clock")]
+    Time(u64),
+}
+
+fn wire(e: impl std::fmt::Display) -> Error {
+    Error::Wire(e.to_string())
+}
+
 impl Key {
     /// A key named `name` (as the secondaries know it) using `algorithm`, one of
     /// [`ALGORITHMS`].
-    pub fn new(mut name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, String> {
+    pub fn new(mut name: Name, algorithm: &str, secret: Vec<u8>) -> Result<Key, Error> {
         // Key names are absolute, as in every TSIG record (names compare their FQDN flag).
         name.set_fqdn(true);
         let (alg, hmac_alg) = match algorithm {
@@ -59,12 +91,7 @@ impl Key {
             "hmac-sha256" => (TsigAlgorithm::HmacSha256, hmac::HMAC_SHA256),
             "hmac-sha384" => (TsigAlgorithm::HmacSha384, hmac::HMAC_SHA384),
             "hmac-sha512" => (TsigAlgorithm::HmacSha512, hmac::HMAC_SHA512),
-            _ => {
-                return Err(format!(
-                    "unsupported TSIG algorithm {algorithm:?}: expected one of {}",
-                    ALGORITHMS.join(", ")
-                ));
-            }
+            _ => return Err(Error::Algorithm(algorithm.to_string())),
         };
         Ok(Key {
             name,
@@ -112,7 +139,7 @@ impl Key {
     }
 
     /// Signs an outgoing request (NOTIFY) in place; its answer must pass [`Reply::check`].
-    pub fn sign_request(&self, msg: &mut Message) -> Result<Reply, String> {
+    pub fn sign_request(&self, msg: &mut Message) -> Result<Reply, Error> {
         let stub = TSIG::new(
             self.algorithm.clone(),
             now(),
@@ -123,10 +150,10 @@ impl Key {
             Vec::new(),
         );
         // A request's MAC covers the message and the TSIG variables (RFC 8945 §4.3.3).
-        let mut tbs = msg.to_vec().map_err(|e| e.to_string())?;
+        let mut tbs = msg.to_vec().map_err(wire)?;
         let mut vars = Vec::with_capacity(128);
         stub.emit_tsig_for_mac(&mut BinEncoder::new(&mut vars), &self.name)
-            .map_err(|e| e.to_string())?;
+            .map_err(wire)?;
         tbs.extend_from_slice(&vars);
         let request_mac = self.mac(&tbs);
         let record = make_tsig_record(self.name.clone(), stub.set_mac(request_mac.clone()));
@@ -148,28 +175,24 @@ impl Reply {
     /// Whether `raw`, the answer, is signed with the request's key over the request's MAC,
     /// within the fudge of our clock (checked here, not by hickory's verifier, whose time
     /// window underflows for a Time Signed below the fudge).
-    pub fn check(&mut self, raw: &[u8]) -> Result<(), String> {
-        let (tbv, record) = signed_bitmessage_to_buf(raw, Some(&self.request_mac), true)
-            .map_err(|e| e.to_string())?;
+    pub fn check(&mut self, raw: &[u8]) -> Result<(), Error> {
+        let (tbv, record) =
+            signed_bitmessage_to_buf(raw, Some(&self.request_mac), true).map_err(wire)?;
         let t = &record.data;
         if !self.key.signed(&record) {
-            return Err(format!(
-                "signed with {}, not {}",
-                record.name,
-                self.key.name()
-            ));
+            return Err(Error::OtherKey {
+                signed: record.name.to_string(),
+                expected: self.key.name().to_string(),
+            });
         }
         if let Some(e) = t.error {
-            return Err(format!("TSIG error {e:?}"));
+            return Err(Error::Refused(format!("{e:?}")));
         }
         if !self.key.verifies(&tbv, &t.mac) {
-            return Err("the MAC does not match".into());
+            return Err(Error::BadMac);
         }
         if now().abs_diff(t.time) > u64::from(t.fudge) {
-            return Err(format!(
-                "signed at {}, outside the fudge of our clock",
-                t.time
-            ));
+            return Err(Error::Time(t.time));
         }
         Ok(())
     }
@@ -282,7 +305,7 @@ impl Signer {
     /// Signs `msg` (a whole DNS message without TSIG) and returns it with the TSIG record
     /// appended. The first call signs over the request's MAC and every TSIG variable; later
     /// calls, for the following messages of a transfer, over the previous MAC and the timers.
-    pub fn sign(&mut self, mut msg: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub fn sign(&mut self, mut msg: Vec<u8>) -> Result<Vec<u8>, Error> {
         let tsig = TSIG::new(
             self.key.algorithm.clone(),
             self.time,
@@ -295,23 +318,24 @@ impl Signer {
         let mut tbs = Vec::with_capacity(msg.len() + self.mac.len() + 128);
         {
             let mut enc = BinEncoder::new(&mut tbs);
-            let len = u16::try_from(self.mac.len()).map_err(|_| "MAC too long")?;
-            enc.emit_u16(len).map_err(|e| e.to_string())?;
-            enc.emit_vec(&self.mac).map_err(|e| e.to_string())?;
+            let len = u16::try_from(self.mac.len()).map_err(|_| wire("MAC too long"))?;
+            enc.emit_u16(len).map_err(wire)?;
+            enc.emit_vec(&self.mac).map_err(wire)?;
             // The MAC covers the message with the request's Original ID in its header
             // (§4.3.2), which differs from the header's when a forwarder changed it.
-            enc.emit_vec(&self.id.to_be_bytes())
-                .map_err(|e| e.to_string())?;
-            enc.emit_vec(msg.get(2..).ok_or("message shorter than an ID")?)
-                .map_err(|e| e.to_string())?;
+            enc.emit_vec(&self.id.to_be_bytes()).map_err(wire)?;
+            enc.emit_vec(
+                msg.get(2..)
+                    .ok_or_else(|| wire("message shorter than an ID"))?,
+            )
+            .map_err(wire)?;
             if self.first {
                 tsig.emit_tsig_for_mac(&mut enc, self.key.name())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(wire)?;
             } else {
-                enc.emit_u16((self.time >> 32) as u16)
-                    .map_err(|e| e.to_string())?;
-                enc.emit_u32(self.time as u32).map_err(|e| e.to_string())?;
-                enc.emit_u16(FUDGE).map_err(|e| e.to_string())?;
+                enc.emit_u16((self.time >> 32) as u16).map_err(wire)?;
+                enc.emit_u32(self.time as u32).map_err(wire)?;
+                enc.emit_u16(FUDGE).map_err(wire)?;
             }
         }
         let mac = self.key.mac(&tbs);
@@ -324,17 +348,15 @@ impl Signer {
 }
 
 /// Appends `record` to the additional section of the encoded message `msg`.
-pub fn append(msg: &mut Vec<u8>, record: &Record<TSIG>) -> Result<(), String> {
+pub fn append(msg: &mut Vec<u8>, record: &Record<TSIG>) -> Result<(), Error> {
     if msg.len() < 12 {
-        return Err("message shorter than a header".into());
+        return Err(wire("message shorter than a header"));
     }
     let count = u16::from_be_bytes([msg[10], msg[11]])
         .checked_add(1)
-        .ok_or("additional section full")?;
+        .ok_or_else(|| wire("additional section full"))?;
     let mut tail = Vec::with_capacity(128);
-    record
-        .emit(&mut BinEncoder::new(&mut tail))
-        .map_err(|e| e.to_string())?;
+    record.emit(&mut BinEncoder::new(&mut tail)).map_err(wire)?;
     msg.extend_from_slice(&tail);
     msg[10..12].copy_from_slice(&count.to_be_bytes());
     Ok(())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use super::operator::OperatorError;
 use super::persist::Persisted;
 use crate::checks::plan;
 use crate::checks::runner::{CheckId, Report};
@@ -277,9 +278,13 @@ impl Engine {
     }
 
     /// Sets or clears one override; `Err` for an unknown service.
-    pub fn set_override(&mut self, service: &str, o: Option<Override>) -> Result<(), String> {
+    pub fn set_override(
+        &mut self,
+        service: &str,
+        o: Option<Override>,
+    ) -> Result<(), OperatorError> {
         if !self.config.services.contains_key(service) {
-            return Err(format!(
+            return Err(OperatorError::NotFound(format!(
                 "unknown service {service:?}: expected one of {}",
                 self.config
                     .services
@@ -287,7 +292,7 @@ impl Engine {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
+            )));
         }
         match o {
             Some(o) => self.overrides.insert(service.to_string(), o),

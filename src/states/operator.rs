@@ -172,9 +172,7 @@ impl StatesTask {
         actor: &Actor,
     ) -> Result<(), OperatorError> {
         let before = self.engine.overrides().clone();
-        self.engine
-            .set_override(service, value.clone())
-            .map_err(OperatorError::NotFound)?;
+        self.engine.set_override(service, value.clone())?;
         let state_dir = self.engine.config().server.state_dir.clone();
         if let Err(e) = overrides::save(&state_dir, self.engine.overrides()) {
             self.engine.set_overrides(before);

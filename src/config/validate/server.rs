@@ -80,7 +80,7 @@ pub(super) fn tsig_key(
     match crate::proto::tsig::Key::new(owner, &alg, secret) {
         Ok(k) => Some(k),
         Err(e) => {
-            src.error(alg_at, e);
+            src.error(alg_at, e.to_string());
             None
         }
     }
