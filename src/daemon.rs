@@ -20,7 +20,7 @@ use crate::config::{Config, Diagnostics};
 use crate::control::Control;
 use crate::snapshot::SnapshotHandle;
 use crate::states::{self, Actor, Engine, StatesTask};
-use crate::{admin, dns, fds, incidents, overrides, page};
+use crate::{admin, dns, fds, incidents, overrides, page, systemd};
 
 /// Why `detour run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub enum RunError {
 
 /// A running detour: its Snapshot, bound addresses and tasks.
 pub struct Running {
+    /// Progress of the tasks systemd's watchdog watches.
+    liveness: crate::systemd::Liveness,
     snapshots: SnapshotHandle,
     dns_addrs: Vec<SocketAddr>,
     admin_addr: String,
@@ -195,6 +197,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     }
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
     let mut tasks = JoinSet::new();
+    let liveness = crate::systemd::Liveness::default();
     let (commands, command_rx) = mpsc::channel(16);
     // Events for notifications: unbounded, so the states task never waits on delivery.
     let (events, event_rx) = mpsc::unbounded_channel();
@@ -226,6 +229,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         events: Some(events),
         serial_ceilings,
         unsaved_since: None,
+        beat: liveness.register("states task"),
     };
     let states_cancel = cancel.clone();
     tasks.spawn(async move {
@@ -243,11 +247,17 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         control.add_problem(p.to_string());
     }
     control.set_notifier(notifier);
-    dns::serve(bound, caps, snapshots.clone(), cancel.clone(), &mut tasks).map_err(|source| {
-        RunError::Io {
-            context: "cannot start DNS listeners".into(),
-            source,
-        }
+    dns::serve(
+        bound,
+        caps,
+        snapshots.clone(),
+        &liveness,
+        cancel.clone(),
+        &mut tasks,
+    )
+    .map_err(|source| RunError::Io {
+        context: "cannot start DNS listeners".into(),
+        source,
     })?;
     for a in &dns_addrs {
         info!("listening for DNS on {a} (UDP and TCP)");
@@ -264,6 +274,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         info!(zone = %z.origin, serial = z.serial, records = z.records().len(), "serving zone");
     }
     Ok(Running {
+        liveness,
         snapshots: snapshots.clone(),
         dns_addrs,
         admin_addr,
@@ -372,6 +383,41 @@ impl Running {
     }
 }
 
+/// One line on what detour serves, for systemd's `STATUS=`: "serving 2 zones; 4 services:
+/// 1 down, 1 in maintenance; guard frozen".
+fn summary(snapshots: &SnapshotHandle) -> String {
+    use crate::health::ServiceState;
+    let snap = snapshots.load();
+    let zones = snap.zones.len();
+    let services = &snap.health.services;
+    let count = |s: ServiceState| services.values().filter(|v| v.state == s).count();
+    let mut parts = Vec::new();
+    for (state, n) in [
+        ("down", count(ServiceState::Down)),
+        ("impacted", count(ServiceState::Impacted)),
+        ("in maintenance", count(ServiceState::Maintenance)),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {state}"));
+        }
+    }
+    let how = if parts.is_empty() {
+        "all up".to_string()
+    } else {
+        parts.join(", ")
+    };
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut line = format!(
+        "serving {}; {}: {how}",
+        plural(zones, "zone"),
+        plural(services.len(), "service")
+    );
+    if snap.health.guard.frozen {
+        line.push_str("; guard frozen (every canary down)");
+    }
+    line
+}
+
 /// `detour run`: serve until SIGTERM or SIGINT; reload on SIGHUP.
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -391,14 +437,51 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         warn!("{w}");
     }
     let mut running = start(config, config_path).await?;
+    let systemd = systemd::Notifier::from_env().map(Arc::new);
+    let tell = |lines: &[String]| {
+        if let Some(n) = &systemd
+            && let Err(e) = n.send(lines)
+        {
+            warn!("cannot notify systemd: {e}");
+        }
+    };
+    tell(&[
+        "READY=1".into(),
+        systemd::status(&summary(&running.snapshots)),
+    ]);
+    if let (Some(n), Some(every)) = (&systemd, systemd::Notifier::watchdog()) {
+        let watchdog = running
+            .liveness
+            .clone()
+            .watchdog(n.clone(), every, running.cancel.clone());
+        running.tasks.spawn(async move {
+            watchdog.await;
+            Ok(())
+        });
+    }
+    let mut stored = running.snapshots.watch();
     info!("ready");
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", config_path.display());
-                if running.reload().await.is_ok() {
+                tell(&["RELOADING=1".into(), systemd::monotonic_usec()]);
+                let result = running.reload().await;
+                let status = match &result {
+                    Ok(()) => summary(&running.snapshots),
+                    Err(d) => format!(
+                        "reload failed ({} error(s)), still serving the previous config; {}",
+                        d.0.len(),
+                        summary(&running.snapshots)
+                    ),
+                };
+                tell(&["READY=1".into(), systemd::status(&status)]);
+                if result.is_ok() {
                     info!("reload done");
                 }
+            }
+            _ = stored.changed(), if systemd.is_some() => {
+                tell(&[systemd::status(&summary(&running.snapshots))]);
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
@@ -409,6 +492,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
             }
         }
     }
+    tell(&["STOPPING=1".into()]);
     running.shutdown().await?;
     info!("stopped");
     Ok(())

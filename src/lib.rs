@@ -20,7 +20,8 @@
 //! 8. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers,
 //!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
 //!    its document), both served by [`http`]; and [`notify`], which delivers events.
-//! 9. [`daemon`] wires it all; [`cli`] is the command line.
+//! 9. [`daemon`] wires it all (and tells systemd how it goes: [`systemd`]); [`cli`] is the
+//!    command line.
 pub mod admin;
 pub mod audit;
 pub mod checks;
@@ -43,6 +44,7 @@ pub mod snapshot;
 pub mod states;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod text;
 pub mod zone;

@@ -130,20 +130,24 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Starts every listener of `bound` on the current tokio runtime. Tasks stop when `cancel`
 /// fires, after finishing the answers they are writing.
+///
+/// Each UDP worker registers with `liveness`, so that a stuck one stops systemd's watchdog.
 pub fn serve(
     bound: Vec<Bound>,
     caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
+    liveness: &crate::systemd::Liveness,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<()> {
     tasks.spawn(secondaries::run(snapshots.clone(), cancel.clone()));
     for b in bound {
-        for s in b.udp {
+        for (i, s) in b.udp.into_iter().enumerate() {
             let snapshots = snapshots.clone();
             let cancel = cancel.clone();
+            let beat = liveness.register(format!("DNS/UDP worker {} on {}", i + 1, b.addr));
             tasks.spawn(async move {
-                tokio::task::spawn_blocking(move || udp::serve(s, snapshots, cancel))
+                tokio::task::spawn_blocking(move || udp::serve(s, snapshots, beat, cancel))
                     .await
                     .map_err(io::Error::other)?
             });

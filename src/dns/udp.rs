@@ -20,6 +20,7 @@ use super::answer::{Client, Reply, general};
 use super::fast;
 use crate::proto::cookie;
 use crate::snapshot::SnapshotHandle;
+use crate::systemd::Beat;
 use crate::telemetry::Tally;
 
 /// Datagrams taken per system call.
@@ -34,6 +35,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub fn serve(
     sock: UdpSocket,
     snapshots: SnapshotHandle,
+    beat: Beat,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     sock.set_nonblocking(false)?;
@@ -48,6 +50,8 @@ pub fn serve(
     let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let mut tally = Tally::default();
     while !cancel.is_cancelled() {
+        // Alive (for systemd's watchdog): at least once per POLL, traffic or not.
+        beat.beat();
         got.clear();
         {
             let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs

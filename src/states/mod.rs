@@ -78,7 +78,13 @@ pub struct StatesTask {
     pub serial_ceilings: BTreeMap<String, u32>,
     /// When the verdicts changed since they were last saved: saved [`SAVE_AFTER`] later.
     pub unsaved_since: Option<tokio::time::Instant>,
+    /// Bumped at least every [`BEAT`], for systemd's watchdog.
+    pub beat: crate::systemd::Beat,
 }
+
+/// The states task shows it is alive at least this often, work or not (as often as a UDP
+/// worker: systemd's watchdog needs a beat within any half second).
+pub const BEAT: Duration = Duration::from_millis(250);
 
 /// How long changed verdicts wait before `health.json` is written: a storm of changes
 /// writes it once, and a crash loses at most this much of it (probes redo it anyway).
@@ -93,6 +99,7 @@ impl StatesTask {
         let mut evaluated = Utc::now();
         self.publish(false);
         self.export_gauges();
+        let mut alive = tokio::time::interval(BEAT);
         loop {
             let wake = self.engine.next_boundary(evaluated);
             let until_wake = wake
@@ -120,6 +127,10 @@ impl StatesTask {
                 _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)),
                     if save_at.is_some() => {
                     self.save();
+                    continue;
+                }
+                _ = alive.tick() => {
+                    self.beat.beat();
                     continue;
                 }
                 _ = cancel.cancelled() => break,

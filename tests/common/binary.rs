@@ -22,6 +22,13 @@ impl Daemon {
         Self::spawn(Command::new(BIN), config)
     }
 
+    /// Runs detour with these extra environment variables (NOTIFY_SOCKET, say).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, config)
+    }
+
     /// Runs detour with its open-file limit (soft and hard) set to `nofile`, as `ulimit -n`.
     pub fn start_limited(config: &Path, nofile: u32) -> Self {
         let mut sh = Command::new("sh");
