@@ -23,6 +23,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Generate { ref what, ref out } => match detour::cli::generate(what, out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot write into {}: {e}", out.display());
+                ExitCode::from(1)
+            }
+        },
         Command::Status { .. }
         | Command::Override(_)
         | Command::Incident(_)

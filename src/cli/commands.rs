@@ -170,7 +170,7 @@ pub async fn run(cli: &Cli) -> Outcome {
                 Err(e) => Outcome::fail(1, format!("error: {e}\n")),
             };
         }
-        Command::Run | Command::Check => unreachable_command(),
+        Command::Run | Command::Check | Command::Generate { .. } => unreachable_command(),
     };
     match result {
         Ok(out) => Outcome::ok(out),

@@ -54,6 +54,42 @@ pub enum Command {
     /// Notifications: `detour notify test [--sink N]`.
     #[command(subcommand)]
     Notify(NotifyCmd),
+    /// Writes man pages or shell completions into a folder (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `man` (detour.1 and one page per subcommand) or `completions` (bash, zsh, fish).
+        #[arg(value_parser = ["man", "completions"])]
+        what: String,
+        /// The folder to write into (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Writes `what` ("man" or "completions") for the whole CLI into `out`; returns the files.
+pub fn generate(what: &str, out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out)?;
+    let cmd = Cli::command();
+    let mut written = Vec::new();
+    if what == "man" {
+        clap_mangen::generate_to(cmd, out)?;
+        for e in std::fs::read_dir(out)? {
+            written.push(e?.path());
+        }
+        written.sort();
+    } else {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            written.push(clap_complete::generate_to(
+                shell,
+                &mut cmd.clone(),
+                "detour",
+                out,
+            )?);
+        }
+    }
+    Ok(written)
 }
 
 /// `detour notify ...`.
