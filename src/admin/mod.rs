@@ -469,6 +469,19 @@ pub async fn serve(
     tasks: &mut tokio::task::JoinSet<io::Result<()>>,
 ) -> io::Result<String> {
     telemetry::install();
+    // One site per listener: the token decides whether requests need a bearer token.
+    let site = |token: Option<String>| http::Site {
+        router: router(App {
+            control: control.clone(),
+            token: token.map(Arc::new),
+        }),
+        tls: None,
+        limits: HttpLimits {
+            max_connections: caps.admin,
+            ..config.server.http.admin()
+        },
+        name: "admin API",
+    };
     match &config.server.admin_listen {
         AdminListen::Tcp(addr) => {
             let (token, problem) = ensure_token(&config.admin.token_file)?;
@@ -477,37 +490,13 @@ pub async fn serve(
             }
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let bound = listener.local_addr()?;
-            let app = App {
-                control,
-                token: Some(Arc::new(token)),
-            };
-            let site = http::Site {
-                router: router(app),
-                tls: None,
-                limits: HttpLimits {
-                    max_connections: caps.admin,
-                    ..config.server.http.admin()
-                },
-                name: "admin API",
-            };
+            let site = site(Some(token));
             tasks.spawn(http::serve(http::Listener::Tcp(listener), site, cancel));
             Ok(bound.to_string())
         }
         AdminListen::Unix(path) => {
             let listener = bind_unix(path)?;
-            let app = App {
-                control,
-                token: None,
-            };
-            let site = http::Site {
-                router: router(app),
-                tls: None,
-                limits: HttpLimits {
-                    max_connections: caps.admin,
-                    ..config.server.http.admin()
-                },
-                name: "admin API",
-            };
+            let site = site(None);
             let p = path.clone();
             tasks.spawn(async move {
                 let r = http::serve(http::Listener::Unix(listener), site, cancel).await;

@@ -525,47 +525,30 @@ pub async fn serve(
         ..config.server.http
     };
     let mut urls = Vec::new();
-    for l in plain {
+    let listeners = plain.into_iter().map(|l| (l, "http", None, "page")).chain(
+        secure
+            .into_iter()
+            .map(|l| (l, "https", acceptor.clone(), "page (HTTPS)")),
+    );
+    for (l, scheme, tls, name) in listeners {
         let local = l.local_addr()?;
-        urls.push(format!("http://{local}"));
+        urls.push(format!("{scheme}://{local}"));
         let app = App {
             shared: shared.clone(),
-            scheme: "http",
+            scheme,
             local: local.to_string(),
         };
         let site = crate::http::Site {
             router: router(app),
-            tls: None,
+            tls,
             limits,
-            name: "page",
+            name,
         };
         tasks.spawn(crate::http::serve(
             crate::http::Listener::Tcp(l),
             site,
             cancel.clone(),
         ));
-    }
-    if let Some(acceptor) = acceptor {
-        for l in secure {
-            let local = l.local_addr()?;
-            urls.push(format!("https://{local}"));
-            let app = App {
-                shared: shared.clone(),
-                scheme: "https",
-                local: local.to_string(),
-            };
-            let site = crate::http::Site {
-                router: router(app),
-                tls: Some(acceptor.clone()),
-                limits,
-                name: "page (HTTPS)",
-            };
-            tasks.spawn(crate::http::serve(
-                crate::http::Listener::Tcp(l),
-                site,
-                cancel.clone(),
-            ));
-        }
     }
     Ok(urls)
 }
