@@ -63,6 +63,46 @@ pub struct Override {
     pub set_at: Option<DateTime<Utc>>,
 }
 
+impl Override {
+    /// An open-ended override to `state`, for `reason`, with no author or time recorded.
+    pub fn new(state: Forced, reason: impl Into<String>) -> Self {
+        Self {
+            state,
+            reason: reason.into(),
+            until: None,
+            by: None,
+            set_at: None,
+        }
+    }
+
+    /// The same override, ending by itself at `until`.
+    #[must_use]
+    pub fn until(self, until: DateTime<Utc>) -> Self {
+        Self {
+            until: Some(until),
+            ..self
+        }
+    }
+
+    /// The same override, set by `who`.
+    #[must_use]
+    pub fn by(self, who: impl Into<String>) -> Self {
+        Self {
+            by: Some(who.into()),
+            ..self
+        }
+    }
+
+    /// The same override, set at `at`.
+    #[must_use]
+    pub fn set_at(self, at: DateTime<Utc>) -> Self {
+        Self {
+            set_at: Some(at),
+            ..self
+        }
+    }
+}
+
 /// Overrides by service id.
 pub type Overrides = BTreeMap<String, Override>;
 
@@ -181,13 +221,7 @@ mod tests {
         let mut o = Overrides::new();
         o.insert(
             "mls".into(),
-            Override {
-                state: Forced::Down,
-                reason: "vendor".into(),
-                until: None,
-                by: Some("alice".into()),
-                set_at: None,
-            },
+            Override::new(Forced::Down, "vendor").by("alice"),
         );
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), &o).unwrap();
@@ -201,19 +235,39 @@ mod tests {
     }
 
     #[test]
+    fn the_constructor_starts_open_ended_and_each_builder_sets_its_field() {
+        let o = Override::new(Forced::Maintenance, "patching");
+        assert_eq!(
+            o,
+            Override {
+                state: Forced::Maintenance,
+                reason: "patching".into(),
+                until: None,
+                by: None,
+                set_at: None,
+            }
+        );
+        let (set, end) = (
+            DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap(),
+            DateTime::<Utc>::from_timestamp(1_800_003_600, 0).unwrap(),
+        );
+        assert_eq!(
+            o.until(end).by("alice").set_at(set),
+            Override {
+                state: Forced::Maintenance,
+                reason: "patching".into(),
+                until: Some(end),
+                by: Some("alice".into()),
+                set_at: Some(set),
+            }
+        );
+    }
+
+    #[test]
     fn truncation_is_noticed() {
         let mut o = Overrides::new();
         for s in ["mls", "sso"] {
-            o.insert(
-                s.into(),
-                Override {
-                    state: Forced::Down,
-                    reason: "vendor".into(),
-                    until: None,
-                    by: None,
-                    set_at: None,
-                },
-            );
+            o.insert(s.into(), Override::new(Forced::Down, "vendor"));
         }
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), &o).unwrap();

@@ -337,13 +337,10 @@ async fn overrides_and_incidents_survive_a_restart_and_corrupt_files_are_set_asi
         .control()
         .set_override(
             "mls",
-            Some(detour::overrides::Override {
-                state: detour::overrides::Forced::Down,
-                reason: "kept".into(),
-                until: None,
-                by: None,
-                set_at: None,
-            }),
+            Some(detour::overrides::Override::new(
+                detour::overrides::Forced::Down,
+                "kept",
+            )),
             actor(),
         )
         .await

@@ -346,26 +346,25 @@ async fn the_outage_page_reads_well_at_360_and_1280_pixels() {
     };
     c.set_override(
         "mls",
-        Some(Override {
-            state: Forced::Down,
-            reason: "The MLS vendor is restoring its database after a storage failure.".into(),
-            until: Some(chrono::Utc::now() + chrono::Duration::hours(2)),
-            by: Some("alice".into()),
-            set_at: Some(chrono::Utc::now()),
-        }),
+        Some(
+            Override::new(
+                Forced::Down,
+                "The MLS vendor is restoring its database after a storage failure.",
+            )
+            .until(chrono::Utc::now() + chrono::Duration::hours(2))
+            .by("alice")
+            .set_at(chrono::Utc::now()),
+        ),
         who(),
     )
     .await
     .unwrap();
     c.set_override(
         "mls_dr",
-        Some(Override {
-            state: Forced::Maintenance,
-            reason: "Disaster-recovery drill".into(),
-            until: None,
-            by: None,
-            set_at: None,
-        }),
+        Some(Override::new(
+            Forced::Maintenance,
+            "Disaster-recovery drill",
+        )),
         who(),
     )
     .await

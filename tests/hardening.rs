@@ -682,13 +682,7 @@ async fn corrupt_health_and_truncated_overrides_are_reported() {
     for s in ["mls", "other"] {
         o.insert(
             s.into(),
-            detour::overrides::Override {
-                state: detour::overrides::Forced::Down,
-                reason: "vendor".into(),
-                until: None,
-                by: None,
-                set_at: None,
-            },
+            detour::overrides::Override::new(detour::overrides::Forced::Down, "vendor"),
         );
     }
     detour::overrides::save(&state, &o).unwrap();

@@ -249,12 +249,10 @@ fn tester() -> Actor {
 }
 
 async fn force(s: &Server, service: &str, state: Option<Forced>) {
-    let o = state.map(|state| Override {
-        state,
-        reason: "vendor is on it".into(),
-        until: None,
-        by: Some("tester".into()),
-        set_at: Some(Utc::now()),
+    let o = state.map(|state| {
+        Override::new(state, "vendor is on it")
+            .by("tester")
+            .set_at(Utc::now())
     });
     s.running
         .control()

@@ -704,13 +704,12 @@ async fn operator_decisions_are_said_and_everything_operators_type_is_escaped() 
 
     let c = s.running.control();
     let forced = |state, reason: &str| {
-        Some(Override {
-            state,
-            reason: reason.into(),
-            until: Some(Utc::now() + chrono::Duration::hours(2)),
-            by: Some("alice".into()),
-            set_at: Some(Utc::now()),
-        })
+        Some(
+            Override::new(state, reason)
+                .until(Utc::now() + chrono::Duration::hours(2))
+                .by("alice")
+                .set_at(Utc::now()),
+        )
     };
     c.set_override(
         "mls",
@@ -835,19 +834,9 @@ async fn the_logo_is_served_and_inlined() {
 
     let c = running.control();
     for id in ["mls", "mls_dr"] {
-        c.set_override(
-            id,
-            Some(Override {
-                state: Forced::Down,
-                reason: String::new(),
-                until: None,
-                by: None,
-                set_at: None,
-            }),
-            actor().await,
-        )
-        .await
-        .unwrap();
+        c.set_override(id, Some(Override::new(Forced::Down, "")), actor().await)
+            .await
+            .unwrap();
     }
     // On the outage page every path is the page, so the logo travels inside it.
     let outage = get(page, "mls.example.test", "/").await;
@@ -1068,13 +1057,7 @@ async fn https_chooses_the_certificate_by_sni_beside_http() {
             .control()
             .set_override(
                 id,
-                Some(Override {
-                    state: Forced::Down,
-                    reason: "TLS test".into(),
-                    until: None,
-                    by: None,
-                    set_at: None,
-                }),
+                Some(Override::new(Forced::Down, "TLS test")),
                 actor().await,
             )
             .await

@@ -392,6 +392,230 @@ async fn probe(prober: &Prober, target: &Target, timeout: Duration) -> Observati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use tokio::net::{TcpListener, TcpSocket};
+    use tokio::task::JoinHandle;
+
+    /// Whole seconds.
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// Steady pace 10 s, confirm pace 1 s, timeout 500 ms; the given rise, fall and down pace.
+    fn timing(rise: u32, fall: u32, down_interval: Option<Duration>) -> Timing {
+        Timing {
+            interval: secs(10),
+            timeout: Duration::from_millis(500),
+            confirm_interval: secs(1),
+            down_interval,
+            rise,
+            fall,
+            watch: false,
+        }
+    }
+
+    /// Starts listening on `addr` (again): a tcp check of it passes.
+    fn listen(addr: SocketAddr) -> TcpListener {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        socket.listen(64).unwrap()
+    }
+
+    /// A loopback address nothing listens on (bound, so that nobody else takes it while the
+    /// test runs): a tcp check of it is refused until [`listen`] opens it.
+    fn refusing() -> (TcpSocket, SocketAddr) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        (socket, addr)
+    }
+
+    /// Takes the first two reports of a check whose target is up: both pass, the first
+    /// decides the verdict, the second is the first steady probe (randomly placed).
+    async fn warm_up(p: &mut Probes) {
+        let (gap, ok, verdict, flipped) = p.next().await;
+        assert!(gap <= secs(1), "first probe after {gap:?}");
+        assert_eq!((ok, verdict, flipped), (true, Some(true), true));
+        let (gap, ok, verdict, flipped) = p.next().await;
+        assert!(
+            secs(5) <= gap && gap <= secs(15),
+            "second probe after {gap:?}"
+        );
+        assert_eq!((ok, verdict, flipped), (true, Some(true), false));
+    }
+
+    /// One probe task of a tcp check of `addr` (the real prober, a real connection), run on
+    /// the test's paused clock, and the reports it sends.
+    struct Probes {
+        rx: mpsc::Receiver<Report>,
+        cancel: CancellationToken,
+        task: JoinHandle<()>,
+        /// When the previous report came.
+        last: tokio::time::Instant,
+    }
+
+    impl Probes {
+        /// Spawns the task, with the verdict `initial` (as restored at a start).
+        fn start(addr: SocketAddr, timing: Timing, initial: Option<bool>) -> Self {
+            let (tx, rx) = mpsc::channel(64);
+            let links = Links {
+                tx,
+                canaries: watch::channel(0).0,
+            };
+            let target = Target::Check(CheckKind::Tcp(crate::config::TcpCheck {
+                address: addr.to_string(),
+                send: None,
+                expect: None,
+            }));
+            let id = CheckId::Service {
+                service: "mls".into(),
+                index: 0,
+            };
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run(
+                id,
+                target,
+                timing,
+                initial,
+                Prober::new(),
+                links,
+                cancel.clone(),
+            ));
+            Self {
+                rx,
+                cancel,
+                task,
+                last: tokio::time::Instant::now(),
+            }
+        }
+
+        /// The next report: how long after the previous one (or the start) it came, whether
+        /// the probe passed, the verdict after it, and whether that flipped.
+        async fn next(&mut self) -> (Duration, bool, Option<bool>, bool) {
+            let r = tokio::time::timeout(secs(3600), self.rx.recv())
+                .await
+                .expect("a probe within an hour")
+                .expect("the task runs");
+            assert!(
+                !r.observation.reason.starts_with("timed out"),
+                "a loopback probe timed out: {r:?}"
+            );
+            let now = tokio::time::Instant::now();
+            let gap = now - self.last;
+            self.last = now;
+            (gap, r.observation.ok, r.verdict, r.flipped)
+        }
+
+        /// Cancels the task and waits for it to end.
+        async fn stop(self) {
+            self.cancel.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_up_check_is_probed_once_per_interval_after_a_jittered_start() {
+        let (_hold, addr) = refusing();
+        let _open = listen(addr);
+        let mut p = Probes::start(addr, timing(2, 3, Some(secs(5))), None);
+        // The first probe within a second (the jitter), and its result is the first verdict;
+        // the next anywhere in [interval/2, 3 interval/2], to spread checks over the interval.
+        warm_up(&mut p).await;
+        // Then exactly one per interval.
+        for _ in 0..5 {
+            assert_eq!(p.next().await, (secs(10), true, Some(true), false));
+        }
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fall_failures_take_a_check_down_and_rise_passes_bring_it_back_each_at_its_pace() {
+        let (_hold, addr) = refusing();
+        let open = listen(addr);
+        // rise 2, fall 3, down pace 5 s (confirm 1 s, interval 10 s).
+        let mut p = Probes::start(addr, timing(2, 3, Some(secs(5))), None);
+        warm_up(&mut p).await;
+        drop(open);
+        // The first failure at the steady pace; then fall = 3 decides at the confirm pace,
+        // on exactly the third failure.
+        assert_eq!(p.next().await, (secs(10), false, Some(true), false));
+        assert_eq!(p.next().await, (secs(1), false, Some(true), false));
+        assert_eq!(p.next().await, (secs(1), false, Some(false), true));
+        // Down: probed at the down pace.
+        assert_eq!(p.next().await, (secs(5), false, Some(false), false));
+        assert_eq!(p.next().await, (secs(5), false, Some(false), false));
+        let _open = listen(addr);
+        // The first pass at the down pace; then rise = 2 decides at the confirm pace, on
+        // exactly the second pass; then the steady pace again.
+        assert_eq!(p.next().await, (secs(5), true, Some(false), false));
+        assert_eq!(p.next().await, (secs(1), true, Some(true), true));
+        assert_eq!(p.next().await, (secs(10), true, Some(true), false));
+        assert_eq!(p.next().await, (secs(10), true, Some(true), false));
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_down_interval_a_down_check_is_probed_at_the_confirm_pace() {
+        let (_hold, addr) = refusing();
+        // rise 2, fall 1, no down_interval.
+        let mut p = Probes::start(addr, timing(2, 1, None), None);
+        let (gap, ok, verdict, flipped) = p.next().await;
+        assert!(gap <= secs(1), "first probe after {gap:?}");
+        assert_eq!((ok, verdict, flipped), (false, Some(false), true));
+        for _ in 0..5 {
+            assert_eq!(p.next().await, (secs(1), false, Some(false), false));
+        }
+        let _open = listen(addr);
+        assert_eq!(p.next().await, (secs(1), true, Some(false), false));
+        assert_eq!(p.next().await, (secs(1), true, Some(true), true));
+        assert_eq!(p.next().await, (secs(10), true, Some(true), false));
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_fails_and_passes_in_turn_never_flips() {
+        let (_hold, addr) = refusing();
+        let mut open = Some(listen(addr));
+        // rise = fall = 2: never two in a row, so never a flip.
+        let mut p = Probes::start(addr, timing(2, 2, Some(secs(5))), None);
+        warm_up(&mut p).await;
+        for _ in 0..5 {
+            drop(open.take());
+            // A failure is confirmed at the confirm pace...
+            assert_eq!(p.next().await, (secs(10), false, Some(true), false));
+            open = Some(listen(addr));
+            // ...and the pass that ends the run brings back the steady pace.
+            assert_eq!(p.next().await, (secs(1), true, Some(true), false));
+        }
+        drop(open);
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_verdict_holds_until_rise_or_fall_says_otherwise() {
+        // Restored down, the target is up: rise = 2 passes at the confirm pace.
+        let (_hold, addr) = refusing();
+        let open = listen(addr);
+        let mut p = Probes::start(addr, timing(2, 3, Some(secs(5))), Some(false));
+        let (gap, ok, verdict, flipped) = p.next().await;
+        assert!(gap <= secs(1), "first probe after {gap:?}");
+        assert_eq!((ok, verdict, flipped), (true, Some(false), false));
+        assert_eq!(p.next().await, (secs(1), true, Some(true), true));
+        assert_eq!(p.next().await, (secs(10), true, Some(true), false));
+        p.stop().await;
+        // Restored up, the target is down: fall = 3 failures at the confirm pace.
+        drop(open);
+        let mut p = Probes::start(addr, timing(2, 3, Some(secs(5))), Some(true));
+        let (gap, ok, verdict, flipped) = p.next().await;
+        assert!(gap <= secs(1), "first probe after {gap:?}");
+        assert_eq!((ok, verdict, flipped), (false, Some(true), false));
+        assert_eq!(p.next().await, (secs(1), false, Some(true), false));
+        assert_eq!(p.next().await, (secs(1), false, Some(false), true));
+        assert_eq!(p.next().await, (secs(5), false, Some(false), false));
+        p.stop().await;
+    }
 
     #[tokio::test]
     async fn a_watch_connection_keeps_itself_alive() {

@@ -612,6 +612,7 @@ mod tests {
     use crate::checks::Observation;
     use crate::checks::runner::Hysteresis;
     use crate::incidents::Incidents;
+    use crate::overrides::Forced;
     use crate::states::health_differs;
     use crate::states::persist::{
         HIGHEST, SERIAL_LEASE, passes, save_serials, serial_floor, snapshot_of,
@@ -870,6 +871,88 @@ mod tests {
         });
         e.evaluate(t(310));
         assert_eq!(e.services["mls"].state, ServiceState::Down);
+    }
+
+    #[test]
+    fn an_override_with_until_ends_at_that_moment_and_not_before() {
+        let mut r = Rig::new(false, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        let o = Override::new(Forced::Maintenance, "patching").until(t(60_000));
+        r.engine.set_override("mls", Some(o.clone())).unwrap();
+        assert_eq!(r.engine.evaluate(t(100)).len(), 1);
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Maintenance);
+        // The states task sleeps until the next boundary: the override's end.
+        assert_eq!(r.engine.next_boundary(t(100)), Some(t(60_000)));
+        assert_eq!(r.engine.next_boundary(t(59_999)), Some(t(60_000)));
+        // A millisecond before its end it is still in force.
+        assert!(r.engine.expire_overrides(t(59_999)).is_empty());
+        assert!(r.engine.evaluate(t(59_999)).is_empty());
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Maintenance);
+        // At its end it is removed, once, and the checks decide again.
+        assert_eq!(
+            r.engine.expire_overrides(t(60_000)),
+            [("mls".to_string(), o)]
+        );
+        assert!(r.engine.overrides().is_empty());
+        assert!(r.engine.expire_overrides(t(60_001)).is_empty());
+        let changes = r.engine.evaluate(t(60_000));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0].transition;
+        assert_eq!(
+            (c.from, c.to, c.at, c.reason.as_str()),
+            (
+                Some(ServiceState::Maintenance),
+                ServiceState::Up,
+                t(60_000),
+                "checks pass"
+            )
+        );
+        assert_eq!(changes[0].lasted, Some(Duration::from_millis(59_900)));
+        assert_eq!(r.engine.next_boundary(t(60_000)), None);
+    }
+
+    #[test]
+    fn an_override_without_until_stays_until_cleared() {
+        let mut r = Rig::new(false, 2);
+        assert_eq!(r.probe(MLS(), true, 0), ServiceState::Up);
+        r.engine
+            .set_override("mls", Some(Override::new(Forced::Down, "vendor")))
+            .unwrap();
+        r.engine.evaluate(t(100));
+        let years = 10 * 365 * 24 * 3_600_000;
+        assert_eq!(r.engine.next_boundary(t(100)), None, "nothing to wake for");
+        assert!(r.engine.expire_overrides(t(years)).is_empty());
+        assert!(r.engine.evaluate(t(years)).is_empty());
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Down);
+        r.engine.set_override("mls", None).unwrap();
+        assert_eq!(r.engine.evaluate(t(years + 1)).len(), 1);
+        assert_eq!(r.engine.services["mls"].state, ServiceState::Up);
+    }
+
+    #[test]
+    fn the_next_wake_up_is_the_earliest_override_end_strictly_ahead() {
+        let mut r = Rig::new(false, 2);
+        // overrides.toml may hold several (here one for a service no longer configured: it
+        // changes no state, but still ends on time).
+        let late = Override::new(Forced::Down, "vendor").until(t(5_000));
+        let early = Override::new(Forced::Maintenance, "patching").until(t(2_000));
+        r.engine.set_overrides(Overrides::from([
+            ("mls".to_string(), late.clone()),
+            ("old".to_string(), early.clone()),
+        ]));
+        assert_eq!(r.engine.next_boundary(t(0)), Some(t(2_000)));
+        // An end at `now` is not ahead: the task applies it now instead of sleeping for it.
+        assert_eq!(r.engine.next_boundary(t(2_000)), Some(t(5_000)));
+        assert_eq!(
+            r.engine.expire_overrides(t(2_000)),
+            [("old".to_string(), early)]
+        );
+        assert_eq!(r.engine.next_boundary(t(2_000)), Some(t(5_000)));
+        assert_eq!(r.engine.next_boundary(t(5_000)), None);
+        assert_eq!(
+            r.engine.expire_overrides(t(5_000)),
+            [("mls".to_string(), late)]
+        );
     }
 
     #[test]

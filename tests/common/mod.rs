@@ -285,13 +285,7 @@ pub fn metric(parts: &[&str]) -> f64 {
 
 /// An operator override on `service` (`None` clears it), as `detour override` makes it.
 pub async fn force(s: &Server, service: &str, state: Option<detour::overrides::Forced>) {
-    let o = state.map(|state| detour::overrides::Override {
-        state,
-        reason: "test".into(),
-        until: None,
-        by: None,
-        set_at: None,
-    });
+    let o = state.map(|state| detour::overrides::Override::new(state, "test"));
     s.running
         .control()
         .set_override(service, o, detour::states::Actor { who: "test".into() })
