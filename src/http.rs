@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,20 +78,6 @@ pub struct Site {
     pub limits: HttpLimits,
     /// For logs: "page", "page (HTTPS)", "admin API".
     pub name: &'static str,
-}
-
-/// The per-source key: the address, or its /64 for IPv6 (one host often holds a whole /64).
-fn source_of(peer: SocketAddr) -> IpAddr {
-    match peer.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = !0u128 << 64;
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
-        v4 => v4,
-    }
 }
 
 /// Accept errors and refusals are logged at most this often, per kind, for every listener.
@@ -166,7 +152,7 @@ pub async fn serve(listener: Listener, site: Site, cancel: CancellationToken) ->
             _ = recheck.tick(), if !room => {}
             accepted = listener.accept(), if room => match accepted {
                 Ok((io, peer)) => {
-                    let src = peer.map(source_of);
+                    let src = peer.map(crate::proto::source_key);
                     if let Some(src) = src
                         && reg.per_source.get(&src).copied().unwrap_or(0) >= limits.max_per_source
                     {
@@ -460,6 +446,7 @@ mod tests {
 
     #[test]
     fn sources_are_addresses_and_ipv6_slash_64s() {
+        use crate::proto::source_key as source_of;
         let a: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         assert_eq!(source_of(a), "192.0.2.7".parse::<IpAddr>().unwrap());
         let b: SocketAddr = "[2001:db8:1:2:aaaa::1]:443".parse().unwrap();

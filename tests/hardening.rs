@@ -187,6 +187,45 @@ async fn one_source_cannot_hold_more_than_its_share_and_newcomers_evict_the_idle
     assert!(metric(&["detour_http_closed_total", "evicted"]) >= 1.0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_source_cannot_hold_more_than_its_share_of_dns_over_tcp() {
+    let s = server("tcp_max_per_source = 3").await;
+    let q = query(
+        "mls.example.test.",
+        hickory_server::proto::rr::RecordType::A,
+        None,
+    )
+    .to_vec()
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(lo(2), s.addr).await.unwrap());
+    }
+    // The fourth from the same source is closed at once (the idle timeout is 5 s).
+    let mut fourth = connect_from(lo(2), s.addr).await.unwrap();
+    let t = Instant::now();
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "a fourth connection from one source stays open"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Those it holds still answer, and another source is served.
+    tcp_send(&mut held[0], &q).await;
+    assert!(
+        tcp_recv(&mut held[0]).await.is_some(),
+        "a held connection answers"
+    );
+    let mut other = connect_from(lo(3), s.addr).await.unwrap();
+    tcp_send(&mut other, &q).await;
+    assert!(
+        tcp_recv(&mut other).await.is_some(),
+        "another source is served"
+    );
+    assert!(metric(&["detour_dns_tcp_refused_total", "per_source"]) >= 1.0);
+}
+
 /// The attack run's worst finding, end to end: detour under `ulimit -n 256` (the budget then
 /// lowers every cap) while floods of half-sent requests and idle connections from eight
 /// loopback sources hit the page, the admin API and DNS over TCP for four seconds. A healthy

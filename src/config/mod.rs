@@ -71,6 +71,8 @@ pub struct Server {
     pub tcp_idle_timeout: Duration,
     /// At most this many TCP connections at once; beyond it the longest-idle one is closed.
     pub tcp_max_connections: usize,
+    /// At most this many TCP connections from one address (IPv6: one /64); more are closed.
+    pub tcp_max_per_source: usize,
     /// Largest UDP answer detour sends, whatever the client's EDNS buffer says.
     pub udp_max_payload: u16,
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 means one per CPU.

@@ -89,6 +89,7 @@ pub struct RawServer {
     pub zones_dir: Option<String>,
     pub tcp_idle_timeout: Option<Spanned<Dur>>,
     pub tcp_max_connections: Option<Spanned<u32>>,
+    pub tcp_max_per_source: Option<Spanned<u32>>,
     pub udp_max_payload: Option<Spanned<u16>>,
     pub udp_workers: Option<Spanned<u16>>,
     pub cookies: Option<bool>,

@@ -158,6 +158,7 @@ pub fn serve(
             tcp::Limits {
                 idle_timeout: snap.config.server.tcp_idle_timeout,
                 max_connections: caps.dns_tcp,
+                max_per_source: snap.config.server.tcp_max_per_source,
             }
         };
         tasks.spawn(tcp::serve(

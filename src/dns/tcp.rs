@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use hickory_server::net::xfer::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::answer::{Client, Reply, general};
 use super::fast;
@@ -26,45 +26,76 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections held at once.
     pub max_connections: usize,
+    /// Connections held at once from one address (IPv6: one /64).
+    pub max_per_source: usize,
 }
 
-/// Open connections: when a completed query last arrived, and how to close each.
+/// Open connections: when a completed query last arrived, how to close each, and how many
+/// each source holds.
 #[derive(Default)]
 struct Registry {
-    conns: Mutex<HashMap<u64, (Instant, CancellationToken)>>,
+    open: Mutex<Open>,
     next: AtomicU64,
 }
 
+#[derive(Default)]
+struct Open {
+    conns: HashMap<u64, (Instant, CancellationToken, IpAddr)>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+impl Open {
+    fn remove(&mut self, id: u64) -> Option<CancellationToken> {
+        let (_, token, src) = self.conns.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&src) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&src);
+            }
+        }
+        Some(token)
+    }
+}
+
 impl Registry {
-    /// Registers a connection; at the cap, first closes the one idle longest.
-    fn admit(&self, max: usize) -> (u64, CancellationToken) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        while conns.len() >= max {
-            let Some((&oldest, _)) = conns.iter().min_by_key(|(_, (t, _))| *t) else {
+    /// Registers a connection from `src`; at the cap, first closes the one idle longest.
+    /// `None` when `src` already holds its share: the newcomer is to be closed.
+    fn admit(&self, limits: &Limits, src: IpAddr) -> Option<(u64, CancellationToken)> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.per_source.get(&src).copied().unwrap_or(0) >= limits.max_per_source {
+            return None;
+        }
+        while open.conns.len() >= limits.max_connections {
+            let Some((&oldest, _)) = open.conns.iter().min_by_key(|(_, (t, _, _))| *t) else {
                 break;
             };
-            if let Some((_, t)) = conns.remove(&oldest) {
+            if let Some(t) = open.remove(oldest) {
                 t.cancel();
             }
         }
-        conns.insert(id, (Instant::now(), token.clone()));
-        (id, token)
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        open.conns.insert(id, (Instant::now(), token.clone(), src));
+        *open.per_source.entry(src).or_default() += 1;
+        Some((id, token))
     }
 
     fn touch(&self, id: u64) {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = conns.get_mut(&id) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = open.conns.get_mut(&id) {
             e.0 = Instant::now();
         }
     }
 
     fn remove(&self, id: u64) {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.remove(&id);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(id);
     }
 }
+
+/// Per-source refusals are logged at most once a minute.
+static SOURCE_CAPPED: crate::telemetry::Throttle =
+    crate::telemetry::Throttle::new(Duration::from_secs(60));
 
 /// Accepts connections on `listener` until `cancel` fires; connections then finish the
 /// answer they are writing and close.
@@ -97,7 +128,17 @@ pub async fn serve(
             },
             _ = cancel.cancelled() => break,
         };
-        let (id, token) = registry.admit(limits.max_connections);
+        let Some((id, token)) = registry.admit(&limits, crate::proto::source_key(src)) else {
+            metrics::counter!("detour_dns_tcp_refused_total", "why" => "per_source").increment(1);
+            if let Some(held) = SOURCE_CAPPED.allow() {
+                warn!(
+                    source = %crate::proto::source_key(src),
+                    "DNS/TCP: closing a connection from a source already holding {} (tcp_max_per_source); {held} more closed since the last such line",
+                    limits.max_per_source
+                );
+            }
+            continue;
+        };
         let registry = registry.clone();
         let snapshots = snapshots.clone();
         let limits = limits.clone();

@@ -13,6 +13,22 @@ pub fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whose share a connection counts against: its address, or its /64 for IPv6 (one host
+/// often holds a whole /64); an IPv4-mapped address counts as the IPv4 one.
+pub fn source_key(peer: std::net::SocketAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match peer.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = !0u128 << 64;
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// The big-endian `u16` at `i` of a wire message, if the message is long enough.
 pub fn u16_at(raw: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?]))

@@ -155,6 +155,13 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
         }
         *n.get_ref() as usize
     });
+    let tcp_max_per_source = raw.tcp_max_per_source.map_or(64, |n| {
+        if *n.get_ref() == 0 {
+            src.error(n.span(), "tcp_max_per_source must be at least 1");
+            ok = false;
+        }
+        *n.get_ref() as usize
+    });
     let udp_max_payload = raw.udp_max_payload.map_or(1232, |n| {
         if *n.get_ref() < 512 {
             src.error(n.span(), "udp_max_payload must be at least 512 (RFC 1035)");
@@ -209,6 +216,7 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
         zones_dir: resolve(dir, raw.zones_dir.as_deref().unwrap_or("zones")),
         tcp_idle_timeout,
         tcp_max_connections,
+        tcp_max_per_source,
         udp_max_payload,
         udp_workers,
         cookies,
