@@ -276,7 +276,10 @@ async fn floods_under_a_low_descriptor_limit_cause_no_false_failover() {
         .unwrap();
     let mut rounds = 0;
     let mut admin_retries = 0;
+    let rss_before = rss_kib(d.child.id());
+    let mut rss_peak = rss_before;
     while Instant::now() < stop_at {
+        rss_peak = rss_peak.max(rss_kib(d.child.id()));
         rounds += 1;
         assert_eq!(
             udp_a(dns, "mls.example.test.").await,
@@ -328,6 +331,12 @@ async fn floods_under_a_low_descriptor_limit_cause_no_false_failover() {
         "{admin_retries} retries in {rounds} rounds"
     );
     assert!(opened > 1500, "the floods opened only {opened} connections");
+    // Memory stays bounded: the caps bound connections, and each holds little. (Idle RSS is
+    // ~16 MB; 128 MB above it would mean something grows per connection.)
+    assert!(
+        rss_peak < rss_before + 128 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_peak} KiB under the flood"
+    );
     let log = d.log();
     let bad: Vec<&String> = log
         .iter()
@@ -376,6 +385,16 @@ async fn flood(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     opened
+}
+
+/// A process's resident memory in KiB (VmRSS), from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 /// The floods need about 2,000 descriptors in this process.
