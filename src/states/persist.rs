@@ -71,17 +71,14 @@ pub fn serials_path(config: &Config) -> PathBuf {
 pub fn serial_floor(config: &Config) -> (u32, Option<String>) {
     let parse =
         |t: &str| serde_json::from_str::<BTreeMap<String, u32>>(t).map_err(|e| e.to_string());
-    match store::load(&serials_path(config), parse) {
-        store::Loaded::Missing => (1, None),
-        store::Loaded::Ok(m) => (m.values().max().map_or(1, |s| s.saturating_add(1)), None),
-        store::Loaded::SetAside { aside, reason } => (
-            1,
-            Some(format!(
-                "serials.json was unreadable ({reason}); set aside as {}: serials restart from the clock",
-                aside.display()
-            )),
-        ),
-    }
+    let (saved, problem) = store::load_or_report(&serials_path(config), parse);
+    let floor = saved
+        .and_then(|m| m.values().max().copied())
+        .map_or(1, |s| s.saturating_add(1));
+    (
+        floor,
+        problem.map(|p| format!("{p}: serials restart from the clock")),
+    )
 }
 
 /// The entry of `serials.json` that reserves above the highest serial any zone has had,
