@@ -34,6 +34,7 @@ pub struct Control {
     last_reload: Mutex<Option<ReloadStatus>>,
     problems: Mutex<Vec<String>>,
     notifier: OnceLock<crate::notify::Notifier>,
+    cluster: OnceLock<crate::cluster::Cluster>,
 }
 
 /// The daemon stopped before answering.
@@ -56,12 +57,23 @@ impl Control {
             last_reload: Mutex::new(None),
             problems: Mutex::new(problems),
             notifier: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
     /// Hands over the notifier (once, at start), for `detour notify test`.
     pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
         let _ = self.notifier.set(notifier);
+    }
+
+    /// Hands over the cluster link (once, at start), for status and the audit log.
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster link, in a cluster.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get()
     }
 
     /// The notifier, once started.

@@ -125,6 +125,100 @@ async fn take_reports(
     }
 }
 
+/// Joins the cluster: hands this instance's first verdicts to etcd, waits (at most
+/// `lease_ttl`) to see them in the view, and builds the first Snapshot from the cluster's
+/// agreement. If etcd cannot be reached by then, the first Snapshot is the last agreed
+/// state this instance cached in `state_dir` (verdicts, overrides, incidents): the state
+/// the others also keep serving through an etcd outage, rather than this instance's own
+/// view, which would diverge from theirs; commands are refused until etcd is back.
+async fn join_cluster(
+    config: &Arc<Config>,
+    link: crate::cluster::Cluster,
+    local: Engine,
+    cached_incidents: &Arc<incidents::Incidents>,
+    floor: u32,
+    problems: &mut Vec<String>,
+) -> (
+    Engine,
+    Option<states::ClusterMode>,
+    Arc<incidents::Incidents>,
+    crate::snapshot::Snapshot,
+) {
+    let ballot = states::cluster::ballot(&local, &Default::default());
+    link.vote(ballot.clone());
+    let me = link.instance().to_string();
+    let mut view = link.view();
+    let wait = config
+        .cluster
+        .as_ref()
+        .map_or(Duration::from_secs(10), |c| c.lease_ttl);
+    let joined = tokio::time::timeout(
+        wait,
+        view.wait_for(|v| {
+            v.members.contains_key(&me)
+                && ballot
+                    .votes
+                    .keys()
+                    .all(|k| v.votes.get(&me).is_some_and(|m| m.contains_key(k)))
+        }),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let now = Utc::now();
+    let (saved, _) = states::restore(config, now);
+    let mut agreed = Engine::new(config.clone(), saved.as_ref(), now);
+    let (cached_overrides, _) = overrides::load_at_start(&config.server.state_dir);
+    agreed.set_overrides(cached_overrides.clone());
+    let current = view.borrow_and_update().clone();
+    let (incidents, at, serial) = if joined {
+        let at = states::cluster::agree(&mut agreed, &current);
+        let base = current.serial_base.unwrap_or(floor);
+        let rev = u32::try_from(current.revision.max(0) % i64::from(u32::MAX)).unwrap_or(0);
+        info!(instance = %me, members = current.members.len(), revision = current.revision, "cluster: agreed state read");
+        (Arc::new(current.incidents()), at, base.wrapping_add(rev))
+    } else {
+        let why = link.link().borrow().error.clone().unwrap_or_default();
+        let p = format!(
+            "etcd could not be reached at start ({why}): serving the last agreed state cached in state_dir until it is back; commands are refused meanwhile"
+        );
+        warn!("{p}");
+        problems.push(p);
+        (cached_incidents.clone(), now, floor)
+    };
+    for c in agreed.evaluate(at) {
+        states::log_change(&c);
+    }
+    let health = agreed.health();
+    let selection = crate::selection::select(config, &health, at);
+    let first = crate::snapshot::Snapshot::build(
+        config.clone(),
+        selection,
+        Arc::new(health),
+        incidents.clone(),
+        None,
+        serial,
+    )
+    .pin_serials(|origin, digest, _| {
+        current
+            .zones
+            .get(origin)
+            .filter(|p| p.digest == digest)
+            .map(|p| p.serial)
+    });
+    let (applied, _) = tokio::sync::watch::channel(current.revision);
+    let mode = states::ClusterMode {
+        link,
+        local,
+        view,
+        applied,
+        news_seen: current.revision,
+        ballot,
+        tick_after: tokio::time::Instant::now(),
+        cached: (cached_overrides, (**cached_incidents).clone()),
+    };
+    (agreed, Some(mode), incidents, first)
+}
+
 /// Raises the open-file limit and shares it among the listeners' connection caps, keeping a
 /// reserve for probes and state files; says so when the configured caps do not fit.
 fn connection_caps(config: &Config) -> fds::Caps {
@@ -167,18 +261,35 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     let (saved_incidents, p) = incidents::load(state_dir);
     problems.extend(p);
     let caps = connection_caps(&config);
+    let (floor, p) = states::serial_floor(&config);
+    problems.extend(p);
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            crate::cluster::Cluster::start(&config, settings.clone(), floor, cancel.clone())
+                .await
+                .map_err(|e| RunError::Io {
+                    context: "cannot start the cluster link".into(),
+                    source: io::Error::other(e),
+                })?,
+        ),
+        None => None,
+    };
     let (engine, checks, reports) =
         first_verdicts(&config, saved_overrides, &cancel, &mut problems).await;
     let incidents = Arc::new(saved_incidents);
-    let (floor, p) = states::serial_floor(&config);
-    problems.extend(p);
-    let first = states::snapshot_of(
-        config.clone(),
-        engine.health(),
-        incidents.clone(),
-        None,
-        floor,
-    );
+    let (engine, cluster_mode, incidents, first) = match cluster {
+        None => {
+            let first = states::snapshot_of(
+                config.clone(),
+                engine.health(),
+                incidents.clone(),
+                None,
+                floor,
+            );
+            (engine, None, incidents, first)
+        }
+        Some(link) => join_cluster(&config, link, engine, &incidents, floor, &mut problems).await,
+    };
     let serial_ceilings = states::save_serials(&first);
     let snapshots = SnapshotHandle::new(first);
     let workers = match config.server.udp_workers {
@@ -219,6 +330,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
             context: "cannot start the outage page".into(),
             source,
         })?;
+    let cluster_mode_link = cluster_mode.as_ref().map(|c| c.link.clone());
     let states_task = StatesTask {
         engine,
         checks,
@@ -230,7 +342,11 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         serial_ceilings,
         unsaved_since: None,
         beat: liveness.register("states task"),
+        cluster: cluster_mode,
     };
+    if let Some(c) = &cluster_mode_link {
+        control.set_cluster(c.clone());
+    }
     let states_cancel = cancel.clone();
     tasks.spawn(async move {
         states_task.run(states_cancel).await;

@@ -26,6 +26,7 @@ pub mod admin;
 pub mod audit;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -143,6 +143,34 @@ impl Snapshot {
         }
     }
 
+    /// Gives zones the serials `pin` says (by origin and content digest), recompiling them
+    /// (their IXFR journal starts over): in a cluster, the serial the cluster agreed for
+    /// that content, so that an instance joining late serves the same serials as the others.
+    pub fn pin_serials(mut self, pin: impl Fn(&str, &str, u32) -> Option<u32>) -> Snapshot {
+        let config = self.config.clone();
+        for (zi, zone) in config.zones.iter().enumerate() {
+            let current = &self.zones[zi];
+            let Some(serial) = pin(&zone.origin.to_string(), &current.digest(), current.serial)
+            else {
+                continue;
+            };
+            if serial == current.serial {
+                continue;
+            }
+            let apex = LowerName::new(&zone.origin);
+            let children = config
+                .zones
+                .iter()
+                .map(|z| LowerName::new(&z.origin))
+                .filter(|o| *o != apex && apex.zone_of(o))
+                .collect();
+            let mine = self.selection.for_zone(zi);
+            self.zones[zi] = Arc::new(ZoneData::compile(zone, &mine, None, serial, children));
+            self.serial_high = self.serial_high.max(serial);
+        }
+        self
+    }
+
     /// The zone whose apex is exactly `origin`.
     pub fn zone_by_origin(&self, origin: &Name) -> Option<&ZoneData> {
         self.index

@@ -37,6 +37,65 @@ pub struct StatusDoc {
     /// Problems found at start, such as a state file set aside (admin view only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The cluster, when `[cluster]` is set (admin view only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterDoc>,
+}
+
+/// The cluster as this instance sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDoc {
+    /// This instance.
+    pub instance: String,
+    /// The instance that sends notifications and ticks cluster time (the oldest live one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Live members.
+    pub members: Vec<MemberDoc>,
+    /// The default quorum.
+    pub quorum: String,
+    /// etcd as this instance reaches it.
+    pub etcd: EtcdDoc,
+    /// The etcd revision this instance's view is at.
+    pub revision: i64,
+    /// How many revisions the view is behind etcd's latest known one (0: in step).
+    pub lag: i64,
+}
+
+/// A live member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberDoc {
+    /// Name.
+    pub name: String,
+    /// Its guard is frozen: it abstains.
+    pub frozen: bool,
+    /// detour's version there.
+    pub version: String,
+    /// Its checks differ from this instance's (another config): its votes may mean
+    /// something else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_differs: bool,
+}
+
+/// The link to etcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EtcdDoc {
+    /// Requests succeed and the lease is alive.
+    pub reachable: bool,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One instance's view of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The instance.
+    pub instance: String,
+    /// "up", "down", or "unknown" (no vote yet); "abstains" when its guard is frozen.
+    pub sees: String,
 }
 
 /// A service.
@@ -72,6 +131,12 @@ pub struct ServiceDoc {
     pub checks: Vec<CheckDoc>,
     /// Latest transitions, newest last.
     pub history: Vec<Transition>,
+    /// In a cluster: each live instance's view of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<InstanceView>,
+    /// In a cluster: the quorum that decides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
 }
 
 /// A check.
@@ -238,6 +303,8 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
                 history: st
                     .map(|s| s.history.iter().cloned().collect())
                     .unwrap_or_default(),
+                views: Vec::new(),
+                quorum: None,
             }
         })
         .collect();
@@ -343,5 +410,61 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
             .collect(),
         reload,
         problems,
+        cluster: None,
     }
+}
+
+/// Adds the cluster's part: each instance's view of every service, the members, etcd.
+pub fn add_cluster(doc: &mut StatusDoc, cluster: &crate::cluster::Cluster, snap: &Snapshot) {
+    let view = cluster.view().borrow().clone();
+    let link = cluster.link().borrow().clone();
+    let config = &snap.config;
+    let settings = cluster.settings();
+    let mine = crate::cluster::config_digest(config);
+    for s in &mut doc.services {
+        let quorum = config
+            .services
+            .get(&s.id)
+            .and_then(|svc| svc.quorum)
+            .unwrap_or(settings.quorum);
+        s.quorum = Some(quorum.to_string());
+        s.views = view
+            .members
+            .iter()
+            .map(|(name, k)| InstanceView {
+                instance: name.clone(),
+                sees: if k.member.frozen {
+                    "abstains".into()
+                } else {
+                    match view.service_seen_by(config, &s.id, name) {
+                        Some(true) => "up".into(),
+                        Some(false) => "down".into(),
+                        None => "unknown".into(),
+                    }
+                },
+            })
+            .collect();
+    }
+    doc.cluster = Some(ClusterDoc {
+        instance: settings.instance.clone(),
+        leader: view.leader().map(str::to_string),
+        members: view
+            .members
+            .iter()
+            .map(|(name, k)| MemberDoc {
+                name: name.clone(),
+                frozen: k.member.frozen,
+                version: k.member.version.clone(),
+                config_differs: k.member.config != mine,
+            })
+            .collect(),
+        quorum: settings.quorum.to_string(),
+        etcd: EtcdDoc {
+            reachable: link.reachable,
+            since: link.since,
+            error: link.error.clone(),
+        },
+        revision: view.revision,
+        lag: (link.etcd_revision - view.revision).max(0),
+    });
 }

@@ -71,6 +71,28 @@ depends_on = ["a", "ghost"]
 fn refused() -> Vec<Refused> {
     vec![
         (
+            "a cluster without a name, with a bad endpoint, prefix, quorum and lease",
+            "[server]\nzones_dir = \"zones\"\n[cluster]\netcd = [\"127.0.0.1:2379\"]\nprefix = \"detour\"\nquorum = \"most\"\nlease_ttl = \"1s\"\n".into(),
+            zone_ok(),
+            &[
+                "detour.toml:3:1: [cluster] needs `instance`",
+                "detour.toml:4:9: invalid etcd endpoint \"127.0.0.1:2379\": expected \"http://HOST:PORT\"",
+                "detour.toml:5:10: invalid prefix \"detour\": expected a key prefix that starts and ends with '/'",
+                "detour.toml:6:10: invalid quorum \"most\": expected \"one\", \"majority\", \"all\" or { at_least = N }",
+                "detour.toml:7:13: lease_ttl must be between 2s and 1h",
+            ],
+        ),
+        (
+            "a service quorum of zero, a cluster password file that is missing",
+            "[server]\nzones_dir = \"zones\"\n[services.mls]\nquorum = { at_least = 0 }\n[cluster]\ninstance = \"a b\"\netcd = [\"http://127.0.0.1:2379\"]\nusername = \"u\"\npassword_file = \"nope\"\n".into(),
+            zone_ok(),
+            &[
+                "detour.toml:4:10: quorum.at_least must be at least 1",
+                "detour.toml:6:12: invalid instance \"a b\"",
+                "detour.toml:9:17: cannot read password_file \"nope\"",
+            ],
+        ),
+        (
             "an unknown key names its position",
             config_toml("listen_dns = 1"),
             zone_ok(),

@@ -51,6 +51,7 @@ impl From<OperatorError> for ApiError {
             OperatorError::Invalid(_) => StatusCode::BAD_REQUEST,
             OperatorError::NotFound(_) => StatusCode::NOT_FOUND,
             OperatorError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OperatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(code, e.to_string())
     }
@@ -201,10 +202,14 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
 
 async fn get_status(State(app): State<App>) -> Json<status::StatusDoc> {
     let snap = app.control.snapshots.load_full();
-    Json(status::build(
+    let mut doc = status::build(
         &snap,
         Some((app.control.last_reload(), app.control.problems())),
-    ))
+    );
+    if let Some(c) = app.control.cluster() {
+        status::add_cluster(&mut doc, c, &snap);
+    }
+    Json(doc)
 }
 
 #[derive(Deserialize)]
@@ -222,6 +227,13 @@ async fn get_audit(
             StatusCode::BAD_REQUEST,
             format!("limit must be between 1 and {}", audit::MAX_TAIL),
         ));
+    }
+    if let Some(c) = app.control.cluster() {
+        return c
+            .audit_tail(limit)
+            .await
+            .map(Json)
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
     }
     let dir = app.control.snapshots.load().config.server.state_dir.clone();
     audit::tail(&dir, limit).map(Json).map_err(|e| {

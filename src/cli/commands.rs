@@ -343,6 +343,20 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             when(s.since),
             t(&s.reason)
         );
+        if !s.views.is_empty() {
+            let views: Vec<String> = s
+                .views
+                .iter()
+                .map(|v| format!("{}: {}", t(&v.instance), v.sees))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<w$}  ({}; {})",
+                "",
+                views.join(", "),
+                s.quorum.as_deref().unwrap_or("majority")
+            );
+        }
         if let Some(ov) = &s.override_ {
             let until = ov
                 .until
@@ -373,6 +387,45 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             };
             let _ = writeln!(o, "  {:<w$}  check {} {verdict}: {last}", "", c.id);
         }
+    }
+    if let Some(c) = &doc.cluster {
+        let etcd = if c.etcd.reachable {
+            format!("reachable since {}", when(c.etcd.since))
+        } else {
+            format!(
+                "UNREACHABLE since {} ({}): serving the last agreed state; commands are refused",
+                when(c.etcd.since),
+                t(c.etcd.error.as_deref().unwrap_or("no answer"))
+            )
+        };
+        let members: Vec<String> = c
+            .members
+            .iter()
+            .map(|m| {
+                let mut n = t(&m.name).into_owned();
+                if m.frozen {
+                    n.push_str(" (guard frozen: abstains)");
+                }
+                if m.config_differs {
+                    n.push_str(" (different checks!)");
+                }
+                n
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nCluster: this is {}; leader {}; quorum {}\n  members: {}\n  etcd: {etcd}\n  view at revision {}, {} behind",
+            t(&c.instance),
+            t(c.leader.as_deref().unwrap_or("none")),
+            c.quorum,
+            if members.is_empty() {
+                "none live".to_string()
+            } else {
+                members.join(", ")
+            },
+            c.revision,
+            c.lag
+        );
     }
     if doc.guard.frozen {
         let _ = writeln!(

@@ -50,8 +50,75 @@ pub struct Config {
     pub tsig: Vec<crate::proto::tsig::Key>,
     /// Zones from `zones_dir`, sorted by origin.
     pub zones: Vec<Zone>,
+    /// `[cluster]`: shared state through etcd; `None` runs alone.
+    pub cluster: Option<Cluster>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
+}
+
+/// `[cluster]`: several instances share verdicts, overrides and incidents through etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// This instance's name, unique in the cluster.
+    pub instance: String,
+    /// etcd endpoints (`http://` or `https://`).
+    pub etcd: Vec<String>,
+    /// Key prefix, starting and ending with `/`.
+    pub prefix: String,
+    /// The default quorum of every service.
+    pub quorum: Quorum,
+    /// A silent instance drops out of the count after this.
+    pub lease_ttl: Duration,
+    /// TLS to etcd: CA, and a client certificate and key.
+    pub tls: Option<ClusterTls>,
+    /// etcd user and password (read from `password_file` at load).
+    pub auth: Option<(String, String)>,
+}
+
+/// TLS settings for etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterTls {
+    /// CA certificate (PEM) that signed etcd's; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for etcd's `--client-cert-auth`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// How many live instances must see a service up for it to count as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quorum {
+    /// One instance seeing it up is enough: down only when every instance sees it down.
+    One,
+    /// At least half of the instances (a tie counts as up).
+    #[default]
+    Majority,
+    /// Every instance: down as soon as one sees it down.
+    All,
+    /// At least N (or every instance, when fewer are live).
+    AtLeast(u32),
+}
+
+impl Quorum {
+    /// How many of `voters` must vote up for up (0 voters: 0).
+    pub fn needed(self, voters: usize) -> usize {
+        match self {
+            Quorum::One => voters.min(1),
+            Quorum::Majority => voters.div_ceil(2),
+            Quorum::All => voters,
+            Quorum::AtLeast(n) => (n as usize).min(voters),
+        }
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::One => f.write_str("one"),
+            Quorum::Majority => f.write_str("majority"),
+            Quorum::All => f.write_str("all"),
+            Quorum::AtLeast(n) => write!(f, "at least {n}"),
+        }
+    }
 }
 
 /// `[server]`: where detour listens and keeps its files.
@@ -180,6 +247,8 @@ pub struct Service {
     pub checks: Vec<Check>,
     /// How the probes combine.
     pub healthy_when: HealthyWhen,
+    /// Its own quorum in a cluster (the `[cluster]` default when `None`).
+    pub quorum: Option<Quorum>,
 }
 
 /// How a service's checks combine into healthy.

@@ -56,6 +56,38 @@ pub struct RawConfig {
     pub notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`: several instances sharing state through etcd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub instance: Option<Spanned<String>>,
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub prefix: Option<Spanned<String>>,
+    pub quorum: Option<Spanned<RawQuorum>>,
+    pub lease_ttl: Option<Spanned<Dur>>,
+    pub tls: Option<Spanned<RawClusterTls>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// `[cluster] tls = { ca = "...", cert = "...", key = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `quorum = "one" | "majority" | "all" | { at_least = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawQuorum {
+    Word(String),
+    AtLeast { at_least: u32 },
 }
 
 /// `[tsig.<name>]`: a shared key for zone transfers and NOTIFY. Its `Debug` leaves the
@@ -169,6 +201,7 @@ pub struct RawService {
     pub check: Option<Spanned<RawCheck>>,
     pub checks: Option<Vec<Spanned<RawCheck>>>,
     pub healthy_when: Option<Spanned<RawHealthyWhen>>,
+    pub quorum: Option<Spanned<RawQuorum>>,
 }
 
 /// `healthy_when = "all" | "any" | { at_least = N }`.

@@ -6,10 +6,12 @@
 //! whenever what DNS answers (or the states shown) changes; [`persist`] keeps verdicts and
 //! serial reservations across restarts.
 
+pub mod cluster;
 pub mod engine;
 pub mod operator;
 pub mod persist;
 
+pub use cluster::ClusterMode;
 pub use engine::{Change, Engine};
 pub use operator::{Actor, Command, IncidentOp, OperatorError};
 pub use persist::{
@@ -80,6 +82,19 @@ pub struct StatesTask {
     pub unsaved_since: Option<tokio::time::Instant>,
     /// Bumped at least every [`BEAT`], for systemd's watchdog.
     pub beat: crate::systemd::Beat,
+    /// In a cluster: this instance's own engine and the link; `engine` is then the agreed
+    /// one, fed by the view.
+    pub cluster: Option<ClusterMode>,
+}
+
+/// Waits for the next view (never, alone or once the mirror is gone).
+async fn next_view(c: &mut Option<ClusterMode>) {
+    let Some(c) = c else {
+        return std::future::pending().await;
+    };
+    if c.view.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The states task shows it is alive at least this often, work or not (as often as a UDP
@@ -99,21 +114,38 @@ impl StatesTask {
         let mut evaluated = Utc::now();
         self.publish(false);
         self.export_gauges();
+        self.write_pins();
         let mut alive = tokio::time::interval(BEAT);
         loop {
-            let wake = self.engine.next_boundary(evaluated);
-            let until_wake = wake
-                .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600));
+            // Alone, time-driven changes (window edges, `until`) happen here; in a cluster
+            // the leader ticks cluster time and every instance changes at that revision.
+            let until_wake = if self.cluster.is_some() {
+                self.until_tick().unwrap_or(Duration::from_secs(3600))
+            } else {
+                let wake = self.engine.next_boundary(evaluated);
+                wake.map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::from_secs(3600))
+            };
             let mut dirty = false;
             let save_at = self.unsaved_since.map(|t| t + SAVE_AFTER);
             tokio::select! {
                 r = self.reports.recv() => {
                     let Some(r) = r else { break };
-                    dirty |= self.engine.report(r);
+                    let engine = match &mut self.cluster {
+                        Some(c) => &mut c.local,
+                        None => &mut self.engine,
+                    };
+                    dirty |= engine.report(r);
                     // Take everything already queued before rebuilding once.
                     while let Ok(r) = self.reports.try_recv() {
-                        dirty |= self.engine.report(r);
+                        dirty |= engine.report(r);
+                    }
+                    if self.cluster.is_some() {
+                        if dirty {
+                            self.local_changes();
+                            self.vote();
+                        }
+                        continue;
                     }
                 }
                 c = self.commands.recv() => match c {
@@ -123,7 +155,22 @@ impl StatesTask {
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep(until_wake) => { dirty = true; }
+                _ = next_view(&mut self.cluster) => {
+                    self.apply_view();
+                    self.publish(false);
+                    self.write_pins();
+                    if let Some(c) = &self.cluster {
+                        c.applied.send_replace(c.view.borrow().revision);
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(until_wake) => {
+                    if self.cluster.is_some() {
+                        self.tick();
+                        continue;
+                    }
+                    dirty = true;
+                }
                 _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)),
                     if save_at.is_some() => {
                     self.save();
@@ -147,8 +194,22 @@ impl StatesTask {
     /// Evaluates, logs transitions, and swaps in a new Snapshot when anything answered or
     /// shown changed.
     fn publish(&mut self, force: bool) {
-        let now = Utc::now();
-        let expired = self.engine.expire_overrides(now);
+        // In a cluster everything is evaluated at cluster time, so that every instance
+        // computes the same answers from the same view.
+        let (now, serial_floor) = match &self.cluster {
+            Some(c) => {
+                let v = c.view.borrow();
+                let base = v.serial_base.unwrap_or_else(unix_now);
+                let rev = u32::try_from(v.revision.max(0) % i64::from(u32::MAX)).unwrap_or(0);
+                (cluster::cluster_now(&v), base.wrapping_add(rev))
+            }
+            None => (Utc::now(), unix_now()),
+        };
+        let expired = if self.cluster.is_some() {
+            Vec::new() // the leader removes them from etcd (cluster::expire_in_cluster)
+        } else {
+            self.engine.expire_overrides(now)
+        };
         if !expired.is_empty() {
             let dir = self.engine.config().server.state_dir.clone();
             if let Err(e) = overrides::save(&dir, self.engine.overrides()) {
@@ -192,7 +253,7 @@ impl StatesTask {
                 ));
             }
         }
-        if self.engine.frozen() != was_frozen {
+        if self.engine.frozen() != was_frozen && self.cluster.is_none() {
             self.emit(Event::guard(self.engine.frozen()));
         }
         let health = self.engine.health();
@@ -204,6 +265,7 @@ impl StatesTask {
             || !expired.is_empty()
             || !Arc::ptr_eq(&current.config, &config)
             || selection != current.selection
+            || *current.incidents != self.incidents
             || health_differs(&current.health, &health);
         if rebuild {
             let incidents = if *current.incidents == self.incidents {
@@ -217,8 +279,21 @@ impl StatesTask {
                 Arc::new(health),
                 incidents,
                 Some(&current),
-                unix_now(),
+                serial_floor,
             );
+            // In a cluster, content the cluster already gave a higher serial takes it.
+            let next = match &self.cluster {
+                Some(c) => {
+                    let v = c.view.borrow();
+                    next.pin_serials(|origin, digest, serial| {
+                        v.zones
+                            .get(origin)
+                            .filter(|p| p.digest == digest && p.serial > serial)
+                            .map(|p| p.serial)
+                    })
+                }
+                None => next,
+            };
             if persist::passes(&next, &self.serial_ceilings) {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.
@@ -243,7 +318,17 @@ impl StatesTask {
             .map(|s| s.name.clone())
     }
 
+    /// Hands an event to notifications: alone, always; in a cluster, only on the leader, so
+    /// that the cluster tells each event once.
     fn emit(&self, e: Event) {
+        if !self.notifies() {
+            return;
+        }
+        self.emit_here(e);
+    }
+
+    /// Hands an event to this instance's notifications whatever its role.
+    fn emit_here(&self, e: Event) {
         if let Some(tx) = &self.events {
             // The receiver lives as long as the daemon; a closed one means shutdown.
             let _ = tx.send(e);
@@ -272,6 +357,26 @@ impl StatesTask {
             metrics::gauge!("detour_zone_serial", "zone" => zone.clone()).set(f64::from(z.serial));
             metrics::gauge!("detour_zone_journal_changes", "zone" => zone)
                 .set(z.journal_len() as f64);
+        }
+    }
+
+    /// Logs the transitions of this instance's own view (in a cluster; alone, `publish`
+    /// logs them), and tells when its guard freezes or thaws: that is this instance's news.
+    fn local_changes(&mut self) {
+        let Some(c) = &mut self.cluster else { return };
+        let was_frozen = c.local.frozen();
+        for ch in c.local.evaluate(Utc::now()) {
+            info!(
+                service = %ch.service,
+                to = %ch.transition.to,
+                reason = %ch.transition.reason,
+                instance = %c.link.instance(),
+                "this instance's own view changed (the cluster's quorum decides)"
+            );
+        }
+        let frozen = c.local.frozen();
+        if frozen != was_frozen {
+            self.emit_here(Event::guard(frozen));
         }
     }
 

@@ -13,7 +13,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::events::Event;
 use crate::health::ServiceState;
-use crate::incidents::{self, Incident, Update};
+use crate::incidents::{self, Incident, Incidents, Update};
 use crate::overrides::{self, Override, Overrides};
 
 /// Who asked, and when, for the audit log.
@@ -99,6 +99,9 @@ pub enum OperatorError {
     /// It could not be saved (HTTP 500); nothing changed.
     #[error("{0}")]
     Storage(String),
+    /// The cluster's shared store cannot take changes now (HTTP 503); nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<crate::text::TextError> for OperatorError {
@@ -125,9 +128,18 @@ impl StatesTask {
                 done,
             } => {
                 self.engine.set_config(config.clone(), Utc::now());
-                self.engine.set_overrides(overrides);
-                let health = self.engine.health();
-                self.checks.apply(&config, |id| health.verdict(id));
+                if let Some(c) = &mut self.cluster {
+                    // overrides.toml is only the cluster's cache here: etcd's overrides
+                    // are the ones in force (set them with the CLI or the API).
+                    c.local.set_config(config.clone(), Utc::now());
+                    let health = c.local.health();
+                    self.checks.apply(&config, |id| health.verdict(id));
+                    self.apply_view();
+                } else {
+                    self.engine.set_overrides(overrides);
+                    let health = self.engine.health();
+                    self.checks.apply(&config, |id| health.verdict(id));
+                }
                 self.audit("reload", None, None, "", &actor);
                 self.publish(true);
                 let _ = done.send(());
@@ -142,6 +154,17 @@ impl StatesTask {
                 let said = value
                     .as_ref()
                     .map_or(reason.as_str(), |o| o.reason.as_str());
+                if self.cluster.is_some() {
+                    let r = operator_input(&actor, said)
+                        .and_then(|()| self.override_in_cluster(&service, value, &reason, &actor));
+                    match r {
+                        Ok(write) => self.finish_in_cluster(write, (), done),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    }
+                    return;
+                }
                 let r = operator_input(&actor, said)
                     .and_then(|()| self.override_service(&service, value, &reason, &actor));
                 if r.is_ok() {
@@ -155,6 +178,17 @@ impl StatesTask {
                     | IncidentOp::Update { message, .. }
                     | IncidentOp::Resolve { message, .. } => message.as_str(),
                 };
+                if self.cluster.is_some() {
+                    let r = operator_input(&actor, message)
+                        .and_then(|()| self.incident_in_cluster(op, &actor));
+                    match r {
+                        Ok((write, inc)) => self.finish_in_cluster(write, inc, done),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    }
+                    return;
+                }
                 let r = operator_input(&actor, message).and_then(|()| self.incident(op, &actor));
                 if r.is_ok() {
                     self.publish(true);
@@ -199,6 +233,31 @@ impl StatesTask {
         op: IncidentOp,
         actor: &Actor,
     ) -> Result<Incident, OperatorError> {
+        let (next, action, id, message) = self.incident_change(op, actor)?;
+        let state_dir = self.engine.config().server.state_dir.clone();
+        incidents::save(&state_dir, &next)
+            .map_err(|e| OperatorError::Storage(format!("cannot save incidents: {e}")))?;
+        self.incidents = next;
+        let inc = self
+            .incidents
+            .list
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+            .ok_or_else(|| OperatorError::NotFound(id.clone()))?;
+        let services = inc.services.join(",");
+        self.audit(action, Some(&services), Some(&id), &message, actor);
+        self.emit(Event::incident(inc.clone(), action, &message, &actor.who));
+        Ok(inc)
+    }
+
+    /// What an incident operation makes of the incidents: the new list, the audit action,
+    /// the incident's id and the message; or why not.
+    fn incident_change(
+        &self,
+        op: IncidentOp,
+        actor: &Actor,
+    ) -> Result<(Incidents, &'static str, String, String), OperatorError> {
         let now = Utc::now();
         let mut next = self.incidents.clone();
         let by = Some(actor.who.clone());
@@ -279,21 +338,122 @@ impl StatesTask {
                 ("incident.resolve", id, message)
             }
         };
-        let state_dir = self.engine.config().server.state_dir.clone();
-        incidents::save(&state_dir, &next)
-            .map_err(|e| OperatorError::Storage(format!("cannot save incidents: {e}")))?;
-        self.incidents = next;
-        let inc = self
-            .incidents
+        Ok((next, action, id, message))
+    }
+
+    /// An override set or cleared in a cluster: checked here, written to etcd with its
+    /// audit entry by [`Self::finish_in_cluster`].
+    fn override_in_cluster(
+        &self,
+        service: &str,
+        value: Option<Override>,
+        cleared_because: &str,
+        actor: &Actor,
+    ) -> Result<ClusterWrite, OperatorError> {
+        let Some(c) = &self.cluster else {
+            return Err(OperatorError::Storage("not in a cluster".into()));
+        };
+        if !self.engine.config().services.contains_key(service) {
+            return Err(OperatorError::NotFound(format!(
+                "unknown service {service:?}: expected one of {}",
+                self.engine
+                    .config()
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let rel = format!("{}{service}", crate::cluster::keys::OVERRIDES);
+        let (action, reason, op) = match &value {
+            Some(o) => (
+                format!("override.{}", ServiceState::from(o.state)),
+                o.reason.clone(),
+                c.link.put_json(&rel, o).map_err(unavailable)?,
+            ),
+            None => (
+                "override.clear".to_string(),
+                cleared_because.to_string(),
+                c.link.delete(&rel),
+            ),
+        };
+        Ok(ClusterWrite {
+            when: Vec::new(),
+            ops: vec![op],
+            entry: entry(&action, Some(service), None, &reason, actor),
+            conflict: String::new(),
+        })
+    }
+
+    /// An incident change in a cluster: the incident as it will be, and its write.
+    fn incident_in_cluster(
+        &self,
+        op: IncidentOp,
+        actor: &Actor,
+    ) -> Result<(ClusterWrite, Incident), OperatorError> {
+        let Some(c) = &self.cluster else {
+            return Err(OperatorError::Storage("not in a cluster".into()));
+        };
+        let (next, action, id, message) = self.incident_change(op, actor)?;
+        let inc = next
             .list
             .iter()
             .find(|i| i.id == id)
             .cloned()
             .ok_or_else(|| OperatorError::NotFound(id.clone()))?;
+        let rel = format!("{}{id}", crate::cluster::keys::INCIDENTS);
+        // Open: the id must be new; otherwise the incident must be as this instance saw it.
+        let when = match self.incidents.list.iter().find(|i| i.id == id) {
+            None => c.link.absent(&rel),
+            Some(old) => c.link.holds(&rel, old),
+        };
         let services = inc.services.join(",");
-        self.audit(action, Some(&services), Some(&id), &message, actor);
-        self.emit(Event::incident(inc.clone(), action, &message, &actor.who));
-        Ok(inc)
+        Ok((
+            ClusterWrite {
+                when: vec![when],
+                ops: vec![c.link.put_json(&rel, &inc).map_err(unavailable)?],
+                entry: entry(action, Some(&services), Some(&id), &message, actor),
+                conflict: format!(
+                    "incident {id} was changed on another instance at the same moment: nothing was changed, look at it again and retry"
+                ),
+            },
+            inc,
+        ))
+    }
+
+    /// Writes `w` to etcd in the background and answers `done` once this instance serves
+    /// the result (or with why not: etcd unreachable, a conflict).
+    fn finish_in_cluster<T: Send + 'static>(
+        &self,
+        w: ClusterWrite,
+        ok: T,
+        done: oneshot::Sender<Result<T, OperatorError>>,
+    ) {
+        let Some(c) = &self.cluster else { return };
+        let link = c.link.clone();
+        let mut applied = c.applied.subscribe();
+        tokio::spawn(async move {
+            let r = match link.write(w.when, w.ops, &w.entry).await {
+                Err(e) => Err(unavailable(e)),
+                Ok((_, false)) => Err(OperatorError::Invalid(w.conflict)),
+                Ok((rev, true)) => {
+                    let live = tokio::time::timeout(
+                        crate::cluster::WRITE_TIMEOUT,
+                        applied.wait_for(|a| *a >= rev),
+                    )
+                    .await;
+                    if !matches!(live, Ok(Ok(_))) {
+                        warn!(
+                            revision = rev,
+                            "cluster: a change was written but is not served here yet"
+                        );
+                    }
+                    Ok(ok)
+                }
+            };
+            let _ = done.send(r);
+        });
     }
 
     pub(super) fn audit(
@@ -304,17 +464,51 @@ impl StatesTask {
         reason: &str,
         actor: &Actor,
     ) {
-        let entry = audit::Entry {
-            time: Utc::now(),
-            action: action.to_string(),
-            service: service.map(str::to_string),
-            incident: incident.map(str::to_string),
-            reason: reason.to_string(),
-            who: actor.who.clone(),
-        };
+        let entry = entry(action, service, incident, reason, actor);
+        if let Some(c) = &self.cluster {
+            let link = c.link.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.write(Vec::new(), Vec::new(), &entry).await {
+                    warn!("cluster: cannot add to the audit log: {e}");
+                }
+            });
+            return;
+        }
         let dir = &self.engine.config().server.state_dir;
         if let Err(e) = audit::append(dir, &entry) {
             warn!(error = %e, "cannot append to the audit log");
         }
     }
+}
+
+/// A change for etcd: operations, the condition they need, the audit entry that goes with
+/// them, and what to tell the operator when the condition fails.
+struct ClusterWrite {
+    when: Vec<etcd_client::Compare>,
+    ops: Vec<etcd_client::TxnOp>,
+    entry: audit::Entry,
+    conflict: String,
+}
+
+/// An audit entry, now.
+fn entry(
+    action: &str,
+    service: Option<&str>,
+    incident: Option<&str>,
+    reason: &str,
+    actor: &Actor,
+) -> audit::Entry {
+    audit::Entry {
+        time: Utc::now(),
+        action: action.to_string(),
+        service: service.map(str::to_string),
+        incident: incident.map(str::to_string),
+        reason: reason.to_string(),
+        who: actor.who.clone(),
+    }
+}
+
+/// etcd could not take a change: the operator's command fails (HTTP 503, exit 1).
+fn unavailable(e: crate::cluster::Unavailable) -> OperatorError {
+    OperatorError::Unavailable(e.to_string())
 }

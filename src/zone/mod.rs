@@ -300,6 +300,20 @@ impl ZoneData {
         &self.content[start..start + set.len as usize]
     }
 
+    /// A digest of the zone's content (records and TTLs, not the serial): two instances
+    /// of a cluster with the same digest serve the same zone.
+    pub fn digest(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for r in &self.content {
+            ctx.update(r.to_string().as_bytes());
+            ctx.update(b"\n");
+        }
+        ctx.finish().as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Every record of the zone but the SOA, sorted by name and type (for AXFR).
     pub fn records(&self) -> &[Record] {
         &self.content

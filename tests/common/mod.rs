@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod binary;
 pub mod configs;
+pub mod etcd;
 
 #[allow(unused_imports)] // Not every test file uses them.
 pub use configs::*;

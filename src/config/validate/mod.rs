@@ -1,6 +1,7 @@
 //! Checks a parsed `detour.toml` and turns it into [`Config`]; collects every problem it finds.
 
 pub(super) mod checks;
+mod cluster;
 mod server;
 mod services;
 mod sinks;
@@ -22,6 +23,7 @@ use super::schema::*;
 use super::*;
 
 use checks::*;
+use cluster::cluster;
 use server::*;
 use services::*;
 use sinks::*;
@@ -250,6 +252,8 @@ fn build(
         }
     }
 
+    let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
+
     if src.errors.len() > before {
         return None;
     }
@@ -264,6 +268,7 @@ fn build(
         notify,
         tsig,
         zones: Vec::new(),
+        cluster,
         warnings: Vec::new(),
     })
 }

@@ -85,6 +85,10 @@ pub(super) fn service(
             }
         },
     };
+    let quorum = raw
+        .quorum
+        .as_ref()
+        .and_then(|q| super::cluster::quorum(src, q));
     (src.errors.len() == before).then(|| Service {
         id: id.to_string(),
         name: raw.name.unwrap_or_else(|| id.to_string()),
@@ -97,6 +101,7 @@ pub(super) fn service(
             .collect(),
         checks,
         healthy_when,
+        quorum,
     })
 }
 

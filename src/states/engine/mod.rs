@@ -229,6 +229,45 @@ impl Engine {
         changed
     }
 
+    /// Sets a check's verdict from outside: in a cluster, the quorum of the instances'
+    /// verdicts, with why it fails. Returns true when the verdict changed.
+    pub fn set_agreed(
+        &mut self,
+        id: &CheckId,
+        verdict: Option<bool>,
+        why: &str,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let Some(c) = self.checks.get_mut(id) else {
+            return false;
+        };
+        let changed = c.verdict != verdict;
+        if changed {
+            c.since = at;
+        }
+        c.verdict = verdict;
+        let reason = if verdict == Some(false) {
+            why.to_string()
+        } else {
+            "agreed: passing".to_string()
+        };
+        if c.last.as_ref().is_none_or(|o| o.reason != reason) {
+            let mut o = if verdict == Some(false) {
+                crate::checks::Observation::fail(Duration::ZERO, reason)
+            } else {
+                crate::checks::Observation::pass(Duration::ZERO, reason)
+            };
+            o.at = at;
+            c.last = Some(o);
+        }
+        changed
+    }
+
+    /// The ids of every check (canaries included).
+    pub fn check_ids(&self) -> impl Iterator<Item = &CheckId> {
+        self.checks.keys()
+    }
+
     /// The verdict services and selection use: the frozen one while the guard is frozen, the
     /// one before the failures while a down verdict awaits a canary, else the check's own.
     fn verdict(&self, id: &CheckId) -> Option<bool> {

@@ -1,0 +1,312 @@
+//! The states task in a cluster: this instance's verdicts go to etcd as its ballot, and the
+//! Snapshot is built from the quorum of every live instance's ballot (the *agreed* engine),
+//! at cluster time, with serials counted from the cluster's base by etcd revision, so that
+//! every instance serves the same answers and serials. The elected instance (the oldest
+//! live member) sends notifications, ticks cluster time at window and `until` edges, and
+//! removes expired overrides.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{Engine, StatesTask};
+use crate::audit;
+use crate::checks::runner::CheckId;
+use crate::cluster::{Ballot, Cluster, View, Vote, keys};
+use crate::events::Event;
+use crate::health::ServiceState;
+use crate::{incidents, overrides};
+
+/// The states task's cluster side.
+pub struct ClusterMode {
+    /// The link to etcd.
+    pub link: Cluster,
+    /// This instance's own engine: probe reports in, its ballot out.
+    pub local: Engine,
+    /// The view, as the mirror updates it.
+    pub view: watch::Receiver<Arc<View>>,
+    /// The revision whose view the current Snapshot was built from (operators' writes
+    /// wait for it).
+    pub applied: watch::Sender<i64>,
+    /// Audit news up to this revision has been acted on.
+    pub news_seen: i64,
+    /// The ballot last handed to the session.
+    pub ballot: Ballot,
+    /// No clock tick before this (one in flight, or one just failed).
+    pub tick_after: tokio::time::Instant,
+    /// What the cache files in state_dir hold.
+    pub cached: (overrides::Overrides, incidents::Incidents),
+}
+
+impl std::fmt::Debug for ClusterMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMode")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cluster time at `view` (the wall clock before any writer has set it).
+pub fn cluster_now(view: &View) -> DateTime<Utc> {
+    view.clock.unwrap_or_else(Utc::now)
+}
+
+/// This instance's ballot from its own engine: the verdict in force of every check but the
+/// canaries (the guard's own), and whether its guard is frozen. A vote keeps the reason it
+/// had when it flipped, so that a failing probe's changing words do not rewrite it.
+pub fn ballot(local: &Engine, before: &Ballot) -> Ballot {
+    let health = local.health();
+    let mut votes = BTreeMap::new();
+    for (id, c) in &health.checks {
+        if matches!(id, CheckId::Canary(_)) {
+            continue;
+        }
+        let Some(up) = c.verdict else { continue };
+        let key = id.to_string();
+        let vote = match before.votes.get(&key) {
+            Some(v) if v.up == up => v.clone(),
+            _ => Vote {
+                up,
+                why: if up {
+                    String::new()
+                } else {
+                    c.last
+                        .as_ref()
+                        .map(|o| o.reason.clone())
+                        .unwrap_or_default()
+                },
+            },
+        };
+        votes.insert(key, vote);
+    }
+    Ballot {
+        frozen: health.guard.frozen,
+        votes,
+    }
+}
+
+/// Sets the agreed engine from `view`: each check's verdict is the quorum of the live,
+/// unfrozen instances' votes (a check nobody votes on keeps its last agreed verdict, so a
+/// cluster coming back from an outage does not flap), and the overrides in force at
+/// cluster time. Returns cluster time.
+pub fn agree(engine: &mut Engine, view: &View) -> DateTime<Utc> {
+    let now = cluster_now(view);
+    let config = engine.config().clone();
+    let default = config
+        .cluster
+        .as_ref()
+        .map(|c| c.quorum)
+        .unwrap_or_default();
+    let ids: Vec<CheckId> = engine
+        .check_ids()
+        .filter(|id| !matches!(id, CheckId::Canary(_)))
+        .cloned()
+        .collect();
+    for id in ids {
+        let quorum = match &id {
+            CheckId::Service { service, .. } => config
+                .services
+                .get(service)
+                .and_then(|s| s.quorum)
+                .unwrap_or(default),
+            _ => default,
+        };
+        let tally = view.tally(&id.to_string(), quorum);
+        if let Some(v) = tally.verdict() {
+            let why = if v { String::new() } else { tally.why() };
+            engine.set_agreed(&id, Some(v), &why, now);
+        }
+    }
+    engine.set_overrides(view.overrides_at(now));
+    now
+}
+
+impl StatesTask {
+    /// True when this instance sends notifications: alone, or the cluster's leader.
+    pub(super) fn notifies(&self) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(c) => c.view.borrow().leader() == Some(c.link.instance()),
+        }
+    }
+
+    /// Hands this instance's verdicts to the session when they changed.
+    pub(super) fn vote(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            let b = ballot(&c.local, &c.ballot);
+            if b != c.ballot {
+                c.ballot = b.clone();
+                c.link.vote(b);
+            }
+        }
+    }
+
+    /// Applies the latest view: agreed verdicts, overrides, incidents; the leader's
+    /// duties; the cache in state_dir. The caller publishes.
+    pub(super) fn apply_view(&mut self) {
+        let Some(c) = &mut self.cluster else { return };
+        let view = c.view.borrow_and_update().clone();
+        agree(&mut self.engine, &view);
+        self.incidents = view.incidents();
+        let me = c.link.instance().to_string();
+        let leader = view.leader() == Some(me.as_str());
+        let news: Vec<audit::Entry> = view
+            .news
+            .iter()
+            .filter(|(rev, _)| *rev > c.news_seen)
+            .map(|(_, e)| e.clone())
+            .collect();
+        c.news_seen = c.news_seen.max(view.revision);
+        // The cache: what a restart uses while etcd cannot be reached.
+        let dir = self.engine.config().server.state_dir.clone();
+        if c.cached.0 != view.overrides {
+            match overrides::save(&dir, &view.overrides) {
+                Ok(()) => c.cached.0 = view.overrides.clone(),
+                Err(e) => warn!(error = %e, "cluster: cannot cache overrides in state_dir"),
+            }
+        }
+        if c.cached.1 != self.incidents {
+            match incidents::save(&dir, &self.incidents) {
+                Ok(()) => c.cached.1 = self.incidents.clone(),
+                Err(e) => warn!(error = %e, "cluster: cannot cache incidents in state_dir"),
+            }
+        }
+        if !leader {
+            return;
+        }
+        for e in news {
+            self.announce(&view, &e);
+        }
+        self.expire_in_cluster(&view);
+    }
+
+    /// The leader tells notifications about an operator's change it saw in the audit log.
+    fn announce(&self, view: &View, e: &audit::Entry) {
+        if let Some(service) = e.action.strip_prefix("override.").and(e.service.as_deref()) {
+            if e.action == "override.expired" {
+                return; // the leader that removed it told already
+            }
+            let value = view.overrides.get(service).cloned();
+            let cleared = if value.is_none() {
+                e.reason.as_str()
+            } else {
+                ""
+            };
+            let name = self.service_name(service);
+            self.emit(Event::override_changed(
+                service, name, value, cleared, &e.who,
+            ));
+        } else if e.action.starts_with("incident.")
+            && let Some(id) = &e.incident
+            && let Some(inc) = view.incidents.get(id)
+        {
+            self.emit(Event::incident(inc.clone(), &e.action, &e.reason, &e.who));
+        }
+    }
+
+    /// The leader removes overrides whose `until` has passed at cluster time (they are
+    /// already out of force everywhere), audits it and tells notifications once.
+    fn expire_in_cluster(&self, view: &View) {
+        let Some(c) = &self.cluster else { return };
+        let now = cluster_now(view);
+        for (service, o) in &view.overrides {
+            if o.until.is_none_or(|u| u > now) {
+                continue;
+            }
+            let link = c.link.clone();
+            let rel = format!("{}{service}", keys::OVERRIDES);
+            let entry = audit::Entry {
+                time: Utc::now(),
+                action: "override.expired".into(),
+                service: Some(service.clone()),
+                incident: None,
+                reason: o.reason.clone(),
+                who: "detour".into(),
+            };
+            let when = vec![link.holds(&rel, o)];
+            let ops = vec![link.delete(&rel)];
+            let events = self.events.clone();
+            let (service, state) = (service.clone(), ServiceState::from(o.state));
+            tokio::spawn(async move {
+                match link.write(when, ops, &entry).await {
+                    Ok((_, true)) => {
+                        info!(service = %service, state = %state, "override expired");
+                        if let Some(tx) = events {
+                            let _ = tx.send(Event::override_expired(&service, state));
+                        }
+                    }
+                    Ok((_, false)) => {} // changed meanwhile: nothing to remove
+                    Err(e) => {
+                        warn!(service = %service, "cluster: cannot remove an expired override: {e}")
+                    }
+                }
+            });
+        }
+    }
+
+    /// The leader records the serial each zone's content has, for instances that join
+    /// later (only what differs from the view; in the background).
+    pub(super) fn write_pins(&self) {
+        let Some(c) = &self.cluster else { return };
+        if !self.notifies() {
+            return;
+        }
+        let snap = self.snapshots.load_full();
+        let view = c.view.borrow().clone();
+        let mut ops = Vec::new();
+        for z in &snap.zones {
+            let pin = crate::cluster::view::Pin {
+                serial: z.serial,
+                digest: z.digest(),
+            };
+            let origin = z.origin.to_string();
+            if view.zones.get(&origin) != Some(&pin) {
+                match c.link.put_json(&format!("{}{origin}", keys::ZONES), &pin) {
+                    Ok(op) => ops.push(op),
+                    Err(e) => warn!("cluster: {e}"),
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let link = c.link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link.write_plain(ops).await {
+                warn!("cluster: cannot record zone serials: {e}");
+            }
+        });
+    }
+
+    /// How long until the leader must tick cluster time (a window edge, an `until`);
+    /// `None` when not the leader or nothing is ahead.
+    pub(super) fn until_tick(&self) -> Option<Duration> {
+        let c = self.cluster.as_ref()?;
+        if !self.notifies() {
+            return None;
+        }
+        let now = cluster_now(&c.view.borrow());
+        let edge = self.engine.next_boundary(now)?;
+        let wall = (edge - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let floor = c
+            .tick_after
+            .saturating_duration_since(tokio::time::Instant::now());
+        Some(wall.max(floor))
+    }
+
+    /// The leader moves cluster time forward (in the background; one at a time).
+    pub(super) fn tick(&mut self) {
+        let Some(c) = &mut self.cluster else { return };
+        c.tick_after = tokio::time::Instant::now() + Duration::from_secs(1);
+        let link = c.link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link.tick_clock().await {
+                warn!("cluster: cannot move cluster time forward: {e}");
+            }
+        });
+    }
+}

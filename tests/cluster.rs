@@ -1,0 +1,405 @@
+//! The cluster, for real: a 3-member etcd cluster (Debian's `etcd-server`) and three detour
+//! processes on loopback, each probing from its own source address (127.0.0.2-4). A
+//! backend that refuses one source address stands for "one vantage point cut off".
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::binary::{Daemon, cli};
+use common::etcd::Etcd;
+use common::{query, udp, udp_a, write};
+use hickory_server::proto::rr::{RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP backend that answers 200 "OK", 403 to sources in `blocked`, and closes every
+/// connection while `down`.
+#[derive(Clone, Default)]
+struct Backend {
+    blocked: Arc<Mutex<BTreeSet<IpAddr>>>,
+    down: Arc<Mutex<bool>>,
+}
+
+impl Backend {
+    async fn start(self) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = l.accept().await else {
+                    continue;
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if *me.down.lock().unwrap() {
+                        return;
+                    }
+                    let mut buf = [0u8; 2048];
+                    let _ = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+                    let status = if me.blocked.lock().unwrap().contains(&peer.ip()) {
+                        "403 Forbidden"
+                    } else {
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+}
+
+/// Collects webhook bodies.
+#[derive(Clone, Default)]
+struct Hooks(Arc<Mutex<Vec<serde_json::Value>>>);
+
+impl Hooks {
+    async fn start(&self) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let bodies = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                let bodies = bodies.clone();
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let Ok(Ok(n)) =
+                            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
+                        else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&data).into_owned();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
+                                })
+                                .unwrap_or(0);
+                            if body.len() >= len {
+                                if let Ok(v) = serde_json::from_str(&body[..len]) {
+                                    bodies.lock().unwrap().push(v);
+                                }
+                                let _ = s
+                                    .write_all(
+                                        b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+                                    )
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// How many events of `kind` about `service` arrived.
+    fn count(&self, kind: &str, service: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["event"] == kind && v["service"] == service)
+            .count()
+    }
+}
+
+const ZONE: &str = r#"
+origin = "example.test."
+ttl = 60
+soa = { mname = "ns1.example.test.", rname = "hostmaster.example.test.", minimum = 60 }
+ns  = ["ns1.example.test."]
+records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
+
+[[dynamic]]
+name = "mls"
+type = "A"
+ttl  = 30
+answers = [ { if_up = "mls", values = ["127.0.0.10"] } ]
+otherwise = ["127.0.0.80"]
+
+[[dynamic]]
+name = "strict"
+type = "A"
+ttl  = 30
+answers = [ { if_up = "strict", values = ["127.0.0.20"] } ]
+otherwise = ["127.0.0.80"]
+"#;
+
+/// One detour instance of the cluster.
+struct Instance {
+    daemon: Option<Daemon>,
+    dns: SocketAddr,
+}
+
+fn instance_config(
+    dir: &Path,
+    i: usize,
+    etcd: &[String],
+    backend: SocketAddr,
+    hooks: SocketAddr,
+) -> PathBuf {
+    let endpoints: Vec<String> = etcd.iter().map(|e| format!("{e:?}")).collect();
+    let text = format!(
+        r#"
+[server]
+dns_listen = ["127.0.0.1:0"]
+admin_listen = "unix:state/detour.sock"
+page_listen = ["127.0.0.1:0"]
+zones_dir = "../zones"
+udp_workers = 1
+
+[check_defaults]
+interval = "200ms"
+timeout = "200ms"
+rise = 1
+fall = 1
+
+[services.mls]
+name = "MLS"
+check = {{ type = "http", url = "http://{backend}/" }}
+
+[services.strict]
+name = "MLS, strictly"
+quorum = "all"
+check = {{ type = "http", url = "http://{backend}/" }}
+
+[[notify]]
+type = "webhook"
+url = "http://{hooks}/hook"
+events = ["down", "up", "override"]
+
+[cluster]
+instance = "i{i}"
+etcd = [{endpoints}]
+prefix = "/detour/test/"
+quorum = "majority"
+lease_ttl = "2s"
+"#,
+        endpoints = endpoints.join(", ")
+    );
+    let d = dir.join(format!("i{i}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("detour.toml");
+    write(&p, &text);
+    p
+}
+
+impl Instance {
+    fn start(config: PathBuf) -> Instance {
+        let mut daemon = Daemon::start(&config);
+        let dns = daemon.dns_addr();
+        daemon.wait_for("ready");
+        Instance {
+            daemon: Some(daemon),
+            dns,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+}
+
+async fn serial(dns: SocketAddr) -> u32 {
+    let (m, _) = udp(dns, &query("example.test.", RecordType::SOA, None)).await;
+    match &m.answers[0].data {
+        RData::SOA(s) => s.serial,
+        other => panic!("not an SOA: {other:?}"),
+    }
+}
+
+/// What every live instance answers for `name`, and its serial.
+async fn answers(live: &[&Instance], name: &str) -> Vec<(Vec<String>, u32)> {
+    let mut out = Vec::new();
+    for i in live {
+        out.push((udp_a(i.dns, name).await, serial(i.dns).await));
+    }
+    out
+}
+
+/// Waits (up to 15 s) until every live instance answers `want` for `name` with one serial.
+async fn agree(live: &[&Instance], name: &str, want: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = answers(live, name).await;
+        let same_serial = got.iter().all(|(_, s)| *s == got[0].1);
+        if got.iter().all(|(a, _)| a == &[want.to_string()]) && same_serial {
+            return got[0].1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances do not agree on {name} = {want} with one serial: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_vote_share_commands_and_survive_etcd_and_instance_failures() {
+    let mut etcd = Etcd::start(3);
+    let backend = Backend::default();
+    let backend_addr = backend.clone().start().await;
+    let hooks = Hooks::default();
+    let hooks_addr = hooks.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    write(&dir.path().join("zones/example.test.toml"), ZONE);
+    let configs: Vec<PathBuf> = (0..3)
+        .map(|i| instance_config(dir.path(), i, &etcd.endpoints(), backend_addr, hooks_addr))
+        .collect();
+    let mut inst: Vec<Instance> = configs.iter().cloned().map(Instance::start).collect();
+
+    // Up for everyone: no redirect anywhere, one serial.
+    let all: Vec<&Instance> = inst.iter().collect();
+    agree(&all, "mls.example.test.", "127.0.0.10").await;
+    agree(&all, "strict.example.test.", "127.0.0.20").await;
+
+    // Down for all: every instance redirects; the cluster tells it once.
+    *backend.down.lock().unwrap() = true;
+    let s_down = agree(&all, "mls.example.test.", "127.0.0.80").await;
+    *backend.down.lock().unwrap() = false;
+    let s_up = agree(&all, "mls.example.test.", "127.0.0.10").await;
+    assert!(s_up > s_down);
+
+    // An override set on instance 0 answers on 1 and 2 at once.
+    let (code, _, err) = cli(
+        &configs[0],
+        &[
+            "override", "set", "mls", "down", "--reason", "cutover", "--until", "6s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let all: Vec<&Instance> = inst.iter().collect();
+    agree(&all, "mls.example.test.", "127.0.0.80").await;
+
+    // Instance 0 (the leader) is killed: the override stays; its vote drops out after
+    // lease_ttl; the survivors keep one serial and a new leader.
+    inst[0].kill();
+    let rest: Vec<&Instance> = inst[1..].iter().collect();
+    agree(&rest, "mls.example.test.", "127.0.0.80").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = cli(&configs[1], &["status"]);
+        if out.contains("members: i1, i2") && out.contains("leader i1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 0 still counted:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The override expires by itself everywhere (the new leader moves cluster time).
+    agree(&rest, "mls.example.test.", "127.0.0.10").await;
+
+    // One etcd member killed: nothing changes, commands work.
+    etcd.kill(2);
+    let (code, _, err) = cli(
+        &configs[1],
+        &[
+            "override",
+            "set",
+            "strict",
+            "maintenance",
+            "--reason",
+            "upgrade",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    agree(&rest, "strict.example.test.", "127.0.0.80").await;
+
+    // Two killed: etcd has no quorum. Answers stay; commands are refused with a clear
+    // message (exit 1); status says why.
+    etcd.kill(1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _, err) = cli(&configs[2], &["override", "clear", "strict"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("etcd cannot be reached or has lost its quorum"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    agree(&rest, "strict.example.test.", "127.0.0.80").await;
+    agree(&rest, "mls.example.test.", "127.0.0.10").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = cli(&configs[2], &["status"]);
+        if out.contains("etcd: UNREACHABLE") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status does not say etcd is down:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Back: commands work again, answers follow.
+    etcd.restart(1);
+    etcd.restart(2);
+    etcd.wait_healthy(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _, err) = cli(&configs[2], &["override", "clear", "strict"]);
+        if code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "commands still refused after etcd came back: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    agree(&rest, "strict.example.test.", "127.0.0.20").await;
+
+    // Each event was told once for the whole cluster, not once per instance: no body
+    // arrived twice (instances build identical events: same cluster time, same facts), and
+    // each of mls's four changes arrived.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hooks.count("up", "mls") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bodies = hooks.0.lock().unwrap().clone();
+    for (n, b) in bodies.iter().enumerate() {
+        assert!(
+            !bodies[..n].contains(b),
+            "an event arrived twice: {b}\nall: {bodies:#?}"
+        );
+    }
+    assert_eq!(
+        hooks.count("down", "mls"),
+        2,
+        "backend down, then the override: {bodies:#?}"
+    );
+    assert_eq!(
+        hooks.count("up", "mls"),
+        2,
+        "backend back, then the override expired: {bodies:#?}"
+    );
+    assert!(hooks.count("override", "mls") >= 1, "{bodies:#?}");
+}
