@@ -128,10 +128,26 @@ impl Control {
         // The cookie secret is read from the Snapshot by every query: it takes effect now.
         let restart_bound = |s: &crate::config::Server| crate::config::Server {
             cookies: None,
+            probe_source: None,
             ..s.clone()
         };
         if restart_bound(&config.server) != restart_bound(&current.config.server) {
             warn!("[server] changed: listeners and limits take effect at the next restart");
+        }
+        // The Prober is built once, at start.
+        let (now, new) = (
+            current.config.server.probe_source,
+            config.server.probe_source,
+        );
+        if now != new {
+            let shown = |ip: Option<std::net::IpAddr>| {
+                ip.map_or("the system's choice".to_string(), |ip| ip.to_string())
+            };
+            warn!(
+                "[server] probe_source changed to {}: takes effect at the next restart; probes still leave from {}",
+                shown(new),
+                shown(now)
+            );
         }
         for w in &config.warnings {
             warn!("{w}");

@@ -73,7 +73,13 @@ async fn first_verdicts(
     let mut engine = Engine::new(config.clone(), saved.as_ref(), now);
     engine.set_overrides(overrides);
     let (tx, mut rx) = mpsc::channel(4096);
-    let mut checks = Checks::new(Prober::new(), tx, cancel.child_token());
+    // Built once: a changed probe_source takes effect at the next restart, like the rest of
+    // [server] (`Control::try_reload` says so).
+    let prober = Prober::with_source(config.server.probe_source);
+    if let Some(ip) = prober.source() {
+        info!(probe_source = %ip, "probes leave from {ip}");
+    }
+    let mut checks = Checks::new(prober, tx, cancel.child_token());
     let health = engine.health();
     checks.apply(config, |id| health.verdict(id));
     if !engine.all_known() {

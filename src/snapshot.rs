@@ -31,7 +31,7 @@ pub struct DynamicAnswer {
 }
 
 /// An immutable view of everything detour answers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Counts Snapshots since start: 1 for the first.
     pub generation: u64,
@@ -148,6 +148,7 @@ impl Snapshot {
     /// that content, so that an instance joining late serves the same serials as the others.
     pub fn pin_serials(mut self, pin: impl Fn(&str, &str, u32) -> Option<u32>) -> Snapshot {
         let config = self.config.clone();
+        let mut changed = false;
         for (zi, zone) in config.zones.iter().enumerate() {
             let current = &self.zones[zi];
             let Some(serial) = pin(&zone.origin.to_string(), &current.digest(), current.serial)
@@ -167,6 +168,10 @@ impl Snapshot {
             let mine = self.selection.for_zone(zi);
             self.zones[zi] = Arc::new(ZoneData::compile(zone, &mine, None, serial, children));
             self.serial_high = self.serial_high.max(serial);
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
         }
         self
     }

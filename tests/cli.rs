@@ -262,6 +262,41 @@ fn check_prints_each_failover_budget_and_warns_about_risky_settings() {
     );
 }
 
+#[test]
+fn check_names_the_probe_source_and_warns_when_it_is_not_on_this_host() {
+    let config = |source: &str| {
+        format!("[server]\nzones_dir = \"zones\"\nprobe_source = \"{source}\"\n[services.mls]\n")
+    };
+    let f = Fixture::new(&config("127.0.0.3"), &[("z.toml", BARE_ZONE)]);
+    let (code, stdout, _) = cli(&f.config_path(), &["check"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("\n  probes:   leave from 127.0.0.3 (probe_source)\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning: probe_source"), "{stdout}");
+
+    // Valid, but every probe would fail here: a warning, not an error (the config may be
+    // checked on another host, and an address may come later).
+    let f = Fixture::new(&config("198.51.100.10"), &[("z.toml", BARE_ZONE)]);
+    let (code, stdout, _) = cli(&f.config_path(), &["check"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("warning: probe_source 198.51.100.10 is not an address of this host now (cannot bind probe source 198.51.100.10: Cannot assign requested address): every probe fails until it is"),
+        "{stdout}"
+    );
+
+    let f = Fixture::new(&config("uplink"), &[("z.toml", BARE_ZONE)]);
+    let (code, _, stderr) = cli(&f.config_path(), &["check"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "detour.toml:3:16: invalid probe_source \"uplink\": expected an IP address of this host"
+        ),
+        "{stderr}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -169,6 +169,7 @@ admin_listen = "unix:state/detour.sock"
 page_listen = ["127.0.0.1:0"]
 zones_dir = "../zones"
 udp_workers = 1
+probe_source = "127.0.0.{src}"
 
 [check_defaults]
 interval = "200ms"
@@ -197,6 +198,7 @@ prefix = "/detour/test/"
 quorum = "majority"
 lease_ttl = "2s"
 "#,
+        src = i + 2,
         endpoints = endpoints.join(", ")
     );
     let d = dir.join(format!("i{i}"));
@@ -277,6 +279,26 @@ async fn three_instances_vote_share_commands_and_survive_etcd_and_instance_failu
     // Up for everyone: no redirect anywhere, one serial.
     let all: Vec<&Instance> = inst.iter().collect();
     agree(&all, "mls.example.test.", "127.0.0.10").await;
+    agree(&all, "strict.example.test.", "127.0.0.20").await;
+
+    // One vantage point cut off: up for two of three. Under "majority" nobody redirects,
+    // under "all" everybody does.
+    backend
+        .blocked
+        .lock()
+        .unwrap()
+        .insert("127.0.0.2".parse().unwrap());
+    agree(&all, "strict.example.test.", "127.0.0.80").await;
+    agree(&all, "mls.example.test.", "127.0.0.10").await;
+    let (code, out, _) = cli(&configs[1], &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("(i0: down, i1: up, i2: up; majority)"),
+        "{out}"
+    );
+    assert!(out.contains("(i0: down, i1: up, i2: up; all)"), "{out}");
+    assert!(out.contains("leader i0"), "{out}");
+    backend.blocked.lock().unwrap().clear();
     agree(&all, "strict.example.test.", "127.0.0.20").await;
 
     // Down for all: every instance redirects; the cluster tells it once.
@@ -402,4 +424,75 @@ async fn three_instances_vote_share_commands_and_survive_etcd_and_instance_failu
         "backend back, then the override expired: {bodies:#?}"
     );
     assert!(hooks.count("override", "mls") >= 1, "{bodies:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_while_etcd_is_down_serves_the_last_agreed_state() {
+    let mut etcd = Etcd::start(1);
+    let backend = Backend::default();
+    let backend_addr = backend.clone().start().await;
+    let hooks = Hooks::default();
+    let hooks_addr = hooks.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    write(&dir.path().join("zones/example.test.toml"), ZONE);
+    let config = instance_config(dir.path(), 0, &etcd.endpoints(), backend_addr, hooks_addr);
+    let mut one = Instance::start(config.clone());
+    agree(&[&one], "mls.example.test.", "127.0.0.10").await;
+    let (code, _, err) = cli(
+        &config,
+        &["override", "set", "mls", "down", "--reason", "db move"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, id, err) = cli(
+        &config,
+        &[
+            "incident",
+            "open",
+            "--service",
+            "mls",
+            "Moving the database",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    agree(&[&one], "mls.example.test.", "127.0.0.80").await;
+    one.kill();
+
+    // etcd is gone; the instance starts again: it serves the state the cluster agreed on
+    // last (the override), not what its own probes say (up), and refuses commands.
+    etcd.kill(0);
+    let again = Instance::start(config.clone());
+    agree(&[&again], "mls.example.test.", "127.0.0.80").await;
+    let (code, out, _) = cli(&config, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("etcd could not be reached at start"), "{out}");
+    assert!(
+        out.contains("Moving the database"),
+        "the cached incident is shown:\n{out}"
+    );
+    let (code, _, err) = cli(&config, &["override", "clear", "mls"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    // etcd back: the instance syncs, commands work, the incident is still the cluster's.
+    etcd.restart(0);
+    etcd.wait_healthy(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _, err) = cli(&config, &["override", "clear", "mls"]);
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commands still refused: {err}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    agree(&[&again], "mls.example.test.", "127.0.0.10").await;
+    let (code, _, err) = cli(&config, &["incident", "resolve", id.trim(), "Done"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(&config, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["incidents"].as_array().map(Vec::len), Some(0), "{out}");
+    assert_eq!(doc["cluster"]["instance"], "i0", "{out}");
+    assert_eq!(doc["cluster"]["etcd"]["reachable"], true, "{out}");
+    drop(again);
 }

@@ -356,7 +356,86 @@ check = { type = "tcp", address = "127.0.0.1:80", watch = true }
             )),
             &["z.toml:7:17: transfer_keys is empty"],
         ),
+        (
+            "a probe_source that is not an address",
+            format!("{SERVER}probe_source = \"uplink\"\n"),
+            zone_ok(),
+            &[
+                "detour.toml:3:16: invalid probe_source \"uplink\": expected an IP address of this host such as \"192.0.2.10\" or \"2001:db8::10\"",
+            ],
+        ),
+        (
+            "a probe_source with a port",
+            format!("{SERVER}probe_source = \"127.0.0.3:0\"\n"),
+            zone_ok(),
+            &[
+                "detour.toml:3:16: invalid probe_source \"127.0.0.3:0\": expected an IP address of this host such as \"192.0.2.10\" or \"2001:db8::10\", without a port",
+            ],
+        ),
+        (
+            "a probe_source that names no one address",
+            format!("{SERVER}probe_source = \"0.0.0.0\"\n"),
+            zone_ok(),
+            &["detour.toml:3:16: probe_source \"0.0.0.0\" is the unspecified address"],
+        ),
+        (
+            "a link-local probe_source",
+            format!("{SERVER}probe_source = \"fe80::1\"\n"),
+            zone_ok(),
+            &[
+                "detour.toml:3:16: probe_source \"fe80::1\" is IPv6 link-local, which needs an interface",
+            ],
+        ),
+        (
+            "targets written as addresses of the other family than probe_source",
+            PROBE_FAMILIES.into(),
+            zone_ok(),
+            &[
+                "detour.toml:5:32: IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4): probes leave from probe_source, so a target written as an address must be of its family",
+                "detour.toml:7:35: IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4)",
+                "detour.toml:9:61: IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4)",
+                "detour.toml:11:39: IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4)",
+            ],
+        ),
+        (
+            "check_each of an AAAA record from an IPv4 probe_source",
+            format!("{SERVER}probe_source = \"127.0.0.3\"\n[services.mls]\n"),
+            zone(&zone_with("", &each("AAAA", "::1"))),
+            &[
+                "z.toml:11:14: check_each would probe the IPv6 addresses of this AAAA record from probe_source 127.0.0.3 (IPv4): every probe would fail",
+            ],
+        ),
+        (
+            "check_each of an A record from an IPv6 probe_source",
+            format!("{SERVER}probe_source = \"2001:db8::10\"\n[services.mls]\n"),
+            zone(&zone_with("", &each("A", "192.0.2.1"))),
+            &[
+                "z.toml:11:14: check_each would probe the IPv4 addresses of this A record from probe_source 2001:db8::10 (IPv6)",
+            ],
+        ),
     ]
+}
+
+/// An IPv4 probe_source, and an http, a tcp and a dns check and a canary whose targets are
+/// IPv6 addresses.
+const PROBE_FAMILIES: &str = r#"[server]
+zones_dir = "zones"
+probe_source = "127.0.0.3"
+[services.web]
+check = { type = "http", url = "http://[::1]:8080/" }
+[services.shell]
+check = { type = "tcp", address = "[::1]:22" }
+[services.mls]
+check = { type = "dns", name = "mls.example.test", server = "::1" }
+[guard]
+canaries = [{ type = "tcp", address = "[::1]:53" }]
+"#;
+
+/// A dynamic `mls` record of `rtype` answering `value` while mls is up, probed on port 80.
+fn each(rtype: &str, value: &str) -> String {
+    format!(
+        "[[dynamic]]\nname = \"mls\"\ntype = \"{rtype}\"\nanswers = [ {{ if_up = \"mls\", values = [\"{value}\"] }} ]\notherwise = [\"{value}\"]\ncheck_each = {{ type = \"tcp\", port = 80 }}\n"
+    )
 }
 
 /// Whether `d` is the error `expected` (`file:line:col: text`) names.

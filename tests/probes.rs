@@ -93,6 +93,8 @@ struct Stats {
     requests: Mutex<Vec<String>>,
     /// SNI of each TLS ClientHello.
     sni: Mutex<Vec<Option<String>>>,
+    /// The peer address of each connection.
+    peers: Mutex<Vec<IpAddr>>,
 }
 
 impl Stats {
@@ -145,7 +147,8 @@ impl Backend {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
-                        let Ok((sock, _)) = accepted else { continue };
+                        let Ok((sock, peer)) = accepted else { continue };
+                        st.peers.lock().unwrap().push(peer.ip());
                         st.accepted.fetch_add(1, Ordering::SeqCst);
                         st.open.fetch_add(1, Ordering::SeqCst);
                         let guard = OpenGuard(st.clone());
@@ -1266,4 +1269,131 @@ async fn a_port_nobody_listens_on_is_refused_for_every_kind() {
         &prober.check(&tcp(addr, None, None), T).await,
         "connect refused",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// probe_source
+
+/// Not an address of this host (TEST-NET-2, RFC 5737).
+const ABSENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
+
+#[tokio::test]
+async fn a_probe_source_not_on_this_host_fails_every_kind_with_a_clear_reason() {
+    let b = Backend::start(LOCAL, Reply::ok()).await;
+    let prober = Prober::with_source(Some(ABSENT));
+    let reason = "cannot bind probe source 198.51.100.10: Cannot assign requested address";
+    assert_fail(&probe_http(&prober, http(b.url("/")), T).await, reason);
+    assert_fail(&prober.check(&tcp(b.addr, None, None), T).await, reason);
+    let server = SocketAddr::new(LOCAL, free_port().await.port());
+    assert_fail(
+        &prober
+            .check(&dns(server, "mls.example.test.", RecordType::A, &[]), T)
+            .await,
+        reason,
+    );
+    let record = name("mls.example.test.");
+    for kind in [CheckEachKind::Tcp, each_http()] {
+        assert_fail(
+            &prober
+                .address(&kind, LOCAL, b.addr.port(), &record, T)
+                .await,
+            reason,
+        );
+    }
+    assert_eq!(
+        prober.connect(&b.addr.to_string()).await.err().as_deref(),
+        Some(reason)
+    );
+    assert_eq!(
+        b.stats.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing left from elsewhere"
+    );
+}
+
+/// `check_each = { type = "http" }` on `/`.
+fn each_http() -> CheckEachKind {
+    CheckEachKind::Http {
+        scheme: "http".into(),
+        path: "/".into(),
+        host: None,
+        expect_status: Vec::new(),
+        body_contains: None,
+    }
+}
+
+#[tokio::test]
+async fn a_target_of_the_other_family_fails_and_is_not_reached_from_another_address() {
+    let source: IpAddr = "127.0.0.3".parse().unwrap();
+    let prober = Prober::with_source(Some(source));
+    let v6 = Backend::start("::1".parse().unwrap(), Reply::ok()).await;
+    let reason = "IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4)";
+    assert_fail(&probe_http(&prober, http(v6.url("/")), T).await, reason);
+    assert_fail(&prober.check(&tcp(v6.addr, None, None), T).await, reason);
+    assert_fail(
+        &prober
+            .check(&dns(v6.addr, "mls.example.test.", RecordType::A, &[]), T)
+            .await,
+        reason,
+    );
+    let record = name("mls.example.test.");
+    for kind in [CheckEachKind::Tcp, each_http()] {
+        assert_fail(
+            &prober
+                .address(&kind, v6.addr.ip(), v6.addr.port(), &record, T)
+                .await,
+            reason,
+        );
+    }
+    // Nor through a redirect: the connector would reach it from an address of its choosing.
+    let redirect = Backend::start(
+        LOCAL,
+        Reply::status(302).header("Location", v6.url("/").as_str()),
+    )
+    .await;
+    let mut follow = http(redirect.url("/"));
+    follow.follow_redirects = true;
+    assert_fail(&probe_http(&prober, follow, T).await, reason);
+    assert_eq!(*redirect.stats.peers.lock().unwrap(), [source]);
+    assert_eq!(v6.stats.accepted.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn names_resolve_to_the_probe_source_family_and_probes_leave_from_it() {
+    let source: IpAddr = "127.0.0.3".parse().unwrap();
+    let prober = Prober::with_source(Some(source));
+    let b = Backend::start(LOCAL, Reply::ok()).await;
+    let port = b.addr.port();
+    let by_name = url::Url::parse(&format!("http://localhost:{port}/")).unwrap();
+    assert_pass(&probe_http(&prober, http(by_name), T).await, "HTTP 200");
+    let check = CheckKind::Tcp(TcpCheck {
+        address: format!("localhost:{port}"),
+        send: None,
+        expect: None,
+    });
+    assert_pass(&prober.check(&check, T).await, "connected");
+    // The connection is up before the backend accepts it.
+    let start = Instant::now();
+    while b.stats.accepted.load(Ordering::SeqCst) < 2 && start.elapsed() < T {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(*b.stats.peers.lock().unwrap(), [source, source]);
+
+    // A name with no address of the source's family.
+    let v6 = Prober::with_source(Some("::1".parse().unwrap()));
+    let check = CheckKind::Tcp(TcpCheck {
+        address: format!("127.0.0.1:{port}"),
+        send: None,
+        expect: None,
+    });
+    assert_fail(
+        &v6.check(&check, T).await,
+        "IPv4 address 127.0.0.1 cannot be probed from probe_source ::1 (IPv6)",
+    );
+    let by_name = url::Url::parse(&format!("http://localhost:{port}/")).unwrap();
+    assert_fail(
+        &probe_http(&v6, http(by_name), T).await,
+        "no IPv6 address for localhost (probe_source ::1 is IPv6)",
+    );
+    assert_eq!(b.stats.accepted.load(Ordering::SeqCst), 2);
 }

@@ -13,6 +13,14 @@
 //!   closes, or time is up (a wrong reply is reported as "expected 'X', got 'Y'").
 //! - DNS: one query, no cache, no retries, to the configured server only.
 //!
+//! With `[server] probe_source`, every probe leaves from that address: HTTP clients bind it
+//! (`local_address`) and resolve names to its family only, TCP sockets bind it before
+//! connecting, the resolver's sockets bind it. A target of the other family fails with a
+//! reason ("IPv6 address ::1 cannot be probed from probe_source 127.0.0.3 (IPv4)"), never
+//! leaves from another address; so does a redirect to one. An address that is not on this
+//! host fails every probe with "cannot bind probe source 192.0.2.10: Cannot assign requested
+//! address", logged at most once a minute.
+//!
 //! HTTP probes share a handful of `reqwest::Client`s: one per `(tls_verify,
 //! follow_redirects)`, plus one per `(host, address)` for `check_each` over HTTPS, whose SNI
 //! must name the record while the connection goes to one given address. None keeps idle
@@ -22,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -39,11 +48,11 @@ use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::Name;
 use reqwest::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::Observation;
 use crate::config::duration::display;
-use crate::config::{CheckEachKind, CheckKind, DnsCheck, HttpCheck, TcpCheck};
+use crate::config::{CheckEachKind, CheckKind, DnsCheck, HttpCheck, TcpCheck, cross_family};
 
 /// At most this much of a response body (or of a TCP reply) is read.
 const READ_LIMIT: usize = 64 * 1024;
@@ -65,6 +74,8 @@ pub struct Prober {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// `[server] probe_source`: the address every probe leaves from, if set.
+    source: Option<IpAddr>,
     /// Clients for configured checks, by `(tls_verify, follow_redirects)`.
     shared: Mutex<HashMap<(bool, bool), reqwest::Client>>,
     /// Clients for `check_each` over HTTPS, by `(host, address)`: the host resolves to the
@@ -90,6 +101,28 @@ impl Prober {
         Prober::default()
     }
 
+    /// A prober whose probes all leave from `source` (`[server] probe_source`); `None` lets
+    /// the system choose, as [`Prober::new`] does.
+    pub fn with_source(source: Option<IpAddr>) -> Prober {
+        Prober {
+            inner: Arc::new(Inner {
+                source,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The address probes leave from, if one is set.
+    pub fn source(&self) -> Option<IpAddr> {
+        self.inner.source
+    }
+
+    /// A TCP connection to `address` ("host:port"), from the probe source when one is set;
+    /// `Err` is a reason for people. Not bounded in time: callers bound it.
+    pub async fn connect(&self, address: &str) -> Result<TcpStream, String> {
+        connect(self.inner.source, address).await
+    }
+
     /// One probe of a configured check, bounded by `timeout` as a whole (connect, TLS, headers, body).
     pub async fn check(&self, kind: &CheckKind, timeout: Duration) -> Observation {
         match kind {
@@ -99,9 +132,9 @@ impl Prober {
                 // reply is reported as such rather than as a bare timeout.
                 let deadline =
                     tokio::time::Instant::now() + timeout.saturating_sub(Duration::from_millis(1));
-                bounded(timeout, tcp_probe(t, deadline, timeout)).await
+                bounded(timeout, tcp_probe(self.inner.source, t, deadline, timeout)).await
             }
-            CheckKind::Dns(d) => bounded(timeout, dns_probe(d, timeout)).await,
+            CheckKind::Dns(d) => bounded(timeout, dns_probe(self.inner.source, d, timeout)).await,
         }
     }
 
@@ -115,8 +148,11 @@ impl Prober {
         timeout: Duration,
     ) -> Observation {
         let addr = SocketAddr::new(ip, port);
+        if let Some(why) = self.inner.source.and_then(|s| cross_family(s, ip)) {
+            return Observation::fail(Duration::ZERO, why);
+        }
         match kind {
-            CheckEachKind::Tcp => bounded(timeout, tcp_connect(addr)).await,
+            CheckEachKind::Tcp => bounded(timeout, tcp_connect(self.inner.source, addr)).await,
             CheckEachKind::Http {
                 scheme,
                 path,
@@ -142,6 +178,9 @@ impl Prober {
     }
 
     async fn http_check(&self, h: &HttpCheck) -> Outcome {
+        if let Some(why) = url_cross_family(self.inner.source, &h.url) {
+            return Err(why);
+        }
         let client = self.shared_client(h.tls_verify, h.follow_redirects)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &h.headers {
@@ -161,7 +200,7 @@ impl Prober {
             max_response_time: h.max_response_time,
             tls_min_validity: h.tls_min_validity,
         };
-        http_probe(&client, spec).await
+        http_probe(&client, spec, self.inner.source).await
     }
 
     async fn http_address(
@@ -207,7 +246,7 @@ impl Prober {
             max_response_time: None,
             tls_min_validity: None,
         };
-        http_probe(&client, spec).await
+        http_probe(&client, spec, self.inner.source).await
     }
 
     fn shared_client(
@@ -223,13 +262,10 @@ impl Prober {
         if let Some(c) = clients.get(&(tls_verify, follow_redirects)) {
             return Ok(c.clone());
         }
+        let source = self.inner.source;
         let builder = || {
-            client_builder()
-                .redirect(if follow_redirects {
-                    reqwest::redirect::Policy::limited(MAX_REDIRECTS)
-                } else {
-                    reqwest::redirect::Policy::none()
-                })
+            client_builder(source)
+                .redirect(redirect_policy(follow_redirects, source))
                 .tls_danger_accept_invalid_certs(!tls_verify)
         };
         let client = match builder().build() {
@@ -262,7 +298,7 @@ impl Prober {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client = client_builder()
+        let client = client_builder(self.inner.source)
             .redirect(reqwest::redirect::Policy::none())
             .resolve(&key.0, addr)
             .build()
@@ -275,11 +311,14 @@ impl Prober {
     }
 }
 
-/// Settings every probe client shares: no proxy, no idle connections, TLS details kept.
-fn client_builder() -> reqwest::ClientBuilder {
+/// Settings every probe client shares: no proxy, no idle connections, TLS details kept; with
+/// a probe source, connections bind it and names resolve to its family only (the connector
+/// would otherwise reach an address of the other family from an address of the system's
+/// choosing).
+fn client_builder(source: Option<IpAddr>) -> reqwest::ClientBuilder {
     // Idempotent: fails only when a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .tls_info(true)
@@ -288,7 +327,99 @@ fn client_builder() -> reqwest::ClientBuilder {
             "detour/",
             env!("CARGO_PKG_VERSION"),
             " (health check)"
-        ))
+        ));
+    match source {
+        None => builder,
+        Some(ip) => builder
+            .local_address(ip)
+            .dns_resolver(Arc::new(SameFamily(ip))),
+    }
+}
+
+/// Redirects: none, or up to [`MAX_REDIRECTS`]; with a probe source, never to an address of
+/// the other family (the connector would reach it from another address).
+fn redirect_policy(follow: bool, source: Option<IpAddr>) -> reqwest::redirect::Policy {
+    use reqwest::redirect::Policy;
+    match (follow, source) {
+        (false, _) => Policy::none(),
+        (true, None) => Policy::limited(MAX_REDIRECTS),
+        (true, Some(_)) => {
+            let limited = Policy::limited(MAX_REDIRECTS);
+            Policy::custom(
+                move |attempt| match url_cross_family(source, attempt.url()) {
+                    Some(why) => attempt.error(SourceError(why)),
+                    None => limited.redirect(attempt),
+                },
+            )
+        }
+    }
+}
+
+/// Why `url` cannot be probed from `source`: its host is an address of the other family.
+fn url_cross_family(source: Option<IpAddr>, url: &url::Url) -> Option<String> {
+    let target = match url.host()? {
+        url::Host::Ipv4(a) => IpAddr::V4(a),
+        url::Host::Ipv6(a) => IpAddr::V6(a),
+        url::Host::Domain(_) => return None,
+    };
+    cross_family(source?, target)
+}
+
+/// A probe that cannot leave from the probe source; its text is the reason.
+#[derive(Debug)]
+struct SourceError(String);
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for SourceError {}
+
+/// Resolves names for HTTP probes as the system does (getaddrinfo), keeping only the
+/// addresses of the probe source's family.
+struct SameFamily(IpAddr);
+
+impl reqwest::dns::Resolve for SameFamily {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let source = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let kept: Vec<SocketAddr> = all.filter(|a| a.is_ipv4() == source.is_ipv4()).collect();
+            if kept.is_empty() {
+                return Err(Box::new(SourceError(no_address_of_family(source, &host))) as _);
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// "no IPv6 address for mls.example.test (probe_source 2001:db8::10 is IPv6)".
+fn no_address_of_family(source: IpAddr, host: &str) -> String {
+    let family = if source.is_ipv4() { "IPv4" } else { "IPv6" };
+    format!(
+        "no {family} address for {} (probe_source {source} is {family})",
+        quote(host)
+    )
+}
+
+/// The reason for a probe that could not bind the probe source (usually: the address is not
+/// on this host, "Cannot assign requested address"); said in the log at most once a minute
+/// for all probes.
+fn bind_failure(source: IpAddr, e: &io::Error) -> String {
+    static SAID: crate::telemetry::Throttle =
+        crate::telemetry::Throttle::new(Duration::from_secs(60));
+    let reason = format!("cannot bind probe source {source}: {}", io_reason(e));
+    if let Some(held) = SAID.allow() {
+        tracing::error!(
+            probe_source = %source,
+            "{reason}: every probe fails until this address is on this host again ([server] \
+             probe_source; {held} more such failures since the last line)"
+        );
+    }
+    reason
 }
 
 tokio::task_local! {
@@ -334,7 +465,11 @@ fn timed_out(timeout: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-async fn http_probe(client: &reqwest::Client, spec: HttpSpec<'_>) -> Outcome {
+async fn http_probe(
+    client: &reqwest::Client,
+    spec: HttpSpec<'_>,
+    source: Option<IpAddr>,
+) -> Outcome {
     let start = Instant::now();
     let method = if spec.method.trim().is_empty() {
         reqwest::Method::GET
@@ -347,7 +482,7 @@ async fn http_probe(client: &reqwest::Client, spec: HttpSpec<'_>) -> Outcome {
         .headers(spec.headers)
         .send()
         .await
-        .map_err(|e| http_error_reason(&e))?;
+        .map_err(|e| http_error_reason(&e, source))?;
 
     let status = response.status().as_u16();
     // After redirects, the certificate that matters is the final server's.
@@ -375,7 +510,12 @@ async fn http_probe(client: &reqwest::Client, spec: HttpSpec<'_>) -> Outcome {
                 body.extend_from_slice(&chunk[..take]);
             }
             Ok(None) => break,
-            Err(e) => return Err(format!("HTTP {status}, body: {}", http_error_reason(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "HTTP {status}, body: {}",
+                    http_error_reason(&e, source)
+                ));
+            }
         }
     }
     drop(response);
@@ -467,8 +607,21 @@ fn human_span(secs: i64) -> String {
     }
 }
 
-/// A short reason for a failed request: "connect refused", "TLS: invalid peer certificate: …".
-fn http_error_reason(e: &reqwest::Error) -> String {
+/// A short reason for a failed request: "connect refused", "TLS: invalid peer certificate: …";
+/// with a probe `source`, "cannot bind probe source …" or why the target is out of its reach.
+fn http_error_reason(e: &reqwest::Error, source: Option<IpAddr>) -> String {
+    let chain = error_chain(e);
+    if let Some(s) = chain.iter().find_map(|e| e.downcast_ref::<SourceError>()) {
+        return s.0.clone();
+    }
+    if let Some(source) = source
+        && let Some(io) = chain
+            .iter()
+            .filter_map(|e| e.downcast_ref::<io::Error>())
+            .find(|io| io.kind() == io::ErrorKind::AddrNotAvailable)
+    {
+        return bind_failure(source, io);
+    }
     if e.is_redirect() {
         return "too many redirects".to_string();
     }
@@ -486,6 +639,24 @@ fn http_error_reason(e: &reqwest::Error) -> String {
 /// Walks an error's sources (including errors wrapped inside `io::Error`s) for the most
 /// telling one: a TLS error, then an I/O error, then the innermost message.
 fn error_chain_reason(e: &(dyn StdError + 'static)) -> String {
+    let chain = error_chain(e);
+    if let Some(tls) = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return format!("TLS: {}", tls_reason(tls));
+    }
+    if let Some(io) = chain.iter().find_map(|e| e.downcast_ref::<io::Error>())
+        && io.get_ref().is_none()
+    {
+        return io_reason(io);
+    }
+    match chain.last() {
+        Some(last) => quote(&last.to_string()),
+        None => "unknown error".to_string(),
+    }
+}
+
+/// An error and its sources, outermost first, including errors wrapped inside `io::Error`s
+/// (at most 32).
+fn error_chain<'a>(e: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
     let mut chain: Vec<&(dyn StdError + 'static)> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
@@ -499,18 +670,7 @@ fn error_chain_reason(e: &(dyn StdError + 'static)) -> String {
             None => err.source(),
         };
     }
-    if let Some(tls) = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
-        return format!("TLS: {}", tls_reason(tls));
-    }
-    if let Some(io) = chain.iter().find_map(|e| e.downcast_ref::<io::Error>())
-        && io.get_ref().is_none()
-    {
-        return io_reason(io);
-    }
-    match chain.last() {
-        Some(last) => quote(&last.to_string()),
-        None => "unknown error".to_string(),
-    }
+    chain
 }
 
 /// rustls' message, short: certificate errors by their name ("invalid peer certificate:
@@ -575,15 +735,63 @@ fn host_without_port(host: &str) -> &str {
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-async fn tcp_connect(addr: SocketAddr) -> Outcome {
-    TcpStream::connect(addr).await.map_err(|e| io_reason(&e))?;
+/// A connection to `address` ("host:port", or anything `TcpStream::connect` takes), from
+/// `source` when set: the name's addresses of that family are tried in turn, each from a
+/// socket bound to `source` first.
+async fn connect(source: Option<IpAddr>, address: &str) -> Result<TcpStream, String> {
+    let Some(source) = source else {
+        return TcpStream::connect(address).await.map_err(|e| io_reason(&e));
+    };
+    let all: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| io_reason(&e))?
+        .collect();
+    let mut last = None;
+    for addr in all.iter().filter(|a| a.is_ipv4() == source.is_ipv4()) {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| io_reason(&e))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| bind_failure(source, &e))?;
+        match socket.connect(*addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        return Err(io_reason(&e));
+    }
+    if all.is_empty() {
+        return Err("could not resolve to any address".to_string());
+    }
+    // Only addresses of the other family: say which, for a target written as an address.
+    Err(match address.parse::<SocketAddr>() {
+        Ok(a) => {
+            cross_family(source, a.ip()).unwrap_or_else(|| no_address_of_family(source, address))
+        }
+        Err(_) => no_address_of_family(
+            source,
+            address.rsplit_once(':').map_or(address, |(host, _)| host),
+        ),
+    })
+}
+
+async fn tcp_connect(source: Option<IpAddr>, addr: SocketAddr) -> Outcome {
+    connect(source, &addr.to_string()).await?;
     Ok("connected".to_string())
 }
 
-async fn tcp_probe(check: &TcpCheck, deadline: tokio::time::Instant, timeout: Duration) -> Outcome {
-    let mut stream = TcpStream::connect(check.address.as_str())
-        .await
-        .map_err(|e| io_reason(&e))?;
+async fn tcp_probe(
+    source: Option<IpAddr>,
+    check: &TcpCheck,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Outcome {
+    let mut stream = connect(source, check.address.as_str()).await?;
     if let Some(send) = &check.send {
         stream
             .write_all(send.as_bytes())
@@ -637,11 +845,18 @@ async fn tcp_probe(check: &TcpCheck, deadline: tokio::time::Instant, timeout: Du
 // ---------------------------------------------------------------------------------------------
 // DNS
 
-async fn dns_probe(check: &DnsCheck, timeout: Duration) -> Outcome {
+async fn dns_probe(source: Option<IpAddr>, check: &DnsCheck, timeout: Duration) -> Outcome {
+    if let Some(why) = source.and_then(|s| cross_family(s, check.server.ip())) {
+        return Err(why);
+    }
+    // Port 0: the resolver picks a random source port (RFC 6056) of the source address.
+    let bind_addr = source.map(|ip| SocketAddr::new(ip, 0));
     let mut udp = ConnectionConfig::udp();
     udp.port = check.server.port();
+    udp.bind_addr = bind_addr;
     let mut tcp = ConnectionConfig::tcp();
     tcp.port = check.server.port();
+    tcp.bind_addr = bind_addr;
     let server = NameServerConfig::new(check.server.ip(), true, vec![udp, tcp]);
     let config = ResolverConfig::from_name_servers(vec![server]);
     let mut opts = ResolverOpts::default();
@@ -661,7 +876,7 @@ async fn dns_probe(check: &DnsCheck, timeout: Duration) -> Outcome {
     let rtype = check.record_type;
     let lookup = match resolver.lookup(name, rtype).await {
         Ok(lookup) => lookup,
-        Err(e) => return Err(dns_error_reason(&e, rtype, timeout)),
+        Err(e) => return Err(dns_error_reason(&e, rtype, timeout, source)),
     };
     let mut answered: Vec<String> = lookup
         .answers()
@@ -707,7 +922,16 @@ fn dns_error_reason(
     e: &NetError,
     rtype: hickory_server::proto::rr::RecordType,
     timeout: Duration,
+    source: Option<IpAddr>,
 ) -> String {
+    // The resolver reports a socket it could not bind as "no connections available": when a
+    // query failed without an answer, see whether the source can be bound at all.
+    if let Some(source) = source
+        && !matches!(e, NetError::Dns(_) | NetError::Timeout)
+        && let Err(bind) = std::net::UdpSocket::bind(SocketAddr::new(source, 0))
+    {
+        return bind_failure(source, &bind);
+    }
     if e.is_nx_domain() {
         return "DNS: NXDOMAIN".to_string();
     }

@@ -239,7 +239,8 @@ pub async fn run(
             // idle connections, as web servers do after 30-60 s, stays watched): either way
             // at most one extra probe per interval, never a loop.
             if let Some(addr) = &watch_at {
-                watching = tokio::time::timeout(timing.timeout, TcpStream::connect(addr.as_str()))
+                // From the probe source, like the probes: the watch stands for them.
+                watching = tokio::time::timeout(timing.timeout, prober.connect(addr))
                     .await
                     .ok()
                     .and_then(Result::ok)
@@ -287,7 +288,7 @@ pub async fn run(
     }
 }
 
-/// Where a watched check keeps its idle connection, as `TcpStream::connect` takes it: the
+/// Where a watched check keeps its idle connection, as [`Prober::connect`] takes it: the
 /// address the probe connects to (none for DNS checks).
 fn watch_target(target: &Target) -> Option<String> {
     match target {

@@ -101,6 +101,12 @@ pub fn summary(cfg: &Config) -> String {
         Some(_) => "on, cookie_secret from the config".into(),
     };
     line(&mut out, format!("  cookies:  {cookies}"));
+    if let Some(ip) = cfg.server.probe_source {
+        line(
+            &mut out,
+            format!("  probes:   leave from {ip} (probe_source)"),
+        );
+    }
     for z in &cfg.zones {
         for d in &z.dynamic {
             line(

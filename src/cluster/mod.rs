@@ -67,12 +67,15 @@ static SESSION_LOG: crate::telemetry::Throttle =
 static WATCH_LOG: crate::telemetry::Throttle =
     crate::telemetry::Throttle::new(Duration::from_secs(60));
 
-/// How long an operator's write may wait for etcd, all attempts together.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an operator's write may wait for etcd, all tries together: long enough for
+/// etcd to elect a new leader when its leader dies.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Tries of one write, each bounded by [`ATTEMPT_TIMEOUT`].
-const ATTEMPTS: u32 = 3;
+/// One try of a write: a request to a member that just died hangs until then.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pause between tries.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Most operations etcd takes in one transaction (its `--max-txn-ops` default is 128).
 const TXN_OPS: usize = 100;
@@ -242,8 +245,12 @@ impl Cluster {
         // again) or, unconditional, it writes the same values again.
         let mut last = String::new();
         let mut answer = None;
-        for _ in 0..ATTEMPTS {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, client.txn(txn.clone())).await {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        // An etcd member that lost its leader ("no leader") answers at once: its cluster
+        // is electing a new one, which takes about an election timeout. Keep trying until
+        // the deadline rather than refuse a command one member down would not refuse.
+        while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), client.txn(txn.clone())).await {
                 Ok(Ok(r)) => {
                     answer = Some(r);
                     break;
@@ -251,6 +258,10 @@ impl Cluster {
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("no answer in {}s", ATTEMPT_TIMEOUT.as_secs()),
             }
+            tokio::time::sleep(
+                RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
         }
         let r = answer.ok_or(Unavailable(last))?;
         let revision = r.header().map_or(0, |h| h.revision());

@@ -14,7 +14,7 @@ mod validate;
 mod zone;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,6 +149,9 @@ pub struct Server {
     pub cookies: Option<crate::proto::cookie::Secret>,
     /// Limits on each page listener (the admin API has fixed, smaller ones).
     pub http: HttpLimits,
+    /// The address every probe leaves from (`probe_source`); `None`: the system chooses.
+    /// Read once at start: a change takes effect at the next restart.
+    pub probe_source: Option<IpAddr>,
 }
 
 /// Limits on one HTTP listener: what a slow or greedy client can hold.
@@ -526,6 +529,20 @@ impl Dynamic {
             .map(|ip| (ip, each))
             .collect()
     }
+}
+
+/// Why `target` cannot be probed from `source`: they are of different families (a probe
+/// leaves from exactly one address, and an IPv4 one cannot reach an IPv6 one, nor the other
+/// way round). `None` when they match.
+pub fn cross_family(source: IpAddr, target: IpAddr) -> Option<String> {
+    let family = |ip: IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    (source.is_ipv4() != target.is_ipv4()).then(|| {
+        format!(
+            "{} address {target} cannot be probed from probe_source {source} ({})",
+            family(target),
+            family(source)
+        )
+    })
 }
 
 /// The IP address of an A or AAAA value.

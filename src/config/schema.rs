@@ -130,6 +130,7 @@ pub struct RawServer {
     pub http_max_per_source: Option<Spanned<u32>>,
     pub http_header_timeout: Option<Spanned<Dur>>,
     pub http_idle_timeout: Option<Spanned<Dur>>,
+    pub probe_source: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

@@ -34,11 +34,13 @@ pub const STATIC_TYPES: &[RecordType] = &[
 pub const DYNAMIC_TYPES: &[RecordType] = &[RecordType::A, RecordType::AAAA, RecordType::CNAME];
 
 /// Loads every `*.toml` in `dir` (sorted by file name); `services` are the ids `if_up` may
-/// name, `keys` the TSIG keys `transfer_key`/`transfer_keys` may name.
+/// name, `keys` the TSIG keys `transfer_key`/`transfer_keys` may name, `probe_source` the
+/// address `check_each` probes leave from (their records must be of its family).
 pub(super) fn load_dir(
     dir: &Path,
     services: &BTreeMap<String, Service>,
     keys: &[crate::proto::tsig::Key],
+    probe_source: Option<IpAddr>,
 ) -> Result<Vec<Zone>, Diagnostics> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -77,7 +79,7 @@ pub(super) fn load_dir(
         let mut src = Source::new(&file, &text);
         if let Some(raw) = super::split::parse_zone(&mut src, &text) {
             let origin_span = raw.origin.span();
-            if let Some(zone) = zone(&mut src, raw, services, keys) {
+            if let Some(zone) = zone(&mut src, raw, services, keys, probe_source) {
                 if let Some(first) = seen.get(&zone.origin) {
                     src.error(
                         origin_span,
@@ -350,6 +352,7 @@ fn zone(
     raw: RawZone,
     services: &BTreeMap<String, Service>,
     keys: &[crate::proto::tsig::Key],
+    probe_source: Option<IpAddr>,
 ) -> Option<Zone> {
     let before = src.errors.len();
     let origin = fqdn(src, &raw.origin)?;
@@ -447,7 +450,7 @@ fn zone(
 
     let mut dynamic = Vec::new();
     for d in &raw.dynamic {
-        if let Some(d) = dynamic_record(src, &origin, d, services, &mut owners) {
+        if let Some(d) = dynamic_record(src, &origin, d, services, &mut owners, probe_source) {
             dynamic.push(d);
         }
     }
@@ -549,6 +552,7 @@ fn dynamic_record(
     d: &Spanned<RawDynamic>,
     services: &BTreeMap<String, Service>,
     owners: &mut Owners,
+    probe_source: Option<IpAddr>,
 ) -> Option<Dynamic> {
     let before = src.errors.len();
     let span = d.span();
@@ -608,7 +612,25 @@ fn dynamic_record(
             );
             None
         }
-        Some(c) => check_each(src, c.get_ref(), &name),
+        Some(c) => {
+            // An A record's addresses are IPv4, an AAAA record's IPv6.
+            if let Some(source) = probe_source
+                && source.is_ipv4() != (rtype == RecordType::A)
+            {
+                let (mine, theirs) = if source.is_ipv4() {
+                    ("IPv4", "IPv6")
+                } else {
+                    ("IPv6", "IPv4")
+                };
+                src.error(
+                    c.span(),
+                    format!(
+                        "check_each would probe the {theirs} addresses of this {rtype} record from probe_source {source} ({mine}): every probe would fail"
+                    ),
+                );
+            }
+            check_each(src, c.get_ref(), &name)
+        }
         None => None,
     };
     owners

@@ -248,6 +248,32 @@ impl StatesTask {
         }
     }
 
+    /// Serves the serial the leader recorded for a zone's content whenever this instance
+    /// serves the same content under another serial. Instances count serials from the
+    /// revision at which they saw a change; one that re-read etcd after an outage saw it
+    /// later, and the leader's record settles it. The content is the same either way, so a
+    /// secondary holding the other serial holds the same data.
+    pub(super) fn adopt_pins(&mut self) {
+        let Some(c) = &self.cluster else { return };
+        let current = self.snapshots.load_full();
+        let pins = c.view.borrow().zones.clone();
+        let differs = current.zones.iter().any(|z| {
+            pins.get(&z.origin.to_string())
+                .is_some_and(|p| p.serial != z.serial && p.digest == z.digest())
+        });
+        if !differs {
+            return;
+        }
+        let next = (*current).clone().pin_serials(|origin, digest, _| {
+            pins.get(origin)
+                .filter(|p| p.digest == digest)
+                .map(|p| p.serial)
+        });
+        self.serial_ceilings = super::save_serials(&next);
+        self.snapshots.store(next);
+        metrics::counter!("detour_snapshot_swaps_total").increment(1);
+    }
+
     /// The leader records the serial each zone's content has, for instances that join
     /// later (only what differs from the view; in the background).
     pub(super) fn write_pins(&self) {

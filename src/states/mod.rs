@@ -158,6 +158,7 @@ impl StatesTask {
                 _ = next_view(&mut self.cluster) => {
                     self.apply_view();
                     self.publish(false);
+                    self.adopt_pins();
                     self.write_pins();
                     if let Some(c) = &self.cluster {
                         c.applied.send_replace(c.view.borrow().revision);
@@ -281,19 +282,6 @@ impl StatesTask {
                 Some(&current),
                 serial_floor,
             );
-            // In a cluster, content the cluster already gave a higher serial takes it.
-            let next = match &self.cluster {
-                Some(c) => {
-                    let v = c.view.borrow();
-                    next.pin_serials(|origin, digest, serial| {
-                        v.zones
-                            .get(origin)
-                            .filter(|p| p.digest == digest && p.serial > serial)
-                            .map(|p| p.serial)
-                    })
-                }
-                None => next,
-            };
             if persist::passes(&next, &self.serial_ceilings) {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.

@@ -174,11 +174,29 @@ pub(super) fn present(raw: &RawCheck) -> Vec<(&'static str, std::ops::Range<usiz
     v
 }
 
-/// Validates one probe definition.
+/// An error at `span` when `target`, written as a literal address, is of the other family
+/// than `probe_source`: every probe of it would fail.
+fn literal_family(
+    src: &mut Source<'_>,
+    source: Option<IpAddr>,
+    target: IpAddr,
+    span: std::ops::Range<usize>,
+) {
+    if let Some(why) = source.and_then(|s| crate::config::cross_family(s, target)) {
+        src.error(
+            span,
+            format!("{why}: probes leave from probe_source, so a target written as an address must be of its family"),
+        );
+    }
+}
+
+/// Validates one probe definition; `source` is `[server] probe_source`, which a target
+/// written as an address must match in family.
 pub(super) fn check(
     src: &mut Source<'_>,
     raw: &Spanned<RawCheck>,
     defaults: &Timing,
+    source: Option<IpAddr>,
 ) -> Option<Check> {
     let before = src.errors.len();
     let span = raw.span();
@@ -245,6 +263,15 @@ pub(super) fn check(
                         None
                     }
                 });
+            if let Some(u) = &r.url
+                && let Some(url) = &url
+            {
+                match url.host() {
+                    Some(url::Host::Ipv4(ip)) => literal_family(src, source, ip.into(), u.span()),
+                    Some(url::Host::Ipv6(ip)) => literal_family(src, source, ip.into(), u.span()),
+                    _ => {}
+                }
+            }
             let method = r
                 .method
                 .as_ref()
@@ -299,6 +326,11 @@ pub(super) fn check(
         "tcp" => {
             required(src, &r.address, "address");
             r.address.as_ref().and_then(|a| {
+                if let Some((host, _)) = host_port(a.get_ref())
+                    && let Ok(ip) = host.parse::<IpAddr>()
+                {
+                    literal_family(src, source, ip, a.span());
+                }
                 if host_port(a.get_ref()).is_none() {
                     src.error(
                         a.span(),
@@ -322,10 +354,14 @@ pub(super) fn check(
             let name = r.name.as_ref().and_then(|n| fqdn(src, n));
             let server = r.server.as_ref().and_then(|s| {
                 // A bare IP means port 53.
-                match s.get_ref().parse::<std::net::IpAddr>() {
+                let server = match s.get_ref().parse::<std::net::IpAddr>() {
                     Ok(ip) => Some(SocketAddr::new(ip, 53)),
                     Err(_) => addr(src, s, "dns check server"),
+                };
+                if let Some(server) = server {
+                    literal_family(src, source, server.ip(), s.span());
                 }
+                server
             });
             let record_type = match &r.record_type {
                 None => Some(RecordType::A),

@@ -7,7 +7,7 @@ mod services;
 mod sinks;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -72,7 +72,12 @@ pub(super) fn load(path: &Path) -> Result<Config, Diagnostics> {
     let Some(mut cfg) = cfg else {
         return Err(Diagnostics(errors));
     };
-    match super::zone::load_dir(&cfg.server.zones_dir, &cfg.services, &cfg.tsig) {
+    match super::zone::load_dir(
+        &cfg.server.zones_dir,
+        &cfg.services,
+        &cfg.tsig,
+        cfg.server.probe_source,
+    ) {
         Ok(zones) => cfg.zones = zones,
         Err(mut zone_errors) => errors.append(&mut zone_errors.0),
     }
@@ -81,6 +86,8 @@ pub(super) fn load(path: &Path) -> Result<Config, Diagnostics> {
     }
     cfg.warnings = warnings;
     cfg.warnings.extend(zone_warnings(&cfg));
+    cfg.warnings
+        .extend(probe_source_warning(cfg.server.probe_source));
     Ok(cfg)
 }
 
@@ -131,6 +138,20 @@ fn zone_warnings(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// A warning when `probe_source` is not an address of this host now (binding it fails): every
+/// probe would fail. Not an error: the config may be checked on another machine, and an
+/// address may come later (a VIP that moves here, IPv6 duplicate address detection at boot).
+fn probe_source_warning(source: Option<IpAddr>) -> Option<String> {
+    let ip = source?;
+    let e = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).err()?;
+    let e = e.to_string();
+    // "Cannot assign requested address (os error 99)": the number says nothing more.
+    let e = e.split(" (os error").next().unwrap_or(&e);
+    Some(format!(
+        "probe_source {ip} is not an address of this host now (cannot bind probe source {ip}: {e}): every probe fails until it is, which freezes states if every [guard] canary fails and otherwise takes every checked service down"
+    ))
+}
+
 fn resolve(dir: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -148,6 +169,7 @@ fn build(
 ) -> Option<Config> {
     let before = src.errors.len();
     let server = server(src, raw.server, dir);
+    let probe_source = server.as_ref().and_then(|s| s.probe_source);
     let admin = Admin {
         token_file: resolve(
             dir,
@@ -172,7 +194,7 @@ fn build(
                 ),
             );
         }
-        if let Some(s) = service(src, id.get_ref(), rs, &ids, &defaults) {
+        if let Some(s) = service(src, id.get_ref(), rs, &ids, &defaults, probe_source) {
             if s.checks.is_empty() {
                 warnings.push(format!(
                     "service {} has no check: it counts as up unless an operator says otherwise",
@@ -210,7 +232,7 @@ fn build(
 
     let mut canaries = Vec::new();
     for c in &raw.guard.canaries {
-        if let Some(c) = check(src, c, &defaults) {
+        if let Some(c) = check(src, c, &defaults, probe_source) {
             canaries.push(c);
         }
     }

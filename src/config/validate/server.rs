@@ -18,6 +18,36 @@ pub(super) fn addr(src: &mut Source<'_>, s: &Spanned<String>, what: &str) -> Opt
     }
 }
 
+/// `probe_source`: one unicast address of this host, without a port. Refused: a port (probes
+/// take a free one), the unspecified address (that is what leaving the key out means),
+/// multicast and broadcast, IPv6 link-local (it needs an interface, which a bare address cannot
+/// name) and IPv4-mapped IPv6 (written as the IPv4 address it maps).
+pub(super) fn probe_source(src: &mut Source<'_>, s: &Spanned<String>) -> Option<IpAddr> {
+    let text = s.get_ref();
+    let expected = "expected an IP address of this host such as \"192.0.2.10\" or \"2001:db8::10\"";
+    let problem = match text.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => format!(
+            "probe_source {text:?} is the unspecified address: {expected}, or no probe_source to let the system choose"
+        ),
+        Ok(ip) if ip.is_multicast() || ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) => {
+            format!("probe_source {text:?} is a multicast or broadcast address: {expected}")
+        }
+        Ok(IpAddr::V6(v6)) if v6.is_unicast_link_local() => format!(
+            "probe_source {text:?} is IPv6 link-local, which needs an interface: {expected} (a global or unique local one)"
+        ),
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => format!(
+            "probe_source {text:?} is an IPv4-mapped IPv6 address: write the IPv4 address itself"
+        ),
+        Ok(ip) => return Some(ip),
+        Err(_) if text.parse::<SocketAddr>().is_ok() => format!(
+            "invalid probe_source {text:?}: {expected}, without a port (each probe takes a free port)"
+        ),
+        Err(_) => format!("invalid probe_source {text:?}: {expected}"),
+    };
+    src.error(s.span(), problem);
+    None
+}
+
 /// `[tsig.<name>]`: the name must be a domain name, the secret base64, given exactly once
 /// (inline or in a file beside the config), and the algorithm one detour can compute.
 pub(super) fn tsig_key(
@@ -203,6 +233,11 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
             ok = false;
         })
     });
+    let probe_source = raw.probe_source.and_then(|s| {
+        let ip = probe_source(src, &s);
+        ok &= ip.is_some();
+        ip
+    });
     let cookies = match (raw.cookies.unwrap_or(true), secret) {
         (false, _) | (true, Some(Err(()))) => None,
         (true, Some(Ok(s))) => Some(s),
@@ -221,6 +256,7 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
         udp_workers,
         cookies,
         http,
+        probe_source,
     })
 }
 

@@ -26,6 +26,7 @@ pub(super) fn service(
     raw: RawService,
     ids: &BTreeSet<String>,
     defaults: &Timing,
+    probe_source: Option<IpAddr>,
 ) -> Option<Service> {
     let before = src.errors.len();
     for d in &raw.depends_on {
@@ -57,7 +58,7 @@ pub(super) fn service(
     }
     let checks: Vec<Check> = raws
         .into_iter()
-        .filter_map(|c| check(src, c, defaults))
+        .filter_map(|c| check(src, c, defaults, probe_source))
         .collect();
     let healthy_when = match &raw.healthy_when {
         None => HealthyWhen::All,
