@@ -173,15 +173,26 @@ async fn join_cluster(
     let now = Utc::now();
     let (saved, _) = states::restore(config, now);
     let mut agreed = Engine::new(config.clone(), saved.as_ref(), now);
+    if !joined && saved.is_none() {
+        // Nothing agreed to fall back on (a first start, or a cache too old to trust):
+        // this instance's own verdicts, until etcd is back.
+        let own = local.health();
+        for (id, c) in &own.checks {
+            let why = c.last.as_ref().map_or("", |o| o.reason.as_str());
+            agreed.set_agreed(id, c.verdict, why, now);
+        }
+    }
     let (cached_overrides, _) = overrides::load_at_start(&config.server.state_dir);
     agreed.set_overrides(cached_overrides.clone());
     let current = view.borrow_and_update().clone();
     let (incidents, at, serial) = if joined {
         let at = states::cluster::agree(&mut agreed, &current);
-        let base = current.serial_base.unwrap_or(floor);
-        let rev = u32::try_from(current.revision.max(0) % i64::from(u32::MAX)).unwrap_or(0);
         info!(instance = %me, members = current.members.len(), revision = current.revision, "cluster: agreed state read");
-        (Arc::new(current.incidents()), at, base.wrapping_add(rev))
+        (
+            Arc::new(current.incidents()),
+            at,
+            states::cluster::serial_at(&current, floor),
+        )
     } else {
         let why = link.link().borrow().error.clone().unwrap_or_default();
         let p = format!(

@@ -89,13 +89,7 @@ impl Snapshot {
                 Some(z) => z,
                 None => {
                     let prev_zone = prev.and_then(|p| p.zone_by_origin(&zone.origin));
-                    let apex = LowerName::new(&zone.origin);
-                    let children = config
-                        .zones
-                        .iter()
-                        .map(|z| LowerName::new(&z.origin))
-                        .filter(|o| *o != apex && apex.zone_of(o))
-                        .collect();
+                    let children = children(&config, zone);
                     Arc::new(ZoneData::compile(zone, &mine, prev_zone, now, children))
                 }
             };
@@ -158,13 +152,7 @@ impl Snapshot {
             if serial == current.serial {
                 continue;
             }
-            let apex = LowerName::new(&zone.origin);
-            let children = config
-                .zones
-                .iter()
-                .map(|z| LowerName::new(&z.origin))
-                .filter(|o| *o != apex && apex.zone_of(o))
-                .collect();
+            let children = children(&config, zone);
             let mine = self.selection.for_zone(zi);
             self.zones[zi] = Arc::new(ZoneData::compile(zone, &mine, None, serial, children));
             self.serial_high = self.serial_high.max(serial);
@@ -260,6 +248,17 @@ impl Zones for Snapshot {
     fn find_zone(&self, name: &LowerName) -> Option<&ZoneData> {
         Snapshot::find_zone(self, name)
     }
+}
+
+/// The served zones inside `zone` (their apexes are delegations out of it).
+fn children(config: &Config, zone: &crate::config::Zone) -> Vec<LowerName> {
+    let apex = LowerName::new(&zone.origin);
+    config
+        .zones
+        .iter()
+        .map(|z| LowerName::new(&z.origin))
+        .filter(|o| *o != apex && apex.zone_of(o))
+        .collect()
 }
 
 /// Seconds since the Unix epoch, as a serial floor.

@@ -84,7 +84,8 @@ const TXN_OPS: usize = 100;
 #[derive(Clone)]
 pub struct Cluster {
     settings: Settings,
-    client: Client,
+    /// Set once the client is made: with etcd users, making it logs in, which needs etcd.
+    client: Arc<tokio::sync::OnceCell<Client>>,
     view: watch::Receiver<Arc<View>>,
     link: watch::Receiver<Link>,
     ballot: watch::Sender<Ballot>,
@@ -117,7 +118,10 @@ fn connect_options(s: &Settings) -> Result<ConnectOptions, String> {
         // instead of hanging on a member cut off from the others.
         .with_require_leader(true);
     if let Some((user, password)) = &s.auth {
-        o = o.with_user(user.clone(), password.clone());
+        // etcd's tokens expire (--auth-token-ttl): log in again rather than fail.
+        o = o
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
     }
     if let Some(tls) = &s.tls {
         let mut t = etcd_client::TlsOptions::new();
@@ -139,17 +143,18 @@ fn connect_options(s: &Settings) -> Result<ConnectOptions, String> {
 }
 
 impl Cluster {
-    /// Connects (lazily: etcd may be down now) and starts the session and the mirror.
+    /// Starts connecting (in the background: etcd may be down now, or refuse the
+    /// password; status says so) and starts the session and the mirror.
     pub async fn start(
         config: &Config,
         settings: Settings,
         serial_floor: u32,
         cancel: CancellationToken,
     ) -> Result<Cluster, String> {
+        // The process's rustls provider, for TLS to etcd (ring, like every other TLS here).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let options = connect_options(&settings)?;
-        let client = Client::connect(&settings.etcd, Some(options))
-            .await
-            .map_err(|e| format!("cannot set up the etcd client: {e}"))?;
+        let client = Arc::new(tokio::sync::OnceCell::new());
         let (view_tx, view) = watch::channel(Arc::new(View::default()));
         let (link_tx, link) = watch::channel(Link {
             reachable: false,
@@ -173,6 +178,7 @@ impl Cluster {
             config: config_digest(config),
         };
         let link_tx = Arc::new(link_tx);
+        tokio::spawn(c.clone().connect(options, link_tx.clone(), cancel.clone()));
         tokio::spawn(c.clone().session(
             member,
             serial_floor,
@@ -182,6 +188,49 @@ impl Cluster {
         ));
         tokio::spawn(c.clone().mirror(view_tx, link_tx, cancel));
         Ok(c)
+    }
+
+    /// Makes the client, trying again every second until it works (with etcd users,
+    /// making it logs in).
+    async fn connect(
+        self,
+        options: ConnectOptions,
+        link: Arc<watch::Sender<Link>>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let attempt = Client::connect(&self.settings.etcd, Some(options.clone()));
+            let r = tokio::select! {
+                r = tokio::time::timeout(WRITE_TIMEOUT, attempt) => r,
+                _ = cancel.cancelled() => return,
+            };
+            let e = match r {
+                Ok(Ok(c)) => {
+                    let _ = self.client.set(c);
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer in {}s", WRITE_TIMEOUT.as_secs()),
+            };
+            set_link(&link, false, Some(format!("cannot connect: {e}")));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// The client, once made.
+    fn client(&self) -> Result<Client, Unavailable> {
+        self.client.get().cloned().ok_or_else(|| {
+            Unavailable(
+                self.link
+                    .borrow()
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not connected yet".into()),
+            )
+        })
     }
 
     /// This instance's name.
@@ -227,7 +276,7 @@ impl Cluster {
     /// Runs `ops` in one transaction with the clock put forward, if `when` holds; returns
     /// the revision it made and whether `when` held.
     async fn txn(&self, when: Vec<Compare>, ops: Vec<TxnOp>) -> Result<(i64, bool), Unavailable> {
-        let mut client = self.client.clone();
+        let mut client = self.client()?;
         let mut with_clock = ops.clone();
         let ahead = self.tick(&mut with_clock);
         // Two tries: the clock moves forward only if it is behind (etcd's transactions
@@ -340,7 +389,7 @@ impl Cluster {
 
     /// The audit log's last `limit` entries, newest last.
     pub async fn audit_tail(&self, limit: usize) -> Result<Vec<audit::Entry>, Unavailable> {
-        let mut client = self.client.clone();
+        let mut client = self.client()?;
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(
@@ -391,8 +440,7 @@ impl Cluster {
             }
         }
         // Leave at once rather than after lease_ttl: the others recount without this vote.
-        if let Some(id) = lease {
-            let mut c = self.client.clone();
+        if let (Some(id), Ok(mut c)) = (lease, self.client()) {
             let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(id)).await;
         }
     }
@@ -406,7 +454,7 @@ impl Cluster {
         ttl: i64,
         lease: &mut Option<i64>,
     ) -> Result<(), String> {
-        let mut client = self.client.clone();
+        let mut client = self.client().map_err(|e| e.0)?;
         let granted = client
             .lease_grant(ttl, None)
             .await
@@ -568,7 +616,7 @@ impl Cluster {
         view: &watch::Sender<Arc<View>>,
         link: &watch::Sender<Link>,
     ) -> Result<(), String> {
-        let mut client = self.client.clone();
+        let mut client = self.client().map_err(|e| e.0)?;
         let prefix = self.settings.prefix.clone();
         let all = client
             .get(prefix.clone(), Some(GetOptions::new().with_prefix()))

@@ -55,6 +55,15 @@ pub fn cluster_now(view: &View) -> DateTime<Utc> {
     view.clock.unwrap_or_else(Utc::now)
 }
 
+/// The serial a zone whose content changes at `view`'s revision gets: the cluster's base
+/// plus the revision, the same on every instance that sees the change at that revision
+/// (`fallback` as the base before the view has one).
+pub fn serial_at(view: &View, fallback: u32) -> u32 {
+    let base = view.serial_base.unwrap_or(fallback);
+    let rev = u32::try_from(view.revision.max(0) % i64::from(u32::MAX)).unwrap_or(0);
+    base.wrapping_add(rev)
+}
+
 /// This instance's ballot from its own engine: the verdict in force of every check but the
 /// canaries (the guard's own), and whether its guard is frozen. A vote keeps the reason it
 /// had when it flipped, so that a failing probe's changing words do not rewrite it.

@@ -200,9 +200,7 @@ impl StatesTask {
         let (now, serial_floor) = match &self.cluster {
             Some(c) => {
                 let v = c.view.borrow();
-                let base = v.serial_base.unwrap_or_else(unix_now);
-                let rev = u32::try_from(v.revision.max(0) % i64::from(u32::MAX)).unwrap_or(0);
-                (cluster::cluster_now(&v), base.wrapping_add(rev))
+                (cluster::cluster_now(&v), cluster::serial_at(&v, unix_now()))
             }
             None => (Utc::now(), unix_now()),
         };

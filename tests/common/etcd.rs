@@ -19,6 +19,9 @@ struct Member {
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// Client TLS: CA, server certificate and key (PEM files); clients must present a
+    /// certificate the CA signed.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 fn free_addr() -> SocketAddr {
@@ -29,7 +32,14 @@ fn free_addr() -> SocketAddr {
 impl Etcd {
     /// Starts `n` members and waits until the cluster has a leader.
     pub fn start(n: usize) -> Etcd {
+        Self::start_with(n, None)
+    }
+
+    /// Starts `n` members serving clients over TLS only (`tls`: CA, certificate, key) and
+    /// requiring a client certificate the CA signed.
+    pub fn start_with(n: usize, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Etcd {
         let mut e = Etcd {
+            tls,
             dir: tempfile::tempdir().unwrap(),
             members: (0..n)
                 .map(|i| Member {
@@ -43,15 +53,21 @@ impl Etcd {
         for i in 0..n {
             e.spawn(i, "new");
         }
-        e.wait_healthy(0);
+        if e.tls.is_none() {
+            e.wait_healthy(0);
+        }
         e
+    }
+
+    fn scheme(&self) -> &str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The client endpoints, as `[cluster] etcd` lists them.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| format!("{}://{}", self.scheme(), m.client))
             .collect()
     }
 
@@ -67,12 +83,23 @@ impl Etcd {
             .collect();
         let m = &self.members[i];
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).unwrap();
-        let child = Command::new("etcd")
+        let client = format!("{}://{}", self.scheme(), m.client);
+        let mut cmd = Command::new("etcd");
+        if let Some((ca, cert, key)) = &self.tls {
+            cmd.arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.data(i))
-            .args(["--listen-client-urls", &format!("http://{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
             .args([
                 "--initial-advertise-peer-urls",
