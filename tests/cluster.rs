@@ -374,6 +374,24 @@ async fn three_instances_vote_share_commands_and_survive_etcd_and_instance_failu
     // The override expires by itself everywhere (the new leader moves cluster time).
     agree(&rest, "mls.example.test.", "127.0.0.10").await;
 
+    // Incidents and the audit log are the cluster's: opened on one instance, shown by the
+    // other, with the override's trail from instance 0.
+    let (code, id, err) = cli(
+        &configs[1],
+        &[
+            "incident",
+            "open",
+            "--service",
+            "mls",
+            "Cutover to the new MLS",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(&configs[2], &["status", "--history"]);
+    assert!(out.contains("Cutover to the new MLS"), "{out}");
+    assert!(out.contains(id.trim()), "{out}");
+    assert!(out.contains("cutover"), "the override's audit entry: {out}");
+
     // One etcd member killed: nothing changes, commands work.
     etcd.kill(2);
     let (code, _, err) = cli(
@@ -648,4 +666,65 @@ async fn etcd_with_authentication_takes_the_user_and_password_file() {
     assert!(out.contains("etcd: UNREACHABLE"), "{out}");
     let (code, _, err) = cli(&configs[1], &["override", "clear", "mls"]);
     assert_eq!(code, 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_canaries_are_all_down_abstains() {
+    let Setup {
+        etcd: _etcd,
+        backend,
+        configs,
+        dir: _dir,
+        ..
+    } = Setup::new(1, 3).await;
+    // The canary is reachable from everywhere but instance 0's source address.
+    let canary = Backend::default();
+    let canary_addr = canary.clone().start().await;
+    canary
+        .blocked
+        .lock()
+        .unwrap()
+        .insert("127.0.0.2".parse().unwrap());
+    for c in &configs {
+        let text = std::fs::read_to_string(c).unwrap();
+        let guard = format!(
+            "\n[guard]\ncanaries = [{{ type = \"http\", url = \"http://{canary_addr}/\" }}]\n"
+        );
+        write(c, &format!("{text}{guard}"));
+    }
+    let inst: Vec<Instance> = configs.iter().cloned().map(Instance::start).collect();
+    let all: Vec<&Instance> = inst.iter().collect();
+    agree(&all, "strict.example.test.", "127.0.0.20").await;
+
+    // Instance 0 cannot reach the backend either: its own view is suspect (every canary
+    // down), so its "down" is not counted, and "all" still holds.
+    backend
+        .blocked
+        .lock()
+        .unwrap()
+        .insert("127.0.0.2".parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = cli(&configs[1], &["status"]);
+        if out.contains("i0 (guard frozen: abstains)") {
+            assert!(out.contains("(i0: abstains, i1: up, i2: up; all)"), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 0 never abstained:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..10 {
+        for i in &all {
+            assert_eq!(udp_a(i.dns, "strict.example.test.").await, ["127.0.0.20"]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Its canary back: it votes again, and under "all" its "down" counts.
+    canary.blocked.lock().unwrap().clear();
+    agree(&all, "strict.example.test.", "127.0.0.80").await;
+    agree(&all, "mls.example.test.", "127.0.0.10").await;
 }
