@@ -131,8 +131,11 @@ async fn take_reports(
     }
 }
 
+/// The longest start-up waits for etcd before serving from the cache.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
 /// Joins the cluster: hands this instance's first verdicts to etcd, waits (at most
-/// `lease_ttl`) to see them in the view, and builds the first Snapshot from the cluster's
+/// `lease_ttl`, at most [`JOIN_WAIT`]) to see them in the view, and builds the first Snapshot from the cluster's
 /// agreement. If etcd cannot be reached by then, the first Snapshot is the last agreed
 /// state this instance cached in `state_dir` (verdicts, overrides, incidents): the state
 /// the others also keep serving through an etcd outage, rather than this instance's own
@@ -154,10 +157,12 @@ async fn join_cluster(
     link.vote(ballot.clone());
     let me = link.instance().to_string();
     let mut view = link.view();
+    // Bounded, since nothing is answered meanwhile: etcd answers in milliseconds when it
+    // is there at all.
     let wait = config
         .cluster
         .as_ref()
-        .map_or(Duration::from_secs(10), |c| c.lease_ttl);
+        .map_or(JOIN_WAIT, |c| c.lease_ttl.min(JOIN_WAIT));
     let joined = tokio::time::timeout(
         wait,
         view.wait_for(|v| {
@@ -214,11 +219,14 @@ async fn join_cluster(
         incidents.clone(),
         None,
         serial,
-    )
-    .pin_serials(|origin, digest, _| {
-        current
-            .zones
-            .get(origin)
+    );
+    // The serials the cluster agreed for this content: from etcd, or when it cannot be
+    // reached, as cached (so a restart during an outage serves what the others serve).
+    let (cached_pins, p) = states::cluster::cached_pins(config);
+    problems.extend(p);
+    let pins = if joined { &current.zones } else { &cached_pins };
+    let first = first.pin_serials(|origin, digest, _| {
+        pins.get(origin)
             .filter(|p| p.digest == digest)
             .map(|p| p.serial)
     });
@@ -231,7 +239,9 @@ async fn join_cluster(
         news_seen: current.revision,
         ballot,
         tick_after: tokio::time::Instant::now(),
-        cached: (cached_overrides, (**cached_incidents).clone()),
+        tick_backoff: Duration::from_secs(1),
+        busy: Default::default(),
+        cached: (cached_overrides, (**cached_incidents).clone(), cached_pins),
     };
     (agreed, Some(mode), incidents, first)
 }

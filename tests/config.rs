@@ -79,7 +79,7 @@ fn refused() -> Vec<Refused> {
                 "detour.toml:4:9: invalid etcd endpoint \"127.0.0.1:2379\": expected \"http://HOST:PORT\"",
                 "detour.toml:5:10: invalid prefix \"detour\": expected a key prefix that starts and ends with '/'",
                 "detour.toml:6:10: invalid quorum \"most\": expected \"one\", \"majority\", \"all\" or { at_least = N }",
-                "detour.toml:7:13: lease_ttl must be between 2s and 1h",
+                "detour.toml:7:13: lease_ttl must be between 2s and 60s",
             ],
         ),
         (

@@ -276,6 +276,18 @@ impl Cluster {
     /// Runs `ops` in one transaction with the clock put forward, if `when` holds; returns
     /// the revision it made and whether `when` held.
     async fn txn(&self, when: Vec<Compare>, ops: Vec<TxnOp>) -> Result<(i64, bool), Unavailable> {
+        self.txn_marked(when, ops, None).await
+    }
+
+    /// [`Self::txn`]; `mark`, a key the transaction creates (an audit entry's, unique),
+    /// tells a try that timed out but committed from one that did not: before trying
+    /// again, if the mark exists, the change is done.
+    async fn txn_marked(
+        &self,
+        when: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        mark: Option<&str>,
+    ) -> Result<(i64, bool), Unavailable> {
         let mut client = self.client()?;
         let mut with_clock = ops.clone();
         let ahead = self.tick(&mut with_clock);
@@ -288,10 +300,9 @@ impl Cluster {
             .and_then(with_clock)
             .or_else(vec![TxnOp::txn(Txn::new().when(when).and_then(ops))]);
         // A request that went to a member that just died hangs until its connection is
-        // found dead: try again (on another member) rather than wait. A timed-out try
-        // almost always never reached a member that could commit it; if it did and only
-        // its answer was lost, the retry's condition fails (the operator is told to look
-        // again) or, unconditional, it writes the same values again.
+        // found dead: try again (on another member) rather than wait. A try that timed out
+        // may still have committed: `mark` tells (without one, the transactions here are
+        // idempotent puts of the same values).
         let mut last = String::new();
         let mut answer = None;
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
@@ -306,6 +317,13 @@ impl Cluster {
                 }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("no answer in {}s", ATTEMPT_TIMEOUT.as_secs()),
+            }
+            if let Some(mark) = mark
+                && let Ok(Ok(r)) =
+                    tokio::time::timeout(ATTEMPT_TIMEOUT, client.get(mark, None)).await
+                && let Some(kv) = r.kvs().first()
+            {
+                return Ok((kv.mod_revision(), true));
             }
             tokio::time::sleep(
                 RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
@@ -338,8 +356,9 @@ impl Cluster {
             self.settings.instance,
             rand::random::<u16>()
         );
-        ops.push(TxnOp::put(self.key(&key), line, None));
-        self.txn(when, ops).await
+        let mark = self.key(&key);
+        ops.push(TxnOp::put(mark.clone(), line, None));
+        self.txn_marked(when, ops, Some(&mark)).await
     }
 
     /// Writes `ops` in one transaction (no condition, no audit entry).
@@ -455,16 +474,46 @@ impl Cluster {
         lease: &mut Option<i64>,
     ) -> Result<(), String> {
         let mut client = self.client().map_err(|e| e.0)?;
-        let granted = client
-            .lease_grant(ttl, None)
-            .await
-            .map_err(|e| format!("lease grant: {e}"))?;
-        let id = granted.id();
-        *lease = Some(id);
+        // Keep the lease etcd still holds (a member restarted, etcd elected a new leader):
+        // this instance's votes then never leave the count. Otherwise a new one.
+        let kept = match *lease {
+            Some(id) => client
+                .lease_time_to_live(id, None)
+                .await
+                .is_ok_and(|r| r.ttl() > 0),
+            None => false,
+        };
+        let id = match (*lease, kept) {
+            (Some(id), true) => id,
+            _ => {
+                let granted = client
+                    .lease_grant(ttl, None)
+                    .await
+                    .map_err(|e| format!("lease grant: {e}"))?;
+                *lease = Some(granted.id());
+                granted.id()
+            }
+        };
         let (mut keeper, mut stream) = client
             .lease_keep_alive(id)
             .await
             .map_err(|e| format!("lease keep-alive: {e}"))?;
+        // Two live instances with one name would overwrite each other's votes.
+        let member_key = self.key(&format!("{}{}", keys::MEMBERS, self.settings.instance));
+        let held = client
+            .get(member_key.clone(), None)
+            .await
+            .map_err(|e| format!("read member key: {e}"))?;
+        if let Some(kv) = held.kvs().first()
+            && kv.lease() != id
+            && kv.lease() != 0
+            && kept_elsewhere(&mut client, kv.lease()).await
+        {
+            return Err(format!(
+                "another live instance is named {:?} (or this instance's previous run, whose lease ends within lease_ttl): every instance needs its own [cluster] instance",
+                self.settings.instance
+            ));
+        }
         // The serial base, once per cluster: above every serial this instance has served.
         let base = (crate::snapshot::unix_now()).max(serial_floor).to_string();
         let _ = self
@@ -484,51 +533,76 @@ impl Cluster {
             .await
             .map_err(|_| "cluster time: no answer".to_string())?
             .map_err(|e| format!("cluster time: {e}"))?;
-        // This instance's old votes (a previous run's, a lost lease's) go; the current ones
-        // are written whole.
-        let mine = self.key(&format!("{}{}/", keys::VOTES, self.settings.instance));
-        client
-            .delete(
-                mine.clone(),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(|e| format!("delete old votes: {e}"))?;
+        // Every current vote is written (under this lease) before anything is removed, so
+        // that no revision shows this instance without its votes; then the keys of checks
+        // it no longer votes on (a previous run's, a lost lease's) go.
         let mut written = Ballot::default();
         let current = ballot.borrow_and_update().clone();
         self.publish(id, member, &mut written, &current, true)
             .await?;
-        info!(instance = %self.settings.instance, lease = id, "cluster: joined");
+        let mine = self.key(&format!("{}{}/", keys::VOTES, self.settings.instance));
+        let present = client
+            .get(
+                mine.clone(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(|e| format!("read own votes: {e}"))?;
+        let stale: Vec<TxnOp> = present
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                let check = key.strip_prefix(mine.as_str())?;
+                (!current.votes.contains_key(check)).then(|| TxnOp::delete(kv.key(), None))
+            })
+            .collect();
+        for chunk in stale.chunks(TXN_OPS) {
+            self.txn(Vec::new(), chunk.to_vec())
+                .await
+                .map_err(|e| e.0)?;
+        }
+        info!(instance = %self.settings.instance, lease = id, kept, "cluster: joined");
         set_link(link, true, None);
-        let mut every =
-            tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(500)));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {
-                    keeper.keep_alive().await.map_err(|e| format!("keep-alive: {e}"))?;
-                    let r = tokio::time::timeout(Duration::from_secs(ttl as u64), stream.message())
-                        .await
-                        .map_err(|_| "keep-alive: no answer".to_string())?
-                        .map_err(|e| format!("keep-alive: {e}"))?
-                        .ok_or("keep-alive stream ended")?;
-                    if r.ttl() <= 0 {
-                        return Err("the lease ran out".into());
-                    }
-                    if let Some(h) = r.header() {
-                        let rev = h.revision();
-                        link.send_if_modified(|l| std::mem::replace(&mut l.etcd_revision, rev) != rev);
-                    }
-                    set_link(link, true, None);
+        let every = Duration::from_millis((ttl as u64 * 1000 / 3).max(500));
+        // The lease is kept alive on its own, whatever publishing waits for.
+        let keep_alive = async {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                keeper
+                    .keep_alive()
+                    .await
+                    .map_err(|e| format!("keep-alive: {e}"))?;
+                let r = tokio::time::timeout(Duration::from_secs(ttl as u64), stream.message())
+                    .await
+                    .map_err(|_| "keep-alive: no answer".to_string())?
+                    .map_err(|e| format!("keep-alive: {e}"))?
+                    .ok_or("keep-alive stream ended")?;
+                if r.ttl() <= 0 {
+                    return Err::<(), String>("the lease ran out".into());
                 }
-                changed = ballot.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    let current = ballot.borrow_and_update().clone();
-                    self.publish(id, member, &mut written, &current, false).await?;
+                if let Some(h) = r.header() {
+                    let rev = h.revision();
+                    link.send_if_modified(|l| std::mem::replace(&mut l.etcd_revision, rev) != rev);
                 }
+                set_link(link, true, None);
             }
+        };
+        let publishing = async {
+            loop {
+                if ballot.changed().await.is_err() {
+                    return Ok(());
+                }
+                let current = ballot.borrow_and_update().clone();
+                self.publish(id, member, &mut written, &current, false)
+                    .await?;
+            }
+        };
+        tokio::select! {
+            r = keep_alive => r,
+            r = publishing => r,
         }
     }
 
@@ -544,15 +618,6 @@ impl Cluster {
     ) -> Result<(), String> {
         let leased = || Some(PutOptions::new().with_lease(lease));
         let mut ops = Vec::new();
-        if all || current.frozen != written.frozen {
-            member.frozen = current.frozen;
-            let v = serde_json::to_vec(&*member).map_err(|e| e.to_string())?;
-            ops.push(TxnOp::put(
-                self.key(&format!("{}{}", keys::MEMBERS, self.settings.instance)),
-                v,
-                leased(),
-            ));
-        }
         let vote_key = |check: &str| {
             self.key(&format!(
                 "{}{}/{check}",
@@ -570,6 +635,16 @@ impl Cluster {
             if !current.votes.contains_key(check) {
                 ops.push(TxnOp::delete(vote_key(check), None));
             }
+        }
+        // The member key last: an instance counts once its votes are in.
+        if all || current.frozen != written.frozen {
+            member.frozen = current.frozen;
+            let v = serde_json::to_vec(&*member).map_err(|e| e.to_string())?;
+            ops.push(TxnOp::put(
+                self.key(&format!("{}{}", keys::MEMBERS, self.settings.instance)),
+                v,
+                leased(),
+            ));
         }
         let n = ops.len();
         for chunk in ops.chunks(TXN_OPS) {
@@ -618,17 +693,81 @@ impl Cluster {
     ) -> Result<(), String> {
         let mut client = self.client().map_err(|e| e.0)?;
         let prefix = self.settings.prefix.clone();
-        let all = client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        let before = view.borrow().revision;
+        // Everything but the audit log, family by family at one revision (the audit log
+        // grows with every operator action: a single read of it all would one day exceed
+        // what one answer may carry).
+        let first = client
+            .get(
+                format!("{prefix}{}", keys::MEMBERS),
+                Some(GetOptions::new().with_prefix()),
+            )
             .await
             .map_err(|e| format!("read: {e}"))?;
+        let revision = first.header().map_or(0, |h| h.revision());
         let mut next = View {
-            revision: all.header().map_or(0, |h| h.revision()),
+            revision,
             // Cluster time never goes back, even across a re-read.
             clock: view.borrow().clock,
             ..View::default()
         };
-        for kv in all.kvs() {
+        let mut kvs: Vec<etcd_client::KeyValue> = first.kvs().to_vec();
+        for family in [keys::VOTES, keys::OVERRIDES, keys::INCIDENTS, keys::ZONES] {
+            let r = client
+                .get(
+                    format!("{prefix}{family}"),
+                    Some(GetOptions::new().with_prefix().with_revision(revision)),
+                )
+                .await
+                .map_err(|e| format!("read {family}: {e}"))?;
+            kvs.extend(r.kvs().iter().cloned());
+        }
+        for key in [keys::CLOCK, keys::SERIAL_BASE] {
+            let r = client
+                .get(
+                    format!("{prefix}{key}"),
+                    Some(GetOptions::new().with_revision(revision)),
+                )
+                .await
+                .map_err(|e| format!("read {key}: {e}"))?;
+            kvs.extend(r.kvs().iter().cloned());
+        }
+        // Audit entries written while the watch was broken are news all the same (the
+        // leader tells them); at the first read, history is not news.
+        if before > 0 {
+            let r = client
+                .get(
+                    format!("{prefix}{}", keys::AUDIT),
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_revision(revision)
+                            .with_min_mod_revision(before + 1)
+                            .with_sort(
+                                etcd_client::SortTarget::Key,
+                                etcd_client::SortOrder::Descend,
+                            )
+                            .with_limit(view::NEWS as i64),
+                    ),
+                )
+                .await
+                .map_err(|e| format!("read audit: {e}"))?;
+            let mut news: Vec<etcd_client::KeyValue> = r.kvs().to_vec();
+            news.reverse();
+            for kv in news {
+                let key = String::from_utf8_lossy(kv.key());
+                let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key);
+                if let Err(e) = next.put(
+                    rel,
+                    kv.value(),
+                    (kv.create_revision(), kv.mod_revision()),
+                    true,
+                ) {
+                    warn!("cluster: {e}");
+                }
+            }
+        }
+        for kv in &kvs {
             let key = String::from_utf8_lossy(kv.key());
             let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key);
             if let Err(e) = next.put(
@@ -688,6 +827,14 @@ impl Cluster {
         }
         Err("watch ended".into())
     }
+}
+
+/// True when etcd still holds `lease` (another session's).
+async fn kept_elsewhere(client: &mut Client, lease: i64) -> bool {
+    client
+        .lease_time_to_live(lease, None)
+        .await
+        .is_ok_and(|r| r.ttl() > 0)
 }
 
 fn set_link(link: &watch::Sender<Link>, reachable: bool, error: Option<String>) {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,10 @@ use crate::cluster::{Ballot, Cluster, View, Vote, keys};
 use crate::events::Event;
 use crate::health::ServiceState;
 use crate::{incidents, overrides};
+
+/// The leader's background writes failing (etcd away) are logged once a minute.
+static LEADER_LOG: crate::telemetry::Throttle =
+    crate::telemetry::Throttle::new(Duration::from_secs(60));
 
 /// The states task's cluster side.
 pub struct ClusterMode {
@@ -36,10 +41,64 @@ pub struct ClusterMode {
     pub news_seen: i64,
     /// The ballot last handed to the session.
     pub ballot: Ballot,
-    /// No clock tick before this (one in flight, or one just failed).
+    /// No clock tick before this (one just made, or failures backing off).
     pub tick_after: tokio::time::Instant,
+    /// How long the next failed tick backs off.
+    pub tick_backoff: Duration,
+    /// The leader's background writes in flight (clock tick, expiries, serial pins): one
+    /// of each at a time.
+    pub busy: Arc<Busy>,
     /// What the cache files in state_dir hold.
-    pub cached: (overrides::Overrides, incidents::Incidents),
+    pub cached: (overrides::Overrides, incidents::Incidents, Pins),
+}
+
+/// The agreed serials by origin, as the view holds them.
+pub type Pins = BTreeMap<String, crate::cluster::view::Pin>;
+
+/// Which of the leader's background writes are in flight.
+#[derive(Debug, Default)]
+pub struct Busy {
+    /// A clock tick.
+    pub tick: AtomicBool,
+    /// Removing expired overrides.
+    pub expire: AtomicBool,
+    /// Writing serial pins.
+    pub pins: AtomicBool,
+}
+
+/// Claims one of [`Busy`]'s flags for a background write; `None` while one is in flight.
+/// The claim releases it when dropped (the write ended, however).
+fn claim(busy: &Arc<Busy>, flag: fn(&Busy) -> &AtomicBool) -> Option<Claim> {
+    (!flag(busy).swap(true, Ordering::AcqRel)).then(|| Claim {
+        busy: busy.clone(),
+        flag,
+    })
+}
+
+/// A claimed [`Busy`] flag, released on drop.
+pub struct Claim {
+    busy: Arc<Busy>,
+    flag: fn(&Busy) -> &AtomicBool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        (self.flag)(&self.busy).store(false, Ordering::Release);
+    }
+}
+
+/// The file caching the agreed serials (`state_dir/cluster-serials.json`), for a start
+/// while etcd cannot be reached.
+pub fn pins_path(config: &crate::config::Config) -> std::path::PathBuf {
+    config.server.state_dir.join("cluster-serials.json")
+}
+
+/// The cached agreed serials (none when absent or unreadable: the message says so).
+pub fn cached_pins(config: &crate::config::Config) -> (Pins, Option<String>) {
+    let (p, problem) = crate::store::load_or_report(&pins_path(config), |t| {
+        serde_json::from_str::<Pins>(t).map_err(|e| e.to_string())
+    });
+    (p.unwrap_or_default(), problem)
 }
 
 impl std::fmt::Debug for ClusterMode {
@@ -154,9 +213,21 @@ impl StatesTask {
         }
     }
 
+    /// Follows the latest view: applies it, publishes (always when `force`), serves the
+    /// agreed serials, records them when leading, and tells waiting commands.
+    pub(super) fn follow_view(&mut self, force: bool) {
+        self.apply_view();
+        self.publish(force);
+        self.adopt_pins();
+        self.write_pins();
+        if let Some(c) = &self.cluster {
+            c.applied.send_replace(c.view.borrow().revision);
+        }
+    }
+
     /// Applies the latest view: agreed verdicts, overrides, incidents; the leader's
     /// duties; the cache in state_dir. The caller publishes.
-    pub(super) fn apply_view(&mut self) {
+    fn apply_view(&mut self) {
         let Some(c) = &mut self.cluster else { return };
         let view = c.view.borrow_and_update().clone();
         agree(&mut self.engine, &view);
@@ -182,6 +253,16 @@ impl StatesTask {
             match incidents::save(&dir, &self.incidents) {
                 Ok(()) => c.cached.1 = self.incidents.clone(),
                 Err(e) => warn!(error = %e, "cluster: cannot cache incidents in state_dir"),
+            }
+        }
+        if c.cached.2 != view.zones {
+            let path = pins_path(self.engine.config());
+            let written = serde_json::to_vec_pretty(&view.zones)
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::store::atomic_write(&path, &b).map_err(|e| e.to_string()));
+            match written {
+                Ok(()) => c.cached.2 = view.zones.clone(),
+                Err(e) => warn!(error = %e, "cluster: cannot cache zone serials in state_dir"),
             }
         }
         if !leader {
@@ -222,10 +303,20 @@ impl StatesTask {
     fn expire_in_cluster(&self, view: &View) {
         let Some(c) = &self.cluster else { return };
         let now = cluster_now(view);
-        for (service, o) in &view.overrides {
-            if o.until.is_none_or(|u| u > now) {
-                continue;
-            }
+        let due: Vec<_> = view
+            .overrides
+            .iter()
+            .filter(|(_, o)| o.until.is_some_and(|u| u <= now))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // One removal at a time: the next view after it has ended sees what is left.
+        let Some(claim) = claim(&c.busy, |b| &b.expire) else {
+            return;
+        };
+        let claim = Arc::new(claim);
+        for (service, o) in due {
             let link = c.link.clone();
             let rel = format!("{}{service}", keys::OVERRIDES);
             let entry = audit::Entry {
@@ -240,7 +331,9 @@ impl StatesTask {
             let ops = vec![link.delete(&rel)];
             let events = self.events.clone();
             let (service, state) = (service.clone(), ServiceState::from(o.state));
+            let claim = claim.clone();
             tokio::spawn(async move {
+                let _claim = claim;
                 match link.write(when, ops, &entry).await {
                     Ok((_, true)) => {
                         info!(service = %service, state = %state, "override expired");
@@ -309,10 +402,16 @@ impl StatesTask {
         if ops.is_empty() {
             return;
         }
+        let Some(claim) = claim(&c.busy, |b| &b.pins) else {
+            return; // the next view after the one in flight tries again
+        };
         let link = c.link.clone();
         tokio::spawn(async move {
-            if let Err(e) = link.write_plain(ops).await {
-                warn!("cluster: cannot record zone serials: {e}");
+            let _claim = claim;
+            if let Err(e) = link.write_plain(ops).await
+                && let Some(held) = LEADER_LOG.allow()
+            {
+                warn!(repeated = held, "cluster: cannot record zone serials: {e}");
             }
         });
     }
@@ -333,14 +432,31 @@ impl StatesTask {
         Some(wall.max(floor))
     }
 
-    /// The leader moves cluster time forward (in the background; one at a time).
+    /// The leader moves cluster time forward (in the background; one at a time; after a
+    /// failure, backing off up to a minute, logged once a minute).
     pub(super) fn tick(&mut self) {
         let Some(c) = &mut self.cluster else { return };
-        c.tick_after = tokio::time::Instant::now() + Duration::from_secs(1);
+        let Some(claim) = claim(&c.busy, |b| &b.tick) else {
+            c.tick_after = tokio::time::Instant::now() + Duration::from_millis(200);
+            return;
+        };
+        let ok = c.link.link().borrow().reachable;
+        c.tick_backoff = if ok {
+            Duration::from_secs(1)
+        } else {
+            (c.tick_backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+        };
+        c.tick_after = tokio::time::Instant::now() + c.tick_backoff;
         let link = c.link.clone();
         tokio::spawn(async move {
-            if let Err(e) = link.tick_clock().await {
-                warn!("cluster: cannot move cluster time forward: {e}");
+            let _claim = claim;
+            if let Err(e) = link.tick_clock().await
+                && let Some(held) = LEADER_LOG.allow()
+            {
+                warn!(
+                    repeated = held,
+                    "cluster: cannot move cluster time forward: {e}"
+                );
             }
         });
     }

@@ -156,13 +156,7 @@ impl StatesTask {
                     None => break,
                 },
                 _ = next_view(&mut self.cluster) => {
-                    self.apply_view();
-                    self.publish(false);
-                    self.adopt_pins();
-                    self.write_pins();
-                    if let Some(c) = &self.cluster {
-                        c.applied.send_replace(c.view.borrow().revision);
-                    }
+                    self.follow_view(false);
                     continue;
                 }
                 _ = tokio::time::sleep(until_wake) => {

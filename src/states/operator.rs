@@ -134,7 +134,10 @@ impl StatesTask {
                     c.local.set_config(config.clone(), Utc::now());
                     let health = c.local.health();
                     self.checks.apply(&config, |id| health.verdict(id));
-                    self.apply_view();
+                    self.audit("reload", None, None, "", &actor);
+                    self.follow_view(true);
+                    let _ = done.send(());
+                    return;
                 } else {
                     self.engine.set_overrides(overrides);
                     let health = self.engine.health();

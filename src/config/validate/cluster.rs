@@ -30,6 +30,10 @@ pub(super) fn quorum(src: &mut Source<'_>, q: &Spanned<RawQuorum>) -> Option<Quo
 /// would drop a live instance on one slow keep-alive.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
+/// The longest `lease_ttl`: a dead instance's vote, and a dead leader's duties
+/// (notifications, cluster time), wait this long for someone else.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(60);
+
 /// `[cluster]`, with file:line:col on every problem.
 pub(super) fn cluster(
     src: &mut Source<'_>,
@@ -113,8 +117,11 @@ pub(super) fn cluster(
         Some(q) => super::cluster::quorum(src, q).unwrap_or(Quorum::Majority),
     };
     let lease_ttl = raw.lease_ttl.map_or(Duration::from_secs(10), |d| {
-        if d.get_ref().0 < MIN_LEASE_TTL || d.get_ref().0 > Duration::from_secs(3600) {
-            src.error(d.span(), "lease_ttl must be between 2s and 1h");
+        if d.get_ref().0 < MIN_LEASE_TTL || d.get_ref().0 > MAX_LEASE_TTL {
+            src.error(
+                d.span(),
+                "lease_ttl must be between 2s and 60s (a dead instance keeps its vote, and a dead leader its duties, this long)",
+            );
         }
         d.into_inner().0
     });

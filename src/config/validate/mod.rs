@@ -275,6 +275,14 @@ fn build(
     }
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
+    if cluster.is_none() {
+        for s in services.values().filter(|s| s.quorum.is_some()) {
+            warnings.push(format!(
+                "service {} sets a quorum, which only counts in a [cluster]",
+                s.id
+            ));
+        }
+    }
 
     if src.errors.len() > before {
         return None;
