@@ -9,6 +9,6 @@ B="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$B/.." && pwd)"
 command -v etcd >/dev/null || { echo "etcd is needed: apt-get install -y etcd-server" >&2; exit 2; }
 if [[ " $* " != *" --bin "* ]]; then
-  (cd "$ROOT" && timeout 1800 cargo build --release)
+  (cd "$ROOT" && timeout 1800 cargo build --release --features cluster)
 fi
 exec timeout 3600 python3 "$B/cluster.py" "$@"

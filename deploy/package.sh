@@ -22,7 +22,8 @@ for c in dpkg-deb dpkg gzip strip; do
 done
 
 cd "$root"
-if [[ $profile == release ]]; then cargo build --release --locked --quiet; else cargo build --locked --quiet; fi
+# With the cluster (etcd): the package is the complete detour.
+if [[ $profile == release ]]; then cargo build --release --locked --quiet --features cluster; else cargo build --locked --quiet --features cluster; fi
 bin="$root/target/$profile/detour"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 arch="$(dpkg --print-architecture)"

@@ -1,6 +1,8 @@
 //! The cluster, for real: a 3-member etcd cluster (Debian's `etcd-server`) and three detour
 //! processes on loopback, each probing from its own source address (127.0.0.2-4). A
 //! backend that refuses one source address stands for "one vantage point cut off".
+//! Built with the `cluster` feature (as `.ci/run` does).
+#![cfg(feature = "cluster")]
 
 mod common;
 

@@ -69,6 +69,22 @@ depends_on = ["a", "ghost"]
 "#;
 
 fn refused() -> Vec<Refused> {
+    let mut all = common_refused();
+    if cfg!(feature = "cluster") {
+        all.extend(cluster_refused());
+    } else {
+        all.push((
+            "a cluster in a build without it",
+            "[server]\nzones_dir = \"zones\"\n[cluster]\ninstance = \"a\"\n".into(),
+            zone_ok(),
+            &["detour.toml:3:1: this detour was built without the cluster"],
+        ));
+    }
+    all
+}
+
+/// `[cluster]` mistakes (with the `cluster` feature).
+fn cluster_refused() -> Vec<Refused> {
     vec![
         (
             "a cluster without a name, with a bad endpoint, prefix, quorum and lease",
@@ -92,6 +108,11 @@ fn refused() -> Vec<Refused> {
                 "detour.toml:9:17: cannot read password_file \"nope\"",
             ],
         ),
+    ]
+}
+
+fn common_refused() -> Vec<Refused> {
+    vec![
         (
             "an unknown key names its position",
             config_toml("listen_dns = 1"),

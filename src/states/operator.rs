@@ -487,8 +487,8 @@ impl StatesTask {
 /// A change for etcd: operations, the condition they need, the audit entry that goes with
 /// them, and what to tell the operator when the condition fails.
 struct ClusterWrite {
-    when: Vec<etcd_client::Compare>,
-    ops: Vec<etcd_client::TxnOp>,
+    when: Vec<crate::cluster::Cond>,
+    ops: Vec<crate::cluster::Op>,
     entry: audit::Entry,
     conflict: String,
 }

@@ -43,6 +43,13 @@ pub(super) fn cluster(
     let span = raw.span();
     let raw = raw.into_inner();
     let before = src.errors.len();
+    if !cfg!(feature = "cluster") {
+        src.error(
+            span.clone(),
+            "this detour was built without the cluster: build it with `--features cluster` (which needs protoc, Debian's protobuf-compiler), or install the .deb",
+        );
+        return None;
+    }
     let instance = match &raw.instance {
         Some(i) if valid_id(i.get_ref()) && i.get_ref().len() <= 63 => i.get_ref().clone(),
         Some(i) => {
