@@ -101,6 +101,7 @@ pub fn summary(cfg: &Config) -> String {
         Some(_) => "on, cookie_secret from the config".into(),
     };
     line(&mut out, format!("  cookies:  {cookies}"));
+    line(&mut out, format!("  rrl:      {}", cfg.server.rrl));
     for z in &cfg.zones {
         for d in &z.dynamic {
             line(
