@@ -5,10 +5,11 @@
 //! one still gets through. TCP, where the source is real, is never limited.
 //!
 //! Which answers are identical: positive answers by (qname, qtype); NODATA by qname alone
-//! (its answer section has no type, as in BIND); NXDOMAIN and referrals by zone, so that a
-//! flood of random names under one zone shares one bucket; every error (REFUSED for names
-//! outside our zones, FORMERR, NOTIMP, ...) in one "error" bucket per prefix. A query
-//! carrying a valid Server Cookie (RFC 7873) is never limited: its source is proven.
+//! (its answer section has no type, as in BIND); NXDOMAIN by zone and referrals by
+//! delegation, so that a flood of random names under one zone (or one delegation) shares
+//! one bucket; every error (REFUSED for names outside our zones, FORMERR, NOTIMP, ...) in
+//! one "error" bucket per prefix. A query carrying a valid Server Cookie (RFC 7873) is
+//! never limited: its source is proven.
 //!
 //! The buckets are a fixed table shared by every UDP worker, indexed by a keyed hash of
 //! (prefix, kind, name, type), each slot a GCRA token bucket in one atomic: no lock, no
@@ -18,6 +19,7 @@
 use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -61,7 +63,7 @@ enum Kind {
     Nodata = 2,
     /// The name does not exist: keyed by zone.
     Nxdomain = 3,
-    /// A delegation below the zone: keyed by zone.
+    /// A delegation below the zone: keyed by the delegation point.
     Referral = 4,
     /// Any error (or an answer without a question): one bucket per prefix.
     Error = 5,
@@ -121,28 +123,14 @@ impl std::fmt::Display for Prefix {
     }
 }
 
-/// Longest name on the wire, and room before it for the kind, the prefix and the type.
-const KEY_HEAD: usize = 1 + 17 + 2;
-const KEY_MAX: usize = KEY_HEAD + 255;
-
-/// One answer's bucket key, on the stack: kind, prefix (family and 16 bytes), type (answers
-/// only), and the lowercase wire name it is counted under.
+/// What one answer is counted under: its kind, the source prefix, the question type
+/// (answers only) and the name (where it is in the query: the question name, the zone's
+/// part of it, or nothing for errors).
 struct Key {
-    bytes: [u8; KEY_MAX],
-    len: usize,
     kind: Kind,
     prefix: Prefix,
-}
-
-impl Key {
-    /// The name part (lowercase wire format; empty for errors).
-    fn name(&self) -> &[u8] {
-        &self.bytes[KEY_HEAD..self.len]
-    }
-
-    fn qtype(&self) -> u16 {
-        u16::from_be_bytes([self.bytes[18], self.bytes[19]])
-    }
+    qtype: u16,
+    name: Range<usize>,
 }
 
 /// The response-rate limiter of every UDP worker of the process.
@@ -241,7 +229,7 @@ impl Limiter {
         cookies: Option<&cookie::Secret>,
     ) -> Outcome {
         let key = self.key(query, reply, client.src, is_zone);
-        let slot = &self.table[self.slot_of(&key)];
+        let slot = &self.table[self.slot_of(&key, query)];
         if self.admit(slot, now) {
             return Outcome::Send;
         }
@@ -255,7 +243,7 @@ impl Limiter {
         } else {
             Outcome::Drop
         };
-        self.log(&key, now);
+        self.log(&key, query, now);
         outcome
     }
 
@@ -280,9 +268,36 @@ impl Limiter {
         }
     }
 
-    fn slot_of(&self, key: &Key) -> usize {
+    /// The slot of `key`: a SipHash-1-3 of the kind, the prefix, the type and the name in
+    /// lower case, read eight bytes at a time (no copy of the name).
+    fn slot_of(&self, key: &Key, query: &[u8]) -> usize {
+        let mut head = [0u8; 24];
+        head[0] = key.kind as u8;
+        match key.prefix.addr {
+            IpAddr::V4(a) => {
+                head[1] = 4;
+                head[2..6].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                head[1] = 6;
+                head[2..18].copy_from_slice(&a.octets());
+            }
+        }
+        head[18..20].copy_from_slice(&key.qtype.to_be_bytes());
+        head[20] = key.name.len() as u8;
         let mut h = SipHasher13::new_with_keys(self.hash_key.0, self.hash_key.1);
-        h.write(&key.bytes[..key.len]);
+        h.write(&head);
+        let name = &query[key.name.clone()];
+        let mut words = name.chunks_exact(8);
+        for w in &mut words {
+            h.write_u64(lower8(u64::from_le_bytes(w.try_into().unwrap_or_default())));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // Composed in a register: a copy through memory would stall the load after it.
+            let last = rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b));
+            h.write_u64(lower8(last));
+        }
         h.finish() as usize & (SLOTS - 1)
     }
 
@@ -317,59 +332,41 @@ impl Limiter {
         is_zone: &dyn Fn(&[u8]) -> bool,
     ) -> Key {
         let prefix = self.prefix(src.ip());
-        let mut kind = Kind::of(reply);
-        let mut key = Key {
-            bytes: [0; KEY_MAX],
-            len: KEY_HEAD,
+        let kind = Kind::of(reply);
+        let error = Key {
+            kind: Kind::Error,
+            prefix,
+            qtype: 0,
+            name: 0..0,
+        };
+        if kind == Kind::Error {
+            return error;
+        }
+        let Some(q) = question(query) else {
+            return error;
+        };
+        let name_end = 12 + q.len;
+        let start = match kind {
+            Kind::Nxdomain | Kind::Referral => zone_start(query, reply, &q, is_zone),
+            _ => 0,
+        };
+        Key {
             kind,
             prefix,
-        };
-        match prefix.addr {
-            IpAddr::V4(a) => {
-                key.bytes[1] = 4;
-                key.bytes[2..6].copy_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                key.bytes[1] = 6;
-                key.bytes[2..18].copy_from_slice(&a.octets());
-            }
+            qtype: if kind == Kind::Answer { q.qtype } else { 0 },
+            name: 12 + start..name_end,
         }
-        if kind != Kind::Error {
-            match question(query, &mut key.bytes[KEY_HEAD..]) {
-                Some((len, labels, qtype)) => {
-                    let name = &key.bytes[KEY_HEAD..KEY_HEAD + len];
-                    let start = match kind {
-                        // The zone: the longest served origin ending the name.
-                        Kind::Nxdomain | Kind::Referral => labels
-                            .iter()
-                            .take_while(|&&l| l != u8::MAX)
-                            .map(|&l| usize::from(l))
-                            .chain([len - 1])
-                            .find(|&s| is_zone(&name[s..]))
-                            .unwrap_or(len),
-                        _ => 0,
-                    };
-                    key.bytes
-                        .copy_within(KEY_HEAD + start..KEY_HEAD + len, KEY_HEAD);
-                    key.len = KEY_HEAD + len - start;
-                    if kind == Kind::Answer {
-                        key.bytes[18..20].copy_from_slice(&qtype.to_be_bytes());
-                    }
-                }
-                None => kind = Kind::Error,
-            }
-        }
-        key.kind = kind;
-        key.bytes[0] = kind as u8;
-        key
     }
 
     /// Says that `key`'s prefix is limited: at most once a minute per prefix, and at most
     /// [`LOG_BUDGET`] lines a minute in all (the rest are counted in the next line).
-    fn log(&self, key: &Key, now: u64) {
+    fn log(&self, key: &Key, query: &[u8], now: u64) {
         let secs = (now / SECOND) as u32;
         let mut h = SipHasher13::new_with_keys(self.hash_key.1, self.hash_key.0);
-        h.write(&key.bytes[1..18]);
+        match key.prefix.addr {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
         let tag = h.finish();
         let entry = &self.logged[tag as usize & (LOG_SLOTS - 1)];
         let mine = (tag >> 32) << 32;
@@ -390,12 +387,11 @@ impl Limiter {
         let Some(held) = self.spend(secs) else {
             return;
         };
+        let name = name_text(&query[key.name.clone()]);
         let what = match key.kind {
-            Kind::Answer => format!("{} {} answers", name_text(key.name()), key.qtype()),
-            Kind::Nodata => format!("NODATA for {}", name_text(key.name())),
-            Kind::Nxdomain | Kind::Referral => {
-                format!("{} in {}", key.kind.label(), name_text(key.name()))
-            }
+            Kind::Answer => format!("{name} type {} answers", key.qtype),
+            Kind::Nodata => format!("NODATA for {name}"),
+            Kind::Nxdomain | Kind::Referral => format!("{} in {name}", key.kind.label()),
             Kind::Error => key.kind.label().to_string(),
         };
         tracing::info!(
@@ -465,32 +461,82 @@ impl Counts {
     }
 }
 
-/// Copies the query's question name, lowercase, into `out`; returns its length, where its
-/// labels start (the rest `u8::MAX`) and the question type. `None` unless the query has
-/// one question with an uncompressed name (a first name cannot be compressed).
-fn question(query: &[u8], out: &mut [u8]) -> Option<(usize, [u8; 128], u16)> {
+/// Where a query's question name is (its length; it starts at 12), and the question type.
+struct Question {
+    len: usize,
+    qtype: u16,
+}
+
+/// The question of `query`; `None` unless it has one question with an uncompressed name (a
+/// first name cannot be compressed).
+fn question(query: &[u8]) -> Option<Question> {
     if u16_at(query, 4)? != 1 {
         return None;
     }
-    let mut labels = [u8::MAX; 128];
-    let mut count = 0;
     let mut i = 12;
     loop {
         let len = usize::from(*query.get(i)?);
         if len == 0 {
             break;
         }
-        if len > 63 || count == labels.len() || i - 12 + len + 2 > 255 {
+        if len > 63 || i - 12 + len + 2 > 255 {
             return None;
         }
-        labels[count] = (i - 12) as u8;
-        count += 1;
         i += 1 + len;
     }
-    let name = query.get(12..=i)?;
-    out[..name.len()].copy_from_slice(name);
-    out[..name.len()].make_ascii_lowercase();
-    Some((name.len(), labels, u16_at(query, i + 1)?))
+    Some(Question {
+        len: i + 1 - 12,
+        qtype: u16_at(query, i + 1)?,
+    })
+}
+
+/// Where, in the question name, the zone of an NXDOMAIN or the delegation of a referral
+/// starts: the owner of the answer's first authority record (the SOA, the NS), which our
+/// answers compress into a pointer to the question name. Failing that, the longest served
+/// zone ending the name (`is_zone` takes lowercase wire names); failing that, the root.
+fn zone_start(query: &[u8], reply: &[u8], q: &Question, is_zone: &dyn Fn(&[u8]) -> bool) -> usize {
+    let name = &query[12..12 + q.len];
+    // Where each label starts, the root's included.
+    let labels = || {
+        let mut at = Some(0);
+        std::iter::from_fn(move || {
+            let start = at?;
+            let len = usize::from(*name.get(start)?);
+            at = (len > 0).then_some(start + 1 + len);
+            Some(start)
+        })
+    };
+    let owner = || {
+        let mut i = 12 + q.len + 4;
+        for _ in 0..u16_at(reply, 6)? {
+            i = skip_record(reply, i)?.0;
+        }
+        let target = usize::from(u16_at(reply, i)?);
+        let at = (target & 0xc000 == 0xc000).then(|| (target & 0x3fff).checked_sub(12))??;
+        labels().find(|&l| l == at)
+    };
+    if let Some(start) = owner() {
+        return start;
+    }
+    let mut lower = [0u8; 255];
+    let lower = &mut lower[..q.len];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    labels()
+        .find(|&s| is_zone(&lower[s..]))
+        .unwrap_or(q.len - 1)
+}
+
+/// Eight bytes with ASCII letters in lower case (others as they are), at once.
+fn lower8(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = x & LOW7;
+    // Bit 7 of each byte: at least 'A' and not above 'Z', for bytes below 0x80.
+    let from_a = low + 0x3f3f_3f3f_3f3f_3f3f;
+    let past_z = low + 0x2525_2525_2525_2525;
+    let upper = from_a & !past_z & !x & HIGH;
+    x | (upper >> 2)
 }
 
 /// Where the name starting at `i` ends.
@@ -583,7 +629,7 @@ fn valid_cookie(query: &[u8], secret: &cookie::Secret, client: &Client) -> bool 
     }
 }
 
-/// A lowercase wire name as text for a log line, with anything but letters, digits, `-`
+/// A wire name as text for a log line, in lower case, with anything but letters, digits, `-`
 /// and `_` escaped as `\DDD`, so that a name from the wire cannot forge a line.
 fn name_text(wire: &[u8]) -> String {
     let mut out = String::new();
@@ -595,7 +641,7 @@ fn name_text(wire: &[u8]) -> String {
         let label = wire
             .get(i + 1..i + 1 + usize::from(len))
             .unwrap_or_default();
-        for &b in label {
+        for b in label.iter().map(u8::to_ascii_lowercase) {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
                 out.push(char::from(b));
             } else {
@@ -684,7 +730,7 @@ mod tests {
     }
 
     fn slot_for(l: &Limiter, q: &[u8], r: &[u8], from: &str) -> usize {
-        l.slot_of(&l.key(q, r, client(from).src, &is_zone))
+        l.slot_of(&l.key(q, r, client(from).src, &is_zone), q)
     }
 
     #[test]
@@ -751,6 +797,44 @@ mod tests {
             refused("x.invalid"),
             slot_for(&l, b"short", b"\x12\x34\x81\x01", "192.0.2.9")
         );
+    }
+
+    #[test]
+    fn the_zone_of_an_nxdomain_is_read_off_its_authority_section() {
+        let l = limiter(5, 2, 24);
+        // No zone is known to `is_zone`: only the SOA's owner, a pointer into the question
+        // at "example.test", tells where the zone starts.
+        let nowhere = |_: &[u8]| false;
+        let nx = |name: &str| {
+            let q = query(name, 1, None);
+            let mut r = reply(&q, 3, true, 0, 1);
+            let apex = 12 + name.to_ascii_lowercase().find("example").unwrap() as u8;
+            r.extend_from_slice(&[0xc0, apex, 0, 6, 0, 1, 0, 0, 0, 60, 0, 0]);
+            l.slot_of(&l.key(&q, &r, client("192.0.2.1").src, &nowhere), &q)
+        };
+        assert_eq!(nx("a.example.test"), nx("b.c.EXAMPLE.test"));
+        // A pointer that is not to a label of the question is not trusted: the name's zone
+        // is looked up instead (here: none, so the root, which all names share).
+        let q = query("zz.example.org", 1, None);
+        let mut r = reply(&q, 3, true, 0, 1);
+        r.extend_from_slice(&[0xc0, 14, 0, 6, 0, 1, 0, 0, 0, 60, 0, 0]);
+        let key = l.key(&q, &r, client("192.0.2.1").src, &nowhere);
+        assert_eq!(&q[key.name], b"\x00");
+    }
+
+    #[test]
+    fn eight_bytes_are_lowercased_at_once_exactly_as_one_by_one() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                let word = [a, b, b'Z', a, 0x80 | b, b'@', b, b'['];
+                let want = word.map(|c| c.to_ascii_lowercase());
+                assert_eq!(
+                    lower8(u64::from_le_bytes(word)).to_le_bytes(),
+                    want,
+                    "{word:?}"
+                );
+            }
+        }
     }
 
     #[test]
