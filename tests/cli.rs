@@ -26,6 +26,7 @@ fn check_prints_a_summary_and_exits_0() {
         stdout.contains("cookies:  on, secret made at each start"),
         "{stdout}"
     );
+    assert!(stdout.contains("rrl:      off"), "{stdout}");
     assert!(
         stdout.contains("services: 4 (forms, mls, mls_dr, sso)"),
         "{stdout}"

@@ -303,6 +303,33 @@ check = { type = "tcp", address = "127.0.0.1:80", watch = true }
             &["detour.toml:4:17: cookie_secret: expected 32 hexadecimal digits"],
         ),
         (
+            "response-rate limits out of range",
+            format!(
+                "{SERVER}[server.rrl]\nrate = 2000000\nslip = 11\nipv4_prefix = 33\nipv6_prefix = 129\n"
+            ),
+            zone_ok(),
+            &[
+                "detour.toml:4:8: [server.rrl] rate (identical answers per second to one prefix; 0 = off): expected 0 to 1000000, got 2000000",
+                "detour.toml:5:8: [server.rrl] slip (every slip-th limited answer is truncated; 0 = none): expected 0 to 10, got 11",
+                "detour.toml:6:15: [server.rrl] ipv4_prefix (bits): expected 0 to 32, got 33",
+                "detour.toml:7:15: [server.rrl] ipv6_prefix (bits): expected 0 to 128, got 129",
+            ],
+        ),
+        (
+            "an unknown response-rate limiting key",
+            format!("{SERVER}[server.rrl]\nrate = 5\nwindow = 1\n"),
+            zone_ok(),
+            &[
+                "detour.toml:5:1: unknown field `window`, expected one of `rate`, `slip`, `ipv4_prefix`, `ipv6_prefix`",
+            ],
+        ),
+        (
+            "a negative rate",
+            format!("{SERVER}[server.rrl]\nrate = -1\n"),
+            zone_ok(),
+            &["detour.toml:4:8: invalid value: integer `-1`, expected u32"],
+        ),
+        (
             "a TSIG secret that is not base64",
             format!("{SERVER}[tsig.xfr]\nsecret = \"not base64!\"\n"),
             zone_ok(),
@@ -594,6 +621,30 @@ fn cookies_are_on_with_a_given_secret_and_can_be_off() {
         &[("z.toml", BARE_ZONE)],
     );
     assert!(r.unwrap().server.cookies.is_none());
+}
+
+#[test]
+fn response_rate_limiting_is_off_by_default_and_read_when_set() {
+    let (_f, r) = load(SERVER, &[("z.toml", BARE_ZONE)]);
+    let rrl = r.unwrap().server.rrl;
+    assert_eq!(
+        (rrl.rate, rrl.slip, rrl.ipv4_prefix, rrl.ipv6_prefix),
+        (0, 2, 24, 56)
+    );
+    assert_eq!(rrl.to_string(), "off");
+    let (_f, r) = load(
+        &format!("{SERVER}rrl = {{ rate = 20, slip = 0, ipv4_prefix = 32, ipv6_prefix = 64 }}\n"),
+        &[("z.toml", BARE_ZONE)],
+    );
+    let rrl = r.unwrap().server.rrl;
+    assert_eq!(
+        (rrl.rate, rrl.slip, rrl.ipv4_prefix, rrl.ipv6_prefix),
+        (20, 0, 32, 64)
+    );
+    assert_eq!(
+        rrl.to_string(),
+        "20 identical answers/s per IPv4 /32 or IPv6 /64; limited answers dropped"
+    );
 }
 
 #[test]

@@ -107,6 +107,7 @@ pub fn summary(cfg: &Config) -> String {
             format!("  probes:   leave from {ip} (probe_source)"),
         );
     }
+    line(&mut out, format!("  rrl:      {}", cfg.server.rrl));
     for z in &cfg.zones {
         for d in &z.dynamic {
             line(

@@ -152,6 +152,71 @@ pub struct Server {
     /// The address every probe leaves from (`probe_source`); `None`: the system chooses.
     /// Read once at start: a change takes effect at the next restart.
     pub probe_source: Option<IpAddr>,
+    /// Response-rate limiting of UDP answers (`[server.rrl]`; off by default).
+    pub rrl: Rrl,
+}
+
+/// `[server.rrl]`: response-rate limiting (RRL) of UDP answers, as BIND, NSD and Knot do
+/// it; see `crate::dns::rrl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rrl {
+    /// Identical answers per second to one source prefix; 0 (the default) turns RRL off.
+    pub rate: u32,
+    /// Every `slip`-th limited answer goes out truncated (TC) instead of being dropped; 0
+    /// drops them all, 1 truncates them all (default 2).
+    pub slip: u32,
+    /// IPv4 sources sharing a bucket: this many leading bits (default 24).
+    pub ipv4_prefix: u8,
+    /// IPv6 sources sharing a bucket: this many leading bits (default 56).
+    pub ipv6_prefix: u8,
+}
+
+impl Rrl {
+    /// Largest `rate`: far above what one prefix asks of one server, low enough to catch
+    /// a typo.
+    pub const MAX_RATE: u32 = 1_000_000;
+    /// Largest `slip`, as in BIND.
+    pub const MAX_SLIP: u32 = 10;
+}
+
+/// In words, for the start-up line and `detour check`.
+impl std::fmt::Display for Rrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.rate == 0 {
+            return f.write_str("off");
+        }
+        write!(
+            f,
+            "{} identical answers/s per IPv4 /{} or IPv6 /{}; ",
+            self.rate, self.ipv4_prefix, self.ipv6_prefix
+        )?;
+        match self.slip {
+            0 => f.write_str("limited answers dropped"),
+            1 => f.write_str("limited answers truncated (TC)"),
+            n => {
+                let th = match n {
+                    2 => "nd",
+                    3 => "rd",
+                    _ => "th",
+                };
+                write!(
+                    f,
+                    "every {n}{th} limited answer truncated (TC), the rest dropped"
+                )
+            }
+        }
+    }
+}
+
+impl Default for Rrl {
+    fn default() -> Self {
+        Rrl {
+            rate: 0,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+        }
+    }
 }
 
 /// Limits on one HTTP listener: what a slow or greedy client can hold.

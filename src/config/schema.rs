@@ -131,6 +131,17 @@ pub struct RawServer {
     pub http_header_timeout: Option<Spanned<Dur>>,
     pub http_idle_timeout: Option<Spanned<Dur>>,
     pub probe_source: Option<Spanned<String>>,
+    pub rrl: Option<RawRrl>,
+}
+
+/// `[server.rrl]`: response-rate limiting of UDP answers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrl {
+    pub rate: Option<Spanned<u32>>,
+    pub slip: Option<Spanned<u32>>,
+    pub ipv4_prefix: Option<Spanned<u32>>,
+    pub ipv6_prefix: Option<Spanned<u32>>,
 }
 
 /// `[admin]`.

@@ -3,13 +3,15 @@
 //! [`answer`] turns one message into its reply (transfers included: AXFR, and IXFR from each
 //! zone's journal in the Snapshot), with DNS Cookies and TSIG from [`crate::proto`]; [`fast`]
 //! serves the answers [`crate::zone::compiled`] holds, which most queries get;
-//! [`secondaries`] sends NOTIFY; [`udp`] and [`tcp`] move bytes. Listeners are
+//! [`secondaries`] sends NOTIFY; [`udp`] and [`tcp`] move bytes, UDP answers passing
+//! through [`rrl`] (response-rate limiting) when `[server.rrl]` turns it on. Listeners are
 //! detour's own (not hickory's `Server`) for two reasons: hickory spawns a task per datagram,
 //! and it has no cap on TCP connections, which the contract needs so that idle TCP clients
 //! cannot starve anyone else.
 
 pub mod answer;
 pub mod fast;
+pub mod rrl;
 pub mod secondaries;
 pub mod tcp;
 pub mod udp;
@@ -132,6 +134,8 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// fires, after finishing the answers they are writing.
 ///
 /// Each UDP worker registers with `liveness`, so that a stuck one stops systemd's watchdog.
+/// The UDP workers of every address share one response-rate limiter (`[server.rrl]`, read
+/// here once: like the rest of `[server]`, a change takes effect at the next start).
 pub fn serve(
     bound: Vec<Bound>,
     caps: crate::fds::Caps,
@@ -141,13 +145,20 @@ pub fn serve(
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<()> {
     tasks.spawn(secondaries::run(snapshots.clone(), cancel.clone()));
+    let limits = snapshots.load().config.server.rrl;
+    let limiter = rrl::Limiter::new(&limits).map(Arc::new);
+    if limiter.is_some() {
+        tracing::info!("DNS/UDP response-rate limiting: {limits}");
+    }
     for b in bound {
         for (i, s) in b.udp.into_iter().enumerate() {
             let snapshots = snapshots.clone();
+            let limiter = limiter.clone();
             let cancel = cancel.clone();
             let beat = liveness.register(format!("DNS/UDP worker {} on {}", i + 1, b.addr));
+            let work = move || udp::serve(s, snapshots, limiter, beat, cancel);
             tasks.spawn(async move {
-                tokio::task::spawn_blocking(move || udp::serve(s, snapshots, beat, cancel))
+                tokio::task::spawn_blocking(work)
                     .await
                     .map_err(io::Error::other)?
             });

@@ -8,7 +8,8 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_server::net::xfer::Protocol;
 use nix::errno::Errno;
@@ -18,6 +19,7 @@ use tracing::warn;
 
 use super::answer::{Client, Reply, general};
 use super::fast;
+use super::rrl::{self, Limiter, Outcome};
 use crate::proto::cookie;
 use crate::snapshot::SnapshotHandle;
 use crate::systemd::Beat;
@@ -30,11 +32,13 @@ const MAX_QUERY: usize = 4096;
 /// How long a thread waits for a datagram before it looks at the shutdown flag.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Serves `sock` on the calling thread until `cancel` fires. Blocking: run it on its own
-/// thread (`tokio::task::spawn_blocking`).
+/// Serves `sock` on the calling thread until `cancel` fires, answers passing through
+/// `limiter` when response-rate limiting is on. Blocking: run it on its own thread
+/// (`tokio::task::spawn_blocking`).
 pub fn serve(
     sock: UdpSocket,
     snapshots: SnapshotHandle,
+    limiter: Option<Arc<Limiter>>,
     beat: Beat,
     cancel: CancellationToken,
 ) -> io::Result<()> {
@@ -49,6 +53,7 @@ pub fn serve(
     let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let mut tally = Tally::default();
+    let mut limited = rrl::Counts::default();
     while !cancel.is_cancelled() {
         // Alive (for systemd's watchdog): at least once per POLL, traffic or not.
         beat.beat();
@@ -78,6 +83,8 @@ pub fn serve(
         }
         let snap = snapshots.load();
         let now = cookie::now();
+        // The rate limiter's clock, read once per batch like the cookie clock.
+        let at = limiter.as_ref().map(|_| Instant::now());
         addrs.clear();
         for (i, (len, addr)) in got.iter().enumerate() {
             let Some((addr, src)) = addr.and_then(|a| Some((a, to_socket_addr(&a)?))) else {
@@ -90,7 +97,7 @@ pub fn serve(
                 protocol: Protocol::Udp,
                 now,
             };
-            let answered = fast::answer(&snap, query, &client, out)
+            let mut answered = fast::answer(&snap, query, &client, out)
                 || match general(&snap, query, &client) {
                     Reply::Message(m) => {
                         *out = m;
@@ -98,6 +105,12 @@ pub fn serve(
                     }
                     _ => false,
                 };
+            // Decided once the answer is known (its kind and zone are part of the key).
+            if answered && let (Some(limiter), Some(at)) = (&limiter, at) {
+                let outcome = limiter.check(&snap, query, out, &client, at);
+                limited.note(outcome);
+                answered = outcome != Outcome::Drop;
+            }
             tally.count(query, answered.then_some(out.as_slice()));
             if answered {
                 addrs.push(Some(addr));
@@ -105,6 +118,7 @@ pub fn serve(
         }
         drop(snap);
         tally.flush();
+        limited.flush();
         send_all(fd, &mut send_headers, &replies[..addrs.len()], &addrs);
     }
     Ok(())

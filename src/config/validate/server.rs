@@ -243,6 +243,7 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
         (true, Some(Ok(s))) => Some(s),
         (true, None) => crate::proto::cookie::Secret::process().cloned(),
     };
+    let rrl = rrl(src, raw.rrl.unwrap_or_default(), &mut ok);
     ok.then(|| Server {
         dns_listen,
         page_listen,
@@ -257,7 +258,59 @@ pub(super) fn server(src: &mut Source<'_>, raw: RawServer, dir: &Path) -> Option
         cookies,
         http,
         probe_source,
+        rrl,
     })
+}
+
+/// `[server.rrl]`: every value within its range (a prefix length within its address).
+fn rrl(src: &mut Source<'_>, raw: RawRrl, ok: &mut bool) -> crate::config::Rrl {
+    use crate::config::Rrl;
+    let default = Rrl::default();
+    let mut read = |n: Option<Spanned<u32>>, default: u32, max: u32, what: &str| {
+        n.map_or(default, |n| {
+            if *n.get_ref() > max {
+                src.error(
+                    n.span(),
+                    format!(
+                        "[server.rrl] {what}: expected 0 to {max}, got {}",
+                        n.get_ref()
+                    ),
+                );
+                *ok = false;
+            }
+            *n.get_ref()
+        })
+    };
+    let rate = read(
+        raw.rate,
+        default.rate,
+        Rrl::MAX_RATE,
+        "rate (identical answers per second to one prefix; 0 = off)",
+    );
+    let slip = read(
+        raw.slip,
+        default.slip,
+        Rrl::MAX_SLIP,
+        "slip (every slip-th limited answer is truncated; 0 = none)",
+    );
+    let v4 = read(
+        raw.ipv4_prefix,
+        default.ipv4_prefix.into(),
+        32,
+        "ipv4_prefix (bits)",
+    );
+    let v6 = read(
+        raw.ipv6_prefix,
+        default.ipv6_prefix.into(),
+        128,
+        "ipv6_prefix (bits)",
+    );
+    Rrl {
+        rate,
+        slip,
+        ipv4_prefix: u8::try_from(v4).unwrap_or(32),
+        ipv6_prefix: u8::try_from(v6).unwrap_or(128),
+    }
 }
 
 pub(super) fn page(src: &mut Source<'_>, raw: RawPage, dir: &Path) -> Page {
