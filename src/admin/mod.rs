@@ -143,6 +143,17 @@ fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
     bound
 }
 
+/// The admin API as a listener on `admin_listen` serves it: every route, behind the bearer
+/// `token` a TCP listener requires (`None`, as on a unix socket: no token). Public so that
+/// the `admin` fuzz target (`fuzz/`) can drive the real API in-process; everything else
+/// reaches it over HTTP through [`serve`].
+pub fn router_for(control: Arc<Control>, token: Option<String>) -> Router {
+    router(App {
+        control,
+        token: token.map(Arc::new),
+    })
+}
+
 /// The routes of the admin API.
 fn router(app: App) -> Router {
     Router::new()
@@ -483,10 +494,7 @@ pub async fn serve(
     telemetry::install();
     // One site per listener: the token decides whether requests need a bearer token.
     let site = |token: Option<String>| http::Site {
-        router: router(App {
-            control: control.clone(),
-            token: token.map(Arc::new),
-        }),
+        router: router_for(control.clone(), token),
         tls: None,
         limits: HttpLimits {
             max_connections: caps.admin,
