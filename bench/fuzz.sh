@@ -3,7 +3,8 @@
 # sancov instrumentation cargo-fuzz uses, without its nightly-only sanitizers), each target
 # for a bounded time; corpora are kept in fuzz/corpus/TARGET and crashes in fuzz/artifacts/.
 #
-# usage: bench/fuzz.sh [--seconds N] [TARGET...]   (targets: query config operator; default all)
+# usage: bench/fuzz.sh [--seconds N] [TARGET...]   (targets: query config operator admin;
+#        default all)
 # Prints, per target, libFuzzer's last line: executions, coverage (cov: edges, ft: features),
 # corpus size, executions per second. Exit 1 if any target found a crash.
 set -euo pipefail
@@ -13,12 +14,12 @@ seconds=60 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0;;
     *) targets+=("$1"); shift;;
   esac
 done
 [[ "$seconds" =~ ^[0-9]+$ ]] && (( seconds >= 1 && seconds <= 86400 )) || { echo "--seconds 1..86400" >&2; exit 2; }
-[[ ${#targets[@]} -gt 0 ]] || targets=(query config operator)
+[[ ${#targets[@]} -gt 0 ]] || targets=(query config operator admin)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
   -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

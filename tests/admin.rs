@@ -497,3 +497,110 @@ async fn a_unix_socket_admin_needs_no_token_and_is_private() {
         .unwrap();
     assert_eq!(doc["services"][0]["id"], "mls");
 }
+
+/// Refusals axum makes before a handler runs (a query string or path segment that does not
+/// parse, an optional body that is not the one expected, a method a route does not take)
+/// were plain text or empty, though every refusal is documented as `{"error": "..."}`;
+/// found by the `admin` fuzz target.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_is_a_json_error_even_those_axum_makes() {
+    let s = server().await;
+    let api = Api::of(&s);
+    /// A request axum refuses, and what it must answer.
+    struct Case {
+        method: &'static str,
+        path: &'static str,
+        content_type: Option<&'static str>,
+        body: &'static str,
+        status: u16,
+        /// Words the error contains.
+        says: &'static str,
+    }
+    let get = |path, says| Case {
+        method: "GET",
+        path,
+        content_type: None,
+        body: "",
+        status: 400,
+        says,
+    };
+    let json = Some("application/json");
+    let cases = [
+        get("/api/v1/audit?limit=abc", "invalid digit"),
+        get("/api/v1/audit?limit=1&limit=2", "duplicate field"),
+        Case {
+            method: "DELETE",
+            ..get("/api/v1/overrides/mls?by=a&by=b", "duplicate field")
+        },
+        Case {
+            method: "POST",
+            content_type: json,
+            body: r#"{"messag": "typo"}"#,
+            status: 422,
+            ..get("/api/v1/incidents/abcd/resolve", "unknown field")
+        },
+        Case {
+            method: "POST",
+            content_type: json,
+            ..get("/api/v1/notify/test", "EOF while parsing")
+        },
+        Case {
+            method: "POST",
+            content_type: Some("text/plain"),
+            body: "hi",
+            status: 415,
+            ..get("/api/v1/notify/test", "Content-Type")
+        },
+        Case {
+            method: "PUT",
+            status: 405,
+            ..get("/api/v1/status", "method not allowed")
+        },
+        Case {
+            method: "PUT",
+            content_type: json,
+            body: r#"{"state": "down"}"#,
+            ..get("/api/v1/overrides/%FF", "UTF-8")
+        },
+    ];
+    for Case {
+        method,
+        path,
+        content_type,
+        body,
+        status,
+        says,
+    } in cases
+    {
+        let mut r = api
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", api.base))
+            .bearer_auth(&api.token)
+            .body(body.to_string());
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let resp = r.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let allow = resp.headers().get("allow").cloned();
+        let text = resp.text().await.unwrap();
+        let what = format!("{method} {path}: {code} {text}");
+        assert_eq!(code, status, "{what}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {what}"));
+        let error = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {what}"));
+        assert!(error.contains(says), "{what}");
+        if code == 405 {
+            assert_eq!(allow.unwrap(), "GET,HEAD", "the Allow header is kept");
+        }
+    }
+    // Answers that were JSON already are left alone.
+    let (code, err) = api
+        .send(reqwest::Method::GET, "/api/v1/nothing", None)
+        .await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (404, Some("no such endpoint"))
+    );
+}

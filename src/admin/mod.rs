@@ -143,6 +143,17 @@ fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
     bound
 }
 
+/// The admin API as a listener on `admin_listen` serves it: every route, behind the bearer
+/// `token` a TCP listener requires (`None`, as on a unix socket: no token). Public so that
+/// the `admin` fuzz target (`fuzz/`) can drive the real API in-process; everything else
+/// reaches it over HTTP through [`serve`].
+pub fn router_for(control: Arc<Control>, token: Option<String>) -> Router {
+    router(App {
+        control,
+        token: token.map(Arc::new),
+    })
+}
+
 /// The routes of the admin API.
 fn router(app: App) -> Router {
     Router::new()
@@ -157,8 +168,46 @@ fn router(app: App) -> Router {
         .route("/api/v1/notify/test", post(notify_test))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::from_fn(json_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
+}
+
+/// Refusals that axum makes itself, before a handler runs (a query string or a path segment
+/// that does not parse, an optional JSON body that is not the one expected, a method the
+/// route does not take), come as plain text or with no body at all; every refusal of the
+/// API is `{"error": "..."}` (docs/operations.md), so they are wrapped here, keeping their
+/// status and headers. Found by the `admin` fuzz target.
+async fn json_refusals(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().is_success() || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // axum's messages are one line: a bound, not a limit anything reaches.
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    // A 405 has no body ("method not allowed"; axum adds `Allow` on the way out).
+    let message = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut out = ApiError(parts.status, message).into_response();
+    out.headers_mut().extend(parts.headers);
+    out
 }
 
 /// Refused requests are logged at most once per this period (a guessing client must not
@@ -483,10 +532,7 @@ pub async fn serve(
     telemetry::install();
     // One site per listener: the token decides whether requests need a bearer token.
     let site = |token: Option<String>| http::Site {
-        router: router(App {
-            control: control.clone(),
-            token: token.map(Arc::new),
-        }),
+        router: router_for(control.clone(), token),
         tls: None,
         limits: HttpLimits {
             max_connections: caps.admin,
