@@ -44,12 +44,21 @@ from helper import dns_query, parse_a  # noqa: E402
 UP, DOWN = "127.0.0.10", "127.0.0.80"
 
 
+def free_ports(n):
+    """n distinct free ports (each socket held until all are chosen)."""
+    held = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+    ports = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
+    return ports
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    return free_ports(1)[0]
 
 
 def query_a(port, name, timeout=0.2):
@@ -107,7 +116,8 @@ class Backend:
 
 class Etcd:
     def __init__(self, tmp, n=3):
-        self.members = [(f"m{i}", free_port(), free_port()) for i in range(n)]
+        ports = free_ports(2 * n)
+        self.members = [(f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(n)]
         self.procs = []
         cluster = ",".join(f"{m}=http://127.0.0.1:{p}" for m, _, p in self.members)
         for name, client, peer in self.members:

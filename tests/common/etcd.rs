@@ -24,9 +24,13 @@ pub struct Etcd {
     tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// `n` distinct free ports: every listener is held until all are chosen (a port freed at
+/// once can be handed out again by the next bind).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 impl Etcd {
@@ -41,14 +45,17 @@ impl Etcd {
         let mut e = Etcd {
             tls,
             dir: tempfile::tempdir().unwrap(),
-            members: (0..n)
-                .map(|i| Member {
-                    name: format!("m{i}"),
-                    client: free_addr(),
-                    peer: free_addr(),
-                    child: None,
-                })
-                .collect(),
+            members: {
+                let ports = free_addrs(2 * n);
+                (0..n)
+                    .map(|i| Member {
+                        name: format!("m{i}"),
+                        client: ports[2 * i],
+                        peer: ports[2 * i + 1],
+                        child: None,
+                    })
+                    .collect()
+            },
         };
         for i in 0..n {
             e.spawn(i, "new");
