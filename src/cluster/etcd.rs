@@ -28,6 +28,9 @@ static SESSION_LOG: crate::telemetry::Throttle =
 static WATCH_LOG: crate::telemetry::Throttle =
     crate::telemetry::Throttle::new(Duration::from_secs(60));
 
+/// How long the view may stay behind etcd's revision before the mirror reads again.
+const STALL: Duration = Duration::from_secs(3);
+
 /// One try of a write: a request to a member that just died hangs until then.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -738,7 +741,42 @@ impl Cluster {
             )
             .await
             .map_err(|e| format!("watch: {e}"))?;
-        while let Some(r) = stream.message().await.map_err(|e| format!("watch: {e}"))? {
+        // A watch can stall without an error (its member cut off but its connection not
+        // yet found dead): when etcd's revision, as the keep-alives report it, stays ahead
+        // of the view for STALL, read everything again.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut behind_since: Option<tokio::time::Instant> = None;
+        loop {
+            let r = tokio::select! {
+                r = stream.message() => r.map_err(|e| format!("watch: {e}"))?,
+                _ = check.tick() => {
+                    let ahead = link.borrow().etcd_revision > view.borrow().revision;
+                    if ahead {
+                        // etcd answers with its current revision once every event before
+                        // it was sent (other prefixes' writes move it too).
+                        stream
+                            .request_progress()
+                            .await
+                            .map_err(|e| format!("watch progress: {e}"))?;
+                    }
+                    let now = tokio::time::Instant::now();
+                    match (ahead, behind_since) {
+                        (false, _) => behind_since = None,
+                        (true, None) => behind_since = Some(now),
+                        (true, Some(t)) if now - t >= STALL => {
+                            return Err(format!(
+                                "watch stalled: etcd is at revision {}, the view at {}",
+                                link.borrow().etcd_revision,
+                                view.borrow().revision
+                            ));
+                        }
+                        (true, Some(_)) => {}
+                    }
+                    continue;
+                }
+            };
+            let Some(r) = r else { break };
             if r.canceled() {
                 return Err(format!(
                     "watch cancelled ({}; compacted at {})",
@@ -748,6 +786,14 @@ impl Cluster {
             }
             let revision = r.header().map_or(0, |h| h.revision());
             if r.events().is_empty() {
+                // A progress report: nothing under the prefix changed up to `revision`.
+                view.send_if_modified(|v| {
+                    let later = revision > v.revision;
+                    if later {
+                        Arc::make_mut(v).revision = revision;
+                    }
+                    later
+                });
                 continue;
             }
             view.send_modify(|v| {
