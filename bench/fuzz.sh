@@ -14,7 +14,7 @@ seconds=60 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0;;
+    -h|--help) sed -n '/^set /q; 2,$p' "$0"; exit 0;;
     *) targets+=("$1"); shift;;
   esac
 done
