@@ -3,12 +3,16 @@
 # with [server.rrl] off and on, back to back, on the anchors' zone and query mix
 # (../shared/bench-anchors), loopback only.
 #
-# usage: bench/rrl.sh [--reps N] [-l SECS] [--rate R] [--workers N]
+# usage: bench/rrl.sh [--reps N] [-l SECS] [--rate R] [--workers N] [--wait-idle S]
+#                     [--max-other P]
 #   --reps N     pairs of runs (default 7); the order alternates (off,on then on,off)
 #   -l SECS      dnsperf run length (default 10)
 #   --rate R     [server.rrl] rate of the "on" runs (default 1000000, the most it takes)
 #   --workers N  udp_workers (default 1: detour pinned to CPU 0 and dnsperf to CPU 1, as
 #                anchors.sh does; with more, both run unpinned and share the CPUs)
+#   --wait-idle S  before each run, wait up to S s for an idle machine (default 10)
+#   --max-other P  the summary also gives the figures of the pairs in which other
+#                processes used at most P % of a core during both runs (default 15)
 #
 # dnsperf sends everything from one address, so all its queries count against buckets of
 # one prefix: at full speed about 10,000 identical answers a second per line of the mix,
@@ -18,21 +22,24 @@
 # detour_dns_rrl_*_total after each "on" run. That is the whole cost of RRL to legitimate
 # traffic (a limited answer costs less than a sent one: it is not sent).
 #
-# Each run is the shared qps.sh (dnsperf -q 100, 10 s); a run during which other processes
-# used more than 15 % of a core (other_cpu%) is rerun, at most 3 times. Prints every run,
-# then the medians of QPS and of QPS per busy server core for off and on, the ratio of the
-# medians and the median of the ratios of each pair.
+# Each run is the shared qps.sh (dnsperf -q 100); on a shared machine the other load moves
+# the figures a lot (other_cpu%), which is why the runs are short, many, interleaved and
+# compared in pairs. Prints every run, then the medians of QPS and of QPS per busy server
+# core for off and on, the ratio of the medians and the median of the ratios of each pair:
+# over all pairs, and over the quiet pairs (--max-other).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 . "$here/lib.sh"
-reps=7 secs=10 rate=1000000 workers=1
+reps=7 secs=10 rate=1000000 workers=1 idle=10 maxother=15
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) need_arg "$@"; reps="$2"; shift 2;;
     -l) need_arg "$@"; secs="$2"; shift 2;;
     --rate) need_arg "$@"; rate="$2"; shift 2;;
     --workers) need_arg "$@"; workers="$2"; shift 2;;
+    --wait-idle) need_arg "$@"; idle="$2"; shift 2;;
+    --max-other) need_arg "$@"; maxother="$2"; shift 2;;
     -h|--help) usage; exit 0;;
     *) usage >&2; die "unknown option $1";;
   esac
@@ -41,6 +48,8 @@ in_range "$reps" 1 100 || die "--reps must be 1..100"
 in_range "$secs" 1 600 || die "-l must be 1..600 seconds"
 [[ "$rate" =~ ^[0-9]{1,7}$ ]] && (( 10#$rate >= 1 && 10#$rate <= 1000000 )) || die "--rate must be 1..1000000"
 in_range "$workers" 1 64 || die "--workers must be 1..64"
+in_range "$idle" 0 600 || die "--wait-idle must be 0..600 seconds"
+in_range "$maxother" 0 200 || die "--max-other must be 0..200"
 shared="$root/../shared/bench-anchors"
 [[ -d "$shared" ]] || die "no $shared"
 need_cmds "dnsperf bind9-dnsutils util-linux curl" dnsperf dig taskset curl
@@ -84,45 +93,49 @@ limited() {
 }
 
 out="$work/runs.tsv"
-echo "# $(date -Is) bench/rrl.sh --reps $reps -l $secs --rate $rate --workers $workers; detour $(git -C "$root" rev-parse --short HEAD)" | tee "$out"
+echo "# $(date -Is) bench/rrl.sh --reps $reps -l $secs --rate $rate --workers $workers --wait-idle $idle --max-other $maxother; detour $(git -C "$root" rev-parse --short HEAD)" | tee "$out"
 for ((r = 1; r <= reps; r++)); do
   order=(off on)
   (( r % 2 == 0 )) && order=(on off)
   for s in "${order[@]}"; do
     start "$s"
-    for try in 0 1 2 3; do
-      line=$("$work/h/qps.sh" -l "$secs" -q 100 --no-pct --wait-idle 60 "${pin[@]}" \
-        --pid "$pid" --label "$s" "127.0.0.1:$port" "$work/h/queries/example.test.txt")
-      other=$(sed -n 's/.*other_cpu%=\([0-9]*\).*/\1/p' <<<"$line")
-      (( ${other:-0} <= 15 || try == 3 )) && break
-      echo "  $s: disturbed (other_cpu ${other}%), rerunning" >&2
-    done
+    line=$("$work/h/qps.sh" -l "$secs" -q 100 --no-pct --wait-idle "$idle" "${pin[@]}" \
+      --pid "$pid" --label "$s" "127.0.0.1:$port" "$work/h/queries/example.test.txt")
     n=NA
     [[ "$s" == on ]] && n=$(limited)
-    printf 'rep=%s\ttry=%s\t%s\tlimited=%s\n' "$r" "$try" "$line" "$n" | tee -a "$out" |
-      cut -f1-5,14-
+    printf 'rep=%s\t%s\tlimited=%s\n' "$r" "$line" "$n" | tee -a "$out" | cut -f1-4,13-
     [[ "$n" == NA || "$n" == 0 ]] || echo "  warning: $n answers were limited: --rate is below what one bucket gets" >&2
     stop
   done
 done
-python3 - "$out" <<'PY'
+python3 - "$out" "$maxother" <<'PY'
 import statistics, sys
 rows = [dict(f.split("=", 1) for f in l.rstrip("\n").split("\t"))
         for l in open(sys.argv[1]) if not l.startswith("#")]
-by = {s: [r for r in rows if r["label"] == s] for s in ("off", "on")}
-med = lambda s, k: statistics.median(float(r[k]) for r in by[s])
-print()
-print("| RRL | runs | QPS (median) | server CPU% | QPS per busy server core (median) |")
-print("|---|---|---|---|---|")
-for s in ("off", "on"):
-    print(f"| {s} | {len(by[s])} | {med(s, 'qps'):,.0f} | {med(s, 'srv_cpu%'):.0f} | {med(s, 'qps_per_srv_core'):,.0f} |")
+quiet = int(sys.argv[2])
 pairs = {}
 for r in rows:
-    pairs.setdefault(r["rep"], {})[r["label"]] = float(r["qps_per_srv_core"])
-paired = [p["on"] / p["off"] for p in pairs.values() if "on" in p and "off" in p]
-print()
-print(f"on/off, QPS per busy server core: ratio of medians {med('on', 'qps_per_srv_core') / med('off', 'qps_per_srv_core'):.3f}, "
-      f"median of paired ratios {statistics.median(paired):.3f} ({', '.join(f'{x:.3f}' for x in paired)})")
-print(f"on/off, QPS: ratio of medians {med('on', 'qps') / med('off', 'qps'):.3f}")
+    pairs.setdefault(r["rep"], {})[r["label"]] = r
+pairs = [p for p in pairs.values() if "on" in p and "off" in p]
+
+def summary(title, pairs):
+    print(f"\n{title}: {len(pairs)} pairs")
+    if not pairs:
+        return
+    med = lambda s, k: statistics.median(float(p[s][k]) for p in pairs)
+    print("| RRL | QPS (median) | server CPU% | QPS per busy server core (median) |")
+    print("|---|---|---|---|")
+    for s in ("off", "on"):
+        print(f"| {s} | {med(s, 'qps'):,.0f} | {med(s, 'srv_cpu%'):.0f} | {med(s, 'qps_per_srv_core'):,.0f} |")
+    paired = sorted(float(p["on"]["qps_per_srv_core"]) / float(p["off"]["qps_per_srv_core"]) for p in pairs)
+    print(f"on/off, QPS per busy server core: ratio of medians "
+          f"{med('on', 'qps_per_srv_core') / med('off', 'qps_per_srv_core'):.3f}, "
+          f"median of paired ratios {statistics.median(paired):.3f} "
+          f"(from {paired[0]:.3f} to {paired[-1]:.3f})")
+    print(f"on/off, QPS: ratio of medians {med('on', 'qps') / med('off', 'qps'):.3f}")
+
+summary("all pairs", pairs)
+summary(f"pairs with other_cpu% <= {quiet} in both runs",
+        [p for p in pairs if all(int(p[s]["other_cpu%"]) <= quiet for s in ("on", "off"))])
 PY
 echo "runs: $out"
