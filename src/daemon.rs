@@ -351,12 +351,19 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
             context: "cannot start the admin API".into(),
             source,
         })?;
-    let page_addrs = page::serve(&config, caps, snapshots.clone(), cancel.clone(), &mut tasks)
-        .await
-        .map_err(|source| RunError::Io {
-            context: "cannot start the outage page".into(),
-            source,
-        })?;
+    let page_addrs = page::serve(
+        &config,
+        caps,
+        snapshots.clone(),
+        Some(control.clone()),
+        cancel.clone(),
+        &mut tasks,
+    )
+    .await
+    .map_err(|source| RunError::Io {
+        context: "cannot start the outage page".into(),
+        source,
+    })?;
     let cluster_mode_link = cluster_mode.as_ref().map(|c| c.link.clone());
     let states_task = StatesTask {
         engine,

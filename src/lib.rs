@@ -5,7 +5,8 @@
 //!
 //! 1. Ground: [`proto`] (TSIG, DNS Cookies: wire helpers), [`text`] (operator text: limits,
 //!    escaping), [`store`] (atomic state files), [`telemetry`] (metrics, log throttling),
-//!    [`fds`] (the descriptor budget).
+//!    [`fds`] (the descriptor budget), [`oncall`] (who is on call: the rotation, pure),
+//!    [`markup`] (the templates' HTML/XML escaper).
 //! 2. [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
 //! 3. [`checks`]: one task per probe (HTTP, TCP, DNS), rise/fall, adaptive pace.
 //! 4. What operators say, kept in `state_dir`: [`overrides`], [`incidents`], [`audit`].
@@ -36,7 +37,9 @@ pub mod fds;
 pub mod health;
 pub mod http;
 pub mod incidents;
+pub mod markup;
 pub mod notify;
+pub mod oncall;
 pub mod overrides;
 pub mod page;
 pub mod proto;

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
         | Command::Override(_)
         | Command::Incident(_)
         | Command::Reload
-        | Command::Notify(_) => {
+        | Command::Notify(_)
+        | Command::Oncall { .. }
+        | Command::Ack { .. } => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);
             };

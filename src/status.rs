@@ -40,6 +40,22 @@ pub struct StatusDoc {
     /// The cluster, when `[cluster]` is set (admin view only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterDoc>,
+    /// Who is on call, when `[oncall]` is set (admin view only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncall: Option<OnCallDoc>,
+}
+
+/// Who is on call and the pages nobody acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnCallDoc {
+    /// The person on call now.
+    pub now: String,
+    /// Until when.
+    pub until: DateTime<Utc>,
+    /// Who comes next.
+    pub next: String,
+    /// Unacknowledged pages: id and headline, newest first.
+    pub open_pages: Vec<(String, String)>,
 }
 
 /// The cluster as this instance sees it.
@@ -411,6 +427,7 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
         reload,
         problems,
         cluster: None,
+        oncall: None,
     }
 }
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{AdminListen, Config, HttpLimits};
 use crate::control::Control;
+use crate::events::{Event, Kind};
 use crate::overrides::{Forced, Override};
 use crate::states::{Actor, IncidentOp, OperatorError};
 use crate::{audit, http, status, store, telemetry};
@@ -166,6 +167,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/notify/test", post(notify_test))
+        .route("/api/v1/oncall", get(get_oncall))
+        .route("/api/v1/pages/{id}/ack", post(ack_page))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn(json_refusals))
@@ -257,6 +260,18 @@ async fn get_status(State(app): State<App>) -> Json<status::StatusDoc> {
     );
     if let Some(c) = app.control.cluster() {
         status::add_cluster(&mut doc, c, &snap);
+    }
+    if let Some(v) = app.control.notifier().and_then(|n| n.oncall(Utc::now())) {
+        doc.oncall = Some(status::OnCallDoc {
+            now: v.now.name,
+            until: v.now.until,
+            next: v.next.name,
+            open_pages: v
+                .open
+                .iter()
+                .map(|p| (p.id.clone(), p.headline()))
+                .collect(),
+        });
     }
     Json(doc)
 }
@@ -370,10 +385,105 @@ async fn put_override(
         by: Some(actor.who.clone()),
         set_at: Some(now),
     };
+    let forced = crate::health::ServiceState::from(o.state);
     app.control
         .set_override(&service, Some(o.clone()), actor)
         .await?;
-    Ok(Json(json!({ "service": service, "override": o })))
+    let mut told = Event::new(Kind::Override);
+    told.service = Some(service.clone());
+    told.new_state = Some(forced);
+    let mut state = Event::new(Kind::of_state(forced));
+    state.service = Some(service.clone());
+    let notified = notified(&app, &[told, state]);
+    Ok(Json(
+        json!({ "service": service, "override": o, "notified": notified }),
+    ))
+}
+
+/// Whom notifications about `events` reach (each sink and person once), for the answer of
+/// a command that changes what people are told.
+fn notified(app: &App, events: &[Event]) -> Vec<String> {
+    let Some(n) = app.control.notifier() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        for who in n.reach(e) {
+            if !out.contains(&who) {
+                out.push(who);
+            }
+        }
+    }
+    out
+}
+
+/// An incident as JSON, with whom the change reaches.
+fn incident_answer(app: &App, inc: crate::incidents::Incident) -> serde_json::Value {
+    let event = Event::incident(inc.clone(), "incident", "", "");
+    let mut v = serde_json::to_value(&inc).unwrap_or_else(|_| json!({}));
+    if let Some(m) = v.as_object_mut() {
+        m.insert("notified".into(), json!(notified(app, &[event])));
+    }
+    v
+}
+
+#[derive(Deserialize)]
+struct AtQuery {
+    /// RFC 3339, or a duration from now ("2d").
+    at: Option<String>,
+}
+
+/// Who is on call (now, or `?at=`), who is next, and the pages.
+async fn get_oncall(
+    State(app): State<App>,
+    Query(q): Query<AtQuery>,
+) -> Result<Json<crate::notify::OnCallView>, ApiError> {
+    let now = Utc::now();
+    let at = match q.at.as_deref() {
+        None | Some("") => now,
+        Some(a) => parse_until(a, now)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.replace("until", "at")))?,
+    };
+    let n = app.control.notifier().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notifications are not running".into(),
+        )
+    })?;
+    n.oncall(at).map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no [oncall] rotation in the config".into(),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: Option<String>,
+}
+
+/// Acknowledges a page: its escalation stops.
+async fn ack_page(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    b: Option<Json<AckBody>>,
+) -> Result<Json<crate::notify::pages::Acked>, ApiError> {
+    let by = b.and_then(|Json(b)| b.by);
+    let who = actor(by, &headers).who;
+    crate::text::check_name("by", &who)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let n = app.control.notifier().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notifications are not running".into(),
+        )
+    })?;
+    n.ack(&id, &who)
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
 }
 
 #[derive(Deserialize)]
@@ -430,14 +540,14 @@ async fn open_incident(
     State(app): State<App>,
     headers: HeaderMap,
     b: JsonBody<IncidentBody>,
-) -> Result<(StatusCode, Json<crate::incidents::Incident>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let b = body(b)?;
     let op = IncidentOp::Open {
         services: b.services,
         message: b.message,
     };
     let inc = app.control.incident(op, actor(b.by, &headers)).await?;
-    Ok((StatusCode::CREATED, Json(inc)))
+    Ok((StatusCode::CREATED, Json(incident_answer(&app, inc))))
 }
 
 async fn update_incident(
@@ -445,13 +555,14 @@ async fn update_incident(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     b: JsonBody<MessageBody>,
-) -> Result<Json<crate::incidents::Incident>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
     let op = IncidentOp::Update {
         id,
         message: b.message,
     };
-    Ok(Json(app.control.incident(op, actor(b.by, &headers)).await?))
+    let inc = app.control.incident(op, actor(b.by, &headers)).await?;
+    Ok(Json(incident_answer(&app, inc)))
 }
 
 async fn resolve_incident(
@@ -459,10 +570,11 @@ async fn resolve_incident(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     b: Option<Json<MessageBody>>,
-) -> Result<Json<crate::incidents::Incident>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (message, by) = b.map_or((String::new(), None), |Json(b)| (b.message, b.by));
     let op = IncidentOp::Resolve { id, message };
-    Ok(Json(app.control.incident(op, actor(by, &headers)).await?))
+    let inc = app.control.incident(op, actor(by, &headers)).await?;
+    Ok(Json(incident_answer(&app, inc)))
 }
 
 async fn reload(

@@ -87,8 +87,10 @@ pub async fn run(cli: &Cli) -> Outcome {
                             .as_str()
                             .map_or(String::new(), |u| format!(" until {}", local(u)));
                         format!(
-                            "{}: {}{until} (checks keep running underneath)\n",
-                            s.service, s.state
+                            "{}: {}{until} (checks keep running underneath)\n{}",
+                            s.service,
+                            s.state,
+                            notified_line(&v)
                         )
                     }
                 })
@@ -108,24 +110,71 @@ pub async fn run(cli: &Cli) -> Outcome {
                 if cli.json {
                     format!("{v}\n")
                 } else if v["cleared"].as_bool() == Some(true) {
-                    format!("{service}: override cleared; checks decide again\n")
+                    format!(
+                        "{service}: override cleared; checks decide again\n{}",
+                        notified_line(&v)
+                    )
                 } else {
                     format!("{service}: had no override\n")
                 }
             }),
-        Command::Incident(IncidentCmd::Open { services, text }) => client
+        Command::Incident(IncidentCmd::Open { services, text }) => {
+            match client
+                .call(
+                    Method::POST,
+                    "/api/v1/incidents",
+                    Some(json!({ "services": services, "message": text, "by": by })),
+                )
+                .await
+            {
+                Ok(v) if cli.json => Ok(format!("{v}\n")),
+                // The id alone on stdout, so scripts can capture it; whom it told on stderr.
+                Ok(v) => {
+                    return Outcome {
+                        code: 0,
+                        stdout: format!("{}\n", v["id"].as_str().unwrap_or_default()),
+                        stderr: notified_line(&v),
+                    };
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Oncall { at } => {
+            let path = match at {
+                Some(a) => format!("/api/v1/oncall?at={}", urlencode(a)),
+                None => "/api/v1/oncall".to_string(),
+            };
+            client.call(Method::GET, &path, None).await.map(|v| {
+                if cli.json {
+                    format!("{v}\n")
+                } else {
+                    render_oncall(&v)
+                }
+            })
+        }
+        Command::Ack { id } => client
             .call(
                 Method::POST,
-                "/api/v1/incidents",
-                Some(json!({ "services": services, "message": text, "by": by })),
+                &format!("/api/v1/pages/{}/ack", urlencode(id)),
+                Some(json!({ "by": by })),
             )
             .await
             .map(|v| {
                 if cli.json {
-                    format!("{v}\n")
+                    return format!("{v}\n");
+                }
+                let page = &v["page"];
+                let id = page["id"].as_str().unwrap_or_default();
+                if v["already"].as_bool() == Some(true) {
+                    match page["acked"]["by"].as_str() {
+                        Some(who) => format!(
+                            "page {id} was already acknowledged by {}\n",
+                            crate::text::escape(who)
+                        ),
+                        None => format!("page {id} had already ended by itself\n"),
+                    }
                 } else {
-                    // The id alone, so scripts can capture it.
-                    format!("{}\n", v["id"].as_str().unwrap_or_default())
+                    format!("page {id} acknowledged: escalation stopped\n")
                 }
             }),
         Command::Incident(IncidentCmd::Update { id, text }) => client
@@ -241,9 +290,115 @@ fn incident_line(v: &serde_json::Value, json: bool, what: &str) -> String {
         return format!("{v}\n");
     }
     match serde_json::from_value::<Incident>(v.clone()) {
-        Ok(i) => format!("incident {} {what} ({} updates)\n", i.id, i.updates.len()),
+        Ok(i) => format!(
+            "incident {} {what} ({} updates)\n{}",
+            i.id,
+            i.updates.len(),
+            notified_line(v)
+        ),
         Err(_) => format!("{v}\n"),
     }
+}
+
+/// "notified: on call: Dana (SMS, email); ops@… (email)" from an answer's `notified` list.
+fn notified_line(v: &serde_json::Value) -> String {
+    let Some(list) = v["notified"].as_array() else {
+        return String::new();
+    };
+    let names: Vec<String> = list
+        .iter()
+        .filter_map(|x| x.as_str())
+        .map(|x| crate::text::escape(x).into_owned())
+        .collect();
+    if names.is_empty() {
+        "notified: nobody (no [[notify]] sink wants this)\n".to_string()
+    } else {
+        format!("notified: {}\n", names.join("; "))
+    }
+}
+
+/// `detour oncall` as text.
+fn render_oncall(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let shift = |s: &serde_json::Value| {
+        let name = crate::text::escape(s["name"].as_str().unwrap_or("?")).into_owned();
+        let until = s["until"].as_str().map(local).unwrap_or_default();
+        let from = s["from"].as_str().map(local).unwrap_or_default();
+        let why = if s["exception"].as_bool() == Some(true) {
+            " (exception)"
+        } else {
+            ""
+        };
+        (name, from, until, why)
+    };
+    let (name, _, until, why) = shift(&v["now"]);
+    let _ = writeln!(out, "on call: {name}{why} until {until}");
+    let (name, from, until, why) = shift(&v["next"]);
+    let _ = writeln!(out, "next:    {name}{why} from {from} until {until}");
+    let people: Vec<String> = v["people"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let mut ways = Vec::new();
+            if let Some(x) = p["phone"].as_str() {
+                ways.push(x.to_string());
+            }
+            if let Some(x) = p["email"].as_str() {
+                ways.push(x.to_string());
+            }
+            crate::text::escape(&format!(
+                "{} ({})",
+                p["name"].as_str().unwrap_or("?"),
+                ways.join(", ")
+            ))
+            .into_owned()
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "rotation: {}; unacknowledged pages escalate after {}",
+        people.join(", "),
+        v["escalate_after"].as_str().unwrap_or("?")
+    );
+    let page_line = |p: &serde_json::Value| {
+        let id = p["id"].as_str().unwrap_or("?");
+        let at = p["opened_at"].as_str().map(local).unwrap_or_default();
+        let paged: Vec<&str> = p["paged"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        let text = serde_json::from_value::<crate::notify::pages::Page>(p.clone())
+            .map(|p| p.headline())
+            .unwrap_or_default();
+        let state = if let Some(by) = p["acked"]["by"].as_str() {
+            format!("acknowledged by {by}")
+        } else if p["ended"].is_array() {
+            "ended by itself".to_string()
+        } else {
+            format!("level {}, paged {}", p["level"], paged.join(", "))
+        };
+        crate::text::escape(&format!("  {id}  {at}  {text} — {state}")).into_owned()
+    };
+    let open = v["open"].as_array().cloned().unwrap_or_default();
+    if open.is_empty() {
+        out.push_str("open pages: none\n");
+    } else {
+        let _ = writeln!(out, "open pages (acknowledge with `detour ack ID`):");
+        for p in &open {
+            let _ = writeln!(out, "{}", page_line(p));
+        }
+    }
+    let ended = v["ended"].as_array().cloned().unwrap_or_default();
+    if !ended.is_empty() {
+        out.push_str("recent pages:\n");
+        for p in &ended {
+            let _ = writeln!(out, "{}", page_line(p));
+        }
+    }
+    out
 }
 
 /// The zone the CLI shows times in: `[page] timezone`, as on the page, or the machine's.
@@ -386,6 +541,22 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
                 &c.verdict
             };
             let _ = writeln!(o, "  {:<w$}  check {} {verdict}: {last}", "", c.id);
+        }
+    }
+    if let Some(oc) = &doc.oncall {
+        let _ = writeln!(
+            o,
+            "on call: {} until {}; next {}",
+            t(&oc.now),
+            when(oc.until),
+            t(&oc.next)
+        );
+        for (id, headline) in &oc.open_pages {
+            let _ = writeln!(
+                o,
+                "  UNACKNOWLEDGED page {id}: {} (detour ack {id})",
+                t(headline)
+            );
         }
     }
     if let Some(c) = &doc.cluster {

@@ -54,6 +54,17 @@ pub enum Command {
     /// Notifications: `detour notify test [--sink N]`.
     #[command(subcommand)]
     Notify(NotifyCmd),
+    /// Who is on call now (or `--at` a time) and next, and the open pages.
+    Oncall {
+        /// A moment: an RFC 3339 time, or a duration from now ("3d").
+        #[arg(long, value_parser = until_arg)]
+        at: Option<String>,
+    },
+    /// Acknowledge a page: tells the others someone is on it and stops its escalation.
+    Ack {
+        /// The page id (in the message, and in `detour oncall`).
+        id: String,
+    },
     /// Writes man pages or shell completions into a folder (for packaging).
     #[command(hide = true)]
     Generate {

@@ -52,6 +52,8 @@ pub struct Config {
     pub zones: Vec<Zone>,
     /// `[cluster]`: shared state through etcd; `None` runs alone.
     pub cluster: Option<Cluster>,
+    /// `[oncall]`: who is paged; `None` when no rotation is set.
+    pub oncall: Option<crate::oncall::OnCall>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
 }
@@ -274,6 +276,9 @@ pub struct Page {
     pub logo: Option<PathBuf>,
     /// The time zone the page shows times in (IANA name); `None`: the process's (`TZ`).
     pub timezone: Option<chrono_tz::Tz>,
+    /// The status page's public address, as links in messages give it (`[page] url`);
+    /// `None`: `http://<first page_listen>/`.
+    pub url: Option<url::Url>,
     /// Links always shown.
     pub links: Vec<Link>,
     /// HTTPS listeners and certificates.
@@ -493,6 +498,49 @@ pub enum Sink {
         /// Program and arguments.
         command: Vec<String>,
     },
+    /// Email through an SMTP server.
+    Email(Email),
+    /// Text messages through an HTTP SMS gateway (Twilio's form-POST shape).
+    Sms(Sms),
+}
+
+/// Who an email or SMS sink writes to: fixed addresses, or whoever is on call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// `"oncall"`: the person `[oncall]` names (and, unanswered, the escalation).
+    OnCall,
+    /// An email address or an E.164 phone number.
+    Address(String),
+}
+
+/// `type = "email"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    /// `smtp://host:port` (STARTTLS when offered) or `smtps://host:port` (TLS from the start).
+    pub smtp: url::Url,
+    /// The From address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<Recipient>,
+    /// SMTP AUTH user, with `password_file`.
+    pub username: Option<String>,
+    /// File holding the SMTP password (read at each delivery).
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for the server's certificate.
+    pub ca: Option<PathBuf>,
+}
+
+/// `type = "sms"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sms {
+    /// The gateway's message endpoint.
+    pub url: url::Url,
+    /// The sending number.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<Recipient>,
+    /// File holding `user:secret` for HTTP basic auth (read at each delivery).
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// A served zone.

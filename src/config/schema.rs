@@ -57,6 +57,39 @@ pub struct RawConfig {
     #[serde(default)]
     pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
     pub cluster: Option<Spanned<RawCluster>>,
+    pub oncall: Option<Spanned<RawOnCall>>,
+}
+
+/// `[oncall]`: the rotation of people who are paged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnCall {
+    pub handoff: Option<Spanned<String>>,
+    pub length: Option<Spanned<Dur>>,
+    pub start: Option<Spanned<String>>,
+    pub escalate_after: Option<Spanned<Dur>>,
+    #[serde(default)]
+    pub people: Vec<Spanned<RawPerson>>,
+    #[serde(default)]
+    pub exceptions: Vec<Spanned<RawException>>,
+}
+
+/// One person of `[oncall] people`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerson {
+    pub name: Spanned<String>,
+    pub phone: Option<Spanned<String>>,
+    pub email: Option<Spanned<String>>,
+}
+
+/// One of `[oncall] exceptions`: `name` is on call from `from` to `to`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawException {
+    pub name: Spanned<String>,
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
 }
 
 /// `[cluster]`: several instances sharing state through etcd.
@@ -171,6 +204,7 @@ pub struct RawPage {
     pub contact: Option<String>,
     pub logo: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
     #[serde(default)]
     pub links: Vec<Spanned<RawLink>>,
     pub tls: Option<RawPageTls>,
@@ -293,6 +327,13 @@ pub struct RawNotify {
     pub timeout: Option<Dur>,
     pub attempts: Option<Spanned<u32>>,
     pub max_delay: Option<Dur>,
+    pub smtp: Option<Spanned<String>>,
+    pub from: Option<Spanned<String>>,
+    pub to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub credentials_file: Option<Spanned<String>>,
 }
 
 /// A zone file as written.

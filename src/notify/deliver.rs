@@ -1,5 +1,6 @@
 //! One delivery attempt to one sink, bounded by the sink's timeout as a whole: an HTTP POST
-//! (connect, request, response), or a command run without a shell (spawn, stdin, exit).
+//! (connect, request, response), a command run without a shell (spawn, stdin, exit), an
+//! email handed to an SMTP server, or a text message handed to an HTTP SMS gateway.
 //! A timeout is a failure like any other; a command that outlives it is killed.
 
 use std::path::Path;
@@ -9,9 +10,10 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::message::{self, Addressing};
 use super::payload::{self, Context, Notice};
-use crate::config::Sink;
 use crate::config::duration::display;
+use crate::config::{Email, Sink, Sms};
 
 /// Longest piece of a failing answer (HTTP body, stderr) quoted in a failure reason.
 const QUOTE_MAX: usize = 160;
@@ -56,7 +58,18 @@ pub fn target(sink: &Sink) -> String {
     match sink {
         Sink::Webhook { url, .. } => format!("webhook {url}"),
         Sink::Exec { command } => format!("exec {}", command.join(" ")),
+        Sink::Email(e) => format!("email {}", e.smtp),
+        Sink::Sms(s) => format!("sms {}", s.url),
     }
+}
+
+/// One recipient of an email or SMS sink, with the links that are theirs.
+#[derive(Debug, Clone, Default)]
+pub struct Recipient {
+    /// The address or phone number.
+    pub to: String,
+    /// Their links and why they get it.
+    pub addressing: Addressing,
 }
 
 /// One attempt: `Ok` when delivered, else why not, in one line.
@@ -67,6 +80,7 @@ pub async fn attempt(
     notice: &Notice,
     ctx: &Context,
     timeout: Duration,
+    recipient: Option<&Recipient>,
 ) -> Result<(), String> {
     let work = async {
         match sink {
@@ -86,11 +100,144 @@ pub async fn attempt(
                 }
             }
             Sink::Exec { command } => exec(command, base, notice, ctx).await,
+            Sink::Email(e) => {
+                let r = recipient.ok_or("an email needs a recipient")?;
+                email(e, r, notice, ctx).await
+            }
+            Sink::Sms(s) => {
+                let r = recipient.ok_or("a text message needs a recipient")?;
+                let body = message::sms(notice, ctx, &r.addressing);
+                match client {
+                    Ok(client) => sms(client, s, &r.to, &body).await,
+                    Err(e) => Err(e.clone()),
+                }
+            }
         }
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {}", display(timeout))),
+    }
+}
+
+/// Reads a secret file, trimmed; the error names the file, never its content.
+fn secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Hands one email to the SMTP server: STARTTLS when an `smtp://` server offers it (and the
+/// certificate must then verify), TLS from the start for `smtps://`, AUTH when configured.
+async fn email(cfg: &Email, r: &Recipient, notice: &Notice, ctx: &Context) -> Result<(), String> {
+    use lettre::message::{Mailbox, MultiPart};
+    use lettre::transport::smtp::AsyncSmtpTransport;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncTransport, Message, Tokio1Executor};
+
+    let m = message::build(notice, ctx, &r.addressing);
+    let (text, html) = message::bodies(&m)?;
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| format!("invalid from address: {e}"))?;
+    let to: Mailbox =
+        r.to.parse()
+            .map_err(|e| format!("invalid address {:?}: {e}", r.to))?;
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(m.subject.clone())
+        .header(lettre::message::header::MIME_VERSION_1_0);
+    if let Some(u) = &r.addressing.unsubscribe_url {
+        // RFC 8058: mail clients show an unsubscribe button that POSTs to the link.
+        builder = builder
+            .raw_header(lettre::message::header::HeaderValue::new(
+                lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{u}>"),
+            ))
+            .raw_header(lettre::message::header::HeaderValue::new(
+                lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_string(),
+            ));
+    }
+    let mail = builder
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| format!("cannot build the email: {e}"))?;
+
+    let host = cfg
+        .smtp
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
+    let implicit = cfg.smtp.scheme() == "smtps";
+    let port = cfg.smtp.port().unwrap_or(if implicit { 465 } else { 25 });
+    let mut tls = TlsParameters::builder(host.to_string());
+    if let Some(ca) = &cfg.ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| format!("invalid CA certificate {}: {e}", ca.display()))?;
+        tls = tls.add_root_certificate(cert);
+    }
+    let tls = tls
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(if implicit {
+            Tls::Wrapper(tls)
+        } else {
+            Tls::Opportunistic(tls)
+        });
+    if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
+        transport = transport.credentials(
+            lettre::transport::smtp::authentication::Credentials::new(user.clone(), secret(file)?),
+        );
+    }
+    let transport = transport.build();
+    match transport.send(mail).await {
+        Ok(resp) if resp.is_positive() => Ok(()),
+        Ok(resp) => Err(format!(
+            "SMTP {}: {}",
+            resp.code(),
+            quote(resp.message().collect::<Vec<_>>().join(" ").as_bytes())
+        )),
+        Err(e) => Err(format!("SMTP: {}", cause(&e))),
+    }
+}
+
+/// Hands one text message to the gateway: a form POST of `To`, `From` and `Body` (Twilio's
+/// shape), with HTTP basic auth from `credentials_file` (`user:secret`).
+async fn sms(client: &reqwest::Client, cfg: &Sms, to: &str, body: &str) -> Result<(), String> {
+    let mut req = client.post(cfg.url.clone()).form(&[
+        ("To", to),
+        ("From", cfg.from.as_str()),
+        ("Body", body),
+    ]);
+    if let Some(f) = &cfg.credentials_file {
+        let creds = secret(f)?;
+        let (user, pass) = creds
+            .split_once(':')
+            .ok_or_else(|| format!("{} must hold user:secret", f.display()))?;
+        req = req.basic_auth(user, Some(pass));
+    }
+    let mut resp = req.send().await.map_err(|e| cause(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let mut got = Vec::new();
+    while got.len() < READ_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let body = quote(&got);
+    if body.is_empty() {
+        Err(format!("HTTP {}", status.as_u16()))
+    } else {
+        Err(format!("HTTP {}: {body}", status.as_u16()))
     }
 }
 

@@ -15,6 +15,12 @@
 //! seconds): unchanged sinks keep their queues, a removed sink's pending deliveries move to a
 //! new sink with the same destination or are reported as dropped.
 //!
+//! Email and SMS sinks write to people, one delivery per recipient (so a retry never sends
+//! twice to someone who already has it). A recipient `"oncall"` is whoever `[oncall]` names
+//! when the notice is queued; bad news sent that way raises a page ([`pages`]) that
+//! escalates until acknowledged ([`Notifier::ack`], or the signed link in the message:
+//! [`links`]).
+//!
 //! Metrics: `detour_notifications_total{sink, result}` with result `delivered`, `retried`
 //! (a failed try that will be tried again), `failed` (gave up) or `dropped` (queue overflow,
 //! sink removed), and `detour_notify_queue_depth{sink}`. Sinks are numbered from 1 in the
@@ -22,6 +28,9 @@
 
 pub mod deliver;
 pub mod flap;
+pub mod links;
+pub mod message;
+pub mod pages;
 pub mod payload;
 pub mod queue;
 
@@ -40,12 +49,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Notify};
+use crate::config::{Config, Notify, Recipient as To, Sink as SinkKind};
 use crate::events::{Event, Kind};
 use crate::snapshot::SnapshotHandle;
 use flap::Flaps;
+use links::{Purpose, Signer};
+use pages::{Acked, Page, Pages};
 use payload::{Context, Notice};
-use queue::{Entry, Stored};
+use queue::{Entry, Recipient, Stored};
+
+/// How long an acknowledge link in a message works.
+pub const ACK_LINK_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
 /// Pending deliveries per sink; past this the oldest is dropped (logged and counted).
 pub const QUEUE_CAPACITY: usize = 1000;
@@ -74,6 +88,25 @@ pub struct TestResult {
     pub error: Option<String>,
     /// How long the try took.
     pub ms: u64,
+}
+
+/// Who is on call, and the pages: `detour oncall`, `GET /api/v1/oncall`, status.
+#[derive(Debug, Clone, Serialize)]
+pub struct OnCallView {
+    /// The moment asked about.
+    pub at: chrono::DateTime<Utc>,
+    /// Who is on call then.
+    pub now: crate::oncall::Shift,
+    /// Who comes next.
+    pub next: crate::oncall::Shift,
+    /// The rotation, in order.
+    pub people: Vec<crate::oncall::Person>,
+    /// `[oncall] escalate_after`.
+    pub escalate_after: String,
+    /// Pages nobody acknowledged yet, newest first.
+    pub open: Vec<Page>,
+    /// The latest acknowledged or ended pages, newest first (at most 10).
+    pub ended: Vec<Page>,
 }
 
 /// The notifier: the handle the admin API uses for `detour notify test`. Cheap to clone.
@@ -107,8 +140,12 @@ struct Shared {
     cancel: CancellationToken,
     workers: Mutex<Vec<JoinHandle<()>>>,
     flaps: Mutex<Flaps>,
-    /// Wakes the router (flap limits changed).
+    /// Wakes the router (flap limits changed, a page acknowledged).
     poke: tokio::sync::Notify,
+    /// On-call pages.
+    pages: Mutex<Pages>,
+    /// Signs the links in messages; `None` when `state_dir` could not keep a key.
+    signer: Option<Signer>,
 }
 
 struct Sink {
@@ -218,6 +255,23 @@ impl Notifier {
             error!("{p}");
         }
         let next_id = stored.iter().map(|s| s.entry.id).max().unwrap_or(0) + 1;
+        let (pages, pages_problem) = pages::load(&state_dir);
+        let mut problem = problem;
+        if let Some(p) = pages_problem {
+            error!("{p}");
+            problem = Some(p);
+        }
+        let signer = match Signer::load_or_create(&state_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let p = format!(
+                    "cannot keep the key of the links in messages: {e}; messages go out without acknowledge or unsubscribe links"
+                );
+                error!("{p}");
+                problem = Some(p);
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             snapshots,
             config: Mutex::new(config.clone()),
@@ -231,6 +285,8 @@ impl Notifier {
             workers: Mutex::new(Vec::new()),
             flaps: Mutex::new(Flaps::default()),
             poke: tokio::sync::Notify::new(),
+            pages: Mutex::new(pages),
+            signer,
         });
         let sinks: Vec<Arc<Sink>> = config
             .notify
@@ -273,6 +329,108 @@ impl Notifier {
         notifier
     }
 
+    /// Acknowledges page `id` as `by`: its escalation stops, the audit log says who. `Err`
+    /// when there is no such page.
+    pub fn ack(&self, id: &str, by: &str) -> Result<Acked, String> {
+        let acked = lock(&self.shared.pages).ack(id, by, Utc::now());
+        let Some(a) = acked else {
+            return Err(format!("no page {id}: `detour oncall` lists the open ones"));
+        };
+        if !a.already {
+            info!(page = %a.page.id, by, "page acknowledged: {}", a.page.headline());
+            self.shared.audit("page.ack", &a.page, "acknowledged", by);
+            self.shared.save_pages();
+            self.shared.poke.notify_one();
+        }
+        Ok(a)
+    }
+
+    /// The page and person an acknowledge link names, if the link is ours and current.
+    pub fn ack_link(&self, token: &str) -> Result<(String, String), String> {
+        let signer = self
+            .shared
+            .signer
+            .as_ref()
+            .ok_or("acknowledge links are off: detour could not keep their key")?;
+        let payload = signer
+            .verify(Purpose::Ack, token, Utc::now())
+            .map_err(|e| e.to_string())?;
+        payload
+            .split_once(':')
+            .map(|(p, n)| (p.to_string(), n.to_string()))
+            .ok_or_else(|| links::Refused::Invalid.to_string())
+    }
+
+    /// The page with `id`, if any.
+    pub fn page(&self, id: &str) -> Option<Page> {
+        lock(&self.shared.pages)
+            .list
+            .iter()
+            .find(|p| p.id.eq_ignore_ascii_case(id))
+            .cloned()
+    }
+
+    /// Who is on call at `at` and next, and the pages (open ones first, then the latest
+    /// ended ones); `None` without `[oncall]`.
+    pub fn oncall(&self, at: chrono::DateTime<Utc>) -> Option<OnCallView> {
+        let config = self.shared.current();
+        let rota = config.oncall.as_ref()?;
+        let zone = config.page.timezone;
+        let pages = lock(&self.shared.pages).list.clone();
+        let mut open: Vec<Page> = pages.iter().filter(|p| p.open()).cloned().collect();
+        let mut ended: Vec<Page> = pages.into_iter().filter(|p| !p.open()).collect();
+        open.reverse();
+        ended.reverse();
+        ended.truncate(10);
+        Some(OnCallView {
+            at,
+            now: rota.at(at, zone),
+            next: rota.next(at, zone),
+            people: rota.people.clone(),
+            escalate_after: crate::config::duration::display(rota.escalate_after),
+            open,
+            ended,
+        })
+    }
+
+    /// Whom an operator's change `e` reaches, in words, for the command's answer: "on call:
+    /// Dana (SMS, email)", "ops@example.test (email)", "webhook http://...". Empty when no
+    /// sink wants it.
+    pub fn reach(&self, e: &Event) -> Vec<String> {
+        let config = self.shared.current();
+        let n = Notice::single(e.clone());
+        let sinks = lock(&self.shared.sinks).clone();
+        let mut people: Vec<(String, Vec<&'static str>)> = Vec::new();
+        let mut others: Vec<String> = Vec::new();
+        for s in sinks.iter().filter(|s| wants(&s.config, &n)) {
+            let kind = match &s.config.sink {
+                SinkKind::Email(_) => "email",
+                SinkKind::Sms(_) => "SMS",
+                _ => {
+                    others.push(s.target.clone());
+                    continue;
+                }
+            };
+            for r in recipients(&config, &s.config, Utc::now(), 0) {
+                let who = match &r.person {
+                    Some(p) => format!("on call: {p}"),
+                    None => mask(&r.to),
+                };
+                match people.iter_mut().find(|(w, _)| *w == who) {
+                    Some((_, kinds)) if !kinds.contains(&kind) => kinds.push(kind),
+                    Some(_) => {}
+                    None => people.push((who, vec![kind])),
+                }
+            }
+        }
+        let mut out: Vec<String> = people
+            .into_iter()
+            .map(|(who, kinds)| format!("{who} ({})", kinds.join(", ")))
+            .collect();
+        out.extend(others);
+        out
+    }
+
     /// What went wrong loading the queue left by the last run (a corrupt file set aside),
     /// for `detour status`.
     pub fn problem(&self) -> Option<&str> {
@@ -307,21 +465,49 @@ impl Notifier {
         let notice = Notice::single(Event::test(who));
         let ctx = self.shared.context();
         let base = self.shared.base();
+        let config = self.shared.current();
         let mut set = JoinSet::new();
         for s in chosen {
             let client = self.shared.client.clone();
             let (notice, ctx, base) = (notice.clone(), ctx.clone(), base.clone());
+            let recipients: Vec<deliver::Recipient> = recipients(&config, &s.config, Utc::now(), 0)
+                .into_iter()
+                .map(|r| self.shared.addressed(&r, &config))
+                .collect();
             set.spawn(async move {
                 let start = Instant::now();
-                let r = deliver::attempt(
-                    &client,
-                    &s.config.sink,
-                    &base,
-                    &notice,
-                    &ctx,
-                    s.config.timeout,
-                )
-                .await;
+                let r = if recipients.is_empty() {
+                    deliver::attempt(
+                        &client,
+                        &s.config.sink,
+                        &base,
+                        &notice,
+                        &ctx,
+                        s.config.timeout,
+                        None,
+                    )
+                    .await
+                } else {
+                    // Every recipient, one after the other; the first failure is the answer.
+                    let mut out = Ok(());
+                    for r in &recipients {
+                        if let Err(e) = deliver::attempt(
+                            &client,
+                            &s.config.sink,
+                            &base,
+                            &notice,
+                            &ctx,
+                            s.config.timeout,
+                            Some(r),
+                        )
+                        .await
+                        {
+                            out = Err(format!("to {}: {e}", mask(&r.to)));
+                            break;
+                        }
+                    }
+                    out
+                };
                 let result = TestResult {
                     sink: s.number.load(Ordering::Relaxed),
                     target: s.target.clone(),
@@ -352,9 +538,14 @@ impl Notifier {
         let mut open = true;
         loop {
             let now = Utc::now();
-            let next = lock(&shared.flaps).next_deadline();
+            let flap = lock(&shared.flaps).next_deadline();
+            let page = lock(&shared.pages).next_deadline();
+            let next = match (flap, page) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wait = next
-                .and_then(|d| (d - now).to_std().ok())
+                .map(|d| (d - now).to_std().unwrap_or(Duration::ZERO))
                 .map_or(CONFIG_POLL, |d| d.min(CONFIG_POLL));
             tokio::select! {
                 e = events.recv(), if open => match e {
@@ -377,6 +568,7 @@ impl Notifier {
             for n in due {
                 shared.dispatch(n);
             }
+            shared.escalate();
         }
         // The states task drops its sender when it stops: take what it sent until then.
         if open {
@@ -410,6 +602,81 @@ impl Notifier {
                 Err(e) => error!(error = %e, "cannot save pending notifications"),
             }
         }
+    }
+}
+
+/// Masks an address for logs: `d***@example.test`, `+1555***0101`. Recipients are personal
+/// data; logs keep just enough to tell them apart.
+pub fn mask(to: &str) -> String {
+    if let Some((local, domain)) = to.split_once('@') {
+        let first: String = local.chars().take(1).collect();
+        return format!("{first}***@{domain}");
+    }
+    let n = to.chars().count();
+    if n > 8 {
+        let head: String = to.chars().take(5).collect();
+        let tail: String = to.chars().skip(n - 4).collect();
+        return format!("{head}***{tail}");
+    }
+    "***".into()
+}
+
+/// Who sink `n` writes to at escalation `level` of a page raised at `at`: its fixed addresses
+/// (level 0 only) and, for `"oncall"`, the people `[oncall]` names for that level. Empty for
+/// webhook and exec sinks.
+fn recipients(config: &Config, n: &Notify, at: chrono::DateTime<Utc>, level: u8) -> Vec<Recipient> {
+    let (to, phone) = match &n.sink {
+        SinkKind::Email(e) => (&e.to, false),
+        SinkKind::Sms(s) => (&s.to, true),
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<Recipient> = Vec::new();
+    for r in to {
+        match r {
+            To::Address(a) if level == 0 => out.push(Recipient {
+                to: a.clone(),
+                person: None,
+                page: None,
+                level,
+                why: format!("This address is listed to hear from {}.", config.page.title),
+            }),
+            To::Address(_) => {}
+            To::OnCall => {
+                let Some(rota) = &config.oncall else { continue };
+                for p in rota.escalation(at, config.page.timezone, level) {
+                    let addr = if phone { &p.phone } else { &p.email };
+                    if let Some(a) = addr {
+                        out.push(Recipient {
+                            to: a.clone(),
+                            person: Some(p.name.clone()),
+                            page: None,
+                            level,
+                            why: match level {
+                                0 => format!("You are on call for {}.", config.page.title),
+                                1 => format!("You are next on call for {}.", config.page.title),
+                                _ => format!(
+                                    "You are in the on-call rotation of {}.",
+                                    config.page.title
+                                ),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // One message per address, however many ways it was named.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|r| seen.insert(r.to.clone()));
+    out
+}
+
+/// True when sink `n` writes to whoever is on call.
+fn pages_oncall(n: &Notify) -> bool {
+    match &n.sink {
+        SinkKind::Email(e) => e.to.contains(&To::OnCall),
+        SinkKind::Sms(s) => s.to.contains(&To::OnCall),
+        _ => false,
     }
 }
 
@@ -532,17 +799,181 @@ impl Shared {
         }
     }
 
-    /// Queues `n` on every sink that wants it.
+    /// Queues `n` on every sink that wants it: once for a webhook or exec sink, once per
+    /// recipient for email and SMS. Bad news for whoever is on call raises a page; good news
+    /// ends the pages it settles.
     fn dispatch(&self, n: Notice) {
         let sinks = lock(&self.sinks).clone();
-        for s in sinks.iter().filter(|s| wants(&s.config, &n)) {
-            let entry = Entry {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                queued_at: Utc::now(),
-                attempts: 0,
-                notice: n.clone(),
+        let config = self.current();
+        let now = Utc::now();
+        self.settle(&n, now);
+        let wanting: Vec<&Arc<Sink>> = sinks.iter().filter(|s| wants(&s.config, &n)).collect();
+        let page = match &config.oncall {
+            Some(rota) if pages::pages(&n) && wanting.iter().any(|s| pages_oncall(&s.config)) => {
+                let first: Vec<String> = rota
+                    .escalation(now, config.page.timezone, 0)
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                let page =
+                    lock(&self.pages).raise(n.clone(), first.clone(), now, rota.escalate_after);
+                info!(page = %page.id, to = %first.join(", "), "on call paged: {}", page.headline());
+                self.audit(
+                    "page.raise",
+                    &page,
+                    &format!("paged {}", first.join(", ")),
+                    "detour",
+                );
+                self.save_pages();
+                Some(page)
+            }
+            _ => None,
+        };
+        for s in wanting {
+            let recipients = recipients(&config, &s.config, now, 0);
+            if recipients.is_empty()
+                && matches!(s.config.sink, SinkKind::Email(_) | SinkKind::Sms(_))
+            {
+                warn!(sink = %s.label(), target = %s.target, event = %about(&n), "nobody to send this to (nobody on call has an address for this sink)");
+                continue;
+            }
+            let recipients: Vec<Option<Recipient>> = if recipients.is_empty() {
+                vec![None]
+            } else {
+                recipients
+                    .into_iter()
+                    .map(|mut r| {
+                        if r.person.is_some() {
+                            r.page = page.as_ref().map(|p| p.id.clone());
+                        }
+                        Some(r)
+                    })
+                    .collect()
             };
-            self.push(s, entry);
+            for recipient in recipients {
+                let entry = Entry {
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    queued_at: now,
+                    attempts: 0,
+                    notice: n.clone(),
+                    recipient,
+                };
+                self.push(s, entry);
+            }
+        }
+    }
+
+    /// Ends the open pages `n` settles (a service up again, an incident resolved).
+    fn settle(&self, n: &Notice, now: chrono::DateTime<Utc>) {
+        let ended = lock(&self.pages).settle(n, now);
+        for p in &ended {
+            info!(page = %p.id, "page ended without acknowledgement: {}", pages::Page::headline(p));
+            self.audit("page.end", p, &payload::headline(n), "detour");
+        }
+        if !ended.is_empty() {
+            self.save_pages();
+        }
+    }
+
+    /// Sends the pages due to escalate to the next level of people.
+    fn escalate(&self) {
+        let config = self.current();
+        let Some(rota) = &config.oncall else { return };
+        let due = lock(&self.pages).escalate_due(Utc::now(), rota.escalate_after);
+        if due.is_empty() {
+            return;
+        }
+        let sinks = lock(&self.sinks).clone();
+        for page in due {
+            let mut names: Vec<String> = Vec::new();
+            for s in sinks
+                .iter()
+                .filter(|s| pages_oncall(&s.config) && wants(&s.config, &page.notice))
+            {
+                for mut r in recipients(&config, &s.config, Utc::now(), page.level) {
+                    r.page = Some(page.id.clone());
+                    if let Some(p) = &r.person
+                        && !names.contains(p)
+                    {
+                        names.push(p.clone());
+                    }
+                    let entry = Entry {
+                        id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                        queued_at: Utc::now(),
+                        attempts: 0,
+                        notice: page.notice.clone(),
+                        recipient: Some(r),
+                    };
+                    self.push(s, entry);
+                }
+            }
+            lock(&self.pages).paged(&page.id, &names);
+            warn!(page = %page.id, level = page.level, to = %names.join(", "), "page not acknowledged: escalated: {}", page.headline());
+            self.audit(
+                "page.escalate",
+                &page,
+                &format!("level {}: {}", page.level, names.join(", ")),
+                "detour",
+            );
+        }
+        self.save_pages();
+    }
+
+    /// Appends an audit entry about a page; a failure is logged.
+    fn audit(&self, action: &str, page: &Page, what: &str, who: &str) {
+        let entry = crate::audit::Entry {
+            time: Utc::now(),
+            action: action.to_string(),
+            service: page.notice.event.service.clone(),
+            incident: page.notice.event.incident.as_ref().map(|i| i.id.clone()),
+            reason: format!("page {} ({}): {what}", page.id, page.headline()),
+            who: who.to_string(),
+        };
+        if let Err(e) = crate::audit::append(&self.state_dir, &entry) {
+            warn!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// Writes `pages.json` (the pages change rarely: written at once).
+    fn save_pages(&self) {
+        let pages = lock(&self.pages).clone();
+        if let Err(e) = pages::save(&self.state_dir, &pages) {
+            warn!(error = %e, "cannot save the on-call pages");
+        }
+    }
+
+    /// The delivery-time form of a recipient: their acknowledge link signed now.
+    fn addressed(&self, r: &Recipient, config: &Config) -> deliver::Recipient {
+        let base = Context::of(config).status_page;
+        let ack_url = match (&r.page, &r.person, &self.signer, base) {
+            (Some(page), Some(person), Some(signer), Some(base)) => {
+                let token = signer.sign(
+                    Purpose::Ack,
+                    &format!("{page}:{person}"),
+                    Utc::now() + ACK_LINK_LIFETIME,
+                );
+                Some(format!("{base}ack/{token}"))
+            }
+            _ => None,
+        };
+        deliver::Recipient {
+            to: r.to.clone(),
+            addressing: message::Addressing {
+                page: r.page.clone(),
+                level: r.level,
+                ack_url,
+                unsubscribe_url: None,
+                why: r.why.clone(),
+                escalate_after: config
+                    .oncall
+                    .as_ref()
+                    .map(|o| {
+                        crate::text::span(
+                            i64::try_from(o.escalate_after.as_secs()).unwrap_or(i64::MAX),
+                        )
+                    })
+                    .unwrap_or_default(),
+            },
         }
     }
 
@@ -632,6 +1063,10 @@ async fn worker(shared: Arc<Shared>, sink: Arc<Sink>) {
         let ctx = shared.context();
         let base = shared.base();
         let cfg = &sink.config;
+        let recipient = entry
+            .recipient
+            .as_ref()
+            .map(|r| shared.addressed(r, &shared.current()));
         let attempt = deliver::attempt(
             &shared.client,
             &cfg.sink,
@@ -639,6 +1074,7 @@ async fn worker(shared: Arc<Shared>, sink: Arc<Sink>) {
             &entry.notice,
             &ctx,
             cfg.timeout,
+            recipient.as_ref(),
         );
         tokio::pin!(attempt);
         let mut stopping = false;
@@ -774,6 +1210,7 @@ mod tests {
             queued_at: Utc::now(),
             attempts: 0,
             notice: Notice::single(Event::new(Kind::Guard)),
+            recipient: None,
         };
         let mut p = Pending {
             inflight: Some(entry(0)),

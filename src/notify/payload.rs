@@ -47,7 +47,8 @@ impl Notice {
     }
 }
 
-/// What every notification shares: the page title and the links to the status page.
+/// What every notification shares: the page title, the links to the status page (`[page]
+/// url`, else the first `page_listen`), the time zone.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Context {
     /// `[page] title`.
@@ -56,20 +57,26 @@ pub struct Context {
     pub status_page: Option<String>,
     /// `http://<first page_listen>/status.json`.
     pub status_json: Option<String>,
+    /// `[page] timezone`, for times in messages people read.
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 impl Context {
     /// The context of `config`.
     pub fn of(config: &Config) -> Self {
-        let base = config
-            .server
-            .page_listen
-            .first()
-            .map(|a| format!("http://{a}/"));
+        let base = match &config.page.url {
+            Some(u) => Some(u.to_string()),
+            None => config
+                .server
+                .page_listen
+                .first()
+                .map(|a| format!("http://{a}/")),
+        };
         Self {
             title: config.page.title.clone(),
             status_json: base.as_ref().map(|b| format!("{b}status.json")),
             status_page: base,
+            zone: config.page.timezone,
         }
     }
 }
@@ -298,6 +305,7 @@ mod tests {
             title: "Example Realty".into(),
             status_page: Some("http://127.0.0.1:8080/".into()),
             status_json: Some("http://127.0.0.1:8080/status.json".into()),
+            zone: None,
         };
         let d = document(&down(), &ctx);
         assert_eq!(d["event"], "down");

@@ -35,6 +35,28 @@ pub struct Entry {
     pub attempts: u32,
     /// What to tell.
     pub notice: Notice,
+    /// For email and SMS sinks: the one person or address it goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Recipient>,
+}
+
+/// The recipient of one email or text message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Email address or E.164 number.
+    pub to: String,
+    /// The on-call person's name, when paged as such (their acknowledge link names them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    /// The page this message belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The page's escalation level when sent.
+    #[serde(default)]
+    pub level: u8,
+    /// Why they get it, printed at the end of the message.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// An entry with the sink it waits for.
@@ -97,6 +119,7 @@ mod tests {
                 queued_at: Utc::now(),
                 attempts: 1,
                 notice: Notice::single(Event::new(Kind::Guard)),
+                recipient: None,
             },
         };
         save(dir.path(), vec![s.clone()]).unwrap();

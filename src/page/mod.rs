@@ -13,10 +13,11 @@
 //! | `/feed.atom`           | Atom feed of incident updates and state changes        |
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
 //! | `/logo`                | `[page] logo`                                          |
+//! | `/ack/{token}`         | acknowledge an on-call page (link in a message)        |
 //!
 //! Templates live in `templates/page/` (askama, escaping on: see `escape`).
 
-mod escape;
+mod actions;
 mod feed;
 mod summary;
 mod tls;
@@ -94,6 +95,9 @@ struct Derived {
 struct Shared {
     snapshots: SnapshotHandle,
     derived: ArcSwapOption<Derived>,
+    /// The daemon's control (its notifier acknowledges pages); `None` in tests of the page
+    /// alone.
+    control: Option<Arc<crate::control::Control>>,
 }
 
 /// One listener's view of the shared state.
@@ -446,7 +450,13 @@ fn not_found() -> Response {
 }
 
 fn router(app: App) -> Router {
-    Router::new().fallback(handle).with_state(app)
+    Router::new()
+        .route(
+            "/ack/{token}",
+            axum::routing::get(actions::ack_form).post(actions::ack_post),
+        )
+        .fallback(handle)
+        .with_state(app)
 }
 
 /// "http://127.0.0.1:8080" as the daemon logs it: "127.0.0.1:8080 (HTTP)".
@@ -472,12 +482,14 @@ pub async fn serve(
     config: &Config,
     caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
+    control: Option<Arc<crate::control::Control>>,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<Vec<String>> {
     let shared = Arc::new(Shared {
         snapshots,
         derived: ArcSwapOption::empty(),
+        control,
     });
     // Reads the logo now, so a bad one is reported at start.
     shared.derived(&shared.snapshots.load_full()).await;

@@ -2,6 +2,7 @@
 
 pub(super) mod checks;
 mod cluster;
+mod comms;
 mod server;
 mod services;
 mod sinks;
@@ -237,9 +238,12 @@ fn build(
         }
     }
 
+    let oncall = raw
+        .oncall
+        .and_then(|o| comms::oncall(src, o, page.timezone));
     let mut notify = Vec::new();
     for n in raw.notify {
-        if let Some(n) = notify_sink(src, n, &ids) {
+        if let Some(n) = notify_sink(src, n, &ids, dir, oncall.as_ref()) {
             notify.push(n);
         }
     }
@@ -299,6 +303,7 @@ fn build(
         tsig,
         zones: Vec::new(),
         cluster,
+        oncall,
         warnings: Vec::new(),
     })
 }

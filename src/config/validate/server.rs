@@ -375,8 +375,32 @@ pub(super) fn page(src: &mut Source<'_>, raw: RawPage, dir: &Path) -> Page {
             None
         }
     });
+    let url = raw.url.and_then(|u| match url::Url::parse(u.get_ref()) {
+        Ok(mut url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.query().is_none() =>
+        {
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Some(url)
+        }
+        _ => {
+            src.error(
+                u.span(),
+                format!(
+                    "invalid page url {:?}: expected the status page's public address, such as \"https://status.example.test/\"",
+                    u.get_ref()
+                ),
+            );
+            None
+        }
+    });
     Page {
         timezone,
+        url,
         title: raw.title.unwrap_or_else(|| "System status".into()),
         contact: raw.contact.unwrap_or_default(),
         logo: raw.logo.map(|l| resolve(dir, l.get_ref())),

@@ -13,10 +13,29 @@ pub(super) const EVENTS: &[&str] = &[
     "guard",
 ];
 
+/// The types of sink each field applies to.
+fn applies(r: &RawNotify) -> [(&'static str, bool, &'static [&'static str]); 11] {
+    [
+        ("url", r.url.is_some(), &["webhook", "sms"]),
+        ("headers", r.headers.is_some(), &["webhook"]),
+        ("format", r.format.is_some(), &["webhook"]),
+        ("command", r.command.is_some(), &["exec"]),
+        ("smtp", r.smtp.is_some(), &["email"]),
+        ("username", r.username.is_some(), &["email"]),
+        ("password_file", r.password_file.is_some(), &["email"]),
+        ("ca", r.ca.is_some(), &["email"]),
+        ("from", r.from.is_some(), &["email", "sms"]),
+        ("to", r.to.is_some(), &["email", "sms"]),
+        ("credentials_file", r.credentials_file.is_some(), &["sms"]),
+    ]
+}
+
 pub(super) fn notify_sink(
     src: &mut Source<'_>,
     raw: Spanned<RawNotify>,
     ids: &BTreeSet<String>,
+    dir: &Path,
+    oncall: Option<&crate::oncall::OnCall>,
 ) -> Option<Notify> {
     let before = src.errors.len();
     let span = raw.span();
@@ -43,11 +62,22 @@ pub(super) fn notify_sink(
     for s in r.services.iter().flatten() {
         known_service(src, s, ids, "notify services");
     }
-    let sink = match r.kind.get_ref().as_str() {
-        "webhook" => {
-            if r.command.is_some() {
-                src.error(span.clone(), "`command` applies to exec sinks, not webhook");
+    let kind = r.kind.get_ref().as_str();
+    if matches!(kind, "webhook" | "exec" | "email" | "sms") {
+        for (field, present, types) in applies(&r) {
+            if present && !types.contains(&kind) {
+                src.error(
+                    span.clone(),
+                    format!(
+                        "`{field}` applies to {} sinks, not {kind}",
+                        types.join(" and ")
+                    ),
+                );
             }
+        }
+    }
+    let sink = match kind {
+        "webhook" => {
             let format = r
                 .format
                 .as_ref()
@@ -81,40 +111,30 @@ pub(super) fn notify_sink(
                 },
             }
         }
-        "exec" => {
-            for (f, present) in [
-                ("url", r.url.is_some()),
-                ("headers", r.headers.is_some()),
-                ("format", r.format.is_some()),
-            ] {
-                if present {
-                    src.error(
-                        span.clone(),
-                        format!("`{f}` applies to webhook sinks, not exec"),
-                    );
-                }
+        "email" => super::comms::email_sink(src, span, &r, dir, oncall),
+        "sms" => super::comms::sms_sink(src, span, &r, dir, oncall),
+        "exec" => match &r.command {
+            Some(c) if !c.get_ref().is_empty() => Some(Sink::Exec {
+                command: c.get_ref().clone(),
+            }),
+            Some(c) => {
+                src.error(c.span(), "exec `command` must name a program");
+                None
             }
-            match &r.command {
-                Some(c) if !c.get_ref().is_empty() => Some(Sink::Exec {
-                    command: c.get_ref().clone(),
-                }),
-                Some(c) => {
-                    src.error(c.span(), "exec `command` must name a program");
-                    None
-                }
-                None => {
-                    src.error(
-                        span,
-                        "exec sink needs `command = [\"program\", \"arg\", ...]`",
-                    );
-                    None
-                }
+            None => {
+                src.error(
+                    span,
+                    "exec sink needs `command = [\"program\", \"arg\", ...]`",
+                );
+                None
             }
-        }
+        },
         other => {
             src.error(
                 r.kind.span(),
-                format!("unknown notify type {other:?}: expected \"webhook\" or \"exec\""),
+                format!(
+                    "unknown notify type {other:?}: expected \"webhook\", \"exec\", \"email\" or \"sms\""
+                ),
             );
             None
         }

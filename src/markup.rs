@@ -1,4 +1,4 @@
-//! The escaper every page template uses: named entities for HTML and XML alike, and no
+//! The escaper every template uses (pages, feeds, emails): named entities for HTML and XML alike, and no
 //! characters that XML 1.0 forbids, so operator text is safe in the page and in the feed.
 
 use std::fmt::{self, Write};
