@@ -66,12 +66,14 @@ def main():
                 and data.login.decode() == user
                 and data.password.decode() == password
             )
-            return AuthResult(success=ok)
+            # handled=False: the server answers 535 itself on a failure.
+            return AuthResult(success=ok, handled=False)
 
         kw.update(
             authenticator=check,
             auth_required=True,
-            auth_require_tls=bool(a.starttls or a.implicit),
+            # Implicit TLS is TLS from the first byte; aiosmtpd only counts STARTTLS.
+            auth_require_tls=bool(a.starttls),
         )
     c = Controller(Store(a.outdir), hostname="127.0.0.1", port=a.port, **kw)
     if a.implicit:

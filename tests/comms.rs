@@ -1,0 +1,564 @@
+//! Reaching people, end to end: the real detour binary, a real SMTP server process (aiosmtpd,
+//! tests/support/smtp_server.py) and a local HTTP receiver in the shape of Twilio's message
+//! API. A real backend goes down; the person on call gets an email and a text with their own
+//! acknowledge link; unacknowledged, the page escalates; acknowledged (by link or by
+//! `detour ack`), it stops; commands say whom they notified.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use common::backend::HttpBackend;
+use common::binary::{BIN, Daemon};
+
+// ---------------------------------------------------------------------------------------
+// The SMTP server.
+
+/// A real SMTP server process writing each message it accepts into a folder.
+struct Smtp {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+/// One message the SMTP server accepted.
+#[derive(Debug, Clone)]
+struct Mail {
+    rcpt: Vec<String>,
+    raw: String,
+}
+
+impl Smtp {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let out = dir.join(format!("mail-{port}"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (python3-aiosmtpd installed by .ci/run)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        Self {
+            child,
+            dir: out,
+            port,
+        }
+    }
+
+    fn mails(&self) -> Vec<Mail> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        names.sort();
+        names
+            .iter()
+            .map(|p| Mail {
+                rcpt: std::fs::read_to_string(p.with_extension("rcpt"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect(),
+                raw: std::fs::read_to_string(p).unwrap(),
+            })
+            .collect()
+    }
+
+    /// The mails to `to`.
+    fn to(&self, to: &str) -> Vec<Mail> {
+        self.mails()
+            .into_iter()
+            .filter(|m| m.rcpt.iter().any(|r| r == to))
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The SMS gateway.
+
+/// One text message the gateway took: its form fields and Authorization header.
+#[derive(Debug, Clone)]
+struct Text {
+    form: BTreeMap<String, String>,
+    auth: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Gateway {
+    texts: Arc<Mutex<Vec<Text>>>,
+}
+
+impl Gateway {
+    async fn start() -> (Self, SocketAddr) {
+        let g = Gateway::default();
+        let app = axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/AC1/Messages.json",
+                axum::routing::post(
+                    |State(g): State<Gateway>, headers: HeaderMap, body: String| async move {
+                        let form: BTreeMap<String, String> =
+                            url::form_urlencoded::parse(body.as_bytes())
+                                .into_owned()
+                                .collect();
+                        g.texts.lock().unwrap().push(Text {
+                            form,
+                            auth: headers
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string),
+                        });
+                        (axum::http::StatusCode::CREATED, "{\"sid\":\"SM1\"}")
+                    },
+                ),
+            )
+            .with_state(g.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (g, addr)
+    }
+
+    fn to(&self, phone: &str) -> Vec<String> {
+        self.texts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.form.get("To").map(String::as_str) == Some(phone))
+            .map(|t| t.form["Body"].clone())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Set-up.
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const DANA: &str = "+15555550101";
+const SAM: &str = "+15555550102";
+const LEE: &str = "+15555550103";
+
+const ZONE: &str = r#"
+origin = "example.test."
+soa = { mname = "ns1.example.test.", rname = "h.example.test." }
+ns = ["ns1.example.test."]
+records = [ { name = "ns1", type = "A", value = "127.0.0.1" } ]
+"#;
+
+struct Site {
+    dir: tempfile::TempDir,
+    page: u16,
+}
+
+impl Site {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("detour.toml")
+    }
+}
+
+/// A site whose rotation has Dana on call today, Sam next, then Lee, escalating after 5 s.
+fn site(backend: SocketAddr, smtp: u16, gateway: SocketAddr) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, page) = (free_port(), free_port());
+    let today = chrono::Utc::now().date_naive();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), ZONE).unwrap();
+    std::fs::write(dir.path().join("sms.secret"), "AC1:s3cret\n").unwrap();
+    std::fs::write(
+        dir.path().join("detour.toml"),
+        format!(
+            r#"
+[server]
+dns_listen = ["127.0.0.1:0"]
+admin_listen = "127.0.0.1:{admin}"
+page_listen = ["127.0.0.1:{page}"]
+zones_dir = "zones"
+state_dir = "state"
+udp_workers = 1
+
+[page]
+title = "Example Realty"
+timezone = "UTC"
+url = "http://127.0.0.1:{page}/"
+
+[oncall]
+handoff = "00:00"
+length = "7d"
+start = "{today}"
+escalate_after = "5s"
+people = [ {{ name = "Dana", phone = "{DANA}", email = "dana@example.test" }},
+           {{ name = "Sam", phone = "{SAM}", email = "sam@example.test" }},
+           {{ name = "Lee", phone = "{LEE}", email = "lee@example.test" }} ]
+
+[services.mls]
+name = "MLS"
+check = {{ type = "http", url = "http://{backend}/", interval = "1s", timeout = "500ms", rise = 1, fall = 1 }}
+
+[[notify]]
+type = "email"
+smtp = "smtp://127.0.0.1:{smtp}"
+from = "status@example.test"
+to = ["oncall", "ops@example.test"]
+events = ["down", "up", "override", "incident"]
+
+[[notify]]
+type = "sms"
+url = "http://{gateway}/2010-04-01/Accounts/AC1/Messages.json"
+from = "+15555550100"
+to = ["oncall"]
+credentials_file = "sms.secret"
+events = ["down", "up"]
+"#
+        ),
+    )
+    .unwrap();
+    Site { dir, page }
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("USER", "tester")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The acknowledge link in a text message.
+fn ack_link(text: &str) -> String {
+    text.split_whitespace()
+        .skip_while(|w| *w != "Ack:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Ack: link in {text:?}"))
+        .to_string()
+}
+
+fn audit(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("state/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_person_on_call_is_paged_by_email_and_text_escalation_follows_and_an_ack_stops_it() {
+    let mut backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), &[]);
+    let (gw, gw_addr) = Gateway::start().await;
+    let site = site(backend.addr, smtp.port, gw_addr);
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+
+    // Who is on call, by the CLI: Dana today, Sam next.
+    let (code, out, err) = cli(&site.config(), &["oncall"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("on call: Dana until "), "{out}");
+    assert!(out.contains("next:    Sam from "), "{out}");
+    assert!(out.contains("open pages: none"), "{out}");
+
+    // MLS goes down: Dana gets an email and a text, ops an email; nobody else.
+    backend.stop();
+    let texts = until("Dana's text", WITHIN, || {
+        Some(gw.to(DANA)).filter(|t| !t.is_empty())
+    })
+    .await;
+    let text = &texts[0];
+    assert!(text.starts_with("[Example Realty] MLS is DOWN"), "{text}");
+    assert!(text.chars().count() <= 160, "{text}");
+    let link = ack_link(text);
+    assert!(
+        link.starts_with(&format!("http://127.0.0.1:{}/ack/", site.page)),
+        "{link}"
+    );
+    let auth = gw.texts.lock().unwrap()[0].auth.clone().unwrap();
+    assert_eq!(
+        auth, "Basic QUMxOnMzY3JldA==",
+        "user:secret from credentials_file"
+    );
+    let dana = until("Dana's email", WITHIN, || {
+        smtp.to("dana@example.test").pop()
+    })
+    .await;
+    assert!(
+        dana.raw.contains("Subject: [Example Realty] MLS is DOWN"),
+        "{}",
+        dana.raw
+    );
+    assert!(dana.raw.contains("multipart/alternative"), "{}", dana.raw);
+    assert!(dana.raw.contains("text/html"));
+    assert!(dana.raw.contains("detour ack "), "the email names the page");
+    assert!(dana.raw.contains("You are on call for Example Realty."));
+    let ops = until("ops' email", WITHIN, || smtp.to("ops@example.test").pop()).await;
+    assert!(
+        !ops.raw.contains("/ack/"),
+        "a fixed address has no ack link"
+    );
+    assert!(gw.to(SAM).is_empty() && smtp.to("sam@example.test").is_empty());
+
+    // The status shows the open page.
+    let (_, out, _) = cli(&site.config(), &["status"]);
+    assert!(out.contains("UNACKNOWLEDGED page "), "{out}");
+
+    // Nobody reacts: after 5 s, Sam (next in the rotation) gets it, marked as escalated.
+    let sam = until("Sam's text", WITHIN, || {
+        Some(gw.to(SAM)).filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(sam[0].contains("ESCALATED: MLS is DOWN"), "{sam:?}");
+    until("Sam's email", WITHIN, || smtp.to("sam@example.test").pop()).await;
+
+    // Dana acknowledges from her link: GET shows a button and changes nothing; POST acts.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let page = http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("Acknowledge as Dana"), "{body}");
+    assert!(body.contains("<form method=\"post\""), "{body}");
+    let posted = http.post(&link).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    let body = posted.text().await.unwrap();
+    assert!(body.contains("Acknowledged by Dana"), "{body}");
+    // A forged link is refused.
+    let forged = format!("{}x", &link[..link.len() - 1]);
+    assert_eq!(http.post(&forged).send().await.unwrap().status(), 403);
+
+    // No third step: Lee (everyone) would have had it 5 s after Sam.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        gw.to(LEE).is_empty(),
+        "escalated after the ack: {:?}",
+        gw.to(LEE)
+    );
+    let log = audit(site.dir.path());
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["who"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("page.raise", "detour")), "{actions:?}");
+    assert!(
+        actions.contains(&("page.escalate", "detour")),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&("page.ack", "Dana")), "{actions:?}");
+    let (_, out, _) = cli(&site.config(), &["oncall"]);
+    assert!(out.contains("acknowledged by Dana"), "{out}");
+
+    // MLS recovers: good news by email and text to Dana and ops; it raises no page.
+    backend.restart().await;
+    until("Dana's recovery text", WITHIN, || {
+        Some(()).filter(|_| gw.to(DANA).iter().any(|t| t.contains("MLS is UP")))
+    })
+    .await;
+
+    // Down again: this time `detour ack ID` stops the escalation.
+    backend.stop();
+    until("Dana's second page", WITHIN, || {
+        Some(()).filter(|_| gw.to(DANA).iter().filter(|t| t.contains("DOWN")).count() == 2)
+    })
+    .await;
+    let (_, json, _) = cli(&site.config(), &["oncall", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let id = v["open"][0]["id"].as_str().unwrap().to_string();
+    let (code, out, err) = cli(&site.config(), &["ack", &id, "--by", "Dana"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("page {id} acknowledged: escalation stopped\n"));
+    let (code, out, _) = cli(&site.config(), &["ack", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already acknowledged by Dana"), "{out}");
+    let (code, _, err) = cli(&site.config(), &["ack", "zzzz"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no page zzzz"), "{err}");
+    let sam_before = gw.to(SAM).len();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(gw.to(SAM).len(), sam_before, "escalated after `detour ack`");
+
+    // An operator's override says whom it told.
+    let (code, out, err) = cli(
+        &site.config(),
+        &[
+            "override",
+            "set",
+            "mls",
+            "maintenance",
+            "--reason",
+            "vendor upgrade",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("notified: on call: Dana (email); o***@example.test (email)"),
+        "{out}"
+    );
+    // Stopped by SIGTERM: the pending deliveries and pages are saved on the way out.
+    d.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_goes_through_starttls_and_implicit_tls_with_auth_and_bad_credentials_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A certificate for 127.0.0.1 from a throwaway CA the sink is told to trust.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "detour SMTP test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    std::fs::write(p("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(p("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(p("smtp.secret"), "hunter2\n").unwrap();
+    std::fs::write(p("wrong.secret"), "nope\n").unwrap();
+    let cert_args = [p("cert.pem"), p("key.pem")].map(|x| x.display().to_string());
+    let starttls = Smtp::start(
+        tmp.path(),
+        &[
+            "--starttls",
+            &cert_args[0],
+            &cert_args[1],
+            "--auth",
+            "probe:hunter2",
+        ],
+    );
+    let implicit = Smtp::start(
+        tmp.path(),
+        &[
+            "--implicit",
+            &cert_args[0],
+            &cert_args[1],
+            "--auth",
+            "probe:hunter2",
+        ],
+    );
+    let admin = free_port();
+    let sink = |url: String, secret: &str, ca: bool| {
+        format!(
+            "[[notify]]\ntype = \"email\"\nsmtp = \"{url}\"\nfrom = \"status@example.test\"\nto = [\"ops@example.test\"]\nusername = \"probe\"\npassword_file = \"{secret}\"\n{}\n",
+            if ca { "ca = \"ca.pem\"" } else { "" }
+        )
+    };
+    let config = format!(
+        "[server]\ndns_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:{admin}\"\npage_listen = []\nzones_dir = \"zones\"\nstate_dir = \"state\"\nudp_workers = 1\n\n[services.mls]\nname = \"MLS\"\n\n{}{}{}{}",
+        sink(
+            format!("smtp://127.0.0.1:{}", starttls.port),
+            "smtp.secret",
+            true
+        ),
+        sink(
+            format!("smtps://127.0.0.1:{}", implicit.port),
+            "smtp.secret",
+            true
+        ),
+        sink(
+            format!("smtp://127.0.0.1:{}", starttls.port),
+            "wrong.secret",
+            true
+        ),
+        sink(
+            format!("smtps://127.0.0.1:{}", implicit.port),
+            "smtp.secret",
+            false
+        ),
+    );
+    std::fs::create_dir(p("zones")).unwrap();
+    std::fs::write(p("zones/z.toml"), ZONE).unwrap();
+    std::fs::write(p("detour.toml"), config).unwrap();
+    let mut d = Daemon::start(&p("detour.toml"));
+    d.wait_for("ready");
+    let (code, out, err) = cli(&p("detour.toml"), &["notify", "test"]);
+    assert_eq!(code, 1, "two sinks must fail: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("sink 1 (email smtp://") && lines[0].contains("delivered"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("sink 2 (email smtps://") && lines[1].contains("delivered"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("FAILED") && lines[2].contains("to o***@example.test"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("535") || lines[2].contains("uthentication"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("nope") && !out.contains("hunter2"),
+        "a secret in the output: {out}"
+    );
+    assert!(
+        lines[3].contains("FAILED"),
+        "an untrusted certificate must fail: {out}"
+    );
+    assert!(err.contains("2 of 4 sink(s) failed"), "{err}");
+    for s in [&starttls, &implicit] {
+        let mails = s.to("ops@example.test");
+        assert_eq!(mails.len(), 1, "exactly one test mail each");
+        assert!(mails[0].raw.contains("Test notification from detour"));
+    }
+    // Stopped by SIGTERM: the pending deliveries and pages are saved on the way out.
+    d.signal("-TERM");
+}
