@@ -754,3 +754,111 @@ fn a_large_zone_is_read_in_pieces_with_exact_positions() {
         "{e}"
     );
 }
+
+#[test]
+fn oncall_email_and_sms_errors_name_their_place() {
+    let base = config_toml("");
+    let offset = base.lines().count();
+    let text = format!(
+        r#"{base}
+[oncall]
+handoff = "Funday 09:00"
+length = "30m"
+escalate_after = "1s"
+people = [ {{ name = "Dana", phone = "555-0101", email = "dana@example.test" }},
+           {{ name = "Sam" }} ]
+exceptions = [ {{ name = "Lee", from = "2026-12-24T17:00", to = "yesterday" }} ]
+
+[[notify]]
+type = "email"
+smtp = "http://127.0.0.1:25"
+from = "status"
+to = ["oncall", "not an address"]
+password_file = "missing.secret"
+
+[[notify]]
+type = "sms"
+url = "http://127.0.0.1:9/"
+from = "+15555550100"
+to = ["+1"]
+command = ["x"]
+"#
+    );
+    let (_, r) = load(&text, &[]);
+    let e = r.unwrap_err();
+    let l = |n: usize| offset + 1 + n;
+    expect_error(
+        &e,
+        "detour.toml",
+        l(2),
+        11,
+        "invalid handoff \"Funday 09:00\"",
+    );
+    expect_error(&e, "detour.toml", l(3), 10, "length must be at least 1h");
+    expect_error(
+        &e,
+        "detour.toml",
+        l(4),
+        18,
+        "escalate_after must be at least 5s",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(5),
+        37,
+        "invalid phone \"555-0101\": expected an E.164 number",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(6),
+        21,
+        "Sam has neither `phone` nor `email`",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(7),
+        25,
+        "exception names \"Lee\", who is not in [oncall] people (Dana, Sam)",
+    );
+    expect_error(&e, "detour.toml", l(7), 64, "invalid time \"yesterday\"");
+    expect_error(
+        &e,
+        "detour.toml",
+        l(11),
+        8,
+        "invalid smtp \"http://127.0.0.1:25\"",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(12),
+        8,
+        "invalid from address \"status\"",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(9),
+        1,
+        "`username` and `password_file` go together",
+    );
+    expect_error(
+        &e,
+        "detour.toml",
+        l(13),
+        17,
+        "invalid email address \"not an address\"",
+    );
+    expect_error(&e, "detour.toml", l(14), 17, "cannot read");
+    expect_error(&e, "detour.toml", l(20), 7, "invalid phone \"+1\"");
+    expect_error(
+        &e,
+        "detour.toml",
+        l(16),
+        1,
+        "`command` applies to exec sinks, not sms",
+    );
+}

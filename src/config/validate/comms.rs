@@ -180,13 +180,24 @@ pub(super) fn oncall(
     })
 }
 
+/// The `[oncall]` table as the sinks see it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Rota<'a> {
+    /// Not written.
+    Absent,
+    /// Written, with errors (reported where they are).
+    Invalid,
+    /// Written and valid.
+    Valid(&'a OnCall),
+}
+
 /// `to = [...]` of an email (`phone = false`) or SMS (`phone = true`) sink.
 pub(super) fn recipients(
     src: &mut Source<'_>,
     span: std::ops::Range<usize>,
     to: Option<&Spanned<Vec<Spanned<String>>>>,
     phone: bool,
-    oncall: Option<&OnCall>,
+    oncall: Rota<'_>,
 ) -> Vec<Recipient> {
     let what = if phone { "sms" } else { "email" };
     let Some(to) = to else {
@@ -204,11 +215,13 @@ pub(super) fn recipients(
         let s = r.get_ref().trim();
         if s == "oncall" {
             match oncall {
-                None => src.error(
+                // Its own errors are reported already.
+                Rota::Invalid => {}
+                Rota::Absent => src.error(
                     r.span(),
                     "\"oncall\" needs an [oncall] rotation (handoff, length, people)",
                 ),
-                Some(o) => {
+                Rota::Valid(o) => {
                     let field = |p: &Person| {
                         if phone {
                             p.phone.is_some()
@@ -273,7 +286,7 @@ pub(super) fn email_sink(
     span: std::ops::Range<usize>,
     r: &RawNotify,
     dir: &Path,
-    oncall: Option<&OnCall>,
+    oncall: Rota<'_>,
 ) -> Option<Sink> {
     let smtp = match &r.smtp {
         None => {
@@ -346,7 +359,7 @@ pub(super) fn sms_sink(
     span: std::ops::Range<usize>,
     r: &RawNotify,
     dir: &Path,
-    oncall: Option<&OnCall>,
+    oncall: Rota<'_>,
 ) -> Option<Sink> {
     let url = match &r.url {
         None => {

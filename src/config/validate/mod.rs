@@ -238,12 +238,18 @@ fn build(
         }
     }
 
+    let written = raw.oncall.is_some();
     let oncall = raw
         .oncall
         .and_then(|o| comms::oncall(src, o, page.timezone));
+    let rota = match (&oncall, written) {
+        (Some(o), _) => comms::Rota::Valid(o),
+        (None, true) => comms::Rota::Invalid,
+        (None, false) => comms::Rota::Absent,
+    };
     let mut notify = Vec::new();
     for n in raw.notify {
-        if let Some(n) = notify_sink(src, n, &ids, dir, oncall.as_ref()) {
+        if let Some(n) = notify_sink(src, n, &ids, dir, rota) {
             notify.push(n);
         }
     }

@@ -35,7 +35,7 @@ pub(super) fn notify_sink(
     raw: Spanned<RawNotify>,
     ids: &BTreeSet<String>,
     dir: &Path,
-    oncall: Option<&crate::oncall::OnCall>,
+    oncall: super::comms::Rota<'_>,
 ) -> Option<Notify> {
     let before = src.errors.len();
     let span = raw.span();
