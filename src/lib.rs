@@ -20,10 +20,12 @@
 //!    API and the CLI reach it.
 //! 8. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers,
 //!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
-//!    its document), both served by [`http`]; and [`notify`], which delivers events.
+//!    its document), both served by [`http`]; [`announce`] (the phone announcement, its words
+//!    and its audio, which both serve); and [`notify`], which delivers events.
 //! 9. [`daemon`] wires it all (and tells systemd how it goes: [`systemd`]); [`cli`] is the
 //!    command line.
 pub mod admin;
+pub mod announce;
 pub mod audit;
 pub mod checks;
 pub mod cli;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         | Command::Incident(_)
         | Command::Reload
         | Command::Notify(_)
+        | Command::Announce
         | Command::Oncall { .. }
         | Command::Ack { .. } => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {

@@ -160,6 +160,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/audit", get(get_audit))
+        .route("/api/v1/announcement", get(get_announcement))
         .route("/api/v1/overrides/{service}", put(put_override))
         .route("/api/v1/overrides/{service}", delete(delete_override))
         .route("/api/v1/incidents", post(open_incident))
@@ -274,6 +275,12 @@ async fn get_status(State(app): State<App>) -> Json<status::StatusDoc> {
         });
     }
     Json(doc)
+}
+
+/// The phone announcement, the words `/announcement.txt` serves: `{"text": "..."}`.
+async fn get_announcement(State(app): State<App>) -> Json<serde_json::Value> {
+    let snap = app.control.snapshots.load_full();
+    Json(json!({ "text": crate::announce::text(&snap, Utc::now()) }))
 }
 
 #[derive(Deserialize)]

@@ -209,6 +209,17 @@ pub async fn run(cli: &Cli) -> Outcome {
             }
             Err(e) => Err(e),
         },
+        Command::Announce => client
+            .call(Method::GET, "/api/v1/announcement", None)
+            .await
+            .and_then(|v| match v["text"].as_str() {
+                _ if cli.json => Ok(format!("{v}\n")),
+                // The very words of /announcement.txt, which ends with a newline too.
+                Some(t) => Ok(format!("{t}\n")),
+                None => Err(ClientError::Protocol(format!(
+                    "unexpected announcement: {v}"
+                ))),
+            }),
         Command::Notify(NotifyCmd::Test { sink }) => {
             let body = json!({ "sink": sink, "by": by });
             return match client

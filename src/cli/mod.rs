@@ -51,6 +51,8 @@ pub enum Command {
     Incident(IncidentCmd),
     /// Re-read config, zones and overrides (same as SIGHUP).
     Reload,
+    /// Print the phone announcement (the words of /announcement.txt on the page).
+    Announce,
     /// Notifications: `detour notify test [--sink N]`.
     #[command(subcommand)]
     Notify(NotifyCmd),

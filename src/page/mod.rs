@@ -14,6 +14,8 @@
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
 //! | `/logo`                | `[page] logo`                                          |
 //! | `/ack/{token}`         | acknowledge an on-call page (link in a message)        |
+//! | `/announcement.txt`    | the phone announcement ([`crate::announce`])           |
+//! | `/announcement.wav`    | the same, spoken (8 kHz; 404 without espeak-ng)        |
 //!
 //! Templates live in `templates/page/` (askama, escaping on: see `escape`).
 
@@ -44,6 +46,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::announce::speech::{Speech, SpeechError};
 use crate::config::Config;
 use crate::health::ServiceState;
 use crate::snapshot::{Snapshot, SnapshotHandle};
@@ -98,6 +101,8 @@ struct Shared {
     /// The daemon's control (its notifier acknowledges pages); `None` in tests of the page
     /// alone.
     control: Option<Arc<crate::control::Control>>,
+    /// The announcement's audio, kept until its text changes.
+    speech: Speech,
 }
 
 /// One listener's view of the shared state.
@@ -420,6 +425,8 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                 }
             }
         }
+        "/announcement.txt" => announcement_txt(req.headers(), &snap, now),
+        "/announcement.wav" => announcement_wav(&app.shared, req.headers(), &snap, now).await,
         "/logo" => match &derived.logo {
             Some(l) => (
                 [
@@ -437,6 +444,117 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             None => not_found(),
         },
         _ => not_found(),
+    }
+}
+
+/// True when `If-None-Match` names `etag` (or `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// A body of `content_type` tagged `etag` (304 when the client holds it already).
+fn tagged(headers: &HeaderMap, content_type: &'static str, etag: String, body: Bytes) -> Response {
+    let status = if not_modified(headers, &etag) {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::OK {
+        *resp.body_mut() = axum::body::Body::from(body);
+    }
+    resp
+}
+
+/// `/announcement.txt`: the announcement, one line.
+fn announcement_txt(headers: &HeaderMap, snap: &Snapshot, now: DateTime<Utc>) -> Response {
+    let text = crate::announce::text(snap, now);
+    let etag = crate::announce::etag(&text, "");
+    tagged(
+        headers,
+        "text/plain; charset=utf-8",
+        etag,
+        Bytes::from(format!("{text}\n")),
+    )
+}
+
+/// `/announcement.wav`: the announcement spoken, 8 kHz 16-bit mono; 404 where espeak-ng is
+/// not installed, 503 when it failed (both logged by [`Speech`]).
+async fn announcement_wav(
+    shared: &Shared,
+    headers: &HeaderMap,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+) -> Response {
+    shared.speech.want();
+    let text = crate::announce::text(snap, now);
+    match shared.speech.wav(&text).await {
+        Ok(wav) => tagged(
+            headers,
+            "audio/wav",
+            crate::announce::etag(&text, "-8k"),
+            wav,
+        ),
+        Err(SpeechError::Missing) => (
+            StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-cache")],
+            "No audio: espeak-ng is not installed on this server. The text is at /announcement.txt.\n",
+        )
+            .into_response(),
+        Err(SpeechError::Failed(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::RETRY_AFTER, "30"),
+            ],
+            "The announcement could not be spoken just now (see the log). The text is at /announcement.txt.\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Once a phone system has asked for the audio, speaks each new text ahead of its next
+/// request: the states change, so does the text, and the audio is ready when asked for.
+async fn speak_ahead(shared: Arc<Shared>, cancel: CancellationToken) -> io::Result<()> {
+    let mut changed = shared.snapshots.watch();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = changed.changed() => {
+                if r.is_err() {
+                    // No more Snapshots: nothing new to say.
+                    cancel.cancelled().await;
+                    return Ok(());
+                }
+            }
+            // Day words ("yesterday") change at midnight without a new Snapshot.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        if !shared.speech.wanted() {
+            continue;
+        }
+        let text = crate::announce::text(&shared.snapshots.load_full(), Utc::now());
+        // Failures are logged (and answered) by `Speech`; here there is no one to tell.
+        if let Err(e) = shared.speech.wav(&text).await {
+            tracing::debug!("announcement not spoken ahead: {e}");
+        }
     }
 }
 
@@ -490,7 +608,9 @@ pub async fn serve(
         snapshots,
         derived: ArcSwapOption::empty(),
         control,
+        speech: Speech::default(),
     });
+    tasks.spawn(speak_ahead(shared.clone(), cancel.clone()));
     // Reads the logo now, so a bad one is reported at start.
     shared.derived(&shared.snapshots.load_full()).await;
 
