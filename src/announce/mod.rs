@@ -27,9 +27,14 @@ pub const NEXT: &str = "We will update this message as we learn more.";
 /// Names listed before "and N other services".
 const MAX_NAMES: usize = 4;
 
-/// The longest part of an operator's update that is read out, in characters (about 35
-/// words: the whole announcement stays under about 40 seconds).
-const MAX_UPDATE: usize = 220;
+/// Words the whole announcement aims at: espeak-ng speaks about 160 a minute, so 100 words
+/// take under 40 seconds, about what a caller listens to on hold.
+const BUDGET: usize = 100;
+
+/// Words of an operator's update read out, at most (it gets what the rest leaves of
+/// [`BUDGET`]) and at least.
+const MAX_UPDATE: usize = 45;
+const MIN_UPDATE: usize = 15;
 
 /// A service that is not working.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,69 +187,48 @@ impl Facts {
                 )
             });
             if let Some((at, message)) = &self.latest {
-                out.push(format!(
-                    "The latest update, {}: {}",
-                    clock.at(*at),
-                    update_words(message)
-                ));
+                out.push(format!("The latest update, {}:", clock.at(*at)));
+                let slot = out.len() - 1;
+                return with_update(out, slot, message);
             }
             return out.join(" ");
         }
 
-        // What is down, since when.
+        // What is down, since when, and until when where an operator said so for each.
         let mut first = Vec::new();
         if !self.down.is_empty() {
             let since = self.down.iter().map(|o| o.since).min().unwrap_or(self.now);
-            first.push(format!(
+            let mut s = format!(
                 "{} {} been unavailable {}",
                 list(&names(&self.down)),
                 verb(self.down.len(), "has", "have"),
                 clock.phrase("since", since)
-            ));
+            );
+            if let Some(back) = latest(self.down.iter().map(|o| o.until)) {
+                s.push_str(", expected back ");
+                s.push_str(&clock.phrase("by", back));
+            }
+            first.push(s);
         }
         if !self.maintenance.is_empty() {
-            let until = self
-                .maintenance
-                .iter()
-                .map(|o| o.until)
-                .collect::<Option<Vec<_>>>()
-                .and_then(|u| u.into_iter().max());
             let mut s = format!(
                 "{} {} down for planned maintenance",
                 list(&names(&self.maintenance)),
                 verb(self.maintenance.len(), "is", "are")
             );
-            if let Some(u) = until {
+            if let Some(u) = latest(self.maintenance.iter().map(|o| o.until)) {
                 s.push(' ');
                 s.push_str(&clock.phrase("until", u));
             }
             first.push(s);
         }
         out.push(format!("{}.", first.join(", and ")));
-        // When it is expected back, where an operator said so for every service down.
-        if let Some(back) = self
-            .down
-            .iter()
-            .map(|o| o.until)
-            .collect::<Option<Vec<_>>>()
-            .and_then(|u| u.into_iter().max())
-        {
-            out.push(format!(
-                "{} {} expected back {}.",
-                list(&names(&self.down)),
-                verb(self.down.len(), "is", "are"),
-                clock.phrase("by", back)
-            ));
-        }
 
-        // The newest word from the team.
-        if let Some((at, message)) = &self.latest {
-            out.push(format!(
-                "The latest update, {}: {}",
-                clock.at(*at),
-                update_words(message)
-            ));
-        }
+        // The newest word from the team (its words are counted last, see below).
+        let slot = self.latest.as_ref().map(|(at, _)| {
+            out.push(format!("The latest update, {}:", clock.at(*at)));
+            out.len() - 1
+        });
 
         // What still works: the dependents first (the way in is what is broken), then the rest.
         let mut works = Vec::new();
@@ -281,7 +265,10 @@ impl Facts {
             out.push(format!("{}.", works.join("; ")));
         }
         out.push(NEXT.into());
-        out.join(" ")
+        match (slot, &self.latest) {
+            (Some(slot), Some((_, message))) => with_update(out, slot, message),
+            _ => out.join(" "),
+        }
     }
 
     fn dependent_names(&self) -> String {
@@ -293,6 +280,23 @@ impl Facts {
                 .collect::<Vec<_>>(),
         )
     }
+}
+
+/// `out` joined, with the update's words after `out[slot]` (its lead-in): as many as the
+/// other sentences leave of [`BUDGET`], within [`MIN_UPDATE`]..=[`MAX_UPDATE`].
+fn with_update(mut out: Vec<String>, slot: usize, message: &str) -> String {
+    let used: usize = out.iter().map(|s| s.split_whitespace().count()).sum();
+    let room = BUDGET.saturating_sub(used).clamp(MIN_UPDATE, MAX_UPDATE);
+    if let Some(lead) = out.get_mut(slot) {
+        lead.push(' ');
+        lead.push_str(&update_words(message, room));
+    }
+    out.join(" ")
+}
+
+/// The latest of `times` when every one is known.
+fn latest(times: impl Iterator<Item = Option<DateTime<Utc>>>) -> Option<DateTime<Utc>> {
+    times.collect::<Option<Vec<_>>>()?.into_iter().max()
 }
 
 fn names(outs: &[Out]) -> Vec<String> {
@@ -325,31 +329,26 @@ pub fn list(names: &[String]) -> String {
     }
 }
 
-/// An operator's update as read out: one line, at most [`MAX_UPDATE`] characters (cut at the
-/// end of a sentence where one is near, else at a word), ending like a sentence.
-pub fn update_words(message: &str) -> String {
-    let flat: String = message
+/// An operator's update as read out: one line of at most `max` words (cut at the end of a
+/// sentence where one is not too far back, else after a word, marked "…"), ending like a
+/// sentence.
+pub fn update_words(message: &str, max: usize) -> String {
+    let words: Vec<String> = message
         .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .filter(|c| !c.is_control())
+        .map(|w| w.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|w| !w.is_empty())
         .collect();
-    let mut s = if flat.chars().count() <= MAX_UPDATE {
-        flat
+    let mut s = if words.len() <= max {
+        words.join(" ")
     } else {
-        let head: String = flat.chars().take(MAX_UPDATE).collect();
-        let sentence_end = head
-            .match_indices(['.', '!', '?'])
-            .map(|(i, _)| i + 1)
-            .filter(|&i| i >= MAX_UPDATE / 4 && head[i..].starts_with(' '))
-            .last();
-        match sentence_end {
-            Some(i) => head[..i].to_string(),
-            None => {
-                let cut = head.rfind(' ').unwrap_or(head.len());
-                format!("{}…", head[..cut].trim_end_matches([',', ';', ':', ' ']))
-            }
+        let head = &words[..max];
+        match head
+            .iter()
+            .rposition(|w| w.ends_with(['.', '!', '?']))
+            .filter(|&i| i + 1 >= max / 3)
+        {
+            Some(i) => head[..=i].join(" "),
+            None => format!("{}…", head.join(" ").trim_end_matches([',', ';', ':', '-'])),
         }
     };
     if !s.ends_with(['.', '!', '?', '…']) {
@@ -687,8 +686,8 @@ mod tests {
         };
         assert_eq!(
             f.words(),
-            "MLS has been unavailable since yesterday at 6 PM Eastern, and Document library is \
-             down for planned maintenance until 5 PM. MLS is expected back by tomorrow at 8 AM. \
+            "MLS has been unavailable since yesterday at 6 PM Eastern, expected back by tomorrow \
+             at 8 AM, and Document library is down for planned maintenance until 5 PM. \
              Everything else is working normally. We will update this message as we learn more."
         );
     }
@@ -714,14 +713,15 @@ mod tests {
             "The vendor found the fault in the database cluster. {}",
             "They are copying data to new disks and checking every table. ".repeat(5)
         );
-        let w = update_words(&long);
-        assert!(w.chars().count() <= MAX_UPDATE, "{w}");
+        let w = update_words(&long, 30);
+        assert!(w.split_whitespace().count() <= 30, "{w}");
         assert!(w.ends_with("table."), "{w}");
-        let one = "word ".repeat(100);
-        let w = update_words(&one);
-        assert!(w.chars().count() <= MAX_UPDATE + 1, "{w}");
+        let one = "word, ".repeat(100);
+        let w = update_words(&one, 20);
+        assert_eq!(w.split_whitespace().count(), 20, "{w}");
         assert!(w.ends_with("word…"), "{w}");
-        assert_eq!(update_words("  Back soon  "), "Back soon.");
+        assert_eq!(update_words("  Back\n soon  ", 20), "Back soon.");
+        assert_eq!(update_words("Fixed!", 20), "Fixed!");
     }
 
     #[test]
@@ -750,6 +750,18 @@ mod tests {
         // espeak-ng speaks about 160 words a minute: 110 words is about 40 seconds.
         let words = w.split_whitespace().count();
         assert!(words <= 110, "{words} words: {w}");
+        assert!(
+            w.contains("The latest update, at 3:30 PM: blah blah"),
+            "{w}"
+        );
+        // With less to say about services, more of the update is read.
+        let short = Facts {
+            latest: Some((now(), "blah ".repeat(400))),
+            down: vec![out("MLS")],
+            ..calm()
+        }
+        .words();
+        assert_eq!(short.matches("blah").count(), MAX_UPDATE, "{short}");
     }
 
     #[test]
