@@ -86,6 +86,7 @@ Version: $version
 Architecture: $arch
 Maintainer: detour maintainers <detour@example.test>
 Depends: libc6, adduser
+Suggests: espeak-ng
 Section: net
 Priority: optional
 Homepage: https://example.test/detour
