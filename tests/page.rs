@@ -259,6 +259,8 @@ async fn every_path_method_and_spelling_of_the_name_gets_the_page() {
             "/status.json",
             "/feed.atom",
             "/logo",
+            "/announcement.txt",
+            "/announcement.wav",
             "/a/b/c",
         ] {
             let resp = get(r.page, host, path).await;
