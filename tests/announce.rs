@@ -269,6 +269,10 @@ async fn the_announcement_follows_the_services_and_its_audio_follows_the_words()
 async fn without_espeak_ng_the_audio_is_a_404_logged_once() {
     let backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
     let f = Fixture::new(&config(backend.addr), &[("example.test.toml", BARE_ZONE)]);
+    // Not running yet: `detour announce` says so, exit 1, like every client command.
+    let (code, out, err) = cli(&f.config_path(), &["announce"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("is detour running?"), "{err}");
     // A PATH where espeak-ng is not.
     let empty = tempfile::tempdir().unwrap();
     let path = empty.path().to_str().unwrap().to_string();
