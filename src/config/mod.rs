@@ -54,6 +54,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// `[oncall]`: who is paged; `None` when no rotation is set.
     pub oncall: Option<crate::oncall::OnCall>,
+    /// `[subscribers]`: visitors told by email or text; `None`: the page offers nothing.
+    pub subscribers: Option<Subscribers>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
 }
@@ -502,6 +504,21 @@ pub enum Sink {
     Email(Email),
     /// Text messages through an HTTP SMS gateway (Twilio's form-POST shape).
     Sms(Sms),
+}
+
+/// `[subscribers]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribers {
+    /// What the page offers: `"email"`, `"sms"` (each sent through the first sink of its type).
+    pub channels: Vec<String>,
+    /// At most one message per subscriber per this; later news waits and is folded in.
+    pub min_gap: Duration,
+    /// Reminders of a maintenance window this long before it starts.
+    pub remind_before: Vec<Duration>,
+    /// Outage and recovery notices (not only incidents and maintenance).
+    pub automatic: bool,
+    /// At most this many messages a second, all subscribers together.
+    pub rate: u32,
 }
 
 /// Who an email or SMS sink writes to: fixed addresses, or whoever is on call.

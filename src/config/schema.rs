@@ -58,6 +58,18 @@ pub struct RawConfig {
     pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
     pub cluster: Option<Spanned<RawCluster>>,
     pub oncall: Option<Spanned<RawOnCall>>,
+    pub subscribers: Option<Spanned<RawSubscribers>>,
+}
+
+/// `[subscribers]`: visitors who asked to be told, by email or text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscribers {
+    pub channels: Option<Vec<Spanned<String>>>,
+    pub min_gap: Option<Spanned<Dur>>,
+    pub remind_before: Option<Vec<Spanned<Dur>>>,
+    pub automatic: Option<bool>,
+    pub rate: Option<Spanned<u32>>,
 }
 
 /// `[oncall]`: the rotation of people who are paged.

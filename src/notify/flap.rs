@@ -216,6 +216,7 @@ fn summary(h: &mut Hold) -> Option<Notice> {
             last_at: h.last_change,
             held: std::mem::take(&mut h.kinds),
         }),
+        text: None,
     })
 }
 

@@ -33,6 +33,7 @@ pub mod message;
 pub mod pages;
 pub mod payload;
 pub mod queue;
+pub mod subscribers;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -35,6 +35,10 @@ pub struct Notice {
     /// Set when this notice summarises a flapping service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flapping: Option<Flapping>,
+    /// Its headline when not the event's own (subscriber digests, confirmations, maintenance
+    /// announcements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl Notice {
@@ -43,6 +47,7 @@ impl Notice {
         Self {
             event,
             flapping: None,
+            text: None,
         }
     }
 }
@@ -104,6 +109,9 @@ fn shout(s: Option<ServiceState>) -> String {
 
 /// One line for people: "MLS is DOWN: connect refused".
 pub fn headline(n: &Notice) -> String {
+    if let Some(t) = &n.text {
+        return t.clone();
+    }
     let e = &n.event;
     let who = e
         .service_name

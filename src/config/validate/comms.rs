@@ -417,3 +417,83 @@ pub(super) fn sms_sink(
         credentials_file,
     }))
 }
+
+/// `[subscribers]`; `sinks` are the validated `[[notify]]` sinks (a channel needs one).
+pub(super) fn subscribers(
+    src: &mut Source<'_>,
+    raw: Spanned<RawSubscribers>,
+    sinks: &[Notify],
+) -> Option<Subscribers> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let before = src.errors.len();
+    let mut channels = Vec::new();
+    match &raw.channels {
+        None => {
+            for (c, has) in [
+                ("email", sinks.iter().any(|s| matches!(s.sink, Sink::Email(_)))),
+                ("sms", sinks.iter().any(|s| matches!(s.sink, Sink::Sms(_)))),
+            ] {
+                if has {
+                    channels.push(c.to_string());
+                }
+            }
+            if channels.is_empty() {
+                src.error(span, "[subscribers] needs an email or sms [[notify]] sink to send through");
+            }
+        }
+        Some(list) => {
+            for c in list {
+                let ok = match c.get_ref().as_str() {
+                    "email" => sinks.iter().any(|s| matches!(s.sink, Sink::Email(_))),
+                    "sms" => sinks.iter().any(|s| matches!(s.sink, Sink::Sms(_))),
+                    other => {
+                        src.error(
+                            c.span(),
+                            format!("unknown channel {other:?}: expected \"email\" or \"sms\""),
+                        );
+                        continue;
+                    }
+                };
+                if !ok {
+                    src.error(
+                        c.span(),
+                        format!(
+                            "channel {:?} needs a [[notify]] sink of type {:?} to send through",
+                            c.get_ref(),
+                            c.get_ref()
+                        ),
+                    );
+                } else if !channels.contains(c.get_ref()) {
+                    channels.push(c.get_ref().clone());
+                }
+            }
+            if list.is_empty() {
+                src.error(span, "[subscribers] channels is empty");
+            }
+        }
+    }
+    let min_gap = raw.min_gap.as_ref().map_or(Duration::from_secs(300), |d| d.get_ref().0);
+    let remind_before = match &raw.remind_before {
+        None => vec![Duration::from_secs(86_400), Duration::from_secs(3600)],
+        Some(list) => list.iter().map(|d| d.get_ref().0).collect(),
+    };
+    let rate = match &raw.rate {
+        None => 200,
+        Some(r) if *r.get_ref() == 0 => {
+            src.error(r.span(), "[subscribers] rate must be at least 1 (messages a second)");
+            1
+        }
+        Some(r) => *r.get_ref(),
+    };
+    if src.errors.len() > before {
+        return None;
+    }
+    Some(Subscribers {
+        channels,
+        min_gap,
+        remind_before,
+        automatic: raw.automatic.unwrap_or(true),
+        rate,
+    })
+}

@@ -254,6 +254,10 @@ fn build(
         }
     }
 
+    let subscribers = raw
+        .subscribers
+        .and_then(|r| comms::subscribers(src, r, &notify));
+
     let mut tsig: Vec<crate::proto::tsig::Key> = Vec::new();
     let mut raw_keys: Vec<_> = raw.tsig.into_iter().collect();
     raw_keys.sort_by_key(|(name, _)| name.span().start); // in file order
@@ -310,6 +314,7 @@ fn build(
         zones: Vec::new(),
         cluster,
         oncall,
+        subscribers,
         warnings: Vec::new(),
     })
 }
