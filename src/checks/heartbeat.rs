@@ -232,7 +232,10 @@ impl Heartbeats {
             many => Err(Refused::Unknown(format!(
                 "service {name} has {} heartbeat checks: name one ({})",
                 many.len(),
-                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -286,7 +289,9 @@ pub async fn watch(
     loop {
         let now = Utc::now();
         let (ok, reason, due) = match seen {
-            Some(t) if now < t + window_c => (true, "heartbeat received".to_string(), Some(t + window_c)),
+            Some(t) if now < t + window_c => {
+                (true, "heartbeat received".to_string(), Some(t + window_c))
+            }
             Some(_) => (false, format!("no heartbeat within {words}"), None),
             None if now < started + window_c => (
                 true,

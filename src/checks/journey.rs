@@ -33,7 +33,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 const HIDDEN: &str = "(secret)";
 
 /// One run of `journey`, bounded by `timeout` as a whole.
-pub async fn probe(source: Option<IpAddr>, journey: &JourneyCheck, timeout: Duration) -> Observation {
+pub async fn probe(
+    source: Option<IpAddr>,
+    journey: &JourneyCheck,
+    timeout: Duration,
+) -> Observation {
     let at = Arc::new(Mutex::new(String::from("step 1")));
     let run = steps(source, journey, at.clone());
     let mut o = bounded_graded(timeout, run, |late| {
@@ -166,7 +170,10 @@ async fn one_step(
             req = req.header(CONTENT_TYPE, "application/json").body(body);
         }
     }
-    let mut response = req.send().await.map_err(|e| http_error_reason(&e, source))?;
+    let mut response = req
+        .send()
+        .await
+        .map_err(|e| http_error_reason(&e, source))?;
     let status = response.status().as_u16();
     let final_url = response.url().clone();
     let headers = response.headers().clone();
@@ -178,7 +185,12 @@ async fn one_step(
                 body.extend_from_slice(&chunk[..take]);
             }
             Ok(None) => break,
-            Err(e) => return Err(format!("HTTP {status}, body: {}", http_error_reason(&e, source))),
+            Err(e) => {
+                return Err(format!(
+                    "HTTP {status}, body: {}",
+                    http_error_reason(&e, source)
+                ));
+            }
         }
     }
     drop(response);
@@ -327,7 +339,9 @@ mod tests {
             "http://127.0.0.1:9/cb?code=XYZ&state=1"
         );
         let code = Capture {
-            regex: Some(crate::config::Pattern(regex::Regex::new("code=([^&]+)").unwrap())),
+            regex: Some(crate::config::Pattern(
+                regex::Regex::new("code=([^&]+)").unwrap(),
+            )),
             ..whole
         };
         assert_eq!(capture(&code, "", &headers, &answered).unwrap(), "XYZ");

@@ -806,6 +806,55 @@ mod tests {
     }
 
     #[test]
+    fn a_grade_changes_after_fall_worse_passes_and_rise_better_ones() {
+        let mut h = Hysteresis::new(2, 3, None);
+        assert_eq!(h.observe_graded(true, Grade::Normal), (Some(true), false));
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, false));
+        assert!(h.deciding());
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, false));
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, true));
+        assert_eq!(h.grade(), Grade::Degraded);
+        assert!(!h.deciding());
+        // Maintenance is worse again: fall = 3; a different grade in between starts over.
+        h.observe_graded(true, Grade::Maintenance);
+        h.observe_graded(true, Grade::Maintenance);
+        assert_eq!(h.observe_graded(true, Grade::Normal), (None, false));
+        assert_eq!(h.grade(), Grade::Degraded);
+        assert_eq!(
+            h.observe_graded(true, Grade::Normal),
+            (None, true),
+            "rise = 2"
+        );
+        // Down: no grade; up again with the grade of the deciding pass.
+        for _ in 0..3 {
+            h.observe_graded(false, Grade::Normal);
+        }
+        assert_eq!((h.verdict(), h.grade()), (Some(false), Grade::Normal));
+        h.observe_graded(true, Grade::Degraded);
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (Some(true), true));
+        assert_eq!(h.grade(), Grade::Degraded);
+    }
+
+    #[test]
+    fn a_pass_slower_than_degraded_after_is_graded_degraded_with_a_steady_reason() {
+        let slow = Observation::pass(Duration::from_millis(1600), "HTTP 200");
+        let o = grade_by_time(slow.clone(), Some(Duration::from_millis(1500)));
+        assert_eq!(o.grade, Grade::Degraded);
+        assert_eq!(o.reason, "slow: over 1.50s (HTTP 200)");
+        assert_eq!(grade_by_time(slow.clone(), None).grade, Grade::Normal);
+        let quick = Observation::pass(Duration::from_millis(200), "HTTP 200");
+        assert_eq!(
+            grade_by_time(quick, Some(Duration::from_millis(1500))).grade,
+            Grade::Normal
+        );
+        let failed = Observation::fail(Duration::from_millis(1600), "HTTP 500");
+        assert_eq!(
+            grade_by_time(failed, Some(Duration::from_millis(1500))).grade,
+            Grade::Normal
+        );
+    }
+
+    #[test]
     fn alternating_results_never_flip_with_rise_and_fall_of_two() {
         let mut h = Hysteresis::new(2, 2, Some(true));
         for i in 0..100 {

@@ -21,7 +21,11 @@ use crate::config::StatuspageCheck;
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// One fetch of the vendor's `summary.json`, judged for `check.component`.
-pub async fn probe(client: reqwest::Client, check: &StatuspageCheck, source: Option<IpAddr>) -> Graded {
+pub async fn probe(
+    client: reqwest::Client,
+    check: &StatuspageCheck,
+    source: Option<IpAddr>,
+) -> Graded {
     if let Some(why) = url_cross_family(source, &check.url) {
         return Err(why);
     }
@@ -33,7 +37,10 @@ pub async fn probe(client: reqwest::Client, check: &StatuspageCheck, source: Opt
         .map_err(|e| http_error_reason(&e, source))?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(format!("HTTP {status} (expected {})", expected_statuses(&[200])));
+        return Err(format!(
+            "HTTP {status} (expected {})",
+            expected_statuses(&[200])
+        ));
     }
     let mut body = Vec::new();
     loop {
@@ -48,7 +55,12 @@ pub async fn probe(client: reqwest::Client, check: &StatuspageCheck, source: Opt
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(format!("HTTP {status}, body: {}", http_error_reason(&e, source))),
+            Err(e) => {
+                return Err(format!(
+                    "HTTP {status}, body: {}",
+                    http_error_reason(&e, source)
+                ));
+            }
         }
     }
     let doc: Value = serde_json::from_slice(&body)
@@ -157,11 +169,17 @@ mod tests {
         );
         assert_eq!(
             judge(&page("degraded_performance"), "forms api"),
-            Ok((Grade::Degraded, "degraded performance: Elevated errors".into()))
+            Ok((
+                Grade::Degraded,
+                "degraded performance: Elevated errors".into()
+            ))
         );
         assert_eq!(
             judge(&page("under_maintenance"), "k1"),
-            Ok((Grade::Maintenance, "under maintenance: Database upgrade".into()))
+            Ok((
+                Grade::Maintenance,
+                "under maintenance: Database upgrade".into()
+            ))
         );
         assert_eq!(
             judge(&page("partial_outage"), "Forms API"),

@@ -692,6 +692,7 @@ pub fn state_label(s: &ServiceState) -> &'static str {
     match s {
         ServiceState::Up => "Working",
         ServiceState::Impacted => "Working, limited access",
+        ServiceState::Degraded => "Working, slow",
         ServiceState::Down => "Unavailable",
         ServiceState::Maintenance => "Maintenance",
     }
@@ -702,6 +703,7 @@ pub fn state_class(s: &ServiceState) -> &'static str {
     match s {
         ServiceState::Up => "ok",
         ServiceState::Impacted => "limited",
+        ServiceState::Degraded => "slow",
         ServiceState::Down => "down",
         ServiceState::Maintenance => "maint",
     }

@@ -16,8 +16,10 @@ use tracing::{info, warn};
 
 use super::{Engine, StatesTask};
 use crate::audit;
+use crate::checks::Grade;
 use crate::checks::runner::CheckId;
 use crate::cluster::{Ballot, Cluster, View, Vote, keys};
+use crate::config::{CheckKind, Quorum};
 use crate::events::Event;
 use crate::health::ServiceState;
 use crate::{incidents, overrides};
@@ -135,11 +137,12 @@ pub fn ballot(local: &Engine, before: &Ballot) -> Ballot {
         }
         let Some(up) = c.verdict else { continue };
         let key = id.to_string();
+        let grade = if up { c.grade } else { Grade::Normal };
         let vote = match before.votes.get(&key) {
-            Some(v) if v.up == up => v.clone(),
+            Some(v) if v.up == up && v.grade == grade => v.clone(),
             _ => Vote {
                 up,
-                why: if up {
+                why: if up && grade == Grade::Normal {
                     String::new()
                 } else {
                     c.last
@@ -147,6 +150,7 @@ pub fn ballot(local: &Engine, before: &Ballot) -> Ballot {
                         .map(|o| o.reason.clone())
                         .unwrap_or_default()
                 },
+                grade,
             },
         };
         votes.insert(key, vote);
@@ -176,6 +180,18 @@ pub fn agree(engine: &mut Engine, view: &View) -> DateTime<Utc> {
         .collect();
     for id in ids {
         let quorum = match &id {
+            // A job's call reaches one instance: any instance that heard it in time is
+            // enough (docs/cluster.md, "Heartbeats").
+            CheckId::Service { service, index }
+                if config.services.get(service).is_some_and(|s| {
+                    matches!(
+                        s.checks.get(*index).map(|c| &c.kind),
+                        Some(CheckKind::Heartbeat(_))
+                    )
+                }) =>
+            {
+                Quorum::One
+            }
             CheckId::Service { service, .. } => config
                 .services
                 .get(service)
@@ -185,8 +201,15 @@ pub fn agree(engine: &mut Engine, view: &View) -> DateTime<Utc> {
         };
         let tally = view.tally(&id.to_string(), quorum);
         if let Some(v) = tally.verdict() {
-            let why = if v { String::new() } else { tally.why() };
-            engine.set_agreed(&id, Some(v), &why, now);
+            let grade = if v { tally.grade() } else { Grade::Normal };
+            let why = if !v {
+                tally.why()
+            } else if grade != Grade::Normal {
+                tally.grade_why(grade)
+            } else {
+                String::new()
+            };
+            engine.set_agreed(&id, Some(v), grade, &why, now);
         }
     }
     engine.set_overrides(view.overrides_at(now));

@@ -685,7 +685,10 @@ fn journey(
                 if p.is_empty() {
                     src.error(
                         f.span(),
-                        format!("password_file {:?} is empty: its first line is the password", f.get_ref()),
+                        format!(
+                            "password_file {:?} is empty: its first line is the password",
+                            f.get_ref()
+                        ),
                     );
                 }
                 Some(Secret(p))
@@ -794,7 +797,10 @@ fn journey(
                     format!("invalid capture name {n:?}: expected letters, digits or '_'"),
                 );
             } else if n == "password" {
-                src.error(name.span(), "`password` is password_file's: capture another name");
+                src.error(
+                    name.span(),
+                    "`password` is password_file's: capture another name",
+                );
             }
             let c = c.get_ref();
             let regex = c.regex.as_ref().and_then(|re| {
