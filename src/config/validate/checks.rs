@@ -616,7 +616,11 @@ fn template(
                         span.clone(),
                         format!(
                             "{{{name}}} is not captured by an earlier step (captured so far: {})",
-                            list(known.iter())
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                list(known.iter())
+                            }
                         ),
                     );
                     ok = false;
