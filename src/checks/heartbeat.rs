@@ -278,9 +278,9 @@ pub async fn watch(
     let started = Utc::now();
     let window = check.period + check.grace;
     let window_c = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let words = format!(
-        "{} (period {} + grace {})",
-        display(window),
+    let within = display(window);
+    let parts = format!(
+        "(period {} + grace {})",
         display(check.period),
         display(check.grace)
     );
@@ -292,15 +292,15 @@ pub async fn watch(
             Some(t) if now < t + window_c => {
                 (true, "heartbeat received".to_string(), Some(t + window_c))
             }
-            Some(_) => (false, format!("no heartbeat within {words}"), None),
+            Some(_) => (false, format!("no heartbeat within {within} {parts}"), None),
             None if now < started + window_c => (
                 true,
-                format!("waiting for the first heartbeat (due within {words} of start)"),
+                format!("waiting for the first heartbeat: due within {within} of start {parts}"),
                 Some(started + window_c),
             ),
             None => (
                 false,
-                format!("no heartbeat since detour started, {words} ago"),
+                format!("no heartbeat since detour started {within} ago {parts}"),
                 None,
             ),
         };
