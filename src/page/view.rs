@@ -618,8 +618,10 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
             // Impacted services get their note instead: it says the same in plain words.
             let reason = st
                 .filter(|s| {
-                    matches!(s.state, ServiceState::Down | ServiceState::Maintenance)
-                        && !s.reason.is_empty()
+                    matches!(
+                        s.state,
+                        ServiceState::Down | ServiceState::Maintenance | ServiceState::Degraded
+                    ) && !s.reason.is_empty()
                 })
                 .map(|s| s.reason.clone());
             ServiceRow {
