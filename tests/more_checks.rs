@@ -568,3 +568,17 @@ fn heartbeat_config_errors_name_the_place() {
     );
     assert!(e.contains("statuspage check needs `component`"), "{e}");
 }
+
+#[test]
+fn the_failover_budget_of_a_heartbeat_is_period_plus_grace() {
+    let rest =
+        "[services.mls]\ncheck = { type = \"heartbeat\", period = \"15m\", grace = \"5m\" }\n";
+    let zone = format!("{}{}", common::BARE_ZONE, common::MLS_ONLY_DYNAMIC);
+    let f = Fixture::new(&page_config("", rest), &[("example.test.toml", &zone)]);
+    let cfg = f.load();
+    let b = detour::cli::check::budget(&cfg, &cfg.zones[0].dynamic[0]);
+    assert_eq!(
+        b,
+        "a heartbeat check: within 1230s of the job's last call (period + grace 20m; then TTL 30 s), back at its next call (then TTL)"
+    );
+}
