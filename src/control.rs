@@ -35,6 +35,7 @@ pub struct Control {
     problems: Mutex<Vec<String>>,
     notifier: OnceLock<crate::notify::Notifier>,
     cluster: OnceLock<crate::cluster::Cluster>,
+    heartbeats: OnceLock<crate::checks::heartbeat::Heartbeats>,
 }
 
 /// The daemon stopped before answering.
@@ -58,7 +59,18 @@ impl Control {
             problems: Mutex::new(problems),
             notifier: OnceLock::new(),
             cluster: OnceLock::new(),
+            heartbeats: OnceLock::new(),
         }
+    }
+
+    /// Hands over the heartbeat registry (once, at start), for the heartbeat endpoints.
+    pub fn set_heartbeats(&self, heartbeats: crate::checks::heartbeat::Heartbeats) {
+        let _ = self.heartbeats.set(heartbeats);
+    }
+
+    /// The heartbeat registry, once started.
+    pub fn heartbeats(&self) -> Option<&crate::checks::heartbeat::Heartbeats> {
+        self.heartbeats.get()
     }
 
     /// Hands over the notifier (once, at start), for `detour notify test`.

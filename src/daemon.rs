@@ -184,7 +184,7 @@ async fn join_cluster(
         let own = local.health();
         for (id, c) in &own.checks {
             let why = c.last.as_ref().map_or("", |o| o.reason.as_str());
-            agreed.set_agreed(id, c.verdict, why, now);
+            agreed.set_agreed(id, c.verdict, c.grade, why, now);
         }
     }
     let (cached_overrides, _) = overrides::load_at_start(&config.server.state_dir);
@@ -364,6 +364,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         context: "cannot start the outage page".into(),
         source,
     })?;
+    control.set_heartbeats(checks.heartbeats());
     let cluster_mode_link = cluster_mode.as_ref().map(|c| c.link.clone());
     let states_task = StatesTask {
         engine,
@@ -546,6 +547,7 @@ fn summary(snapshots: &SnapshotHandle) -> String {
         ("down", count(ServiceState::Down)),
         ("impacted", count(ServiceState::Impacted)),
         ("in maintenance", count(ServiceState::Maintenance)),
+        ("slow", count(ServiceState::Degraded)),
     ] {
         if n > 0 {
             parts.push(format!("{n} {state}"));

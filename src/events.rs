@@ -26,6 +26,8 @@ pub enum Kind {
     Incident,
     /// The guard froze or released states.
     Guard,
+    /// A service works, but slowly (or its vendor says "degraded performance").
+    Degraded,
     /// A test event from `detour notify test`.
     Test,
 }
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Override => "override",
             Kind::Incident => "incident",
             Kind::Guard => "guard",
+            Kind::Degraded => "degraded",
             Kind::Test => "test",
         }
     }
@@ -52,6 +55,7 @@ impl Kind {
             ServiceState::Down => Kind::Down,
             ServiceState::Impacted => Kind::Impacted,
             ServiceState::Maintenance => Kind::Maintenance,
+            ServiceState::Degraded => Kind::Degraded,
         }
     }
 }

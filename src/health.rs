@@ -1,5 +1,5 @@
 //! The shared state types: what a service and a check are as of one moment (up / down /
-//! impacted / maintenance, with why and since when), and [`Health`], all of it as the states
+//! impacted / maintenance / degraded, with why and since when), and [`Health`], all of it as the states
 //! task publishes it in a Snapshot for DNS, the page, the admin API and notifications.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -9,13 +9,13 @@ use chrono::{DateTime, Utc};
 use hickory_server::proto::rr::RData;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Observation;
 use crate::checks::runner::CheckId;
+use crate::checks::{Grade, Observation};
 use crate::config::Dynamic;
 use crate::overrides::{Forced, Overrides};
 use crate::selection;
 
-/// The four states of a service.
+/// The states of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
@@ -26,15 +26,30 @@ pub enum ServiceState {
     /// Its checks pass but something in `depends_on` is down: it works, but not through the
     /// usual way in.
     Impacted,
-    /// Planned work (a `[[maintenance]]` window or an operator).
+    /// Planned work (a `[[maintenance]]` window, an operator, or its vendor's status page).
     Maintenance,
+    /// Its checks pass, but slower than `degraded_after` (or its vendor says "degraded
+    /// performance"): answered as up, shown as slow.
+    Degraded,
 }
 
 impl ServiceState {
-    /// True when records may point at the service (up or impacted).
+    /// True when records may point at the service (up, degraded or impacted).
     pub fn usable(self) -> bool {
-        matches!(self, ServiceState::Up | ServiceState::Impacted)
+        matches!(
+            self,
+            ServiceState::Up | ServiceState::Impacted | ServiceState::Degraded
+        )
     }
+
+    /// Every state, for metrics.
+    pub const ALL: [ServiceState; 5] = [
+        ServiceState::Up,
+        ServiceState::Down,
+        ServiceState::Impacted,
+        ServiceState::Maintenance,
+        ServiceState::Degraded,
+    ];
 }
 
 impl From<Forced> for ServiceState {
@@ -54,6 +69,7 @@ impl fmt::Display for ServiceState {
             ServiceState::Down => "down",
             ServiceState::Impacted => "impacted",
             ServiceState::Maintenance => "maintenance",
+            ServiceState::Degraded => "degraded",
         })
     }
 }
@@ -98,6 +114,8 @@ pub struct CheckStatus {
     pub verdict: Option<bool>,
     /// Since when the verdict holds.
     pub since: DateTime<Utc>,
+    /// How well an up check works (the grade in force, with rise/fall like the verdict).
+    pub grade: Grade,
     /// The latest observation.
     pub last: Option<Observation>,
     /// The check is down, but its verdict waits for a canary to pass (see `[guard]`);

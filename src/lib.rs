@@ -8,10 +8,11 @@
 //!    [`fds`] (the descriptor budget), [`oncall`] (who is on call: the rotation, pure),
 //!    [`markup`] (the templates' HTML/XML escaper).
 //! 2. [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
-//! 3. [`checks`]: one task per probe (HTTP, TCP, DNS), rise/fall, adaptive pace.
+//! 3. [`checks`]: one task per probe (HTTP, TCP, DNS, journeys, vendor status pages),
+//!    heartbeats, rise/fall, adaptive pace.
 //! 4. What operators say, kept in `state_dir`: [`overrides`], [`incidents`], [`audit`].
 //! 5. [`selection`]: which answer each dynamic record gives (pure); [`health`]: the shared
-//!    state types (up / down / impacted / maintenance).
+//!    state types (up / down / impacted / maintenance / degraded).
 //! 6. [`zone`]: zone data for lookup, the IXFR journal, the answer rules, answers compiled
 //!    to wire format; [`snapshot`]: all of it with health and incidents, swapped atomically
 //!    and read without locks.

@@ -162,6 +162,10 @@ pub struct CheckDoc {
     pub id: String,
     /// "up", "down" or "unknown".
     pub verdict: String,
+    /// How well an up check works: "degraded" (slow, or its vendor says so) or
+    /// "maintenance" (its vendor says so); absent when normal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade: Option<String>,
     /// Since when.
     pub since: DateTime<Utc>,
     /// The latest observation.
@@ -266,6 +270,8 @@ fn check_doc(id: &CheckId, c: &crate::health::CheckStatus) -> CheckDoc {
     CheckDoc {
         id: id.to_string(),
         verdict: verdict(c.verdict),
+        grade: (c.verdict == Some(true) && c.grade != crate::checks::Grade::Normal)
+            .then(|| c.grade.as_str().to_string()),
         since: c.since,
         last: c.last.as_ref().map(|o| ObservationDoc {
             ok: o.ok,

@@ -155,8 +155,16 @@ pub fn router_for(control: Arc<Control>, token: Option<String>) -> Router {
     })
 }
 
-/// The routes of the admin API.
+/// The routes of the admin API. Heartbeats are outside the bearer-token layer: each check
+/// has a token of its own, which authorizes that heartbeat and nothing else.
 fn router(app: App) -> Router {
+    let heartbeats = Router::new()
+        .route("/api/v1/heartbeat/{check}", post(heartbeat_bearer))
+        .route(
+            "/api/v1/heartbeat/{check}/{token}",
+            get(heartbeat_in_path).post(heartbeat_in_path),
+        )
+        .with_state(app.clone());
     Router::new()
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/audit", get(get_audit))
@@ -172,9 +180,79 @@ fn router(app: App) -> Router {
         .route("/api/v1/pages/{id}/ack", post(ack_page))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .layer(middleware::from_fn(json_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
+        .merge(heartbeats)
+        .layer(middleware::from_fn(json_refusals))
+}
+
+/// Refused heartbeats are logged at most once per this period.
+static HEARTBEAT_REFUSED_LOG: telemetry::Throttle =
+    telemetry::Throttle::new(std::time::Duration::from_secs(10));
+
+/// `POST /api/v1/heartbeat/{check}` with `Authorization: Bearer <the check's token>`.
+async fn heartbeat_bearer(
+    State(app): State<App>,
+    UrlPath(check): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    take_heartbeat(&app, &check, token)
+}
+
+/// `GET` or `POST /api/v1/heartbeat/{check}/{token}`: for a cron line (`curl -fsS URL`).
+async fn heartbeat_in_path(
+    State(app): State<App>,
+    UrlPath((check, token)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    take_heartbeat(&app, &check, &token)
+}
+
+fn take_heartbeat(
+    app: &App,
+    check: &str,
+    token: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::checks::heartbeat::Refused;
+    let beats = app.control.heartbeats().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "heartbeats are not taken yet".into(),
+        )
+    })?;
+    match beats.beat(check, token, Utc::now()) {
+        Ok(taken) => {
+            metrics::counter!("detour_heartbeats_total", "check" => taken.check.clone(), "result" => "taken")
+                .increment(1);
+            Ok(Json(json!({ "check": taken.check, "at": taken.at })))
+        }
+        Err(e) => {
+            let (code, result) = match &e {
+                Refused::Unknown(_) => (StatusCode::NOT_FOUND, "unknown"),
+                Refused::Token(_) => (StatusCode::UNAUTHORIZED, "refused"),
+            };
+            // A name nobody configured is not a label: callers choose it.
+            let label = match &e {
+                Refused::Token(id) => id.clone(),
+                Refused::Unknown(_) => "(unknown)".to_string(),
+            };
+            metrics::counter!("detour_heartbeats_total", "check" => label, "result" => result)
+                .increment(1);
+            if code == StatusCode::UNAUTHORIZED
+                && let Some(held) = HEARTBEAT_REFUSED_LOG.allow()
+            {
+                warn!(
+                    check,
+                    "heartbeat refused: {e} ({held} more refused since the last such line)"
+                );
+            }
+            Err(ApiError(code, e.to_string()))
+        }
+    }
 }
 
 /// Refusals that axum makes itself, before a handler runs (a query string or a path segment

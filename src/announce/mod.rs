@@ -122,7 +122,8 @@ pub fn facts(snap: &Snapshot, now: DateTime<Utc>) -> Facts {
         };
         let overridden = h.overrides.get(&svc.id).and_then(|o| o.until);
         match state {
-            ServiceState::Up => f.up.push(svc.name.clone()),
+            // Slow still works: callers are told it works (the page says how slow).
+            ServiceState::Up | ServiceState::Degraded => f.up.push(svc.name.clone()),
             ServiceState::Impacted => f.dependents.push(Dependent {
                 name: svc.name.clone(),
                 host: svc.url.as_deref().and_then(host),

@@ -50,7 +50,7 @@ use reqwest::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::Observation;
+use super::{Grade, Observation};
 use crate::config::duration::display;
 use crate::config::{CheckEachKind, CheckKind, DnsCheck, HttpCheck, TcpCheck, cross_family};
 
@@ -65,6 +65,9 @@ const QUOTE_MAX: usize = 80;
 
 /// What a probe body returns: `Ok(reason)` passes, `Err(reason)` fails.
 type Outcome = Result<String, String>;
+
+/// What a probe body that grades its pass returns: `Ok((grade, reason))` passes.
+pub(super) type Graded = Result<(Grade, String), String>;
 
 /// Runs probes; holds the shared HTTP clients. Cheap to clone (Arc inside) and shared by every check task.
 #[derive(Clone, Debug, Default)]
@@ -135,6 +138,21 @@ impl Prober {
                 bounded(timeout, tcp_probe(self.inner.source, t, deadline, timeout)).await
             }
             CheckKind::Dns(d) => bounded(timeout, dns_probe(self.inner.source, d, timeout)).await,
+            CheckKind::Journey(j) => super::journey::probe(self.inner.source, j, timeout).await,
+            CheckKind::Statuspage(s) => {
+                let client = match self.shared_client(s.tls_verify, false) {
+                    Ok(c) => c,
+                    Err(why) => return Observation::fail(Duration::ZERO, why),
+                };
+                let probe = super::vendor::probe(client, s, self.inner.source);
+                bounded_graded(timeout, probe, |late| late).await
+            }
+            // Nothing to probe: its task waits for the job's calls (`super::heartbeat`), and
+            // `runner::run` never hands it here. Said plainly should that ever change.
+            CheckKind::Heartbeat(_) => Observation::fail(
+                Duration::ZERO,
+                "a heartbeat check is not probed: it waits for POST /api/v1/heartbeat/{check}",
+            ),
         }
     }
 
@@ -315,7 +333,7 @@ impl Prober {
 /// a probe source, connections bind it and names resolve to its family only (the connector
 /// would otherwise reach an address of the other family from an address of the system's
 /// choosing).
-fn client_builder(source: Option<IpAddr>) -> reqwest::ClientBuilder {
+pub(super) fn client_builder(source: Option<IpAddr>) -> reqwest::ClientBuilder {
     // Idempotent: fails only when a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = reqwest::Client::builder()
@@ -338,7 +356,7 @@ fn client_builder(source: Option<IpAddr>) -> reqwest::ClientBuilder {
 
 /// Redirects: none, or up to [`MAX_REDIRECTS`]; with a probe source, never to an address of
 /// the other family (the connector would reach it from another address).
-fn redirect_policy(follow: bool, source: Option<IpAddr>) -> reqwest::redirect::Policy {
+pub(super) fn redirect_policy(follow: bool, source: Option<IpAddr>) -> reqwest::redirect::Policy {
     use reqwest::redirect::Policy;
     match (follow, source) {
         (false, _) => Policy::none(),
@@ -356,7 +374,7 @@ fn redirect_policy(follow: bool, source: Option<IpAddr>) -> reqwest::redirect::P
 }
 
 /// Why `url` cannot be probed from `source`: its host is an address of the other family.
-fn url_cross_family(source: Option<IpAddr>, url: &url::Url) -> Option<String> {
+pub(super) fn url_cross_family(source: Option<IpAddr>, url: &url::Url) -> Option<String> {
     let target = match url.host()? {
         url::Host::Ipv4(a) => IpAddr::V4(a),
         url::Host::Ipv6(a) => IpAddr::V6(a),
@@ -441,6 +459,17 @@ fn is_own_fault(e: &io::Error) -> bool {
 
 /// Runs `probe` under `timeout`, measuring latency; the deadline wins over anything the probe does.
 async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Observation {
+    let graded = async { probe.await.map(|r| (Grade::Normal, r)) };
+    bounded_graded(timeout, graded, |_| timed_out(timeout)).await
+}
+
+/// [`bounded`] for a probe that grades its passes; `late` says why it timed out (given
+/// [`timed_out`]'s words), for a probe that knows where it was (a journey's step).
+pub(super) async fn bounded_graded(
+    timeout: Duration,
+    probe: impl Future<Output = Graded>,
+    late: impl FnOnce(String) -> String,
+) -> Observation {
     let start = Instant::now();
     let (result, own_fault) = OWN_FAULT
         .scope(std::cell::Cell::new(false), async {
@@ -450,15 +479,15 @@ async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Obs
         .await;
     let latency = start.elapsed();
     let mut o = match result {
-        Ok(Ok(reason)) => return Observation::pass(latency, reason),
+        Ok(Ok((grade, reason))) => return Observation::graded(latency, grade, reason),
         Ok(Err(reason)) => Observation::fail(latency, reason),
-        Err(_) => Observation::fail(latency, timed_out(timeout)),
+        Err(_) => Observation::fail(latency, late(timed_out(timeout))),
     };
     o.own_fault = own_fault;
     o
 }
 
-fn timed_out(timeout: Duration) -> String {
+pub(super) fn timed_out(timeout: Duration) -> String {
     format!("timed out after {}", display(timeout))
 }
 
@@ -554,7 +583,7 @@ async fn http_probe(
     Ok(format!("HTTP {status}"))
 }
 
-fn expected_statuses(expect: &[u16]) -> String {
+pub(super) fn expected_statuses(expect: &[u16]) -> String {
     if expect.is_empty() {
         "200-399".to_string()
     } else {
@@ -609,7 +638,7 @@ fn human_span(secs: i64) -> String {
 
 /// A short reason for a failed request: "connect refused", "TLS: invalid peer certificate: …";
 /// with a probe `source`, "cannot bind probe source …" or why the target is out of its reach.
-fn http_error_reason(e: &reqwest::Error, source: Option<IpAddr>) -> String {
+pub(super) fn http_error_reason(e: &reqwest::Error, source: Option<IpAddr>) -> String {
     let chain = error_chain(e);
     if let Some(s) = chain.iter().find_map(|e| e.downcast_ref::<SourceError>()) {
         return s.0.clone();
@@ -638,7 +667,7 @@ fn http_error_reason(e: &reqwest::Error, source: Option<IpAddr>) -> String {
 
 /// Walks an error's sources (including errors wrapped inside `io::Error`s) for the most
 /// telling one: a TLS error, then an I/O error, then the innermost message.
-fn error_chain_reason(e: &(dyn StdError + 'static)) -> String {
+pub(super) fn error_chain_reason(e: &(dyn StdError + 'static)) -> String {
     let chain = error_chain(e);
     if let Some(tls) = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
         return format!("TLS: {}", tls_reason(tls));
@@ -963,7 +992,7 @@ fn rcode_name(code: ResponseCode) -> String {
 
 /// Foreign text made fit for a one-line reason: control characters escaped, at most
 /// `QUOTE_MAX` characters (then "…").
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i >= QUOTE_MAX {

@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Observation;
 use super::probe::Prober;
+use super::{Grade, Observation};
 use crate::config::{CheckEachKind, CheckKind, Timing};
 
 /// Identifies one probe task across reloads and restarts.
@@ -67,12 +67,21 @@ pub enum Target {
 
 /// Rise/fall hysteresis of one check: `rise` passes in a row make it up, `fall` failures in a
 /// row make it down. The first observation gives the first verdict on its own.
+///
+/// While up, its [`Grade`] has the same hysteresis: `fall` passes in a row graded worse
+/// (slow, a vendor's "degraded" or "maintenance") make it that grade, `rise` passes in a row
+/// graded better bring it back. A check that comes up takes the grade of the pass that
+/// decided it; a down check has none ([`Grade::Normal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hysteresis {
     up: Option<bool>,
     streak: u32,
     rise: u32,
     fall: u32,
+    grade: Grade,
+    /// The grade the passes in a row (`grade_streak` of them) disagree with `grade` for.
+    pending: Grade,
+    grade_streak: u32,
 }
 
 impl Hysteresis {
@@ -83,6 +92,9 @@ impl Hysteresis {
             streak: 0,
             rise: rise.max(1),
             fall: fall.max(1),
+            grade: Grade::Normal,
+            pending: Grade::Normal,
+            grade_streak: 0,
         }
     }
 
@@ -91,15 +103,33 @@ impl Hysteresis {
         self.up
     }
 
-    /// Feeds one result; returns the new verdict when it changed.
+    /// The current grade of an up check ([`Grade::Normal`] otherwise).
+    pub fn grade(&self) -> Grade {
+        self.grade
+    }
+
+    /// Feeds one result of normal grade; returns the new verdict when it changed.
     pub fn observe(&mut self, ok: bool) -> Option<bool> {
-        match self.up {
+        self.observe_graded(ok, Grade::Normal).0
+    }
+
+    /// Feeds one result and its grade; returns the new verdict when it changed, and whether
+    /// the grade changed.
+    pub fn observe_graded(&mut self, ok: bool, grade: Grade) -> (Option<bool>, bool) {
+        let before = self.grade;
+        let flipped = match self.up {
             None => {
                 self.up = Some(ok);
                 self.streak = 0;
+                self.set_grade(if ok { grade } else { Grade::Normal });
                 Some(ok)
             }
-            Some(up) if up == ok => {
+            Some(true) if ok => {
+                self.streak = 0;
+                self.grade_step(grade);
+                None
+            }
+            Some(false) if !ok => {
                 self.streak = 0;
                 None
             }
@@ -109,17 +139,49 @@ impl Hysteresis {
                 if self.streak >= needed {
                     self.up = Some(ok);
                     self.streak = 0;
+                    self.set_grade(if ok { grade } else { Grade::Normal });
                     Some(ok)
                 } else {
                     None
                 }
             }
+        };
+        (flipped, self.grade != before)
+    }
+
+    fn set_grade(&mut self, grade: Grade) {
+        self.grade = grade;
+        self.pending = grade;
+        self.grade_streak = 0;
+    }
+
+    /// One pass of an up check graded `grade`.
+    fn grade_step(&mut self, grade: Grade) {
+        if grade == self.grade {
+            self.pending = grade;
+            self.grade_streak = 0;
+            return;
+        }
+        if grade == self.pending {
+            self.grade_streak += 1;
+        } else {
+            self.pending = grade;
+            self.grade_streak = 1;
+        }
+        let needed = if grade > self.grade {
+            self.fall
+        } else {
+            self.rise
+        };
+        if self.grade_streak >= needed {
+            self.set_grade(grade);
         }
     }
 
-    /// True while results disagree with the verdict and rise/fall has not decided yet.
+    /// True while results disagree with the verdict (or an up check's grade) and rise/fall
+    /// has not decided yet.
     pub fn deciding(&self) -> bool {
-        self.streak > 0
+        self.streak > 0 || self.grade_streak > 0
     }
 }
 
@@ -132,7 +194,9 @@ pub struct Report {
     pub observation: Observation,
     /// The check's verdict after this observation.
     pub verdict: Option<bool>,
-    /// The verdict changed with this observation.
+    /// The grade of an up check after this observation.
+    pub grade: Grade,
+    /// The verdict (or the grade) changed with this observation.
     pub flipped: bool,
 }
 
@@ -196,6 +260,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         };
         let took = started.elapsed();
+        let observation = grade_by_time(observation, timing.degraded_after);
         if !observation.ok && observation.own_fault {
             // Out of descriptors or memory: detour's trouble, not the target's.
             note_own_fault(&id, &observation.reason);
@@ -221,12 +286,13 @@ pub async fn run(
         }
         last_ok = Some(observation.ok);
         let ok = observation.ok;
-        let flipped = h.observe(ok).is_some();
+        let (verdict_flipped, grade_changed) = h.observe_graded(ok, observation.grade);
         let report = Report {
             id: id.clone(),
             observation,
             verdict: h.verdict(),
-            flipped,
+            grade: h.grade(),
+            flipped: verdict_flipped.is_some() || grade_changed,
         };
         if links.tx.send(report).await.is_err() {
             return;
@@ -288,6 +354,25 @@ pub async fn run(
     }
 }
 
+/// A passing observation slower than `degraded_after` is degraded: "slow: over 1.5s (HTTP
+/// 200)". The reason names the threshold, not the time measured (the observation carries
+/// that), so that it stays the same from one slow probe to the next.
+fn grade_by_time(mut o: Observation, degraded_after: Option<Duration>) -> Observation {
+    if let Some(limit) = degraded_after
+        && o.ok
+        && o.grade == Grade::Normal
+        && o.latency > limit
+    {
+        o.grade = Grade::Degraded;
+        o.reason = format!(
+            "slow: over {} ({})",
+            crate::config::duration::display(limit),
+            o.reason
+        );
+    }
+    o
+}
+
 /// Where a watched check keeps its idle connection, as [`Prober::connect`] takes it: the
 /// address the probe connects to (none for DNS checks).
 fn watch_target(target: &Target) -> Option<String> {
@@ -299,7 +384,12 @@ fn watch_target(target: &Target) -> Option<String> {
             h.url.port_or_known_default()?
         )),
         Target::Check(CheckKind::Tcp(t)) => Some(t.address.clone()),
-        Target::Check(CheckKind::Dns(_)) => None,
+        Target::Check(
+            CheckKind::Dns(_)
+            | CheckKind::Journey(_)
+            | CheckKind::Statuspage(_)
+            | CheckKind::Heartbeat(_),
+        ) => None,
         Target::Address { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
     }
 }
@@ -412,6 +502,7 @@ mod tests {
             rise,
             fall,
             watch: false,
+            degraded_after: None,
         }
     }
 
@@ -712,6 +803,55 @@ mod tests {
         assert!(!h.deciding());
         assert_eq!(h.observe(true), None);
         assert_eq!(h.observe(true), Some(true));
+    }
+
+    #[test]
+    fn a_grade_changes_after_fall_worse_passes_and_rise_better_ones() {
+        let mut h = Hysteresis::new(2, 3, None);
+        assert_eq!(h.observe_graded(true, Grade::Normal), (Some(true), false));
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, false));
+        assert!(h.deciding());
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, false));
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (None, true));
+        assert_eq!(h.grade(), Grade::Degraded);
+        assert!(!h.deciding());
+        // Maintenance is worse again: fall = 3; a different grade in between starts over.
+        h.observe_graded(true, Grade::Maintenance);
+        h.observe_graded(true, Grade::Maintenance);
+        assert_eq!(h.observe_graded(true, Grade::Normal), (None, false));
+        assert_eq!(h.grade(), Grade::Degraded);
+        assert_eq!(
+            h.observe_graded(true, Grade::Normal),
+            (None, true),
+            "rise = 2"
+        );
+        // Down: no grade; up again with the grade of the deciding pass.
+        for _ in 0..3 {
+            h.observe_graded(false, Grade::Normal);
+        }
+        assert_eq!((h.verdict(), h.grade()), (Some(false), Grade::Normal));
+        h.observe_graded(true, Grade::Degraded);
+        assert_eq!(h.observe_graded(true, Grade::Degraded), (Some(true), true));
+        assert_eq!(h.grade(), Grade::Degraded);
+    }
+
+    #[test]
+    fn a_pass_slower_than_degraded_after_is_graded_degraded_with_a_steady_reason() {
+        let slow = Observation::pass(Duration::from_millis(1600), "HTTP 200");
+        let o = grade_by_time(slow.clone(), Some(Duration::from_millis(1500)));
+        assert_eq!(o.grade, Grade::Degraded);
+        assert_eq!(o.reason, "slow: over 1.50s (HTTP 200)");
+        assert_eq!(grade_by_time(slow.clone(), None).grade, Grade::Normal);
+        let quick = Observation::pass(Duration::from_millis(200), "HTTP 200");
+        assert_eq!(
+            grade_by_time(quick, Some(Duration::from_millis(1500))).grade,
+            Grade::Normal
+        );
+        let failed = Observation::fail(Duration::from_millis(1600), "HTTP 500");
+        assert_eq!(
+            grade_by_time(failed, Some(Duration::from_millis(1500))).grade,
+            Grade::Normal
+        );
     }
 
     #[test]

@@ -132,24 +132,57 @@ pub fn summary(cfg: &Config) -> String {
 /// the next comes at the down pace (or when that one timed out), `rise - 1` more at the
 /// confirm pace.
 pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
-    let timings: Vec<config::Timing> = match &d.check_each {
-        Some(each) => vec![each.timing],
+    let checks: Vec<&config::Check> = match &d.check_each {
+        Some(_) => Vec::new(),
         None => d
             .answers
             .first()
             .and_then(|a| cfg.services.get(&a.if_up))
-            .map(|s| s.checks.iter().map(|c| c.timing).collect())
+            .map(|s| s.checks.iter().collect())
             .unwrap_or_default(),
     };
+    // A heartbeat is not probed: it fails `period + grace` after the job's last call.
+    let heartbeat = checks
+        .iter()
+        .filter_map(|c| match &c.kind {
+            config::CheckKind::Heartbeat(h) => Some(h.period + h.grace),
+            _ => None,
+        })
+        .max()
+        .map(|w| {
+            format!(
+                "a heartbeat check: within {} of the job's last call (period + grace {}; then TTL {} s), back at its next call (then TTL)",
+                config::duration::display(w + std::time::Duration::from_secs(u64::from(d.ttl))),
+                config::duration::display(w),
+                d.ttl
+            )
+        });
+    let timings: Vec<config::Timing> = match &d.check_each {
+        Some(each) => vec![each.timing],
+        None => checks
+            .iter()
+            .filter(|c| !matches!(c.kind, config::CheckKind::Heartbeat(_)))
+            .map(|c| c.timing)
+            .collect(),
+    };
+    let probed = budget_of(&timings, cfg, d);
+    match (probed, heartbeat) {
+        (Some(p), Some(h)) => format!("{p}; {h}"),
+        (Some(p), None) => p,
+        (None, Some(h)) => h,
+        (None, None) => format!(
+            "no check on the first entry's service: only an operator moves it (TTL {} s)",
+            d.ttl
+        ),
+    }
+}
+
+/// The budget of probed checks with these timings (the slowest decides); `None` without any.
+fn budget_of(timings: &[config::Timing], cfg: &Config, d: &config::Dynamic) -> Option<String> {
     let detect = |t: &config::Timing| {
         t.interval + t.confirm_interval.max(t.timeout) * (t.fall - 1) + t.timeout
     };
-    let Some(t) = timings.iter().max_by_key(|t| detect(t)) else {
-        return format!(
-            "no check on the first entry's service: only an operator moves it (TTL {} s)",
-            d.ttl
-        );
-    };
+    let t = timings.iter().max_by_key(|t| detect(t))?;
     // With canaries a down verdict waits for a canary pass during the failures: with fall 1
     // there is only one failure, so it waits for the next one.
     let wait_canary =
@@ -176,7 +209,7 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
             show(w)
         )
     });
-    format!(
+    Some(format!(
         "within {} (detect {}: interval {} + {} x max(confirm {}, timeout {}) + timeout {}{canary}; then TTL {} s){watched}; back within {} (max(down pace {}, timeout) + {} x max(confirm, timeout) + timeout; then TTL {} s)",
         show(detection + ttl),
         show(detection),
@@ -190,5 +223,5 @@ pub fn budget(cfg: &Config, d: &config::Dynamic) -> String {
         show(t.down_pace()),
         t.rise - 1,
         d.ttl
-    )
+    ))
 }

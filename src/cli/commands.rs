@@ -505,7 +505,12 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             o,
             "  {:<w$}  {:<11}  since {}  {}",
             s.id,
-            s.state.to_string(),
+            // "Shown as slow": the word people use, beside the state's name.
+            if s.state == ServiceState::Degraded {
+                "slow".to_string()
+            } else {
+                s.state.to_string()
+            },
             when(s.since),
             t(&s.reason)
         );
@@ -540,14 +545,22 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
         for c in s
             .checks
             .iter()
-            .filter(|c| c.verdict != "up" || c.awaiting_canary)
+            .filter(|c| c.verdict != "up" || c.awaiting_canary || c.grade.is_some())
         {
             let last = c
                 .last
                 .as_ref()
                 .map_or("no result yet".to_string(), |l| t(&l.reason).into_owned());
+            let graded;
             let verdict = if c.awaiting_canary {
                 "failing, held until a canary passes"
+            } else if let Some(g) = &c.grade {
+                graded = format!(
+                    "{} ({})",
+                    c.verdict,
+                    if g == "degraded" { "slow" } else { g }
+                );
+                &graded
             } else {
                 &c.verdict
             };

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::audit;
+use crate::checks::Grade;
 use crate::config::{Config, HealthyWhen, Quorum};
 use crate::incidents::{Incident, Incidents};
 use crate::overrides::Overrides;
@@ -34,9 +35,13 @@ pub struct Member {
 pub struct Vote {
     /// Passing.
     pub up: bool,
-    /// Why it fails (the probe's reason when it flipped), or empty.
+    /// Why it fails, or why a passing check is not of normal grade (the probe's reason when
+    /// it flipped), or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub why: String,
+    /// How well a passing check works (absent: normal; older instances never write it).
+    #[serde(default, skip_serializing_if = "Grade::is_normal")]
+    pub grade: Grade,
 }
 
 /// The serial the cluster gives a zone's content (written by the leader).
@@ -253,7 +258,10 @@ impl View {
         };
         for name in self.voters() {
             match self.votes.get(name).and_then(|v| v.get(check)) {
-                Some(v) if v.up => t.up.push(name.to_string()),
+                Some(v) if v.up => {
+                    t.up.push(name.to_string());
+                    t.grades.push((v.grade, v.why.clone()));
+                }
                 Some(v) => t.down.push((name.to_string(), v.why.clone())),
                 None => {}
             }
@@ -297,6 +305,8 @@ pub struct Tally {
     pub up: Vec<String>,
     /// Who sees it fail, and why.
     pub down: Vec<(String, String)>,
+    /// The grade each of `up` sees, and why (in `up`'s order).
+    pub grades: Vec<(Grade, String)>,
 }
 
 impl Tally {
@@ -304,6 +314,31 @@ impl Tally {
     pub fn verdict(&self) -> Option<bool> {
         let voters = self.up.len() + self.down.len();
         (voters > 0).then(|| self.up.len() >= self.quorum.needed(voters))
+    }
+
+    /// The agreed grade of a check agreed up: the best grade that a quorum of the voters
+    /// see it at or better (with `majority` of three, normal needs two instances seeing it
+    /// normal; one normal, one degraded and one down is degraded). `one`: the best any
+    /// voter sees; `all`: the worst.
+    pub fn grade(&self) -> Grade {
+        let voters = self.up.len() + self.down.len();
+        let needed = self.quorum.needed(voters);
+        for g in [Grade::Normal, Grade::Degraded] {
+            if self.grades.iter().filter(|(x, _)| *x <= g).count() >= needed {
+                return g;
+            }
+        }
+        Grade::Maintenance
+    }
+
+    /// Why the check is of grade `g`: the first voter's words that see it so (or the grade).
+    pub fn grade_why(&self, g: Grade) -> String {
+        self.grades
+            .iter()
+            .filter(|(x, w)| *x == g && !w.is_empty())
+            .map(|(_, w)| w.clone())
+            .next()
+            .unwrap_or_else(|| g.as_str().to_string())
     }
 
     /// Why it is down, for the status: "seen down from office, dc (2 of 3; majority): <why>".
@@ -343,8 +378,40 @@ mod tests {
         serde_json::to_vec(&Vote {
             up,
             why: if up { String::new() } else { "refused".into() },
+            grade: Grade::Normal,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_agreed_grade_is_the_best_a_quorum_sees_at_or_above() {
+        let mut v = three([true, true, false]);
+        let slow = Vote {
+            up: true,
+            why: "slow: over 1.5s (HTTP 200)".into(),
+            grade: Grade::Degraded,
+        };
+        v.put(
+            "votes/dc/mls#0",
+            &serde_json::to_vec(&slow).unwrap(),
+            (21, 21),
+            false,
+        )
+        .unwrap();
+        // office normal, dc degraded, cloud down.
+        let t = v.tally("mls#0", Quorum::Majority);
+        assert_eq!(t.verdict(), Some(true));
+        assert_eq!(
+            t.grade(),
+            Grade::Degraded,
+            "only one of three sees it normal"
+        );
+        assert_eq!(t.grade_why(Grade::Degraded), "slow: over 1.5s (HTTP 200)");
+        assert_eq!(v.tally("mls#0", Quorum::One).grade(), Grade::Normal);
+        // An older instance's vote has no grade: normal.
+        let old: Vote = serde_json::from_str(r#"{"up":true}"#).unwrap();
+        assert_eq!(old.grade, Grade::Normal);
+        assert!(!serde_json::to_string(&old).unwrap().contains("grade"));
     }
 
     fn three(up: [bool; 3]) -> View {

@@ -357,6 +357,9 @@ pub struct Timing {
     /// killed backend is seen within one confirm interval instead of up to a whole
     /// interval). http and tcp checks only.
     pub watch: bool,
+    /// A passing probe slower than this makes the check degraded (`degraded_after`): still
+    /// up, shown as slow. Service checks of types that measure a response only.
+    pub degraded_after: Option<Duration>,
 }
 
 impl Timing {
@@ -385,6 +388,148 @@ pub enum CheckKind {
     Tcp(TcpCheck),
     /// A DNS lookup.
     Dns(DnsCheck),
+    /// HTTP steps sharing a cookie jar (a sign-in, say), bounded by one timeout.
+    Journey(JourneyCheck),
+    /// A vendor's Statuspage-compatible `summary.json` and one of its components.
+    Statuspage(StatuspageCheck),
+    /// A job that must call `POST /api/v1/heartbeat/{check}` at least every `period`.
+    Heartbeat(HeartbeatCheck),
+}
+
+impl CheckKind {
+    /// The `type` as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CheckKind::Http(_) => "http",
+            CheckKind::Tcp(_) => "tcp",
+            CheckKind::Dns(_) => "dns",
+            CheckKind::Journey(_) => "journey",
+            CheckKind::Statuspage(_) => "statuspage",
+            CheckKind::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
+/// A secret read from a file at load (`password_file`): its `Debug` hides it, so that it
+/// appears in no log line, status or page.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+/// A string with `{name}` placeholders, parsed at load: literal text and variable names
+/// (`{{` and `}}` stand for braces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub Vec<Piece>);
+
+/// One piece of a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Text as written.
+    Text(String),
+    /// `{name}`: a captured value, or `{password}`.
+    Var(String),
+}
+
+impl Template {
+    /// The variables it uses.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|p| match p {
+            Piece::Var(v) => Some(v.as_str()),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// Fills the placeholders from `vars` (a name it lacks becomes empty: load checks that
+    /// every name is defined by then).
+    pub fn fill(&self, vars: &BTreeMap<String, String>) -> String {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(v) => out.push_str(vars.get(v).map_or("", String::as_str)),
+            }
+        }
+        out
+    }
+}
+
+/// `type = "journey"`: HTTP steps in order, sharing cookies, each judged on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyCheck {
+    /// The steps, in order.
+    pub steps: Vec<JourneyStep>,
+    /// `password_file`'s first line: `{password}` in a step.
+    pub password: Option<Secret>,
+    /// Verify TLS certificates.
+    pub tls_verify: bool,
+}
+
+/// One step of a journey.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyStep {
+    /// Request method.
+    pub method: String,
+    /// URL (placeholders filled before the request).
+    pub url: Template,
+    /// Extra headers.
+    pub headers: Vec<(String, Template)>,
+    /// Request body.
+    pub body: Option<StepBody>,
+    /// Accepted statuses; empty means 200-399.
+    pub expect_status: Vec<u16>,
+    /// The body must contain this.
+    pub body_contains: Option<String>,
+    /// The body must match this.
+    pub body_regex: Option<Pattern>,
+    /// Values taken from the response for later steps.
+    pub capture: Vec<Capture>,
+    /// Follow redirects (up to 10) within this step.
+    pub follow_redirects: bool,
+}
+
+/// A step's request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepBody {
+    /// `form = { ... }`: `application/x-www-form-urlencoded`.
+    Form(Vec<(String, Template)>),
+    /// `json = { ... }`: `application/json`; placeholders filled in string values.
+    Json(serde_json::Value),
+}
+
+/// A value taken from a step's response into a variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    /// The variable's name.
+    pub name: String,
+    /// Where from: the body, or a header (`Location` is made absolute first).
+    pub header: Option<String>,
+    /// Its first group (or whole match) is the value; none: the whole header.
+    pub regex: Option<Pattern>,
+}
+
+/// `type = "statuspage"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatuspageCheck {
+    /// The `summary.json` URL.
+    pub url: url::Url,
+    /// The component's name (any case) or id.
+    pub component: String,
+    /// Verify TLS certificates.
+    pub tls_verify: bool,
+}
+
+/// `type = "heartbeat"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatCheck {
+    /// The job calls at least this often.
+    pub period: Duration,
+    /// Slack on top of `period` before the check fails.
+    pub grace: Duration,
 }
 
 /// An HTTP probe.

@@ -303,6 +303,41 @@ pub struct RawCheck {
     pub server: Option<Spanned<String>>,
     pub record_type: Option<Spanned<String>>,
     pub values: Option<Spanned<Vec<String>>>,
+    // any check that measures a response
+    pub degraded_after: Option<Spanned<Dur>>,
+    // journey
+    pub password_file: Option<Spanned<String>>,
+    pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    // statuspage
+    pub component: Option<Spanned<String>>,
+    // heartbeat
+    pub period: Option<Spanned<Dur>>,
+    pub grace: Option<Spanned<Dur>>,
+}
+
+/// One step of a journey check as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub method: Option<Spanned<String>>,
+    pub url: Spanned<String>,
+    pub form: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub json: Option<Spanned<toml::Value>>,
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    pub body_contains: Option<Spanned<String>>,
+    pub body_regex: Option<Spanned<String>>,
+    pub capture: Option<BTreeMap<Spanned<String>, Spanned<RawCapture>>>,
+    pub follow_redirects: Option<bool>,
+}
+
+/// `capture = { name = { regex = '...' } }` or `{ header = "Location" }` (with an optional
+/// `regex` over the header).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub regex: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
 }
 
 /// `[[maintenance]]`.

@@ -657,6 +657,7 @@ fn check_each(src: &mut Source<'_>, c: &RawCheckEach, _name: &Name) -> Option<Ch
         rise: 2,
         fall: 2,
         watch: false,
+        degraded_after: None,
     };
     let timing = Timing {
         watch: c.watch.unwrap_or(false),

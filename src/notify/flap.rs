@@ -63,7 +63,7 @@ fn is_state(e: &Event) -> bool {
     e.service.is_some()
         && matches!(
             e.kind,
-            Kind::Down | Kind::Up | Kind::Impacted | Kind::Maintenance
+            Kind::Down | Kind::Up | Kind::Impacted | Kind::Maintenance | Kind::Degraded
         )
 }
 

@@ -199,10 +199,17 @@ impl Sink {
 }
 
 /// True when `sink`'s filters want `n`. A summary counts as every kind it holds back;
-/// incidents match when any of their services is listed; guard events concern everyone.
+/// incidents match when any of their services is listed; guard events concern everyone. The
+/// end of a slow spell (degraded to up) is told to the sinks that take `degraded`: a sink
+/// that was never told a service was slow is not told it is fine again.
 pub fn wants(sink: &Notify, n: &Notice) -> bool {
     let kinds = match &n.flapping {
         Some(f) => f.held.clone(),
+        None if n.event.kind == Kind::Up
+            && n.event.old_state == Some(crate::health::ServiceState::Degraded) =>
+        {
+            vec![Kind::Degraded]
+        }
         None => vec![n.event.kind],
     };
     if !kinds

@@ -98,7 +98,8 @@ pub fn pages(n: &Notice) -> bool {
                     Some(crate::health::ServiceState::Down | crate::health::ServiceState::Impacted)
                 )
         }
-        Kind::Override | Kind::Test => false,
+        // Slow is not down: told, not paged.
+        Kind::Override | Kind::Test | Kind::Degraded => false,
     }
 }
 
@@ -204,7 +205,7 @@ impl Pages {
         for p in self.list.iter_mut().filter(|p| p.open()) {
             let pe = &p.notice.event;
             let ends = match e.kind {
-                Kind::Up | Kind::Maintenance => {
+                Kind::Up | Kind::Maintenance | Kind::Degraded => {
                     e.service.is_some()
                         && pe.service == e.service
                         && matches!(pe.kind, Kind::Down | Kind::Impacted | Kind::Up)

@@ -139,6 +139,7 @@ pub fn headline(n: &Notice) -> String {
             format!("{who} is IMPACTED (it works, but not through the usual way in){reason}")
         }
         Kind::Maintenance => format!("{who} is in MAINTENANCE{reason}"),
+        Kind::Degraded => format!("{who} is SLOW (working, but degraded){reason}"),
         Kind::Override => match &e.override_ {
             Some(o) => {
                 let until = o

@@ -135,6 +135,7 @@ pub fn build(snap: &Snapshot, base: &str, now: DateTime<Utc>) -> Feed {
                     format!("{name} works, but not through the usual way in")
                 }
                 (_, ServiceState::Maintenance) => format!("{name} is in maintenance"),
+                (_, ServiceState::Degraded) => format!("{name} is slow"),
             };
             let from = t
                 .from

@@ -160,7 +160,7 @@ fn ts(t: DateTime<Utc>) -> String {
 pub fn component_status(s: ServiceState) -> &'static str {
     match s {
         ServiceState::Up => "operational",
-        ServiceState::Impacted => "degraded_performance",
+        ServiceState::Impacted | ServiceState::Degraded => "degraded_performance",
         ServiceState::Down => "major_outage",
         ServiceState::Maintenance => "under_maintenance",
     }
@@ -173,7 +173,7 @@ pub fn indicator(states: &[ServiceState]) -> StatusDoc {
         ("critical", "Major System Outage")
     } else if down > 0 {
         ("major", "Partial System Outage")
-    } else if states.contains(&ServiceState::Impacted) {
+    } else if states.contains(&ServiceState::Impacted) || states.contains(&ServiceState::Degraded) {
         ("minor", "Minor Service Outage")
     } else if states.contains(&ServiceState::Maintenance) {
         ("maintenance", "Service Under Maintenance")
@@ -190,7 +190,7 @@ pub fn indicator(states: &[ServiceState]) -> StatusDoc {
 fn impact(states: &[ServiceState]) -> &'static str {
     if states.contains(&ServiceState::Down) {
         "major"
-    } else if states.contains(&ServiceState::Impacted) {
+    } else if states.contains(&ServiceState::Impacted) || states.contains(&ServiceState::Degraded) {
         "minor"
     } else if states.contains(&ServiceState::Maintenance) {
         "maintenance"
@@ -436,6 +436,8 @@ mod tests {
         assert_eq!(indicator(&[Up, Up]).indicator, "none");
         assert_eq!(indicator(&[Up, Maintenance]).indicator, "maintenance");
         assert_eq!(indicator(&[Impacted, Maintenance]).indicator, "minor");
+        assert_eq!(indicator(&[Up, Degraded]).indicator, "minor");
+        assert_eq!(component_status(Degraded), "degraded_performance");
         assert_eq!(indicator(&[Down, Up]).indicator, "major");
         assert_eq!(indicator(&[Down, Down]).indicator, "critical");
     }

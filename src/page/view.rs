@@ -618,8 +618,10 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
             // Impacted services get their note instead: it says the same in plain words.
             let reason = st
                 .filter(|s| {
-                    matches!(s.state, ServiceState::Down | ServiceState::Maintenance)
-                        && !s.reason.is_empty()
+                    matches!(
+                        s.state,
+                        ServiceState::Down | ServiceState::Maintenance | ServiceState::Degraded
+                    ) && !s.reason.is_empty()
                 })
                 .map(|s| s.reason.clone());
             ServiceRow {
@@ -692,6 +694,7 @@ pub fn state_label(s: &ServiceState) -> &'static str {
     match s {
         ServiceState::Up => "Working",
         ServiceState::Impacted => "Working, limited access",
+        ServiceState::Degraded => "Working, slow",
         ServiceState::Down => "Unavailable",
         ServiceState::Maintenance => "Maintenance",
     }
@@ -702,6 +705,7 @@ pub fn state_class(s: &ServiceState) -> &'static str {
     match s {
         ServiceState::Up => "ok",
         ServiceState::Impacted => "limited",
+        ServiceState::Degraded => "slow",
         ServiceState::Down => "down",
         ServiceState::Maintenance => "maint",
     }

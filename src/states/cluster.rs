@@ -16,8 +16,10 @@ use tracing::{info, warn};
 
 use super::{Engine, StatesTask};
 use crate::audit;
+use crate::checks::Grade;
 use crate::checks::runner::CheckId;
 use crate::cluster::{Ballot, Cluster, View, Vote, keys};
+use crate::config::{CheckKind, Quorum};
 use crate::events::Event;
 use crate::health::ServiceState;
 use crate::{incidents, overrides};
@@ -135,11 +137,12 @@ pub fn ballot(local: &Engine, before: &Ballot) -> Ballot {
         }
         let Some(up) = c.verdict else { continue };
         let key = id.to_string();
+        let grade = if up { c.grade } else { Grade::Normal };
         let vote = match before.votes.get(&key) {
-            Some(v) if v.up == up => v.clone(),
+            Some(v) if v.up == up && v.grade == grade => v.clone(),
             _ => Vote {
                 up,
-                why: if up {
+                why: if up && grade == Grade::Normal {
                     String::new()
                 } else {
                     c.last
@@ -147,6 +150,7 @@ pub fn ballot(local: &Engine, before: &Ballot) -> Ballot {
                         .map(|o| o.reason.clone())
                         .unwrap_or_default()
                 },
+                grade,
             },
         };
         votes.insert(key, vote);
@@ -176,6 +180,18 @@ pub fn agree(engine: &mut Engine, view: &View) -> DateTime<Utc> {
         .collect();
     for id in ids {
         let quorum = match &id {
+            // A job's call reaches one instance: any instance that heard it in time is
+            // enough (docs/cluster.md, "Heartbeats").
+            CheckId::Service { service, index }
+                if config.services.get(service).is_some_and(|s| {
+                    matches!(
+                        s.checks.get(*index).map(|c| &c.kind),
+                        Some(CheckKind::Heartbeat(_))
+                    )
+                }) =>
+            {
+                Quorum::One
+            }
             CheckId::Service { service, .. } => config
                 .services
                 .get(service)
@@ -185,8 +201,15 @@ pub fn agree(engine: &mut Engine, view: &View) -> DateTime<Utc> {
         };
         let tally = view.tally(&id.to_string(), quorum);
         if let Some(v) = tally.verdict() {
-            let why = if v { String::new() } else { tally.why() };
-            engine.set_agreed(&id, Some(v), &why, now);
+            let grade = if v { tally.grade() } else { Grade::Normal };
+            let why = if !v {
+                tally.why()
+            } else if grade != Grade::Normal {
+                tally.grade_why(grade)
+            } else {
+                String::new()
+            };
+            engine.set_agreed(&id, Some(v), grade, &why, now);
         }
     }
     engine.set_overrides(view.overrides_at(now));
@@ -459,5 +482,111 @@ impl StatesTask {
                 );
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Member;
+
+    /// An engine over a config with a slow-checked `mls` (service quorum "all") and a
+    /// heartbeat-checked `feed`.
+    fn engine(dir: &std::path::Path) -> Engine {
+        std::fs::create_dir_all(dir.join("zones")).unwrap();
+        std::fs::write(
+            dir.join("zones/z.toml"),
+            "origin = \"example.test.\"\nsoa = { mname = \"ns1.example.test.\", rname = \"h.example.test.\" }\nns = [\"ns1.example.test.\"]\n",
+        )
+        .unwrap();
+        let cfg = "[server]\ndns_listen = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\nstate_dir = \"state\"\n\
+                   [services.mls]\nquorum = \"all\"\ncheck = { type = \"tcp\", address = \"127.0.0.1:9\", degraded_after = \"1s\" }\n\
+                   [services.feed]\nquorum = \"all\"\ncheck = { type = \"heartbeat\", period = \"1m\" }\n";
+        std::fs::write(dir.join("detour.toml"), cfg).unwrap();
+        let config = Arc::new(crate::config::Config::load(&dir.join("detour.toml")).unwrap());
+        Engine::new(config, None, Utc::now())
+    }
+
+    fn put(v: &mut View, key: &str, value: &impl serde::Serialize, rev: i64) {
+        v.put(key, &serde_json::to_vec(value).unwrap(), (rev, rev), false)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_heartbeat_heard_by_one_instance_is_up_and_grades_follow_the_quorum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path());
+        let mut v = View::default();
+        for (i, name) in ["office", "dc", "cloud"].iter().enumerate() {
+            let m = Member {
+                frozen: false,
+                started: Utc::now(),
+                version: "0".into(),
+                config: "x".into(),
+            };
+            put(&mut v, &format!("members/{name}"), &m, 10 + i as i64);
+            // Only the office heard the job; everybody sees the MLS up, the dc sees it slow.
+            let heard = *name == "office";
+            let beat = Vote {
+                up: heard,
+                why: if heard {
+                    String::new()
+                } else {
+                    "no heartbeat within 1m12s".into()
+                },
+                grade: Grade::Normal,
+            };
+            put(&mut v, &format!("votes/{name}/feed#0"), &beat, 20);
+            let grade = if *name == "dc" {
+                Grade::Degraded
+            } else {
+                Grade::Normal
+            };
+            let mls = Vote {
+                up: true,
+                why: if *name == "dc" {
+                    "slow: over 1s (connected)".into()
+                } else {
+                    String::new()
+                },
+                grade,
+            };
+            put(&mut v, &format!("votes/{name}/mls#0"), &mls, 20);
+        }
+        agree(&mut e, &v);
+        let feed = CheckId::Service {
+            service: "feed".into(),
+            index: 0,
+        };
+        let mls = CheckId::Service {
+            service: "mls".into(),
+            index: 0,
+        };
+        // The service's quorum is "all", but a heartbeat needs only one instance to hear it.
+        assert_eq!(e.health().verdict(&feed), Some(true));
+        // "all" for the MLS: one instance seeing it slow is enough for slow.
+        let h = e.health();
+        assert_eq!(
+            (h.checks[&mls].verdict, h.checks[&mls].grade),
+            (Some(true), Grade::Degraded)
+        );
+        e.evaluate(Utc::now());
+        assert_eq!(
+            e.health().services["mls"].state,
+            crate::health::ServiceState::Degraded
+        );
+        assert_eq!(
+            e.health().services["mls"].reason,
+            "slow: over 1s (connected)"
+        );
+        // Nobody hears the job any more: down.
+        let silent = Vote {
+            up: false,
+            why: "no heartbeat".into(),
+            grade: Grade::Normal,
+        };
+        put(&mut v, "votes/office/feed#0", &silent, 30);
+        agree(&mut e, &v);
+        assert_eq!(e.health().verdict(&feed), Some(false));
     }
 }

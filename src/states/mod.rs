@@ -1,4 +1,4 @@
-//! Service states: check verdicts in, up / down / impacted / maintenance out; the single
+//! Service states: check verdicts in, up / down / impacted / maintenance / degraded out; the single
 //! writer of Snapshots.
 //!
 //! [`Engine`] ([`engine`]) is the pure part. [`StatesTask::run`] is the task around it: it
@@ -318,12 +318,7 @@ impl StatesTask {
     fn export_gauges(&self) {
         let h = self.engine.health();
         for (id, s) in &h.services {
-            for st in [
-                ServiceState::Up,
-                ServiceState::Down,
-                ServiceState::Impacted,
-                ServiceState::Maintenance,
-            ] {
+            for st in ServiceState::ALL {
                 let v = if s.state == st { 1.0 } else { 0.0 };
                 metrics::gauge!("detour_service_state", "service" => id.clone(), "state" => st.to_string()).set(v);
             }
@@ -331,6 +326,12 @@ impl StatesTask {
         metrics::gauge!("detour_guard_frozen").set(if h.guard.frozen { 1.0 } else { 0.0 });
         let awaiting = h.checks.values().filter(|c| c.awaiting_canary).count();
         metrics::gauge!("detour_checks_awaiting_canary").set(awaiting as f64);
+        let degraded = h
+            .checks
+            .values()
+            .filter(|c| c.verdict == Some(true) && c.grade != crate::checks::Grade::Normal)
+            .count();
+        metrics::gauge!("detour_checks_degraded").set(degraded as f64);
         // Compare with a secondary's SOA serial to see how far behind it is.
         for z in &self.snapshots.load().zones {
             let zone = z.origin.to_string();
@@ -384,7 +385,10 @@ fn health_differs(a: &Health, b: &Health) -> bool {
             .iter()
             .zip(b.checks.iter())
             .any(|((ia, ca), (ib, cb))| {
-                ia != ib || ca.verdict != cb.verdict || ca.awaiting_canary != cb.awaiting_canary
+                ia != ib
+                    || ca.verdict != cb.verdict
+                    || ca.grade != cb.grade
+                    || ca.awaiting_canary != cb.awaiting_canary
             })
         || a.services.len() != b.services.len()
         || a.services

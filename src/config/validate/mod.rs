@@ -195,7 +195,7 @@ fn build(
                 ),
             );
         }
-        if let Some(s) = service(src, id.get_ref(), rs, &ids, &defaults, probe_source) {
+        if let Some(s) = service(src, id.get_ref(), rs, &ids, &defaults, probe_source, dir) {
             if s.checks.is_empty() {
                 warnings.push(format!(
                     "service {} has no check: it counts as up unless an operator says otherwise",
@@ -233,7 +233,12 @@ fn build(
 
     let mut canaries = Vec::new();
     for c in &raw.guard.canaries {
-        if let Some(c) = check(src, c, &defaults, probe_source) {
+        let place = Place {
+            source: probe_source,
+            dir,
+            canary: true,
+        };
+        if let Some(c) = check(src, c, &defaults, &place) {
             canaries.push(c);
         }
     }

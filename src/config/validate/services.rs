@@ -27,6 +27,7 @@ pub(super) fn service(
     ids: &BTreeSet<String>,
     defaults: &Timing,
     probe_source: Option<IpAddr>,
+    dir: &Path,
 ) -> Option<Service> {
     let before = src.errors.len();
     for d in &raw.depends_on {
@@ -58,7 +59,14 @@ pub(super) fn service(
     }
     let checks: Vec<Check> = raws
         .into_iter()
-        .filter_map(|c| check(src, c, defaults, probe_source))
+        .filter_map(|c| {
+            let place = Place {
+                source: probe_source,
+                dir,
+                canary: false,
+            };
+            check(src, c, defaults, &place)
+        })
         .collect();
     let healthy_when = match &raw.healthy_when {
         None => HealthyWhen::All,

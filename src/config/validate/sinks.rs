@@ -8,6 +8,7 @@ pub(super) const EVENTS: &[&str] = &[
     "up",
     "impacted",
     "maintenance",
+    "degraded",
     "override",
     "incident",
     "guard",

@@ -1,6 +1,7 @@
 //! The pure part of the states engine (no I/O; time is an argument): probe reports become
-//! check verdicts, verdicts become service states (`healthy_when`), maintenance windows and
-//! overrides apply, `depends_on` makes services impacted (transitively), and the guard
+//! check verdicts (and grades), verdicts become service states (`healthy_when`; a passing
+//! check graded degraded makes its service degraded, a vendor's maintenance makes it
+//! maintenance), maintenance windows and overrides apply, `depends_on` makes services impacted (transitively), and the guard
 //! freezes every verdict when every canary is down and holds a new down verdict until a
 //! canary corroborates it.
 
@@ -13,8 +14,8 @@ use tracing::{info, warn};
 
 use super::operator::OperatorError;
 use super::persist::Persisted;
-use crate::checks::plan;
 use crate::checks::runner::{CheckId, Report};
+use crate::checks::{Grade, plan};
 use crate::config::{Config, HealthyWhen};
 use crate::health::{
     CheckStatus, GuardStatus, HISTORY, Health, ServiceState, ServiceStatus, Transition,
@@ -40,8 +41,8 @@ pub struct Engine {
     plan: BTreeMap<CheckId, (crate::checks::runner::Target, crate::config::Timing)>,
     checks: BTreeMap<CheckId, CheckStatus>,
     services: BTreeMap<String, ServiceStatus>,
-    /// Verdicts held while the guard is frozen.
-    frozen: Option<BTreeMap<CheckId, Option<bool>>>,
+    /// Verdicts (and grades) held while the guard is frozen.
+    frozen: Option<BTreeMap<CheckId, (Option<bool>, Grade)>>,
     guard_since: DateTime<Utc>,
     /// Failing checks whose down verdict no canary has corroborated yet (only with canaries).
     holds: BTreeMap<CheckId, Hold>,
@@ -64,6 +65,8 @@ pub struct Engine {
 struct Hold {
     /// The verdict before this run of failures.
     before: Option<bool>,
+    /// The grade before it.
+    before_grade: Grade,
     /// First and latest failure of the current run (monotonic finish times); none after a
     /// pass.
     run: Option<(Instant, Instant)>,
@@ -135,6 +138,7 @@ impl Engine {
                 .unwrap_or(CheckStatus {
                     verdict: None,
                     since: now,
+                    grade: Grade::Normal,
                     last: None,
                     awaiting_canary: false,
                 });
@@ -179,10 +183,12 @@ impl Engine {
         };
         let flipped = r.flipped;
         let before = c.verdict;
+        let before_grade = c.grade;
         if c.verdict != r.verdict {
             c.since = r.observation.at;
         }
         c.verdict = r.verdict;
+        c.grade = r.grade;
         let (ok, at) = (o.ok, o.finished);
         let started = at.checked_sub(o.latency).unwrap_or(at);
         c.last = Some(r.observation);
@@ -212,6 +218,7 @@ impl Engine {
         }
         let h = self.holds.entry(r.id.clone()).or_insert(Hold {
             before,
+            before_grade,
             run: None,
             corroborated: false,
         });
@@ -229,24 +236,32 @@ impl Engine {
         changed
     }
 
-    /// Sets a check's verdict from outside: in a cluster, the quorum of the instances'
-    /// verdicts, with why it fails. Returns true when the verdict changed.
+    /// Sets a check's verdict and grade from outside: in a cluster, the quorum of the
+    /// instances' votes, with why it fails (or why it is not normal). Returns true when
+    /// either changed.
     pub fn set_agreed(
         &mut self,
         id: &CheckId,
         verdict: Option<bool>,
+        grade: Grade,
         why: &str,
         at: DateTime<Utc>,
     ) -> bool {
         let Some(c) = self.checks.get_mut(id) else {
             return false;
         };
-        let changed = c.verdict != verdict;
-        if changed {
+        let grade = if verdict == Some(true) {
+            grade
+        } else {
+            Grade::Normal
+        };
+        let changed = c.verdict != verdict || c.grade != grade;
+        if c.verdict != verdict {
             c.since = at;
         }
         c.verdict = verdict;
-        let reason = if verdict == Some(false) {
+        c.grade = grade;
+        let reason = if verdict == Some(false) || grade != Grade::Normal {
             why.to_string()
         } else {
             "agreed: passing".to_string()
@@ -255,7 +270,7 @@ impl Engine {
             let mut o = if verdict == Some(false) {
                 crate::checks::Observation::fail(Duration::ZERO, reason)
             } else {
-                crate::checks::Observation::pass(Duration::ZERO, reason)
+                crate::checks::Observation::graded(Duration::ZERO, grade, reason)
             };
             o.at = at;
             c.last = Some(o);
@@ -271,18 +286,29 @@ impl Engine {
     /// The verdict services and selection use: the frozen one while the guard is frozen, the
     /// one before the failures while a down verdict awaits a canary, else the check's own.
     fn verdict(&self, id: &CheckId) -> Option<bool> {
+        self.in_force(id).0
+    }
+
+    /// The verdict and grade in force (see [`Engine::verdict`]); a check not up is of
+    /// normal grade.
+    fn in_force(&self, id: &CheckId) -> (Option<bool>, Grade) {
         match &self.frozen {
-            Some(held) if !matches!(id, CheckId::Canary(_)) => held.get(id).copied().flatten(),
-            _ => self.corroborated_verdict(id),
+            Some(held) if !matches!(id, CheckId::Canary(_)) => {
+                held.get(id).copied().unwrap_or((None, Grade::Normal))
+            }
+            _ => self.corroborated(id),
         }
     }
 
-    /// The check's verdict, unless it is down and no canary has corroborated it yet.
-    fn corroborated_verdict(&self, id: &CheckId) -> Option<bool> {
-        let verdict = self.checks.get(id).and_then(|c| c.verdict);
+    /// The check's verdict and grade, unless it is down and no canary has corroborated it
+    /// yet (then the ones before its failures).
+    fn corroborated(&self, id: &CheckId) -> (Option<bool>, Grade) {
+        let Some(c) = self.checks.get(id) else {
+            return (None, Grade::Normal);
+        };
         match self.holds.get(id) {
-            Some(h) if verdict == Some(false) && !h.corroborated => h.before,
-            _ => verdict,
+            Some(h) if c.verdict == Some(false) && !h.corroborated => (h.before, h.before_grade),
+            _ => (c.verdict, c.grade),
         }
     }
 
@@ -395,7 +421,7 @@ impl Engine {
         let mut out = Vec::new();
         for (id, svc) in &cfg.services {
             let (mut state, mut reason) = base[id.as_str()].clone();
-            if state == ServiceState::Up
+            if matches!(state, ServiceState::Up | ServiceState::Degraded)
                 && let Some((dep, dep_state)) = self.broken_dependency(&cfg, &svc.depends_on, &base)
             {
                 state = ServiceState::Impacted;
@@ -492,6 +518,8 @@ impl Engine {
         }
         let mut passing = 0;
         let mut failing = Vec::new();
+        // Passing checks that work less than normally: their grade and why.
+        let mut graded: Vec<(Grade, String)> = Vec::new();
         // Checks whose verdict in force is not (yet) theirs: none so far, or a failure that
         // is held (the guard is frozen, or a canary has not corroborated it).
         let (mut unknown, mut held) = (0, 0);
@@ -501,22 +529,28 @@ impl Engine {
                 index,
             };
             let live = self.checks.get(&cid).and_then(|c| c.verdict);
-            match self.verdict(&cid) {
+            let (verdict, grade) = self.in_force(&cid);
+            match verdict {
                 Some(false) => {}
                 _ if live == Some(false) => held += 1,
                 None => unknown += 1,
                 Some(true) => {}
             }
+            let last = self.checks.get(&cid).and_then(|c| c.last.as_ref());
             // No verdict yet counts as passing: only evidence takes a service down.
-            if self.verdict(&cid) == Some(false) {
-                let why = self
-                    .checks
-                    .get(&cid)
-                    .and_then(|c| c.last.as_ref())
-                    .map_or("check failing".to_string(), |o| o.reason.clone());
-                failing.push(why);
+            if verdict == Some(false) {
+                failing.push(last.map_or("check failing".to_string(), |o| o.reason.clone()));
             } else {
                 passing += 1;
+                if grade != Grade::Normal {
+                    // The latest probe's words while they say the same; else the grade's.
+                    let why = match last {
+                        Some(o) if o.ok && o.grade == grade => o.reason.clone(),
+                        _ if grade == Grade::Maintenance => "under maintenance".to_string(),
+                        _ => "slow".to_string(),
+                    };
+                    graded.push((grade, why));
+                }
             }
         }
         let healthy = match when {
@@ -524,30 +558,43 @@ impl Engine {
             HealthyWhen::Any => passing > 0,
             HealthyWhen::AtLeast(k) => passing >= k as usize,
         };
-        if healthy {
-            // Say why a service is up when its checks do not plainly say so.
-            let frozen = self.frozen.is_some();
-            let reason = if (held > 0 || unknown > 0) && frozen {
-                "held at its last state: the guard is frozen (every canary is down)".to_string()
-            } else if held > 0 {
-                "a failing check waits for a canary to pass before it counts".to_string()
-            } else if unknown == n {
-                "no verdict yet".to_string()
-            } else if unknown > 0 || !failing.is_empty() {
-                // `passing` counts the checks without a verdict too: they keep it up.
-                let waiting = if unknown > 0 {
-                    format!(", {unknown} without a verdict yet")
-                } else {
-                    String::new()
-                };
-                format!("{} of {n} checks pass{waiting}", passing - unknown - held)
-            } else {
-                "checks pass".to_string()
-            };
-            (ServiceState::Up, reason)
-        } else {
-            (ServiceState::Down, failing.join("; "))
+        if !healthy {
+            return (ServiceState::Down, failing.join("; "));
         }
+        // A vendor's maintenance outranks slowness: the service is not for use meanwhile.
+        let worst = graded.iter().map(|(g, _)| *g).max();
+        if let Some(worst) = worst {
+            let why: Vec<String> = graded
+                .into_iter()
+                .filter(|(g, _)| *g == worst)
+                .map(|(_, w)| w)
+                .collect();
+            let state = match worst {
+                Grade::Maintenance => ServiceState::Maintenance,
+                _ => ServiceState::Degraded,
+            };
+            return (state, why.join("; "));
+        }
+        // Say why a service is up when its checks do not plainly say so.
+        let frozen = self.frozen.is_some();
+        let reason = if (held > 0 || unknown > 0) && frozen {
+            "held at its last state: the guard is frozen (every canary is down)".to_string()
+        } else if held > 0 {
+            "a failing check waits for a canary to pass before it counts".to_string()
+        } else if unknown == n {
+            "no verdict yet".to_string()
+        } else if unknown > 0 || !failing.is_empty() {
+            // `passing` counts the checks without a verdict too: they keep it up.
+            let waiting = if unknown > 0 {
+                format!(", {unknown} without a verdict yet")
+            } else {
+                String::new()
+            };
+            format!("{} of {n} checks pass{waiting}", passing - unknown - held)
+        } else {
+            "checks pass".to_string()
+        };
+        (ServiceState::Up, reason)
     }
 
     fn update_guard(&mut self, now: DateTime<Utc>) {
@@ -561,7 +608,7 @@ impl Engine {
                 let held = self
                     .checks
                     .keys()
-                    .map(|id| (id.clone(), self.corroborated_verdict(id)))
+                    .map(|id| (id.clone(), self.corroborated(id)))
                     .collect();
                 self.frozen = Some(held);
                 self.guard_since = now;
@@ -614,7 +661,7 @@ impl Engine {
         let mut checks = self.checks.clone();
         for (id, c) in checks.iter_mut() {
             c.awaiting_canary = self.awaiting_canary(id);
-            c.verdict = self.verdict(id);
+            (c.verdict, c.grade) = self.in_force(id);
         }
         Health {
             services: self.services.clone(),

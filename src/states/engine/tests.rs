@@ -2,8 +2,8 @@
 //! canary), fed probe reports through real hysteresis at explicit times.
 
 use super::*;
-use crate::checks::Observation;
 use crate::checks::runner::Hysteresis;
+use crate::checks::{Grade, Observation};
 use crate::incidents::Incidents;
 use crate::overrides::Forced;
 use crate::states::health_differs;
@@ -72,25 +72,45 @@ impl Rig {
     /// Reports one probe of `id` that started at `start` ms and took `took` ms; returns
     /// what `Engine::report` says (a verdict in force may have changed).
     fn report(&mut self, id: CheckId, ok: bool, start: i64, took: i64) -> bool {
+        self.report_graded(id, ok, Grade::Normal, start, took)
+    }
+
+    /// [`Rig::report`] of a probe graded `grade` (a pass slow, or a vendor's word).
+    fn report_graded(
+        &mut self,
+        id: CheckId,
+        ok: bool,
+        grade: Grade,
+        start: i64,
+        took: i64,
+    ) -> bool {
         let timing = self.engine.plan[&id].1;
         let h = self
             .h
             .entry(id.clone())
             .or_insert_with(|| Hysteresis::new(timing.rise, timing.fall, None));
-        let flipped = h.observe(ok).is_some();
+        let (flipped, regraded) = h.observe_graded(ok, grade);
+        let reason = match (ok, grade) {
+            (false, _) => "timed out",
+            (true, Grade::Normal) => "connected",
+            (true, Grade::Degraded) => "slow: over 1.5s (connected)",
+            (true, Grade::Maintenance) => "under maintenance: Database upgrade",
+        };
         let observation = Observation {
             ok,
             latency: Duration::from_millis(took as u64),
-            reason: if ok { "connected" } else { "timed out" }.into(),
+            reason: reason.into(),
             at: t(start + took + self.skew),
             finished: m(start + took),
             own_fault: false,
+            grade: if ok { grade } else { Grade::Normal },
         };
         self.engine.report(Report {
             id,
             observation,
             verdict: h.verdict(),
-            flipped,
+            grade: h.grade(),
+            flipped: flipped.is_some() || regraded,
         })
     }
 
@@ -257,8 +277,10 @@ fn a_restored_down_verdict_is_not_held_again() {
             at: t(310),
             finished: m(310),
             own_fault: false,
+            grade: Grade::Normal,
         },
         verdict: Some(false),
+        grade: Grade::Normal,
         flipped: false,
     });
     e.evaluate(t(310));
@@ -401,4 +423,78 @@ fn what_the_status_shows_of_health_is_published() {
     let mut c = a.clone();
     c.checks.get_mut(&MLS()).unwrap().awaiting_canary = true;
     assert!(health_differs(&a, &c));
+}
+
+/// One graded probe of mls (started at `start` ms, 10 ms long) and its state after.
+fn graded(r: &mut Rig, grade: Grade, start: i64) -> ServiceState {
+    r.report_graded(MLS(), true, grade, start, 10);
+    r.engine.evaluate(t(start + 10));
+    r.engine.services["mls"].state
+}
+
+#[test]
+fn slow_passes_make_a_service_degraded_after_fall_and_normal_ones_bring_it_back_after_rise() {
+    // rise 2, fall 3.
+    let mut r = Rig::new(false, 3);
+    assert_eq!(graded(&mut r, Grade::Normal, 0), ServiceState::Up);
+    assert_eq!(graded(&mut r, Grade::Degraded, 100), ServiceState::Up);
+    assert_eq!(graded(&mut r, Grade::Degraded, 200), ServiceState::Up);
+    // A normal pass in between starts the count again.
+    assert_eq!(graded(&mut r, Grade::Normal, 300), ServiceState::Up);
+    for i in 0..2 {
+        assert_eq!(
+            graded(&mut r, Grade::Degraded, 400 + i * 100),
+            ServiceState::Up
+        );
+    }
+    assert_eq!(graded(&mut r, Grade::Degraded, 600), ServiceState::Degraded);
+    let s = &r.engine.services["mls"];
+    assert_eq!(s.reason, "slow: over 1.5s (connected)");
+    assert!(s.state.usable(), "degraded is answered as up");
+    assert_eq!(r.engine.health().checks[&MLS()].grade, Grade::Degraded);
+    // A failure while degraded does not change the grade by itself...
+    assert_eq!(r.probe(MLS(), false, 700), ServiceState::Degraded);
+    // ...and two normal passes (rise) make it up again.
+    assert_eq!(graded(&mut r, Grade::Normal, 800), ServiceState::Degraded);
+    assert_eq!(graded(&mut r, Grade::Normal, 900), ServiceState::Up);
+    // Down then up again: the grade of the pass that brings it up.
+    for i in 0..3 {
+        r.probe(MLS(), false, 1000 + i * 100);
+    }
+    assert_eq!(r.engine.services["mls"].state, ServiceState::Down);
+    assert_eq!(graded(&mut r, Grade::Degraded, 1400), ServiceState::Down);
+    assert_eq!(
+        graded(&mut r, Grade::Degraded, 1500),
+        ServiceState::Degraded
+    );
+}
+
+#[test]
+fn a_vendors_maintenance_is_maintenance_and_an_override_wins_over_degraded() {
+    let mut r = Rig::new(false, 1);
+    assert_eq!(
+        graded(&mut r, Grade::Maintenance, 0),
+        ServiceState::Maintenance
+    );
+    assert_eq!(
+        r.engine.services["mls"].reason,
+        "under maintenance: Database upgrade"
+    );
+    assert!(!ServiceState::Maintenance.usable());
+    assert_eq!(
+        graded(&mut r, Grade::Normal, 100),
+        ServiceState::Maintenance
+    );
+    assert_eq!(graded(&mut r, Grade::Normal, 200), ServiceState::Up);
+    assert_eq!(graded(&mut r, Grade::Degraded, 300), ServiceState::Degraded);
+    // An override wins over a degraded verdict, as over any other.
+    r.engine
+        .set_override(
+            "mls",
+            Some(crate::overrides::Override::new(Forced::Up, "fine")),
+        )
+        .unwrap();
+    r.engine.evaluate(t(400));
+    assert_eq!(r.engine.services["mls"].state, ServiceState::Up);
+    assert_eq!(r.engine.services["mls"].observed, ServiceState::Degraded);
 }
