@@ -42,7 +42,8 @@ fn main() -> ExitCode {
         | Command::Notify(_)
         | Command::Announce
         | Command::Oncall { .. }
-        | Command::Ack { .. } => {
+        | Command::Ack { .. }
+        | Command::Subscribers(_) => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);
             };

@@ -190,6 +190,11 @@ impl Site {
 
 /// A site whose rotation has Dana on call today, Sam next, then Lee, escalating after 5 s.
 fn site(backend: SocketAddr, smtp: u16, gateway: SocketAddr) -> Site {
+    site_with(backend, smtp, gateway, "")
+}
+
+/// [`site`] with `extra` appended to the config.
+fn site_with(backend: SocketAddr, smtp: u16, gateway: SocketAddr, extra: &str) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let (admin, page) = (free_port(), free_port());
     let today = chrono::Utc::now().date_naive();
@@ -240,6 +245,7 @@ from = "+15555550100"
 to = ["oncall"]
 credentials_file = "sms.secret"
 events = ["down", "up"]
+{extra}
 "#
         ),
     )
@@ -560,5 +566,296 @@ async fn email_goes_through_starttls_and_implicit_tls_with_auth_and_bad_credenti
         assert!(mails[0].raw.contains("Test notification from detour"));
     }
     // Stopped by SIGTERM: the pending deliveries and pages are saved on the way out.
+    d.signal("-TERM");
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribers.
+
+/// The decoded text/plain part of a raw email (quoted-printable or base64).
+fn plain(raw: &str) -> String {
+    use base64::Engine;
+    let raw = raw.replace("\r\n", "\n");
+    let boundary = raw
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|b| b.split('"').next())
+        .unwrap_or("\u{0}")
+        .to_string();
+    for part in raw.split(&format!("--{boundary}")) {
+        let Some((head, body)) = part.split_once("\n\n") else {
+            continue;
+        };
+        let head_l = head.to_ascii_lowercase();
+        if !head_l.contains("text/plain") {
+            continue;
+        }
+        if head_l.contains("content-transfer-encoding: base64") {
+            let b: String = body.split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .unwrap_or_default();
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        if head_l.contains("quoted-printable") {
+            let joined = body.replace("=\n", "");
+            let mut out = Vec::new();
+            let b = joined.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'='
+                    && i + 2 < b.len()
+                    && let Ok(x) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+                {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        return body.to_string();
+    }
+    raw.to_string()
+}
+
+/// The first URL in `text` containing `path`.
+fn link_in(text: &str, path: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.contains(path))
+        .map(|w| w.trim_end_matches(['.', ')', ',']).to_string())
+        .unwrap_or_else(|| panic!("no {path} link in {text:?}"))
+}
+
+/// Twilio's signature of a webhook to `url` with `form`, under `secret`.
+fn twilio_signature(url: &str, form: &[(&str, &str)], secret: &str) -> String {
+    use base64::Engine;
+    let mut f: Vec<&(&str, &str)> = form.iter().collect();
+    f.sort();
+    let mut data = url.to_string();
+    for (k, v) in f {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, data.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visitors_subscribe_confirm_get_folded_news_and_leave_by_link_or_stop() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), &[]);
+    let (gw, gw_addr) = Gateway::start().await;
+    let site = site_with(
+        backend.addr,
+        smtp.port,
+        gw_addr,
+        "\n[subscribers]\nchannels = [\"email\", \"sms\"]\nmin_gap = \"4s\"\n",
+    );
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+    let base = format!("http://127.0.0.1:{}", site.page);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: &str| {
+        http.post(format!("{base}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+    };
+
+    // The status page links to a plain form that works without JavaScript.
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("/subscribe\">Get updates by email or text"),
+        "{page}"
+    );
+    let form = http.get(format!("{base}/subscribe")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let csp = form.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("form-action 'self'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    let form = form.text().await.unwrap();
+    assert!(
+        form.contains("value=\"sms\"") && form.contains("value=\"mls\""),
+        "{form}"
+    );
+
+    // An email subscriber for MLS: one confirmation, nothing else until confirmed.
+    let r = post(
+        "/subscribe",
+        "channel=email&address=agent%40example.test&service=mls",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let confirm = until("the confirmation", WITHIN, || {
+        smtp.to("agent@example.test").pop()
+    })
+    .await;
+    let text = plain(&confirm.raw);
+    let link = link_in(&text, "/confirm/");
+    // Asked again within the hour: the same answer, no second confirmation.
+    assert_eq!(
+        post(
+            "/subscribe",
+            "channel=email&address=agent%40example.test&service=mls"
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    backend.stop();
+    until("Dana's page", WITHIN, || {
+        Some(()).filter(|_| !gw.to(DANA).is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        smtp.to("agent@example.test").len(),
+        1,
+        "only the confirmation before confirming"
+    );
+
+    // Confirmed by the link (GET shows a button, POST confirms).
+    let g = http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(g.contains("Send updates to agent@example.test?"), "{g}");
+    let p = http.post(&link).send().await.unwrap();
+    assert_eq!(p.status(), 200);
+
+    // News now reaches them, with a one-click unsubscribe (RFC 8058).
+    backend.restart().await;
+    let up = until("the recovery notice", WITHIN, || {
+        smtp.to("agent@example.test")
+            .into_iter()
+            .find(|m| plain(&m.raw).contains("MLS is UP"))
+    })
+    .await;
+    assert!(up.raw.contains("List-Unsubscribe: <"), "{}", up.raw);
+    assert!(
+        up.raw
+            .contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    );
+    let unsubscribe = link_in(&plain(&up.raw), "/unsubscribe/");
+
+    // Two changes within min_gap: one message that says both.
+    backend.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    backend.restart().await;
+    let folded = until("the folded message", Duration::from_secs(15), || {
+        smtp.to("agent@example.test")
+            .into_iter()
+            .find(|m| plain(&m.raw).contains("2 updates"))
+    })
+    .await;
+    let t = plain(&folded.raw);
+    assert!(t.contains("MLS is DOWN") && t.contains("MLS is UP"), "{t}");
+    let before = smtp.to("agent@example.test").len();
+
+    // A text subscriber; STOP from their phone ends it (signed like Twilio signs).
+    let r = post("/subscribe", "channel=sms&address=%2B1+555+555+0199")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sms_confirm = until("the text confirmation", WITHIN, || {
+        gw.to("+15555550199").pop()
+    })
+    .await;
+    assert!(sms_confirm.chars().count() <= 160, "{sms_confirm}");
+    let sms_link = link_in(&sms_confirm, "/confirm/");
+    assert_eq!(http.post(&sms_link).send().await.unwrap().status(), 200);
+    let (_, out, _) = cli(&site.config(), &["subscribers", "list"]);
+    assert!(
+        out.contains("+15555550199") && out.contains("agent@example.test"),
+        "{out}"
+    );
+    assert!(out.contains("2 subscriber(s)"), "{out}");
+    let stop = [("From", "+15555550199"), ("Body", "STOP")];
+    let body = "From=%2B15555550199&Body=STOP";
+    let bad = http
+        .post(format!("{base}/sms/inbound"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", "AAAA")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403, "an unsigned STOP is refused");
+    let sig = twilio_signature(&format!("{base}/sms/inbound"), &stop, "s3cret");
+    let ok = http
+        .post(format!("{base}/sms/inbound"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let (_, out, _) = cli(&site.config(), &["subscribers", "list"]);
+    assert!(!out.contains("+15555550199"), "{out}");
+
+    // What an operator's change reaches includes the subscribers.
+    let (code, out, err) = cli(
+        &site.config(),
+        &["override", "set", "mls", "down", "--reason", "x"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 subscribers queued"), "{out}");
+
+    // The mail client's one-click unsubscribe: a POST with the RFC 8058 body.
+    let r = http
+        .post(&unsubscribe)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, out, _) = cli(&site.config(), &["subscribers", "list"]);
+    assert!(out.contains("0 subscriber(s)"), "{out}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        smtp.to("agent@example.test").len() <= before + 1,
+        "after unsubscribing, at most the message already in flight"
+    );
+
+    // Erasure by the operator, and the form's limit per source address.
+    post("/subscribe", "channel=email&address=x%40example.test")
+        .await
+        .unwrap();
+    let (code, out, err) = cli(&site.config(), &["subscribers", "remove", "x@example.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("erased"), "{out}");
+    let mut last = 200;
+    for i in 0..6 {
+        last = post(
+            "/subscribe",
+            &format!("channel=email&address=y{i}%40example.test"),
+        )
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    }
+    assert_eq!(
+        last, 429,
+        "more than 5 requests in 10 minutes from one address"
+    );
     d.signal("-TERM");
 }

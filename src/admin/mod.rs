@@ -177,6 +177,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/notify/test", post(notify_test))
         .route("/api/v1/oncall", get(get_oncall))
+        .route("/api/v1/subscribers", get(get_subscribers))
+        .route("/api/v1/subscribers/{address}", delete(delete_subscriber))
         .route("/api/v1/pages/{id}/ack", post(ack_page))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -541,6 +543,45 @@ async fn get_oncall(
             "no [oncall] rotation in the config".into(),
         )
     })
+}
+
+/// Every subscriber: the operator's export of this personal data.
+async fn get_subscribers(
+    State(app): State<App>,
+) -> Result<Json<Vec<crate::notify::subscribers::Subscriber>>, ApiError> {
+    let n = app.control.notifier().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notifications are not running".into(),
+        )
+    })?;
+    n.subscribers()
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
+}
+
+/// Erases a subscriber (every channel of that address) and what waits for them.
+async fn delete_subscriber(
+    State(app): State<App>,
+    UrlPath(address): UrlPath<String>,
+    headers: HeaderMap,
+    Query(q): Query<ByQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = app.control.notifier().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notifications are not running".into(),
+        )
+    })?;
+    let removed = n
+        .unsubscribe(None, address.trim())
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    if removed == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, "no such subscriber".into()));
+    }
+    let who = actor(q.by, &headers).who;
+    info!(by = %who, removed, "subscriber erased by an operator");
+    Ok(Json(json!({ "removed": removed })))
 }
 
 #[derive(Deserialize)]

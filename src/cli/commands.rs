@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use hyper::Method;
 use serde_json::json;
 
-use super::{Cli, Command, IncidentCmd, NotifyCmd, OverrideCmd};
+use super::{Cli, Command, IncidentCmd, NotifyCmd, OverrideCmd, SubscribersCmd};
 use crate::admin::client::{Client, ClientError};
 use crate::audit;
 use crate::config::ClientSettings;
@@ -139,6 +139,66 @@ pub async fn run(cli: &Cli) -> Outcome {
                 Err(e) => Err(e),
             }
         }
+        Command::Subscribers(SubscribersCmd::List) => client
+            .call(Method::GET, "/api/v1/subscribers", None)
+            .await
+            .map(|v| {
+                if cli.json {
+                    return format!("{v}\n");
+                }
+                let mut out = String::new();
+                let list = v.as_array().cloned().unwrap_or_default();
+                for s in &list {
+                    let services: Vec<&str> = s["services"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str())
+                        .collect();
+                    let state = match s["confirmed_at"].as_str() {
+                        Some(t) => format!("confirmed {}", local(t)),
+                        None => "NOT CONFIRMED".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        crate::text::escape(&format!(
+                            "{:<5} {:<32} {:<20} {state}",
+                            s["channel"].as_str().unwrap_or("?"),
+                            s["address"].as_str().unwrap_or("?"),
+                            if services.is_empty() {
+                                "everything".to_string()
+                            } else {
+                                services.join(",")
+                            },
+                        ))
+                    );
+                }
+                let _ = writeln!(out, "{} subscriber(s)", list.len());
+                out
+            }),
+        Command::Subscribers(SubscribersCmd::Remove { address }) => client
+            .call(
+                Method::DELETE,
+                &format!(
+                    "/api/v1/subscribers/{}?by={}",
+                    urlencode(address),
+                    urlencode(&by)
+                ),
+                None,
+            )
+            .await
+            .map(|v| {
+                if cli.json {
+                    format!("{v}\n")
+                } else {
+                    format!(
+                        "{}: erased ({} subscription(s) and what waited for them)\n",
+                        crate::text::escape(address),
+                        v["removed"]
+                    )
+                }
+            }),
         Command::Oncall { at } => {
             let path = match at {
                 Some(a) => format!("/api/v1/oncall?at={}", urlencode(a)),

@@ -62,6 +62,9 @@ pub enum Command {
         #[arg(long, value_parser = until_arg)]
         at: Option<String>,
     },
+    /// Subscribers: list them (the export of their data) or erase one.
+    #[command(subcommand)]
+    Subscribers(SubscribersCmd),
     /// Acknowledge a page: tells the others someone is on it and stops its escalation.
     Ack {
         /// The page id (in the message, and in `detour oncall`).
@@ -114,6 +117,18 @@ pub enum NotifyCmd {
         /// Only this sink: 1 is the first `[[notify]]` table.
         #[arg(long)]
         sink: Option<usize>,
+    },
+}
+
+/// `detour subscribers ...`.
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCmd {
+    /// Every subscriber: channel, address, what they follow, when they confirmed.
+    List,
+    /// Erase a subscriber (every channel of ADDRESS) and the messages waiting for them.
+    Remove {
+        /// Email address or phone number, as listed.
+        address: String,
     },
 }
 

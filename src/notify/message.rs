@@ -117,7 +117,7 @@ pub fn build(n: &Notice, ctx: &Context, to: &Addressing) -> Message {
     if services.len() > 1 {
         details.push(("Services".into(), services.join(", ")));
     }
-    if e.who != "detour" && !e.who.is_empty() {
+    if e.who != "detour" && !e.who.is_empty() && n.text.is_none() {
         details.push(("By".into(), e.who.clone()));
     }
     let mut updates = Vec::new();

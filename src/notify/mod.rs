@@ -27,6 +27,7 @@
 //! order of the `[[notify]]` tables.
 
 pub mod deliver;
+pub mod fanout;
 pub mod flap;
 pub mod links;
 pub mod message;
@@ -54,7 +55,8 @@ use crate::config::{Config, Notify, Recipient as To, Sink as SinkKind};
 use crate::events::{Event, Kind};
 use crate::snapshot::SnapshotHandle;
 use flap::Flaps;
-use links::{Purpose, Signer};
+pub use links::Purpose;
+use links::Signer;
 use pages::{Acked, Page, Pages};
 use payload::{Context, Notice};
 use queue::{Entry, Recipient, Stored};
@@ -89,6 +91,51 @@ pub struct TestResult {
     pub error: Option<String>,
     /// How long the try took.
     pub ms: u64,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubscribeError {
+    /// No `[subscribers]`.
+    #[error("This page does not offer updates.")]
+    Off,
+    /// Something typed is wrong (the message says what, for the visitor).
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many requests from this address: try later.
+    #[error("Too many requests from your address; try again in a few minutes.")]
+    TooMany,
+    /// The store failed.
+    #[error("Subscriptions cannot be taken right now.")]
+    Storage(String),
+}
+
+/// Requests one address may make to the subscribe form per [`FORM_WINDOW`].
+pub const FORM_LIMIT: u32 = 5;
+/// The window of [`FORM_LIMIT`].
+pub const FORM_WINDOW: Duration = Duration::from_secs(600);
+/// Addresses remembered for the form's limit; past it the map is cleared (a flood of
+/// addresses then gets a fresh window, never unbounded memory).
+const FORM_TRACKED: usize = 10_000;
+
+/// An address as kept: email addresses as typed (trimmed), phone numbers as E.164 with
+/// spaces, dashes, dots and brackets taken out; `None` when it is not one.
+pub fn normalize_address(channel: &str, s: &str) -> Option<String> {
+    let s = s.trim();
+    match channel {
+        "email" => s.parse::<lettre::Address>().ok().map(|a| a.to_string()),
+        "sms" => {
+            let digits: String = s
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+                .collect();
+            let ok = digits.strip_prefix('+').is_some_and(|d| {
+                (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+            });
+            ok.then_some(digits)
+        }
+        _ => None,
+    }
 }
 
 /// Who is on call, and the pages: `detour oncall`, `GET /api/v1/oncall`, status.
@@ -147,6 +194,12 @@ struct Shared {
     pages: Mutex<Pages>,
     /// Signs the links in messages; `None` when `state_dir` could not keep a key.
     signer: Option<Signer>,
+    /// The subscribers, when `[subscribers]` was set at start.
+    subscribers: Option<Arc<subscribers::Store>>,
+    /// Wakes the fan-out (news queued).
+    fanout_wake: Arc<tokio::sync::Notify>,
+    /// Subscribe requests per source address (IPv6: per /64) in the current window.
+    form_limits: Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
 
 struct Sink {
@@ -269,6 +322,25 @@ impl Notifier {
             error!("{p}");
             problem = Some(p);
         }
+        let subscribers = if config.subscribers.is_some() {
+            match subscribers::Store::open(&state_dir) {
+                Ok((s, p)) => {
+                    if let Some(p) = p {
+                        error!("{p}");
+                        problem = Some(p);
+                    }
+                    Some(Arc::new(s))
+                }
+                Err(e) => {
+                    let p = format!("subscribers are off: {e}");
+                    error!("{p}");
+                    problem = Some(p);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let signer = match Signer::load_or_create(&state_dir) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -295,7 +367,18 @@ impl Notifier {
             poke: tokio::sync::Notify::new(),
             pages: Mutex::new(pages),
             signer,
+            subscribers,
+            fanout_wake: Arc::new(tokio::sync::Notify::new()),
+            form_limits: Mutex::new(std::collections::HashMap::new()),
         });
+        if let Some(store) = &shared.subscribers {
+            let handle = tokio::spawn(fanout::run(
+                shared.clone(),
+                store.clone(),
+                shared.fanout_wake.clone(),
+            ));
+            lock(&shared.workers).push(handle);
+        }
         let sinks: Vec<Arc<Sink>> = config
             .notify
             .iter()
@@ -351,6 +434,166 @@ impl Notifier {
             self.shared.poke.notify_one();
         }
         Ok(a)
+    }
+
+    /// Takes a subscription from the page's form: `channel` "email" or "sms", the address as
+    /// typed, the services (empty: everything), and the visitor's address (rate limit). The
+    /// answer is the same whether or not a confirmation goes out now, so the form tells
+    /// nobody who else subscribed.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        address: &str,
+        services: &[String],
+        source: std::net::IpAddr,
+    ) -> Result<(), SubscribeError> {
+        let config = self.shared.current();
+        let (Some(store), Some(sc)) = (&self.shared.subscribers, &config.subscribers) else {
+            return Err(SubscribeError::Off);
+        };
+        if !sc.channels.iter().any(|c| c == channel) {
+            return Err(SubscribeError::Invalid(format!(
+                "This page does not offer updates by {channel}."
+            )));
+        }
+        let address = normalize_address(channel, address).ok_or_else(|| {
+            SubscribeError::Invalid(match channel {
+                "sms" => {
+                    "That is not a phone number with its country code, such as +1 555 555 0101."
+                        .into()
+                }
+                _ => "That is not an email address.".into(),
+            })
+        })?;
+        for s in services {
+            if !config.services.contains_key(s) {
+                return Err(SubscribeError::Invalid(format!("There is no service {s}.")));
+            }
+        }
+        if !self.shared.allow_form(source) {
+            return Err(SubscribeError::TooMany);
+        }
+        let r = store
+            .subscribe(channel, &address, services, Utc::now())
+            .map_err(SubscribeError::Storage)?;
+        info!(channel, to = %mask(&address), confirmed = r.subscriber.confirmed_at.is_some(), "subscription asked for");
+        if r.send_confirmation {
+            self.shared.send_confirmation(&config, channel, &address);
+        }
+        Ok(())
+    }
+
+    /// The channel and address a confirm (or unsubscribe) link names.
+    pub fn subscriber_link(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<(String, String), String> {
+        let signer = self
+            .shared
+            .signer
+            .as_ref()
+            .ok_or("links are off: detour could not keep their key")?;
+        let payload = signer
+            .verify(purpose, token, Utc::now())
+            .map_err(|e| e.to_string())?;
+        payload
+            .split_once(':')
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .ok_or_else(|| links::Refused::Invalid.to_string())
+    }
+
+    /// Confirms a subscription; false when it is gone (unsubscribed since).
+    pub fn confirm(&self, channel: &str, address: &str) -> Result<bool, String> {
+        let store = self
+            .shared
+            .subscribers
+            .as_ref()
+            .ok_or("subscriptions are off")?;
+        let ok = store.confirm(channel, address, Utc::now())?;
+        if ok {
+            info!(channel, to = %mask(address), "subscription confirmed");
+        }
+        Ok(ok)
+    }
+
+    /// Ends subscriptions of `address` (on `channel`, or every one); how many went.
+    pub fn unsubscribe(&self, channel: Option<&str>, address: &str) -> Result<usize, String> {
+        let store = self
+            .shared
+            .subscribers
+            .as_ref()
+            .ok_or("subscriptions are off")?;
+        let n = store.remove(channel, address)?;
+        if n > 0 {
+            info!(to = %mask(address), "unsubscribed");
+        }
+        Ok(n)
+    }
+
+    /// Every subscriber (for `detour subscribers list`: the operator's export).
+    pub fn subscribers(&self) -> Result<Vec<subscribers::Subscriber>, String> {
+        let store = self
+            .shared
+            .subscribers
+            .as_ref()
+            .ok_or("subscriptions are off: no [subscribers] in the config (at start)")?;
+        store.list()
+    }
+
+    /// Checks an SMS gateway webhook the way Twilio signs it: base64 of HMAC-SHA1, keyed
+    /// with the secret of the SMS sink's `credentials_file`, over the URL it called
+    /// (`[page] url` + `sms/inbound`) followed by every form field's name and value, sorted
+    /// by name. Without a `credentials_file` there is no key, and only a STOP can come in.
+    pub fn verify_inbound(
+        &self,
+        signature: Option<&str>,
+        form: &[(String, String)],
+    ) -> Result<(), String> {
+        use base64::Engine;
+        let config = self.shared.current();
+        let Some(crate::config::Sink::Sms(sms)) = fanout::sink_for(&config, "sms").map(|s| &s.sink)
+        else {
+            return Err("no sms sink".into());
+        };
+        let Some(file) = &sms.credentials_file else {
+            return Ok(());
+        };
+        let creds = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let secret = creds.trim().split_once(':').map_or("", |(_, s)| s);
+        let base = Context::of(&config).status_page.ok_or("no page address")?;
+        let mut data = format!("{base}sms/inbound");
+        let mut fields: Vec<&(String, String)> = form.iter().collect();
+        fields.sort();
+        for (k, v) in fields {
+            data.push_str(k);
+            data.push_str(v);
+        }
+        let key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+        let want = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, data.as_bytes()));
+        match signature {
+            Some(got)
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    got.as_bytes(),
+                    want.as_bytes(),
+                )) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err("X-Twilio-Signature does not match".into()),
+            None => Err("no X-Twilio-Signature".into()),
+        }
+    }
+
+    /// The channels the page offers, if subscriptions are on.
+    pub fn channels(&self) -> Vec<String> {
+        match (&self.shared.subscribers, &self.shared.current().subscribers) {
+            (Some(_), Some(sc)) => sc.channels.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// The page and person an acknowledge link names, if the link is ours and current.
@@ -436,6 +679,15 @@ impl Notifier {
             .map(|(who, kinds)| format!("{who} ({})", kinds.join(", ")))
             .collect();
         out.extend(others);
+        if let (Some(store), Some(sc)) = (&self.shared.subscribers, &config.subscribers)
+            && fanout::wanted(&n, sc.automatic)
+        {
+            match store.count(&payload::services(e)) {
+                Ok(c) if c > 0 => out.push(format!("{c} subscribers queued")),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot count subscribers"),
+            }
+        }
         out
     }
 
@@ -577,6 +829,7 @@ impl Notifier {
                 shared.dispatch(n);
             }
             shared.escalate();
+            shared.announce_maintenance();
         }
         // The states task drops its sender when it stops: take what it sent until then.
         if open {
@@ -815,6 +1068,7 @@ impl Shared {
         let config = self.current();
         let now = Utc::now();
         self.settle(&n, now);
+        self.tell_subscribers(&config, &n, None);
         let wanting: Vec<&Arc<Sink>> = sinks.iter().filter(|s| wants(&s.config, &n)).collect();
         let page = match &config.oncall {
             Some(rota) if pages::pages(&n) && wanting.iter().any(|s| pages_oncall(&s.config)) => {
@@ -867,6 +1121,115 @@ impl Shared {
                     recipient,
                 };
                 self.push(s, entry);
+            }
+        }
+    }
+
+    /// Queues `n` for the subscribers who follow its services (once ever with `key`); how
+    /// many.
+    fn tell_subscribers(&self, config: &Config, n: &Notice, key: Option<&str>) -> usize {
+        let (Some(store), Some(sc)) = (&self.subscribers, &config.subscribers) else {
+            return 0;
+        };
+        if !fanout::wanted(n, sc.automatic) {
+            return 0;
+        }
+        match store.enqueue(n, &payload::services(&n.event), key, Utc::now()) {
+            Ok(0) => 0,
+            Ok(count) => {
+                info!(
+                    subscribers = count,
+                    "subscribers queued: {}",
+                    payload::headline(n)
+                );
+                self.fanout_wake.notify_one();
+                count
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot queue news for subscribers");
+                0
+            }
+        }
+    }
+
+    /// Announces maintenance windows to subscribers when first seen, and reminds them
+    /// `remind_before` the start (each once ever, keyed by window and lead time).
+    fn announce_maintenance(&self) {
+        let config = self.current();
+        let Some(sc) = &config.subscribers else {
+            return;
+        };
+        if self.subscribers.is_none() {
+            return;
+        }
+        let now = Utc::now();
+        let ctx = Context::of(&config);
+        for m in &config.maintenance {
+            let start = m.start.with_timezone(&Utc);
+            if start <= now {
+                continue;
+            }
+            let names: Vec<String> = m
+                .services
+                .iter()
+                .map(|id| {
+                    config
+                        .services
+                        .get(id)
+                        .map_or(id.clone(), |s| s.name.clone())
+                })
+                .collect();
+            let window = format!(
+                "{} to {}",
+                message::clock(start, ctx.zone),
+                message::clock(m.end.with_timezone(&Utc), ctx.zone)
+            );
+            let key = format!("maintenance:{}:{}", m.services.join(","), start.timestamp());
+            let notice = |what: &str| {
+                let mut e = Event::new(Kind::Maintenance);
+                e.service = m.services.first().cloned();
+                e.incident = None;
+                e.reason = m.message.clone();
+                let mut n = Notice::single(e);
+                let msg = if m.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", m.message)
+                };
+                n.text = Some(format!(
+                    "{what} maintenance of {} {window}{msg}",
+                    names.join(", ")
+                ));
+                n
+            };
+            // Every service of the window, for who follows which.
+            let services = m.services.clone();
+            let enqueue = |n: Notice, k: &str| {
+                let store = self.subscribers.as_ref().expect("checked above");
+                match store.enqueue(&n, &services, Some(k), now) {
+                    Ok(c) if c > 0 => {
+                        info!(
+                            subscribers = c,
+                            "subscribers queued: {}",
+                            payload::headline(&n)
+                        );
+                        self.fanout_wake.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "cannot queue a maintenance notice for subscribers")
+                    }
+                }
+            };
+            enqueue(notice("Planned"), &format!("{key}:announce"));
+            for lead in &sc.remind_before {
+                let Ok(lead) = chrono::Duration::from_std(*lead) else {
+                    continue;
+                };
+                let k = format!("{key}:remind:{}", lead.num_seconds());
+                if now >= start - lead {
+                    enqueue(notice("Reminder:"), &k);
+                }
             }
         }
     }
@@ -925,6 +1288,99 @@ impl Shared {
             );
         }
         self.save_pages();
+    }
+
+    /// True when `source` may use the subscribe form now (at most [`FORM_LIMIT`] requests
+    /// per [`FORM_WINDOW`]; IPv6 counted per /64).
+    fn allow_form(&self, source: std::net::IpAddr) -> bool {
+        let key = match source {
+            std::net::IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::V6(o.into())
+            }
+            v4 => v4,
+        };
+        let now = Instant::now();
+        let mut m = lock(&self.form_limits);
+        if m.len() >= FORM_TRACKED {
+            m.retain(|_, (t, _)| now.duration_since(*t) < FORM_WINDOW);
+            if m.len() >= FORM_TRACKED {
+                m.clear();
+            }
+        }
+        let e = m.entry(key).or_insert((now, 0));
+        if now.duration_since(e.0) >= FORM_WINDOW {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= FORM_LIMIT
+    }
+
+    /// Sends the confirmation of a new subscription (its own delivery, not the outbox: the
+    /// subscriber is not confirmed yet).
+    fn send_confirmation(self: &Arc<Self>, config: &Config, channel: &str, address: &str) {
+        let (Some(signer), Some(base), Some(sink)) = (
+            &self.signer,
+            Context::of(config).status_page,
+            fanout::sink_for(config, channel).cloned(),
+        ) else {
+            warn!(
+                channel,
+                "cannot send a confirmation: no link key, page address or sink"
+            );
+            return;
+        };
+        let token = signer.sign(
+            Purpose::Confirm,
+            &format!("{channel}:{address}"),
+            Utc::now() + fanout::CONFIRM_LIFETIME,
+        );
+        let url = format!("{base}confirm/{token}");
+        let mut n = Notice::single(Event::test("subscription"));
+        n.text = Some(match channel {
+            "sms" => format!("Confirm updates from {}: {url}", config.page.title),
+            _ => format!("Confirm your subscription to {} updates", config.page.title),
+        });
+        n.event.reason = format!("Open this link to confirm: {url}");
+        let r = deliver::Recipient {
+            to: address.to_string(),
+            addressing: message::Addressing {
+                why: format!(
+                    "Someone asked for updates from the {} status page for this address. Nothing more is sent unless you confirm: {url}",
+                    config.page.title
+                ),
+                ..message::Addressing::default()
+            },
+        };
+        let shared = self.clone();
+        let ctx = Context {
+            // The link is in the text: no second link to the status page in a text message.
+            status_page: if channel == "sms" {
+                None
+            } else {
+                Context::of(config).status_page
+            },
+            ..Context::of(config)
+        };
+        let to = mask(address);
+        tokio::spawn(async move {
+            let base = shared.base();
+            match deliver::attempt(
+                &shared.client,
+                &sink.sink,
+                &base,
+                &n,
+                &ctx,
+                sink.timeout,
+                Some(&r),
+            )
+            .await
+            {
+                Ok(()) => info!(%to, "subscription confirmation sent"),
+                Err(e) => warn!(%to, error = %e, "subscription confirmation not sent"),
+            }
+        });
     }
 
     /// Appends an audit entry about a page; a failure is logged.

@@ -174,8 +174,7 @@ impl Store {
         })
     }
 
-    const COLUMNS: &str =
-        "id, channel, address, services, created_at, confirmed_at, last_sent_at";
+    const COLUMNS: &str = "id, channel, address, services, created_at, confirmed_at, last_sent_at";
 
     /// Adds a subscriber (or changes what an existing one follows); says whether a
     /// confirmation may go out now.
@@ -218,7 +217,12 @@ impl Store {
     }
 
     /// Confirms `address` on `channel`; false when no such subscriber.
-    pub fn confirm(&self, channel: &str, address: &str, now: DateTime<Utc>) -> Result<bool, String> {
+    pub fn confirm(
+        &self,
+        channel: &str,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
         let n = db(self.conn().execute(
             "UPDATE subscribers SET confirmed_at = COALESCE(confirmed_at, ?1) WHERE channel = ?2 AND address = ?3",
             params![ts(now), channel, address],
@@ -256,9 +260,8 @@ impl Store {
 
     /// The confirmed subscribers who follow any of `services` (or everything).
     fn matching(tx: &rusqlite::Transaction<'_>, services: &[String]) -> Result<Vec<i64>, String> {
-        let mut st = db(tx.prepare(
-            "SELECT id, services FROM subscribers WHERE confirmed_at IS NOT NULL",
-        ))?;
+        let mut st =
+            db(tx.prepare("SELECT id, services FROM subscribers WHERE confirmed_at IS NOT NULL"))?;
         let rows = db(st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))))?;
         let mut out = Vec::new();
         for r in rows {
@@ -338,15 +341,12 @@ impl Store {
             Self::row,
         ))?
         .collect())?;
-        let mut pend = db(c.prepare(
-            "SELECT id, notice FROM outbox WHERE subscriber = ?1 ORDER BY id",
-        ))?;
+        let mut pend =
+            db(c.prepare("SELECT id, notice FROM outbox WHERE subscriber = ?1 ORDER BY id"))?;
         let mut out = Vec::with_capacity(subs.len());
         for s in subs {
-            let rows: Vec<(i64, String)> = db(db(pend.query_map(params![s.id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            }))?
-            .collect())?;
+            let rows: Vec<(i64, String)> =
+                db(db(pend.query_map(params![s.id], |r| Ok((r.get(0)?, r.get(1)?))))?.collect())?;
             let pending = rows
                 .into_iter()
                 .filter_map(|(id, n)| {
@@ -436,18 +436,33 @@ mod tests {
         let a = s.subscribe("email", "a@example.test", &[], t0).unwrap();
         assert!(a.send_confirmation);
         // Asked again within the hour: no second confirmation.
-        let again = s.subscribe("email", "a@example.test", &["mls".into()], t0).unwrap();
+        let again = s
+            .subscribe("email", "a@example.test", &["mls".into()], t0)
+            .unwrap();
         assert!(!again.send_confirmation);
         assert_eq!(again.subscriber.services, ["mls"]);
-        s.subscribe("sms", "+15555550199", &["sso".into()], t0).unwrap();
+        s.subscribe("sms", "+15555550199", &["sso".into()], t0)
+            .unwrap();
         // Nothing is queued for the unconfirmed.
-        assert_eq!(s.enqueue(&notice("mls"), &["mls".into()], None, t0).unwrap(), 0);
+        assert_eq!(
+            s.enqueue(&notice("mls"), &["mls".into()], None, t0)
+                .unwrap(),
+            0
+        );
         assert!(s.confirm("email", "a@example.test", t0).unwrap());
         assert!(s.confirm("sms", "+15555550199", t0).unwrap());
         assert!(!s.confirm("email", "nobody@example.test", t0).unwrap());
         // News of mls reaches the mls follower only; twice, folded into one due batch.
-        assert_eq!(s.enqueue(&notice("mls"), &["mls".into()], None, t0).unwrap(), 1);
-        assert_eq!(s.enqueue(&notice("mls"), &["mls".into()], None, t0).unwrap(), 1);
+        assert_eq!(
+            s.enqueue(&notice("mls"), &["mls".into()], None, t0)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.enqueue(&notice("mls"), &["mls".into()], None, t0)
+                .unwrap(),
+            1
+        );
         let gap = std::time::Duration::from_secs(300);
         let due = s.due(t0, gap, 100).unwrap();
         assert_eq!(due.len(), 1);
@@ -455,9 +470,19 @@ mod tests {
         let rows: Vec<i64> = due[0].1.iter().map(|p| p.id).collect();
         s.sent(due[0].0.id, &rows, t0).unwrap();
         // Within the gap, later news waits.
-        s.enqueue(&notice("mls"), &["mls".into()], None, t0).unwrap();
-        assert!(s.due(t0 + chrono::Duration::seconds(299), gap, 100).unwrap().is_empty());
-        assert_eq!(s.due(t0 + chrono::Duration::seconds(300), gap, 100).unwrap().len(), 1);
+        s.enqueue(&notice("mls"), &["mls".into()], None, t0)
+            .unwrap();
+        assert!(
+            s.due(t0 + chrono::Duration::seconds(299), gap, 100)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.due(t0 + chrono::Duration::seconds(300), gap, 100)
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             s.next_due(gap).unwrap(),
             Some(DateTime::from_timestamp(t0.timestamp() + 300, 0).unwrap())
@@ -467,13 +492,21 @@ mod tests {
         assert_eq!(s.enqueue(&notice("sso"), &[], Some("m1"), t0).unwrap(), 0);
         assert_eq!(s.remove(None, "a@example.test").unwrap(), 1);
         assert_eq!(s.list().unwrap().len(), 1);
-        assert_eq!(s.waiting().unwrap(), 1, "the removed subscriber's outbox went with them");
+        assert_eq!(
+            s.waiting().unwrap(),
+            1,
+            "the removed subscriber's outbox went with them"
+        );
     }
 
     #[test]
     fn a_corrupt_database_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), b"not a database at all, not even close....").unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            b"not a database at all, not even close....",
+        )
+        .unwrap();
         let (s, problem) = Store::open(dir.path()).unwrap();
         assert!(problem.unwrap().contains("set aside"));
         assert!(s.list().unwrap().is_empty());

@@ -14,6 +14,10 @@
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
 //! | `/logo`                | `[page] logo`                                          |
 //! | `/ack/{token}`         | acknowledge an on-call page (link in a message)        |
+//! | `/subscribe`           | the subscribe form (GET) and what it posts             |
+//! | `/confirm/{token}`     | confirm a subscription (link in the confirmation)      |
+//! | `/unsubscribe/{token}` | end one (link in every message; RFC 8058 one-click)    |
+//! | `/sms/inbound`         | the SMS gateway's webhook: STOP ends text updates      |
 //! | `/announcement.txt`    | the phone announcement ([`crate::announce`])           |
 //! | `/announcement.wav`    | the same, spoken (8 kHz; 404 without espeak-ng)        |
 //!
@@ -573,6 +577,19 @@ fn router(app: App) -> Router {
             "/ack/{token}",
             axum::routing::get(actions::ack_form).post(actions::ack_post),
         )
+        .route(
+            "/subscribe",
+            axum::routing::get(actions::subscribe_form).post(actions::subscribe_post),
+        )
+        .route(
+            "/confirm/{token}",
+            axum::routing::get(actions::confirm_form).post(actions::confirm_post),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            axum::routing::get(actions::unsubscribe_form).post(actions::unsubscribe_post),
+        )
+        .route("/sms/inbound", axum::routing::post(actions::sms_inbound))
         .fallback(handle)
         .with_state(app)
 }

@@ -148,6 +148,9 @@ pub struct Common<'a> {
     pub generated: When,
     /// Seconds between refreshes.
     pub refresh: u32,
+    /// The subscribe form, when `[subscribers]` is set (`[page] url` + `subscribe`, so that
+    /// the outage page links to the status page's form).
+    pub subscribe_url: Option<String>,
 }
 
 impl<'a> Common<'a> {
@@ -160,6 +163,10 @@ impl<'a> Common<'a> {
             logo_src,
             generated: Clock::new(config, now).when(now),
             refresh: REFRESH_SECS,
+            subscribe_url: config.subscribers.as_ref().map(|_| match &config.page.url {
+                Some(u) => format!("{u}subscribe"),
+                None => "/subscribe".to_string(),
+            }),
         }
     }
 }

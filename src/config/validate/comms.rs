@@ -431,7 +431,10 @@ pub(super) fn subscribers(
     match &raw.channels {
         None => {
             for (c, has) in [
-                ("email", sinks.iter().any(|s| matches!(s.sink, Sink::Email(_)))),
+                (
+                    "email",
+                    sinks.iter().any(|s| matches!(s.sink, Sink::Email(_))),
+                ),
                 ("sms", sinks.iter().any(|s| matches!(s.sink, Sink::Sms(_)))),
             ] {
                 if has {
@@ -439,7 +442,10 @@ pub(super) fn subscribers(
                 }
             }
             if channels.is_empty() {
-                src.error(span, "[subscribers] needs an email or sms [[notify]] sink to send through");
+                src.error(
+                    span,
+                    "[subscribers] needs an email or sms [[notify]] sink to send through",
+                );
             }
         }
         Some(list) => {
@@ -473,7 +479,10 @@ pub(super) fn subscribers(
             }
         }
     }
-    let min_gap = raw.min_gap.as_ref().map_or(Duration::from_secs(300), |d| d.get_ref().0);
+    let min_gap = raw
+        .min_gap
+        .as_ref()
+        .map_or(Duration::from_secs(300), |d| d.get_ref().0);
     let remind_before = match &raw.remind_before {
         None => vec![Duration::from_secs(86_400), Duration::from_secs(3600)],
         Some(list) => list.iter().map(|d| d.get_ref().0).collect(),
@@ -481,7 +490,10 @@ pub(super) fn subscribers(
     let rate = match &raw.rate {
         None => 200,
         Some(r) if *r.get_ref() == 0 => {
-            src.error(r.span(), "[subscribers] rate must be at least 1 (messages a second)");
+            src.error(
+                r.span(),
+                "[subscribers] rate must be at least 1 (messages a second)",
+            );
             1
         }
         Some(r) => *r.get_ref(),
