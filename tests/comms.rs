@@ -859,3 +859,107 @@ async fn visitors_subscribe_confirm_get_folded_news_and_leave_by_link_or_stop() 
     );
     d.signal("-TERM");
 }
+
+/// The Message-ID header of a raw email.
+fn message_id(raw: &str) -> String {
+    raw.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .map(|l| l[11..].trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_killed_midway_resumes_where_it_stopped() {
+    const N: usize = 200;
+    let backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), &[]);
+    let (_gw, gw_addr) = Gateway::start().await;
+    let site = site_with(
+        backend.addr,
+        smtp.port,
+        gw_addr,
+        "\n[subscribers]\nchannels = [\"email\"]\nrate = 40\n",
+    );
+    // N confirmed subscribers, written the way the form and the link would.
+    {
+        let (store, _) =
+            detour::notify::subscribers::Store::open(&site.dir.path().join("state")).unwrap();
+        let now = chrono::Utc::now();
+        for i in 0..N {
+            let a = format!("agent{i}@example.test");
+            store.subscribe("email", &a, &[], now).unwrap();
+            assert!(store.confirm("email", &a, now).unwrap());
+        }
+    }
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+    let (code, _, err) = cli(
+        &site.config(),
+        &[
+            "incident",
+            "open",
+            "--service",
+            "mls",
+            "Logins fail; the vendor is on it",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let agents = |smtp: &Smtp| {
+        smtp.mails()
+            .into_iter()
+            .filter(|m| m.rcpt.iter().any(|r| r.starts_with("agent")))
+            .collect::<Vec<_>>()
+    };
+    until("a third of the fan-out", Duration::from_secs(20), || {
+        Some(()).filter(|_| agents(&smtp).len() >= N / 3)
+    })
+    .await;
+    // Killed in the middle: no chance to save anything on the way out.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let at_kill = agents(&smtp).len();
+    assert!(
+        at_kill < N,
+        "the fan-out was over before the kill ({at_kill})"
+    );
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+    until("everyone told", Duration::from_secs(30), || {
+        let m = agents(&smtp);
+        let mut who: Vec<&String> = m.iter().flat_map(|m| &m.rcpt).collect();
+        who.sort();
+        who.dedup();
+        Some(()).filter(|_| who.len() == N)
+    })
+    .await;
+    // Anything still coming would be a repeat.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &agents(&smtp) {
+        assert!(plain(&m.raw).contains("Logins fail"), "{}", m.raw);
+        for r in &m.rcpt {
+            per.entry(r.clone()).or_default().push(message_id(&m.raw));
+        }
+    }
+    assert_eq!(per.len(), N, "nobody is skipped");
+    let twice: Vec<(&String, &Vec<String>)> = per.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    // Only messages in flight at the kill can go twice, and they go as the same message.
+    assert!(
+        twice.len() <= detour::notify::fanout::IN_FLIGHT,
+        "{} got it twice: {twice:?}",
+        twice.len()
+    );
+    for (who, ids) in &twice {
+        assert_eq!(ids.len(), 2, "{who}: {ids:?}");
+        assert_eq!(
+            ids[0], ids[1],
+            "{who}: a repeat must carry the same Message-ID"
+        );
+    }
+    eprintln!(
+        "fan-out of {N}: {at_kill} told before SIGKILL, {} told twice across it",
+        twice.len()
+    );
+    d.signal("-TERM");
+}

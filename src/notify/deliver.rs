@@ -148,6 +148,7 @@ async fn email(cfg: &Email, r: &Recipient, notice: &Notice, ctx: &Context) -> Re
         .from(from)
         .to(to)
         .subject(m.subject.clone())
+        .message_id(r.addressing.message_id.clone())
         .header(lettre::message::header::MIME_VERSION_1_0);
     if let Some(u) = &r.addressing.unsubscribe_url {
         // RFC 8058: mail clients show an unsubscribe button that POSTs to the link.

@@ -180,24 +180,39 @@ pub(super) async fn run(shared: Arc<Shared>, store: Arc<Store>, wake: Arc<tokio:
                 continue;
             };
             let rows: Vec<i64> = pending.iter().map(|p| p.id).collect();
+            let mut addressing = shared.subscriber_addressing(&config, &sub);
+            addressing.message_id = Some(format!(
+                "<detour.s{}.r{}-{}@{}>",
+                sub.id,
+                rows.first().copied().unwrap_or(0),
+                rows.last().copied().unwrap_or(0),
+                message_host(&config)
+            ));
             let r = Recipient {
                 to: sub.address.clone(),
-                addressing: shared.subscriber_addressing(&config, &sub),
+                addressing,
             };
-            while set.len() >= IN_FLIGHT {
-                if let Some(Ok(done)) = set.join_next().await {
-                    finish(
-                        &store,
-                        &mut backoff,
-                        done,
-                        &sink_attempts(&config, &sub.channel),
-                    )
-                    .await;
+            // Until the next slot: record every hand-over as soon as it ends, so that a crash
+            // finds at most the ones truly in flight unrecorded.
+            let mut stop = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(done) = set.join_next(), if !set.is_empty() => {
+                        if let Ok(done) = done {
+                            let attempts = sink_attempts(&config, &done.3);
+                            finish(&store, &mut backoff, done, &attempts).await;
+                        }
+                    }
+                    _ = tick.tick(), if set.len() < IN_FLIGHT => break,
+                    _ = cancel.cancelled() => {
+                        stop = true;
+                        break;
+                    }
                 }
             }
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = cancel.cancelled() => break,
+            if stop {
+                break;
             }
             let client = shared.client.clone();
             let (ctx, base) = (ctx.clone(), base.clone());
@@ -230,6 +245,16 @@ pub(super) async fn run(shared: Arc<Shared>, store: Arc<Store>, wake: Arc<tokio:
             return;
         }
     }
+}
+
+/// The host part of Message-IDs: the status page's host, else "detour.invalid".
+fn message_host(config: &Config) -> String {
+    config
+        .page
+        .url
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "detour.invalid".to_string())
 }
 
 fn sink_attempts(config: &Config, channel: &str) -> u32 {

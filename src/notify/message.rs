@@ -28,6 +28,9 @@ pub struct Addressing {
     pub why: String,
     /// `[oncall] escalate_after` in words, for escalated messages.
     pub escalate_after: String,
+    /// The email's Message-ID, when it must be the same on every try (a subscriber's
+    /// message, so that one sent again after a crash is seen as the same message).
+    pub message_id: Option<String>,
 }
 
 /// One message's facts, as both templates show them.

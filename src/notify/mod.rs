@@ -1437,6 +1437,7 @@ impl Shared {
                         )
                     })
                     .unwrap_or_default(),
+                message_id: None,
             },
         }
     }
