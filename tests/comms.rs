@@ -963,3 +963,57 @@ async fn a_fan_out_killed_midway_resumes_where_it_stopped() {
     );
     d.signal("-TERM");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_hear_of_maintenance_once_when_announced_and_again_before_it_starts() {
+    let backend = HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), &[]);
+    let (_gw, gw_addr) = Gateway::start().await;
+    let start = chrono::Utc::now() + chrono::Duration::seconds(75);
+    let end = start + chrono::Duration::hours(1);
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let site = site_with(
+        backend.addr,
+        smtp.port,
+        gw_addr,
+        &format!(
+            "\n[subscribers]\nchannels = [\"email\"]\nmin_gap = \"1s\"\nremind_before = [\"1m\", \"2h\"]\n\n[[maintenance]]\nservices = [\"mls\"]\nstart = \"{}\"\nend = \"{}\"\nmessage = \"Database upgrade\"\n",
+            rfc(start),
+            rfc(end)
+        ),
+    );
+    {
+        let (store, _) =
+            detour::notify::subscribers::Store::open(&site.dir.path().join("state")).unwrap();
+        let now = chrono::Utc::now();
+        store.subscribe("email", "agent@example.test", &["mls".into()], now).unwrap();
+        store.confirm("email", "agent@example.test", now).unwrap();
+    }
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+    // First sight: the announcement alone (the 2 h reminder is moot: it says the same).
+    let first = until("the announcement", WITHIN, || smtp.to("agent@example.test").pop()).await;
+    let t = plain(&first.raw);
+    assert!(t.contains("Planned maintenance of MLS"), "{t}");
+    assert!(t.contains("Database upgrade"), "{t}");
+    assert!(!t.contains("updates:"), "not a digest: {t}");
+    // A minute before the start: the reminder, once.
+    let reminder = until("the reminder", Duration::from_secs(30), || {
+        smtp.to("agent@example.test")
+            .into_iter()
+            .find(|m| plain(&m.raw).contains("Reminder: maintenance of MLS"))
+    })
+    .await;
+    assert!(reminder.raw.contains("List-Unsubscribe"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(smtp.to("agent@example.test").len(), 2, "each told once");
+    // A restart tells nothing again.
+    d.signal("-TERM");
+    let _ = d.child.wait();
+    let mut d = Daemon::start(&site.config());
+    d.wait_for("ready");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(smtp.to("agent@example.test").len(), 2, "told again after a restart");
+    d.signal("-TERM");
+}

@@ -1221,14 +1221,23 @@ impl Shared {
                     }
                 }
             };
-            enqueue(notice("Planned"), &format!("{key}:announce"));
+            let store = self.subscribers.as_ref().expect("checked above");
+            let announce = format!("{key}:announce");
+            let first = !store.told(&announce).unwrap_or(true);
+            enqueue(notice("Planned"), &announce);
             for lead in &sc.remind_before {
-                let Ok(lead) = chrono::Duration::from_std(*lead) else {
-                    continue;
-                };
+                let Ok(lead) = chrono::Duration::from_std(*lead) else { continue };
                 let k = format!("{key}:remind:{}", lead.num_seconds());
                 if now >= start - lead {
-                    enqueue(notice("Reminder:"), &k);
+                    if first {
+                        // Announced just now, inside the reminder's lead: the announcement
+                        // says it all.
+                        if let Err(e) = store.mark_told(&k, now) {
+                            warn!(error = %e, "cannot record a maintenance reminder");
+                        }
+                    } else {
+                        enqueue(notice("Reminder:"), &k);
+                    }
                 }
             }
         }

@@ -319,6 +319,26 @@ impl Store {
         Ok(ids.len())
     }
 
+    /// True when the keyed message `key` was queued before.
+    pub fn told(&self, key: &str) -> Result<bool, String> {
+        let n: i64 = db(self.conn().query_row(
+            "SELECT COUNT(*) FROM told WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        ))?;
+        Ok(n > 0)
+    }
+
+    /// Marks `key` as told without queueing anything (a reminder made moot by the
+    /// announcement that goes out at the same moment).
+    pub fn mark_told(&self, key: &str, now: DateTime<Utc>) -> Result<(), String> {
+        db(self.conn().execute(
+            "INSERT OR IGNORE INTO told (key, at) VALUES (?1, ?2)",
+            params![key, ts(now)],
+        ))?;
+        Ok(())
+    }
+
     /// Subscribers with news waiting whose last message is at least `min_gap` old, with
     /// everything waiting for each (oldest first); at most `limit` subscribers.
     pub fn due(
