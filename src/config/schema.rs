@@ -57,6 +57,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub tsig: BTreeMap<Spanned<String>, RawTsigKey>,
     pub cluster: Option<Spanned<RawCluster>>,
+    #[serde(default)]
+    pub history: RawHistory,
+}
+
+/// `[history]`: what `state_dir/history.db` keeps, and for how long.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    pub enabled: Option<bool>,
+    pub keep: Option<Spanned<Dur>>,
+    pub detail: Option<Spanned<Dur>>,
 }
 
 /// `[cluster]`: several instances sharing state through etcd.
