@@ -35,6 +35,7 @@ pub struct Control {
     problems: Mutex<Vec<String>>,
     notifier: OnceLock<crate::notify::Notifier>,
     cluster: OnceLock<crate::cluster::Cluster>,
+    history: OnceLock<crate::history::Recorder>,
 }
 
 /// The daemon stopped before answering.
@@ -58,6 +59,7 @@ impl Control {
             problems: Mutex::new(problems),
             notifier: OnceLock::new(),
             cluster: OnceLock::new(),
+            history: OnceLock::new(),
         }
     }
 
@@ -69,6 +71,16 @@ impl Control {
     /// Hands over the cluster link (once, at start), for status and the audit log.
     pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
         let _ = self.cluster.set(cluster);
+    }
+
+    /// Hands over the history recorder (once, at start), for the admin API.
+    pub fn set_history(&self, history: crate::history::Recorder) {
+        let _ = self.history.set(history);
+    }
+
+    /// The history recorder, unless `[history] enabled = false`.
+    pub fn history(&self) -> Option<&crate::history::Recorder> {
+        self.history.get()
     }
 
     /// The cluster link, in a cluster.

@@ -345,19 +345,34 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         snapshots.clone(),
         problems,
     ));
+    let (history, p) = crate::history::start(&config);
+    if let Some(p) = p {
+        control.add_problem(p);
+    }
+    if let Some(h) = &history {
+        control.set_history(h.clone());
+    }
     let admin_addr = admin::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
         .await
         .map_err(|source| RunError::Io {
             context: "cannot start the admin API".into(),
             source,
         })?;
-    let page_addrs = page::serve(&config, caps, snapshots.clone(), cancel.clone(), &mut tasks)
-        .await
-        .map_err(|source| RunError::Io {
-            context: "cannot start the outage page".into(),
-            source,
-        })?;
+    let page_addrs = page::serve(
+        &config,
+        caps,
+        snapshots.clone(),
+        history.clone(),
+        cancel.clone(),
+        &mut tasks,
+    )
+    .await
+    .map_err(|source| RunError::Io {
+        context: "cannot start the outage page".into(),
+        source,
+    })?;
     let cluster_mode_link = cluster_mode.as_ref().map(|c| c.link.clone());
+
     let states_task = StatesTask {
         engine,
         checks,
@@ -370,6 +385,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         unsaved_since: None,
         beat: liveness.register("states task"),
         cluster: cluster_mode,
+        history: history.clone(),
     };
     if let Some(c) = &cluster_mode_link {
         control.set_cluster(c.clone());
@@ -388,6 +404,9 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     );
     if let Some(p) = notifier.problem() {
         control.add_problem(p.to_string());
+    }
+    if let Some(h) = &history {
+        notifier.record_into(h.clone());
     }
     control.set_notifier(notifier);
     dns::serve(

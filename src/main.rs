@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         | Command::Override(_)
         | Command::Incident(_)
         | Command::Reload
+        | Command::Report { .. }
         | Command::Notify(_) => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);

@@ -62,6 +62,75 @@ impl Answered {
     }
 }
 
+/// What each service's records answer under `selection`: per service that is the first
+/// entry of one or more dynamic records, the worst of them.
+pub fn answers(
+    config: &Config,
+    selection: &crate::selection::Selection,
+) -> Vec<(String, Answered)> {
+    use crate::selection::Chosen;
+    let mut out: BTreeMap<String, Answered> = BTreeMap::new();
+    for c in &selection.choices {
+        let Some(usual) = config
+            .zones
+            .get(c.zone)
+            .and_then(|z| z.dynamic.get(c.record))
+            .and_then(|d| d.answers.first())
+        else {
+            continue;
+        };
+        let a = match c.chosen {
+            Chosen::Entry(0) => Answered::Usual,
+            Chosen::Entry(_) => Answered::Backup,
+            Chosen::Otherwise => Answered::OutagePage,
+        };
+        let e = out.entry(usual.if_up.clone()).or_insert(a);
+        *e = (*e).max(a);
+    }
+    out.into_iter().collect()
+}
+
+/// Reads one end of a period: a duration back from now ("30d", "12h"), a date
+/// ("2026-10-01", the start of that day in `zone`; with `end`, the start of the next day,
+/// so the date is included) or an RFC 3339 time.
+pub fn parse_bound(s: &str, now: Ms, zone: Zone, end: bool) -> Result<Ms, String> {
+    let s = s.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
+        return Ok(zone.start_of(d));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    match crate::config::duration::parse(s) {
+        Ok(d) => Ok(now - d.as_millis() as Ms),
+        Err(_) => Err(format!(
+            "{s:?} is not a period bound: expected a duration back from now (\"30d\", \"12h\"), a date (\"2026-10-01\") or an RFC 3339 time"
+        )),
+    }
+}
+
+/// The period `since` (default 30 days back) to `until` (default now), checked.
+pub fn period(
+    since: Option<&str>,
+    until: Option<&str>,
+    now: Ms,
+    zone: Zone,
+) -> Result<(Ms, Ms), String> {
+    let from = match since {
+        Some(s) if !s.is_empty() => parse_bound(s, now, zone, false)?,
+        _ => now - 30 * timeline::DAY_MS,
+    };
+    let to = match until {
+        Some(u) if !u.is_empty() => parse_bound(u, now, zone, true)?,
+        _ => now,
+    };
+    if to <= from {
+        return Err("the period is empty: `until` must be after `since`".into());
+    }
+    Ok((from, to))
+}
+
 /// Passing probes' latency in one 15-minute bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Bucket {

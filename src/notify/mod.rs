@@ -109,6 +109,8 @@ struct Shared {
     flaps: Mutex<Flaps>,
     /// Wakes the router (flap limits changed).
     poke: tokio::sync::Notify,
+    /// Where delivered notifications are counted (`detour report`).
+    history: std::sync::OnceLock<crate::history::Recorder>,
 }
 
 struct Sink {
@@ -231,6 +233,7 @@ impl Notifier {
             workers: Mutex::new(Vec::new()),
             flaps: Mutex::new(Flaps::default()),
             poke: tokio::sync::Notify::new(),
+            history: std::sync::OnceLock::new(),
         });
         let sinks: Vec<Arc<Sink>> = config
             .notify
@@ -271,6 +274,11 @@ impl Notifier {
             Ok(())
         });
         notifier
+    }
+
+    /// Counts every delivered notification in `history` from now on (for `detour report`).
+    pub fn record_into(&self, history: crate::history::Recorder) {
+        let _ = self.shared.history.set(history);
     }
 
     /// What went wrong loading the queue left by the last run (a corrupt file set aside),
@@ -667,6 +675,9 @@ async fn worker(shared: Arc<Shared>, sink: Arc<Sink>) {
                     p.inflight = None;
                     info!(sink = %label, target = %sink.target, event = kind, attempts = tried, "notification delivered: {event}");
                     metrics::counter!("detour_notifications_total", "sink" => label.clone(), "result" => "delivered").increment(1);
+                    if let Some(h) = shared.history.get() {
+                        h.notified(&label, kind, entry.notice.event.service.as_deref());
+                    }
                     None
                 }
                 Err(reason) if tried < cfg.attempts => {

@@ -12,12 +12,18 @@
 //! | `/status.json`         | [`crate::status::build`] as JSON                       |
 //! | `/feed.atom`           | Atom feed of incident updates and state changes        |
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
+//! | `/history`             | past incidents, 90 days (HTML)                          |
+//! | `/status/history.json` | day bars, availability, response times, past incidents |
 //! | `/logo`                | `[page] logo`                                          |
 //!
-//! Templates live in `templates/page/` (askama, escaping on: see `escape`).
+//! The status page, `/history` and `/status/history.json` are rendered once per Snapshot,
+//! history view and minute, and served from that cache: a page with 50 services' bars costs
+//! a render per change, not per request. Templates live in `templates/page/` (askama,
+//! escaping on: see `escape`).
 
 mod escape;
 mod feed;
+mod history;
 mod summary;
 mod tls;
 mod view;
@@ -69,6 +75,14 @@ struct StatusPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "page/history.html", config = "templates/askama.toml")]
+struct HistoryPage<'a> {
+    common: &'a Common<'a>,
+    past: &'a [history::PastIncident],
+    days: i64,
+}
+
+#[derive(Template)]
 #[template(path = "page/feed.xml", config = "templates/askama.toml")]
 struct FeedXml<'a> {
     f: &'a feed::Feed,
@@ -90,10 +104,49 @@ struct Derived {
     logo: Option<Logo>,
 }
 
+/// A rendered body and what it was rendered from: the Snapshot's generation, the history
+/// view's version and the minute (pages say "for 12 minutes").
+struct Cached {
+    key: (u64, u64, i64),
+    body: Bytes,
+}
+
 /// State shared by every listener.
 struct Shared {
     snapshots: SnapshotHandle,
     derived: ArcSwapOption<Derived>,
+    history: Option<crate::history::Recorder>,
+    /// `/`, `/history` and `/status/history.json` as last rendered.
+    status_page: ArcSwapOption<Cached>,
+    history_page: ArcSwapOption<Cached>,
+    history_json: ArcSwapOption<Cached>,
+}
+
+impl Shared {
+    /// The history view, when history is kept.
+    fn history_view(&self) -> Option<Arc<crate::history::view::PageView>> {
+        self.history.as_ref().map(|h| h.view())
+    }
+}
+
+/// The body in `slot` when it was rendered from the same inputs, else `render`ed now and
+/// kept there.
+fn cached<E>(
+    slot: &ArcSwapOption<Cached>,
+    key: (u64, u64, i64),
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<Bytes, E> {
+    if let Some(c) = slot.load().as_ref()
+        && c.key == key
+    {
+        return Ok(c.body.clone());
+    }
+    let body = Bytes::from(render()?);
+    slot.store(Some(Arc::new(Cached {
+        key,
+        body: body.clone(),
+    })));
+    Ok(body)
 }
 
 /// One listener's view of the shared state.
@@ -278,7 +331,11 @@ fn wants_json(headers: &HeaderMap) -> bool {
     json > 0.0 && json > html
 }
 
-fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache: &str) -> Response {
+fn html_response<B: Into<axum::body::Body>>(
+    status: StatusCode,
+    body: Result<B, askama::Error>,
+    cache: &str,
+) -> Response {
     match body {
         Ok(body) => (
             status,
@@ -289,7 +346,7 @@ fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache:
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 (header::REFERRER_POLICY, "no-referrer"),
             ],
-            body,
+            body.into(),
         )
             .into_response(),
         Err(e) => {
@@ -303,7 +360,10 @@ fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache:
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Result<String>) -> Response {
+fn json_response<B: Into<axum::body::Body>>(
+    status: StatusCode,
+    body: serde_json::Result<B>,
+) -> Response {
     match body {
         Ok(body) => (
             status,
@@ -313,7 +373,7 @@ fn json_response(status: StatusCode, body: serde_json::Result<String>) -> Respon
                 (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
-            body,
+            body.into(),
         )
             .into_response(),
         Err(e) => {
@@ -373,14 +433,58 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
     );
     match req.uri().path() {
         "/" | "/index.html" => {
-            let logo = derived.logo.as_ref().map(|_| "/logo");
-            let common = Common::new(&snap.config, logo, now);
-            let s = view::status(&snap, now);
-            let page = StatusPage {
-                common: &common,
-                s: &s,
+            let hv = app.shared.history_view();
+            let key = (
+                snap.generation,
+                hv.as_ref().map_or(0, |v| v.version),
+                now.timestamp() / 60,
+            );
+            let body = cached(&app.shared.status_page, key, || {
+                let logo = derived.logo.as_ref().map(|_| "/logo");
+                let common = Common::new(&snap.config, logo, now);
+                let s = view::status(&snap, hv.as_deref(), now);
+                StatusPage {
+                    common: &common,
+                    s: &s,
+                }
+                .render()
+            });
+            html_response(StatusCode::OK, body, "no-cache")
+        }
+        "/history" => {
+            let hv = app.shared.history_view();
+            let key = (
+                snap.generation,
+                hv.as_ref().map_or(0, |v| v.version),
+                now.timestamp() / 60,
+            );
+            let body = cached(&app.shared.history_page, key, || {
+                let logo = derived.logo.as_ref().map(|_| "/logo");
+                let common = Common::new(&snap.config, logo, now);
+                let past = history::past(&snap.config, &snap.incidents, hv.as_deref(), now);
+                HistoryPage {
+                    common: &common,
+                    past: &past,
+                    days: history::PAST_DAYS,
+                }
+                .render()
+            });
+            html_response(StatusCode::OK, body, "no-cache")
+        }
+        "/status/history.json" => {
+            let Some(hv) = app.shared.history_view() else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    [(header::CACHE_CONTROL, "no-cache")],
+                    "No history is kept here ([history] enabled = false).\n",
+                )
+                    .into_response();
             };
-            html_response(StatusCode::OK, page.render(), "no-cache")
+            let key = (snap.generation, hv.version, now.timestamp() / 60);
+            let body = cached(&app.shared.history_json, key, || {
+                serde_json::to_string(&history::json(&snap.config, &snap.incidents, &hv, now))
+            });
+            json_response(StatusCode::OK, body)
         }
         "/status.json" => json_response(
             StatusCode::OK,
@@ -472,12 +576,17 @@ pub async fn serve(
     config: &Config,
     caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
+    history: Option<crate::history::Recorder>,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<Vec<String>> {
     let shared = Arc::new(Shared {
         snapshots,
         derived: ArcSwapOption::empty(),
+        history,
+        status_page: ArcSwapOption::empty(),
+        history_page: ArcSwapOption::empty(),
+        history_json: ArcSwapOption::empty(),
     });
     // Reads the logo now, so a bad one is reported at start.
     shared.derived(&shared.snapshots.load_full()).await;
