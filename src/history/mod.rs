@@ -170,6 +170,7 @@ enum Msg {
     Start {
         at: Ms,
         states: Vec<(String, ServiceState, String)>,
+        answers: Vec<(String, Answered)>,
     },
     Services {
         zone: Zone,
@@ -281,8 +282,8 @@ impl Recorder {
         }
     }
 
-    /// A new run begins with these states (what detour found at start).
-    pub fn started(&self, health: &Health, config: &Config) {
+    /// A new run begins with these states and answers (what detour found at start).
+    pub fn started(&self, health: &Health, config: &Config, answers: Vec<(String, Answered)>) {
         let states = health
             .services
             .iter()
@@ -292,6 +293,7 @@ impl Recorder {
         self.send(Msg::Start {
             at: ms(Utc::now()),
             states,
+            answers,
         });
     }
 
@@ -549,7 +551,20 @@ impl Writer {
 
     fn take(&mut self, m: Msg) {
         match m {
-            Msg::Start { at, states } => self.start_run(at, states),
+            Msg::Start {
+                at,
+                states,
+                answers,
+            } => {
+                self.start_run(at, states);
+                self.take(Msg::Answered {
+                    at,
+                    values: answers,
+                    manual: false,
+                });
+                // The states found at start are written at once, not a second later.
+                self.write(at, false);
+            }
             Msg::Services { zone, ids } => {
                 self.zone = zone;
                 self.services = ids;

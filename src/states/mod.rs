@@ -116,12 +116,9 @@ impl StatesTask {
         // first Snapshot is built earlier) is applied at once instead of being skipped.
         let mut evaluated = Utc::now();
         if let Some(h) = &self.history {
-            h.started(&self.engine.health(), self.engine.config());
             let snap = self.snapshots.load();
-            h.answered(
-                crate::history::answers(&snap.config, &snap.selection),
-                false,
-            );
+            let answers = crate::history::answers(&snap.config, &snap.selection);
+            h.started(&self.engine.health(), self.engine.config(), answers);
         }
         self.publish(false);
         self.export_gauges();
