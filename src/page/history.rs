@@ -424,6 +424,76 @@ mod tests {
     use crate::history::Bucket;
 
     #[test]
+    fn day_bars_follow_the_page_zone_across_a_clock_change() {
+        use crate::history::db::TransitionRow;
+        use crate::history::timeline::{Run, Zone};
+        use std::collections::HashMap;
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+        // [page] timezone = "America/New_York": clocks go back at 02:00 EDT on 1 Nov 2026.
+        let zone = Zone::Named("America/New_York".parse().unwrap());
+        let now = at("2026-11-02T12:00:00-05:00");
+        let runs = [Run {
+            id: 1,
+            start: at("2026-10-01T00:00:00-04:00"),
+            end: now,
+        }];
+        let t = |when: &str, to| TransitionRow {
+            run: 1,
+            at: at(when),
+            service: "mls".into(),
+            from: None,
+            to,
+            reason: String::new(),
+        };
+        // Down from 23:00 EDT on Saturday to 01:30 EST on Sunday: 1 hour on Saturday, 2.5
+        // on Sunday (midnight to 01:30 EST, the repeated hour included).
+        let transitions = [
+            t("2026-10-01T00:00:00-04:00", ServiceState::Up),
+            t("2026-10-31T23:00:00-04:00", ServiceState::Down),
+            t("2026-11-01T01:30:00-05:00", ServiceState::Up),
+        ];
+        let v = crate::history::view::build(
+            &runs,
+            &transitions,
+            &HashMap::new(),
+            &["mls".to_string()],
+            zone,
+            now,
+        );
+        let h = &v.services["mls"];
+        let r = row(h, v.today.unwrap());
+        let last: Vec<(&str, &str)> = r.days[87..]
+            .iter()
+            .map(|d| (d.class, d.title.as_str()))
+            .collect();
+        assert_eq!(
+            last,
+            [
+                ("down", "Sat 31 Oct: down 1 h"),
+                ("down", "Sun 1 Nov: down 2 h 30 min"),
+                ("ok", "Mon 2 Nov: no problems"),
+            ]
+        );
+        let j = h.json("mls", "MLS", v.built);
+        assert_eq!(j.days[88].known_s, 25 * 3600, "Sunday has 25 hours");
+        assert_eq!(j.days[88].seconds["down"], 9000);
+        assert_eq!(j.days[89].known_s, 12 * 3600, "today, to noon");
+        // Before the run: no data.
+        assert_eq!(r.days[0].class, "none");
+        assert_eq!(r.days[0].title, "Wed 5 Aug: no data");
+        assert!(
+            r.summary
+                .starts_with("Last 90 days: 2 days worst: unavailable; "),
+            "{}",
+            r.summary
+        );
+        assert_eq!(
+            r.trouble_days,
+            ["Sun 1 Nov: down 2 h 30 min", "Sat 31 Oct: down 1 h"]
+        );
+    }
+
+    #[test]
     fn days_are_said_in_words() {
         let mut t = Totals::default();
         assert_eq!(day_words(&t), "no data");
