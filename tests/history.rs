@@ -448,7 +448,7 @@ async fn a_report_from_known_events_and_the_pages_that_show_them() {
     page::in_order(
         mls_part,
         &[
-            "role=\"img\" aria-label=\"Last 90 days: 1 day worst: unavailable; 1 day worst: maintenance;",
+            "role=\"img\" aria-label=\"Last 90 days: 1 day with downtime; 1 day with maintenance;",
             "Available ",
             "over 30 days",
             &format!("{}: down 30 min", d(1)),

@@ -139,8 +139,10 @@ pub fn row(h: &ServiceHistory, today: chrono::NaiveDate) -> HistoryRow {
         .iter()
         .map(|(s, n)| {
             let what = match s {
-                ServiceState::Up => "without problems".to_string(),
-                s => format!("worst: {}", state_label(s).to_lowercase()),
+                ServiceState::Up => "without problems",
+                ServiceState::Down => "with downtime",
+                ServiceState::Impacted => "with limited access",
+                ServiceState::Maintenance => "with maintenance",
             };
             format!("{n} {} {what}", plural(*n))
         })
