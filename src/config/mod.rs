@@ -76,7 +76,7 @@ impl Default for History {
         Self {
             enabled: true,
             keep: Duration::from_secs(400 * 86_400),
-            detail: Duration::from_secs(7 * 86_400),
+            detail: Duration::from_secs(2 * 86_400),
         }
     }
 }

@@ -109,6 +109,60 @@ struct Derived {
 struct Cached {
     key: (u64, u64, i64),
     body: Bytes,
+    /// The same, gzipped, for clients that accept it.
+    gzip: Option<Bytes>,
+}
+
+/// A cached body, plain or gzipped.
+struct Body {
+    bytes: Bytes,
+    gzip: bool,
+}
+
+impl From<Body> for axum::body::Body {
+    fn from(b: Body) -> Self {
+        b.bytes.into()
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 8),
+        flate2::Compression::default(),
+    );
+    e.write_all(bytes).ok()?;
+    e.finish().ok().map(Bytes::from)
+}
+
+/// True when `Accept-Encoding` takes gzip (not refused with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// Sets `Content-Encoding` (and `Vary`) for a cached body.
+fn encoded(mut resp: Response, gzip: bool) -> Response {
+    let h = resp.headers_mut();
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    resp
 }
 
 /// State shared by every listener.
@@ -134,19 +188,33 @@ impl Shared {
 fn cached<E>(
     slot: &ArcSwapOption<Cached>,
     key: (u64, u64, i64),
+    want_gzip: bool,
     render: impl FnOnce() -> Result<String, E>,
-) -> Result<Bytes, E> {
+) -> Result<Body, E> {
+    let pick = |c: &Cached| match (&c.gzip, want_gzip) {
+        (Some(g), true) => Body {
+            bytes: g.clone(),
+            gzip: true,
+        },
+        _ => Body {
+            bytes: c.body.clone(),
+            gzip: false,
+        },
+    };
     if let Some(c) = slot.load().as_ref()
         && c.key == key
     {
-        return Ok(c.body.clone());
+        return Ok(pick(c));
     }
     let body = Bytes::from(render()?);
-    slot.store(Some(Arc::new(Cached {
+    let c = Cached {
         key,
-        body: body.clone(),
-    })));
-    Ok(body)
+        gzip: gzip(&body),
+        body,
+    };
+    let out = pick(&c);
+    slot.store(Some(Arc::new(c)));
+    Ok(out)
 }
 
 /// One listener's view of the shared state.
@@ -439,7 +507,8 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                 hv.as_ref().map_or(0, |v| v.version),
                 now.timestamp() / 60,
             );
-            let body = cached(&app.shared.status_page, key, || {
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.status_page, key, z, || {
                 let logo = derived.logo.as_ref().map(|_| "/logo");
                 let common = Common::new(&snap.config, logo, now);
                 let s = view::status(&snap, hv.as_deref(), now);
@@ -449,7 +518,8 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                 }
                 .render()
             });
-            html_response(StatusCode::OK, body, "no-cache")
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(html_response(StatusCode::OK, body, "no-cache"), g)
         }
         "/history" => {
             let hv = app.shared.history_view();
@@ -458,7 +528,8 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                 hv.as_ref().map_or(0, |v| v.version),
                 now.timestamp() / 60,
             );
-            let body = cached(&app.shared.history_page, key, || {
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.history_page, key, z, || {
                 let logo = derived.logo.as_ref().map(|_| "/logo");
                 let common = Common::new(&snap.config, logo, now);
                 let past = history::past(&snap.config, &snap.incidents, hv.as_deref(), now);
@@ -469,7 +540,8 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                 }
                 .render()
             });
-            html_response(StatusCode::OK, body, "no-cache")
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(html_response(StatusCode::OK, body, "no-cache"), g)
         }
         "/status/history.json" => {
             let Some(hv) = app.shared.history_view() else {
@@ -481,10 +553,12 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
                     .into_response();
             };
             let key = (snap.generation, hv.version, now.timestamp() / 60);
-            let body = cached(&app.shared.history_json, key, || {
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.history_json, key, z, || {
                 serde_json::to_string(&history::json(&snap.config, &snap.incidents, &hv, now))
             });
-            json_response(StatusCode::OK, body)
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(json_response(StatusCode::OK, body), g)
         }
         "/status.json" => json_response(
             StatusCode::OK,
