@@ -102,7 +102,10 @@ impl Control {
 
     /// Problems found at start (a state file set aside, say), for status.
     pub fn problems(&self) -> Vec<String> {
-        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
+        let mut all = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        // Found while running: a history database damaged and set aside.
+        all.extend(self.history.get().and_then(|h| h.problem()));
+        all
     }
 
     /// The last reload's outcome, if any reload happened.

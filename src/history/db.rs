@@ -304,12 +304,9 @@ fn try_open(path: &Path) -> Result<Connection, (Trouble, String)> {
             ),
         ));
     }
-    let check: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(fail)?;
-    if check != "ok" {
-        return Err((Trouble::Corrupt, format!("integrity check: {check}")));
-    }
+    // No integrity check of every page here (it reads the whole file, seconds for a large
+    // one, at every start): damage found later by a write or a read sets the file aside
+    // then (see `is_corrupt`).
     // Takes the write lock: a database another process is writing is found here.
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -320,7 +317,7 @@ fn try_open(path: &Path) -> Result<Connection, (Trouble, String)> {
 
 /// Renames `path` (and its `-wal` and `-shm` files) to `NAME.WHY-YYYYmmddTHHMMSSZ`; returns
 /// where it went.
-fn set_aside(path: &Path, why: &str) -> PathBuf {
+pub fn set_aside(path: &Path, why: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let name = path
         .file_name()

@@ -199,6 +199,8 @@ struct Shared {
     path: PathBuf,
     /// Why the database is not in use, when it is not.
     unusable: Mutex<Option<String>>,
+    /// A database set aside while running, for `detour status`.
+    set_aside: Mutex<Option<String>>,
     dropped: AtomicU64,
     drop_log: crate::telemetry::Throttle,
 }
@@ -244,12 +246,12 @@ pub fn start(config: &Config) -> (Option<Recorder>, Option<String>) {
         view: ArcSwap::from_pointee(PageView::default()),
         path: path.clone(),
         unusable: Mutex::new(db.is_none().then(|| problem.clone().unwrap_or_default())),
+        set_aside: Mutex::new(None),
         dropped: AtomicU64::new(0),
         drop_log: crate::telemetry::Throttle::new(Duration::from_secs(60)),
     });
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
-    let mut w = Writer::new(db, path, config, shared.clone());
-    w.load();
+    let w = Writer::new(db, path, config, shared.clone());
     let spawned = std::thread::Builder::new()
         .name("history".into())
         .spawn(move || w.run(rx));
@@ -394,6 +396,16 @@ impl Recorder {
             .clone()
     }
 
+    /// A database found damaged and set aside while running (at start it is among the
+    /// problems [`start`] returns), for `detour status`.
+    pub fn problem(&self) -> Option<String> {
+        self.shared
+            .set_aside
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records dropped because the writer was behind.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -521,6 +533,8 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
+        // Here, not at start: 24 hours of minutes of thousands of checks take a while.
+        self.load();
         let mut next_flush = Instant::now() + FLUSH;
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
@@ -758,8 +772,18 @@ impl Writer {
                 self.last_seen_written = now;
             }
             Err(e) if db::is_corrupt(&e) => {
-                error!(error = %e, "history: the database is damaged; setting it aside");
-                self.db = None;
+                self.db = None; // closed before it is renamed
+                let aside = db::set_aside(&self.path, "corrupt");
+                let p = format!(
+                    "history.db was found damaged while running ({e}); set aside as {} and a new one started",
+                    aside.display()
+                );
+                error!("{p}");
+                *self
+                    .shared
+                    .set_aside
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(p);
                 self.reopen(now);
             }
             Err(e) => {
@@ -785,6 +809,11 @@ impl Writer {
             Ok((db, problem)) => {
                 if let Some(p) = problem {
                     warn!("{p}");
+                    *self
+                        .shared
+                        .set_aside
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(p);
                 }
                 self.db = Some(db);
                 *self

@@ -816,6 +816,26 @@ mod tests {
     }
 
     #[test]
+    fn gzip_is_used_only_when_accepted() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_gzip(&m)
+        };
+        assert!(h("gzip, deflate, br"));
+        assert!(h("br;q=1.0, GZIP;q=0.5"));
+        assert!(!h("gzip;q=0, br"));
+        assert!(!h("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        let body = "<rect x=\"1\"/>".repeat(1000);
+        let z = gzip(body.as_bytes()).unwrap();
+        assert!(z.len() * 20 < body.len(), "{} of {}", z.len(), body.len());
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&z[..]), &mut out).unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
     fn base64_matches_rfc_4648() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
