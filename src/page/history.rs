@@ -321,7 +321,7 @@ pub fn past(
             out.push(found(t, &clock, &name));
         }
     }
-    out.sort_by(|a, b| b.at.cmp(&a.at));
+    out.sort_by_key(|p| std::cmp::Reverse(p.at));
     out
 }
 
