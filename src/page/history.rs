@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(r.days[0].title, "Wed 5 Aug: no data");
         assert!(
             r.summary
-                .starts_with("Last 90 days: 2 days worst: unavailable; "),
+                .starts_with("Last 90 days: 2 days with downtime; "),
             "{}",
             r.summary
         );
