@@ -245,7 +245,7 @@ if (( ! SKIP_PAGE )); then
       sleep 2
       plain="$(curl -s -o /dev/null -w '%{size_download}' -H 'Host: status.example.test' "http://127.0.0.1:$PAGE_PORT/")"
       gz="$(curl -s -o /dev/null -w '%{size_download}' -H 'Accept-Encoding: gzip' -H 'Host: status.example.test' "http://127.0.0.1:$PAGE_PORT/")"
-      bars="$(curl -s -H 'Host: status.example.test' "http://127.0.0.1:$PAGE_PORT/" | grep -o '<rect ' | wc -l)"
+      bars="$(curl -s -H 'Host: status.example.test' "http://127.0.0.1:$PAGE_PORT/" | { grep -o '<rect ' || true; } | wc -l)"
       echo "pair $p, history $mode: page $plain bytes, $gz gzipped, $bars day marks" >&2
       echo "$mode $plain $gz $bars" >>"$TMP/page-sizes"
       load "$mode" "$d" gzip
