@@ -279,6 +279,12 @@ pub struct Day {
 /// The last `n` days in `zone` up to and including the day of `now`, oldest first, with
 /// the time each state held in each (today counted up to `now`).
 pub fn days(spans: &[Span<ServiceState>], zone: Zone, now: Ms, n: u32) -> Vec<Day> {
+    days_in(spans, &bounds(zone, now, n), now)
+}
+
+/// The dates and limits of the last `n` days in `zone` (the day of `now` last): computed
+/// once for every service.
+pub fn bounds(zone: Zone, now: Ms, n: u32) -> Vec<(NaiveDate, Ms, Ms)> {
     let today = zone.date(now);
     let mut out = Vec::with_capacity(n as usize);
     for back in (0..n).rev() {
@@ -289,14 +295,22 @@ pub fn days(spans: &[Span<ServiceState>], zone: Zone, now: Ms, n: u32) -> Vec<Da
         let end = date
             .checked_add_days(Days::new(1))
             .map_or(start + DAY_MS, |d| zone.start_of(d));
-        out.push(Day {
+        out.push((date, start, end));
+    }
+    out
+}
+
+/// [`days`] over days already bounded ([`bounds`]).
+pub fn days_in(spans: &[Span<ServiceState>], bounds: &[(NaiveDate, Ms, Ms)], now: Ms) -> Vec<Day> {
+    bounds
+        .iter()
+        .map(|&(date, start, end)| Day {
             date,
             start,
             end,
             totals: Totals::of_spans(spans, start, end.min(now)),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// A stretch during which a value kept matching (a service not up, a record answering

@@ -80,13 +80,16 @@ pub fn build(
     now: Ms,
 ) -> PageView {
     let mut per: HashMap<&str, Vec<Change<ServiceState>>> = HashMap::new();
+    let mut rows: HashMap<&str, Vec<&TransitionRow>> = HashMap::new();
     for t in transitions {
         per.entry(t.service.as_str()).or_default().push(Change {
             run: t.run,
             at: t.at,
             value: t.to,
         });
+        rows.entry(t.service.as_str()).or_default().push(t);
     }
+    let bounds = timeline::bounds(zone, now, DAYS);
     let first_bucket = now.div_euclid(BUCKET_MS) - BUCKETS as i64 + 1;
     let mut out = PageView {
         built: now,
@@ -98,7 +101,7 @@ pub fn build(
         // A day more than the bars, for a zone's offset.
         let from = now - i64::from(DAYS + 1) * timeline::DAY_MS;
         let spans = timeline::spans(runs, changes, from, now);
-        let days = timeline::days(&spans, zone, now, DAYS);
+        let days = timeline::days_in(&spans, &bounds, now);
         let sum = |n: usize| {
             let mut t = Totals::default();
             for d in days.iter().rev().take(n) {
@@ -117,7 +120,8 @@ pub fn build(
             if p.end <= start {
                 continue;
             }
-            out.trouble.push(trouble(id, &p, transitions));
+            let mine = rows.get(id.as_str()).map_or(&[][..], |v| v.as_slice());
+            out.trouble.push(trouble(id, &p, mine));
         }
         out.services.insert(
             id.clone(),
@@ -134,16 +138,16 @@ pub fn build(
     out
 }
 
-fn trouble(id: &str, p: &timeline::Period<ServiceState>, all: &[TransitionRow]) -> Trouble {
+fn trouble(id: &str, p: &timeline::Period<ServiceState>, mine: &[&TransitionRow]) -> Trouble {
     let mut totals = Totals::default();
     for s in &p.spans {
         totals.add(s.value, s.len());
     }
-    let changes = all
+    let changes = mine
         .iter()
-        .filter(|t| t.service == id && t.at >= p.start && t.at <= p.end)
+        .filter(|t| t.at >= p.start && t.at <= p.end)
         .filter(|t| !p.ongoing || t.at < p.end || t.to != ServiceState::Up)
-        .cloned()
+        .map(|t| (*t).clone())
         .collect();
     Trouble {
         service: id.to_string(),
