@@ -231,7 +231,9 @@ async fn transitions_actions_and_answers_survive_a_restart_of_the_binary() {
         .expect("mls probes per minute");
     let n: u64 = probes.iter().map(|p| p["probes"].as_u64().unwrap()).sum();
     let failed: u64 = probes.iter().map(|p| p["failures"].as_u64().unwrap()).sum();
-    assert!(n >= 3 && failed >= 1 && failed < n, "{probes:?}");
+    // The failure, and the pass that brought it back (the first round at start, before
+    // the states task runs, is not counted).
+    assert!(n >= 2 && failed >= 1 && failed < n, "{probes:?}");
 
     // The report over the same period.
     let (code, out, err) = cli(&cfg, &["report", "--since", "1h", "--json"]);
