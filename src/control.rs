@@ -103,7 +103,7 @@ impl Control {
     /// Problems found at start (a state file set aside, say), for status.
     pub fn problems(&self) -> Vec<String> {
         let mut all = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
-        // Found while running: a history database damaged and set aside.
+        // The history database set aside or unusable (found by its thread).
         all.extend(self.history.get().and_then(|h| h.problem()));
         all
     }

@@ -199,7 +199,8 @@ struct Shared {
     path: PathBuf,
     /// Why the database is not in use, when it is not.
     unusable: Mutex<Option<String>>,
-    /// A database set aside while running, for `detour status`.
+    /// A database set aside (at start or while running), or none usable, for `detour
+    /// status`.
     set_aside: Mutex<Option<String>>,
     dropped: AtomicU64,
     drop_log: crate::telemetry::Throttle,
@@ -225,33 +226,25 @@ fn ms(t: chrono::DateTime<Utc>) -> Ms {
     t.timestamp_millis()
 }
 
-/// Starts the history thread for `config` (none with `[history] enabled = false`). The
-/// second value is a problem for `detour status`: a database set aside, or none usable.
+/// Starts the history thread for `config` (none with `[history] enabled = false`), which
+/// opens the database first thing (a database set aside, or none usable, is then a
+/// [`Recorder::problem`]); the second value is a problem for `detour status` when the
+/// thread cannot start.
 pub fn start(config: &Config) -> (Option<Recorder>, Option<String>) {
     if !config.history.enabled {
         return (None, None);
     }
     let path = db::path(&config.server.state_dir);
-    let (db, problem) = match Db::open(&path) {
-        Ok((db, p)) => (Some(db), p),
-        Err(e) => {
-            let p = format!(
-                "{e}; history is kept in memory for this run only (tried again every minute)"
-            );
-            error!("{p}");
-            (None, Some(p))
-        }
-    };
     let shared = Arc::new(Shared {
         view: ArcSwap::from_pointee(PageView::default()),
         path: path.clone(),
-        unusable: Mutex::new(db.is_none().then(|| problem.clone().unwrap_or_default())),
+        unusable: Mutex::new(None),
         set_aside: Mutex::new(None),
         dropped: AtomicU64::new(0),
         drop_log: crate::telemetry::Throttle::new(Duration::from_secs(60)),
     });
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
-    let w = Writer::new(db, path, config, shared.clone());
+    let w = Writer::new(None, path, config, shared.clone());
     let spawned = std::thread::Builder::new()
         .name("history".into())
         .spawn(move || w.run(rx));
@@ -260,7 +253,7 @@ pub fn start(config: &Config) -> (Option<Recorder>, Option<String>) {
         error!("{p}");
         return (None, Some(p));
     }
-    (Some(Recorder { tx, shared }), problem)
+    (Some(Recorder { tx, shared }), None)
 }
 
 impl Recorder {
@@ -396,8 +389,8 @@ impl Recorder {
             .clone()
     }
 
-    /// A database found damaged and set aside while running (at start it is among the
-    /// problems [`start`] returns), for `detour status`.
+    /// The database was set aside (corrupt, foreign, locked), or none could be opened: what
+    /// `detour status` says about it.
     pub fn problem(&self) -> Option<String> {
         self.shared
             .set_aside
@@ -514,6 +507,34 @@ impl Writer {
         }
     }
 
+    /// Opens the database; what went wrong is said in the log and [`Recorder::problem`].
+    fn open(&mut self) {
+        self.last_reopen = Instant::now();
+        let problem = match Db::open(&self.path) {
+            Ok((db, p)) => {
+                self.db = Some(db);
+                p
+            }
+            Err(e) => {
+                let p = format!(
+                    "{e}; history is kept in memory for this run only (tried again every minute)"
+                );
+                error!("{p}");
+                *self
+                    .shared
+                    .unusable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                Some(p)
+            }
+        };
+        *self
+            .shared
+            .set_aside
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
     /// Reads what the page shows from the database.
     fn load(&mut self) {
         let now = ms(Utc::now());
@@ -533,7 +554,9 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
-        // Here, not at start: 24 hours of minutes of thousands of checks take a while.
+        // Here, not at start: a database behind another process's lock takes a second to
+        // give up on, and 24 hours of minutes of thousands of checks take a while to read.
+        self.open();
         self.load();
         let mut next_flush = Instant::now() + FLUSH;
         loop {
@@ -807,20 +830,28 @@ impl Writer {
         self.last_reopen = Instant::now();
         match Db::open(&self.path) {
             Ok((db, problem)) => {
-                if let Some(p) = problem {
-                    warn!("{p}");
-                    *self
-                        .shared
-                        .set_aside
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(p);
-                }
                 self.db = Some(db);
-                *self
+                let was_unusable = self
                     .shared
                     .unusable
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .is_some();
+                let mut said = self
+                    .shared
+                    .set_aside
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if was_unusable {
+                    // "cannot open" is over.
+                    *said = None;
+                }
+                if let Some(p) = problem {
+                    warn!("{p}");
+                    *said = Some(p);
+                }
+                drop(said);
                 info!("history: recording again");
                 // Rows of the old run refer to its id: the new database starts a run of its own.
                 self.batch = Batch::default();
