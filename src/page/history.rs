@@ -90,13 +90,14 @@ fn day_words(t: &Totals) -> String {
     }
 }
 
-/// A state as a short word for a day's summary.
-fn state_word(s: ServiceState) -> &'static str {
+/// A state as a short word for a day's summary (a state without its own word here says
+/// its label).
+fn state_word(s: ServiceState) -> String {
     match s {
-        ServiceState::Up => "working",
-        ServiceState::Down => "down",
-        ServiceState::Impacted => "limited access",
-        ServiceState::Maintenance => "maintenance",
+        ServiceState::Up => "working".into(),
+        ServiceState::Down => "down".into(),
+        ServiceState::Impacted => "limited access".into(),
+        other => state_label(&other).to_lowercase(),
     }
 }
 
@@ -139,10 +140,10 @@ pub fn row(h: &ServiceHistory, today: chrono::NaiveDate) -> HistoryRow {
         .iter()
         .map(|(s, n)| {
             let what = match s {
-                ServiceState::Up => "without problems",
-                ServiceState::Down => "with downtime",
-                ServiceState::Impacted => "with limited access",
-                ServiceState::Maintenance => "with maintenance",
+                ServiceState::Up => "without problems".to_string(),
+                ServiceState::Down => "with downtime".to_string(),
+                ServiceState::Impacted => "with limited access".to_string(),
+                other => format!("with {}", state_label(other).to_lowercase()),
             };
             format!("{n} {} {what}", plural(*n))
         })
@@ -224,7 +225,10 @@ fn spark(h: &ServiceHistory) -> Option<Spark> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PastIncident {
     /// "incident" (posted by operators) or "outage", "impacted", "maintenance" (found).
-    pub kind: &'static str,
+    pub kind: String,
+    /// What its badge says.
+    #[serde(skip)]
+    pub badge: &'static str,
     /// Anchor.
     pub id: String,
     /// One line.
@@ -288,7 +292,8 @@ pub fn past(
         let last = end.unwrap_or(now);
         let secs = (last - i.opened_at).num_seconds().max(0);
         out.push(PastIncident {
-            kind: "incident",
+            kind: "incident".into(),
+            badge: "Incident",
             id: format!("incident-{}", i.id),
             title: i
                 .updates
@@ -328,15 +333,29 @@ pub fn past(
 fn found(t: &Trouble, clock: &Clock, name: &dyn Fn(&str) -> String) -> PastIncident {
     let start = timeline::utc(t.start);
     let secs = (t.end - t.start) / 1000;
-    let (kind, what) = match t.worst {
-        ServiceState::Down => ("outage", "unavailable"),
-        ServiceState::Impacted => ("impacted", "reachable only by its direct link"),
-        ServiceState::Maintenance => ("maintenance", "in maintenance"),
-        ServiceState::Up => ("outage", "working"),
+    // A state without words of its own here (a new one) says its label.
+    let (kind, what, badge) = match t.worst {
+        ServiceState::Down => (
+            "outage".to_string(),
+            "unavailable".to_string(),
+            "Unavailable",
+        ),
+        ServiceState::Impacted => (
+            "impacted".into(),
+            "reachable only by its direct link".into(),
+            "Limited access",
+        ),
+        ServiceState::Maintenance => ("maintenance".into(), "in maintenance".into(), "Maintenance"),
+        other => (
+            other.to_string(),
+            state_label(&other).to_lowercase(),
+            state_label(&other),
+        ),
     };
     let n = name(&t.service);
     PastIncident {
         kind,
+        badge,
         id: format!("{}-{}", t.service, t.start),
         title: format!("{n} {what}"),
         services: n.clone(),
