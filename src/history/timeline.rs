@@ -101,7 +101,7 @@ pub fn rank(s: ServiceState) -> u8 {
     }
 }
 
-/// Every state, best first (the order of [`rank`]).
+/// Every state, best first (the order of [`rank`]); a new state is added here too.
 pub fn states_by_rank() -> Vec<ServiceState> {
     let mut all = vec![
         ServiceState::Up,
