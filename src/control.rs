@@ -36,6 +36,7 @@ pub struct Control {
     notifier: OnceLock<crate::notify::Notifier>,
     cluster: OnceLock<crate::cluster::Cluster>,
     heartbeats: OnceLock<crate::checks::heartbeat::Heartbeats>,
+    history: OnceLock<crate::history::Recorder>,
 }
 
 /// The daemon stopped before answering.
@@ -60,6 +61,7 @@ impl Control {
             notifier: OnceLock::new(),
             cluster: OnceLock::new(),
             heartbeats: OnceLock::new(),
+            history: OnceLock::new(),
         }
     }
 
@@ -83,6 +85,16 @@ impl Control {
         let _ = self.cluster.set(cluster);
     }
 
+    /// Hands over the history recorder (once, at start), for the admin API.
+    pub fn set_history(&self, history: crate::history::Recorder) {
+        let _ = self.history.set(history);
+    }
+
+    /// The history recorder, unless `[history] enabled = false`.
+    pub fn history(&self) -> Option<&crate::history::Recorder> {
+        self.history.get()
+    }
+
     /// The cluster link, in a cluster.
     pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
         self.cluster.get()
@@ -102,7 +114,10 @@ impl Control {
 
     /// Problems found at start (a state file set aside, say), for status.
     pub fn problems(&self) -> Vec<String> {
-        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
+        let mut all = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        // The history database set aside or unusable (found by its thread).
+        all.extend(self.history.get().and_then(|h| h.problem()));
+        all
     }
 
     /// The last reload's outcome, if any reload happened.

@@ -345,6 +345,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         snapshots.clone(),
         problems,
     ));
+    let (history, p) = crate::history::start(&config);
+    if let Some(p) = p {
+        control.add_problem(p);
+    }
+    if let Some(h) = &history {
+        control.set_history(h.clone());
+    }
     let admin_addr = admin::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
         .await
         .map_err(|source| RunError::Io {
@@ -356,6 +363,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         caps,
         snapshots.clone(),
         Some(control.clone()),
+        history.clone(),
         cancel.clone(),
         &mut tasks,
     )
@@ -366,6 +374,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     })?;
     control.set_heartbeats(checks.heartbeats());
     let cluster_mode_link = cluster_mode.as_ref().map(|c| c.link.clone());
+
     let states_task = StatesTask {
         engine,
         checks,
@@ -378,6 +387,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         unsaved_since: None,
         beat: liveness.register("states task"),
         cluster: cluster_mode,
+        history: history.clone(),
     };
     if let Some(c) = &cluster_mode_link {
         control.set_cluster(c.clone());
@@ -396,6 +406,9 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     );
     if let Some(p) = notifier.problem() {
         control.add_problem(p.to_string());
+    }
+    if let Some(h) = &history {
+        notifier.record_into(h.clone());
     }
     control.set_notifier(notifier);
     dns::serve(

@@ -19,6 +19,9 @@
 //! 7. [`states`]: the single writer: verdicts, overrides and maintenance become states, with
 //!    the guard; it publishes Snapshots and [`events`]. [`control`] is how SIGHUP, the admin
 //!    API and the CLI reach it.
+//!    [`history`] keeps what happened (transitions, operator actions, probe summaries) in
+//!    `state_dir/history.db`, written by the states task and read by the page, the admin
+//!    API and `detour report`.
 //! 8. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers,
 //!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
 //!    its document), both served by [`http`]; [`announce`] (the phone announcement, its words
@@ -38,6 +41,7 @@ pub mod dns;
 pub mod events;
 pub mod fds;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod incidents;
 pub mod markup;

@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         | Command::Announce
         | Command::Oncall { .. }
         | Command::Ack { .. }
-        | Command::Subscribers(_) => {
+        | Command::Subscribers(_)
+        | Command::Report { .. } => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);
             };

@@ -9,6 +9,8 @@
 //! loopback.
 
 mod common;
+#[path = "common/history.rs"]
+mod history;
 #[path = "common/page.rs"]
 mod page;
 
@@ -193,10 +195,17 @@ struct Seen {
     scripts: i64,
     font_px: f64,
     status: i64,
+    /// What the caller's own expression found.
+    extra: Value,
 }
 
 /// Loads `url` at `width` px (a phone below 600), screenshots the whole page to `shot`.
 fn look(b: &mut Browser, url: &str, width: u32, shot: &Path) -> Seen {
+    look_with(b, url, width, shot, "null")
+}
+
+/// [`look`], also evaluating `extra` (a JavaScript expression) in the loaded page.
+fn look_with(b: &mut Browser, url: &str, width: u32, shot: &Path, extra: &str) -> Seen {
     let target = b.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
     let target_id = target["targetId"].as_str().unwrap().to_string();
     let attached = b.call(
@@ -249,6 +258,7 @@ fn look(b: &mut Browser, url: &str, width: u32, shot: &Path) -> Seen {
             };
         })()"#,
     );
+    let extra = b.eval(s, extra);
     let height = v["height"].as_u64().unwrap().max(800);
     b.call(
         Some(s),
@@ -283,6 +293,7 @@ fn look(b: &mut Browser, url: &str, width: u32, shot: &Path) -> Seen {
         scripts: v["scripts"].as_i64().unwrap(),
         font_px: v["fontPx"].as_f64().unwrap(),
         status,
+        extra,
     }
 }
 
@@ -485,4 +496,214 @@ async fn the_outage_page_reads_well_at_360_and_1280_pixels() {
         assert_eq!(&head, b"\x89PNG\r\n\x1a\n", "{f}");
     }
     eprintln!("screenshots in {}", dir.display());
+}
+
+/// What the status page's history charts are, as the browser lays them out.
+const CHARTS: &str = r#"(() => [...document.querySelectorAll('svg.bars')].map(svg => {
+    const r = svg.getBoundingClientRect();
+    const rects = [...svg.querySelectorAll('rect')];
+    const li = svg.closest('li');
+    return {
+        service: li.id,
+        left: r.left, right: r.right, width: r.width, height: r.height,
+        label: svg.getAttribute('aria-label'),
+        role: svg.getAttribute('role'),
+        bars: rects.length,
+        narrowest: Math.min(...rects.map(x => x.getBoundingClientRect().width)),
+        fills: Object.fromEntries(rects.map(x => [x.getAttribute('class'), getComputedStyle(x).fill])),
+        down: rects.filter(x => x.getAttribute('class') === 'down').map(x => x.querySelector('title').textContent),
+        spark: li.querySelectorAll('svg.spark polyline').length,
+        sparkWidth: li.querySelector('svg.spark') ? li.querySelector('svg.spark').getBoundingClientRect().width : 0,
+    };
+}))()"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_day_bars_read_well_at_360_and_1280_pixels() {
+    use chrono::{Duration as Days, Utc};
+    use detour::health::ServiceState::*;
+    use history::{PastRun, seed};
+    let _ = chromium();
+    let backend = common::backend::HttpBackend::start("127.0.0.1:0".parse().unwrap()).await;
+    let cfg = page_config(
+        "",
+        &format!(
+            r#"
+[page]
+title = "Example Realty — system status"
+timezone = "America/New_York"
+
+[services.mls]
+name = "MLS"
+url = "https://mls.example.test/"
+check = {{ type = "http", url = "http://{}/", interval = "200ms" }}
+
+[services.mls_dr]
+name = "MLS standby"
+
+[services.forms]
+name = "Forms"
+url = "https://forms.example.net/login"
+
+[services.tax]
+name = "Tax records with a rather long name that wraps on a phone"
+"#,
+            backend.addr
+        ),
+    );
+    let fx = common::Fixture::new(&cfg, &[("example.test.toml", &page_zone())]);
+    // 85 days of history: the MLS down for an hour every ten days, in maintenance one
+    // afternoon, forms impacted twice; the last 5 days detour was not running.
+    let now = Utc::now();
+    let start = now - Days::days(88);
+    let end = now - Days::days(5);
+    let mut run = PastRun::new(start, end)
+        .state(start, "mls", Up)
+        .state(start, "forms", Up)
+        .state(start, "tax", Up);
+    for k in (10..85).step_by(10) {
+        let at = start + Days::days(k);
+        run = run
+            .state(at, "mls", Down)
+            .state(at + Days::hours(1), "mls", Up);
+    }
+    let m = start + Days::days(33) + Days::hours(3);
+    run = run
+        .state(m, "mls", Maintenance)
+        .state(m + Days::hours(4), "mls", Up)
+        .state(start + Days::days(12), "forms", Impacted)
+        .state(start + Days::days(12) + Days::minutes(45), "forms", Up)
+        .state(start + Days::days(61), "forms", Impacted)
+        .state(start + Days::days(61) + Days::minutes(20), "forms", Up);
+    seed(&fx.dir.path().join("state"), &[run]);
+    let running = detour::daemon::start(fx.load(), &fx.config_path())
+        .await
+        .expect("detour starts");
+    let page = addr_of(&running.page_addrs()[0]);
+    // Wait for this run's first states and response times.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !get(page, "status.example.test", "/")
+        .await
+        .body
+        .contains("class=\"spark\"")
+    {
+        assert!(std::time::Instant::now() < deadline, "no sparkline in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let port = page.port();
+    let dir = artifact_dir("browser");
+    let shots = dir.clone();
+    let url = format!("http://status.example.test:{port}/");
+    let past = format!("http://status.example.test:{port}/history");
+    let (views, history_view) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(&shots.join("chromium-bars.log"));
+        let v = [360u32, 1280]
+            .iter()
+            .map(|w| {
+                let shot = shots.join(format!("status-bars-{w}.png"));
+                (*w, look_with(&mut b, &url, *w, &shot, CHARTS))
+            })
+            .collect::<Vec<_>>();
+        let h = look(&mut b, &past, 360, &shots.join("history-360.png"));
+        let _ = b.call(None, "Browser.close", json!({}));
+        (v, h)
+    })
+    .await
+    .expect("the browser session");
+    for (w, v) in &views {
+        assert_eq!(v.status, 200, "{w}px");
+        assert!(
+            v.scroll_width <= v.inner_width,
+            "{w}px: {} wide",
+            v.scroll_width
+        );
+        assert!(v.overflowing.is_empty(), "{w}px: {:?}", v.overflowing);
+        // The browser's own favicon request aside, nothing but the page is fetched.
+        let fetched: Vec<&String> = v
+            .resources
+            .iter()
+            .filter(|r| !r.ends_with("/favicon.ico"))
+            .collect();
+        assert!(fetched.is_empty(), "{w}px: {fetched:?}");
+        assert_eq!(v.scripts, 0);
+        let charts = v.extra.as_array().expect("charts");
+        assert_eq!(charts.len(), 4, "{w}px: {charts:?}");
+        for c in charts {
+            assert_eq!(c["bars"], 90, "{c}");
+            assert_eq!(c["role"], "img");
+            assert!(
+                c["label"].as_str().unwrap().starts_with("Last 90 days: "),
+                "{c}"
+            );
+            // Inside the card, as wide as the text, and every day visible on its own.
+            assert!(
+                c["left"].as_f64().unwrap() >= 0.0 && c["right"].as_f64().unwrap() <= f64::from(*w),
+                "{c}"
+            );
+            // As wide as the text (46rem at most on a wide screen).
+            let text = f64::from(*w).min(736.0);
+            assert!(c["width"].as_f64().unwrap() >= text * 0.75, "{w}px: {c}");
+            assert!(c["height"].as_f64().unwrap() >= 30.0, "{c}");
+            assert!(c["narrowest"].as_f64().unwrap() >= 2.0, "{w}px: bars {c}");
+        }
+        let mls = &charts[charts
+            .iter()
+            .position(|c| c["service"] == "service-mls")
+            .unwrap()];
+        assert_eq!(mls["fills"]["down"], "rgb(192, 57, 43)", "{mls}");
+        assert_eq!(mls["fills"]["maint"], "rgb(59, 111, 196)", "{mls}");
+        assert_eq!(mls["fills"]["ok"], "rgb(47, 158, 91)", "{mls}");
+        assert_eq!(mls["fills"]["none"], "rgb(201, 206, 214)", "{mls}");
+        assert_eq!(mls["down"].as_array().unwrap().len(), 8, "{mls}");
+        assert!(
+            mls["down"][0].as_str().unwrap().ends_with(": down 1 h"),
+            "{mls}"
+        );
+        assert!(mls["spark"].as_u64().unwrap() >= 1, "{mls}");
+        assert!(
+            mls["sparkWidth"].as_f64().unwrap() >= f64::from(*w).min(736.0) * 0.75,
+            "{mls}"
+        );
+        let forms = &charts[charts
+            .iter()
+            .position(|c| c["service"] == "service-forms")
+            .unwrap()];
+        assert_eq!(forms["fills"]["limited"], "rgb(217, 130, 43)", "{forms}");
+        // The text equivalent is on the page, not only in the picture.
+        in_order(
+            &v.text,
+            &[
+                "MLS",
+                "90 days ago",
+                "Today",
+                "over 30 days",
+                "over 90 days",
+                "Response time over the last 24 hours",
+                "Last 90 days:",
+            ],
+        );
+    }
+    let h = history_view;
+    assert_eq!(h.status, 200);
+    assert!(h.overflowing.is_empty(), "{:?}", h.overflowing);
+    in_order(
+        &h.text,
+        &[
+            "Past incidents",
+            "MLS unavailable",
+            "1 hour",
+            "Forms reachable only by its direct link",
+        ],
+    );
+    for f in [
+        "status-bars-360.png",
+        "status-bars-1280.png",
+        "history-360.png",
+    ] {
+        let mut head = [0u8; 8];
+        std::fs::File::open(dir.join(f))
+            .and_then(|mut x| x.read_exact(&mut head))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(&head, b"\x89PNG\r\n\x1a\n", "{f}");
+    }
+    drop(running);
 }

@@ -972,7 +972,8 @@ async fn subscribers_hear_of_maintenance_once_when_announced_and_again_before_it
     let (_gw, gw_addr) = Gateway::start().await;
     let start = chrono::Utc::now() + chrono::Duration::seconds(75);
     let end = start + chrono::Duration::hours(1);
-    let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rfc =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let site = site_with(
         backend.addr,
         smtp.port,
@@ -987,13 +988,18 @@ async fn subscribers_hear_of_maintenance_once_when_announced_and_again_before_it
         let (store, _) =
             detour::notify::subscribers::Store::open(&site.dir.path().join("state")).unwrap();
         let now = chrono::Utc::now();
-        store.subscribe("email", "agent@example.test", &["mls".into()], now).unwrap();
+        store
+            .subscribe("email", "agent@example.test", &["mls".into()], now)
+            .unwrap();
         store.confirm("email", "agent@example.test", now).unwrap();
     }
     let mut d = Daemon::start(&site.config());
     d.wait_for("ready");
     // First sight: the announcement alone (the 2 h reminder is moot: it says the same).
-    let first = until("the announcement", WITHIN, || smtp.to("agent@example.test").pop()).await;
+    let first = until("the announcement", WITHIN, || {
+        smtp.to("agent@example.test").pop()
+    })
+    .await;
     let t = plain(&first.raw);
     assert!(t.contains("Planned maintenance of MLS"), "{t}");
     assert!(t.contains("Database upgrade"), "{t}");
@@ -1014,6 +1020,10 @@ async fn subscribers_hear_of_maintenance_once_when_announced_and_again_before_it
     let mut d = Daemon::start(&site.config());
     d.wait_for("ready");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(smtp.to("agent@example.test").len(), 2, "told again after a restart");
+    assert_eq!(
+        smtp.to("agent@example.test").len(),
+        2,
+        "told again after a restart"
+    );
     d.signal("-TERM");
 }

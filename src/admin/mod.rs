@@ -169,6 +169,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/audit", get(get_audit))
         .route("/api/v1/announcement", get(get_announcement))
+        .route("/api/v1/history", get(get_history))
+        .route("/api/v1/report", get(get_report))
         .route("/api/v1/overrides/{service}", put(put_override))
         .route("/api/v1/overrides/{service}", delete(delete_override))
         .route("/api/v1/incidents", post(open_incident))
@@ -393,6 +395,114 @@ async fn get_audit(
             format!("cannot read audit log: {e}"),
         )
     })
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    service: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The history reader and the period a query asks for (30 days back to now by default).
+fn history_period(
+    app: &App,
+    q: &HistoryQuery,
+) -> Result<(crate::history::Recorder, i64, i64, i64), ApiError> {
+    let Some(h) = app.control.history() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no history is kept: [history] enabled = false".into(),
+        ));
+    };
+    let now = Utc::now().timestamp_millis();
+    let zone =
+        crate::history::timeline::Zone::of(app.control.snapshots.load().config.page.timezone);
+    let (from, until) = crate::history::period(q.since.as_deref(), q.until.as_deref(), now, zone)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok((h.clone(), from, until, now))
+}
+
+/// Reads the history database off the async threads.
+async fn read_history<T: Send + 'static>(
+    h: crate::history::Recorder,
+    f: impl FnOnce(crate::history::db::Reader) -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || h.reader().and_then(f))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the history: {e}"),
+            )
+        })
+}
+
+/// `GET /api/v1/history?service=&since=&until=`: runs, transitions, what records answered,
+/// operator actions, notifications delivered and probe summaries (per minute for a period
+/// of at most two days within `[history] detail`, else per day).
+async fn get_history(
+    State(app): State<App>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (h, from, until, now) = history_period(&app, &q)?;
+    let config = app.control.snapshots.load().config.clone();
+    if let Some(s) = &q.service
+        && !config.services.contains_key(s)
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown service {s:?}"),
+        ));
+    }
+    let detail_from = now - config.history.detail.as_millis() as i64;
+    let minutes = until - from <= 2 * crate::history::timeline::DAY_MS && from >= detail_from;
+    let service = q.service.clone();
+    let (rows, probes) = read_history(h, move |r| {
+        Ok((
+            r.rows(from, until, now)?,
+            r.probes(service.as_deref(), from, until, minutes)?,
+        ))
+    })
+    .await?;
+    let keep = |s: &str| q.service.as_deref().is_none_or(|x| x == s);
+    let t = crate::history::timeline::utc;
+    Ok(Json(json!({
+        "since": t(from),
+        "until": t(until),
+        "runs": rows.runs.iter().map(|r| json!({
+            "start": t(r.start), "end": t(r.end),
+        })).collect::<Vec<_>>(),
+        "transitions": rows.transitions.iter().filter(|x| keep(&x.service)).collect::<Vec<_>>(),
+        "answered": rows.answered.iter().filter(|x| keep(&x.service)).collect::<Vec<_>>(),
+        "actions": rows.actions.iter().filter(|a| a.service.as_deref().is_none_or(&keep)).collect::<Vec<_>>(),
+        "notifications": rows.notifications.iter().filter(|n| n.service.as_deref().is_none_or(&keep)).collect::<Vec<_>>(),
+        "probe_resolution": if minutes { "minute" } else { "day" },
+        "probes": probes,
+    })))
+}
+
+/// `GET /api/v1/report?since=&until=`: `detour report`'s numbers.
+async fn get_report(
+    State(app): State<App>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<crate::history::report::Report>, ApiError> {
+    let (h, from, until, now) = history_period(&app, &q)?;
+    let config = app.control.snapshots.load().config.clone();
+    let services: Vec<(String, String)> = config
+        .services
+        .values()
+        .filter(|s| q.service.as_deref().is_none_or(|x| x == s.id))
+        .map(|s| (s.id.clone(), s.name.clone()))
+        .collect();
+    let only = q.service.clone();
+    let rows = read_history(h, move |r| r.rows(from, until, now)).await?;
+    let mut report = crate::history::report::build(&rows, &services, from, until);
+    if let Some(s) = only {
+        report.services.retain(|x| x.id == s);
+    }
+    Ok(Json(report))
 }
 
 /// Who made a request: the body's `by`, else the `X-Detour-By` header, else "admin-api".

@@ -290,6 +290,34 @@ pub async fn run(cli: &Cli) -> Outcome {
                 Err(e) => Outcome::fail(1, format!("error: {e}\n")),
             };
         }
+        Command::Report {
+            since,
+            until,
+            service,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [("since", since), ("until", until), ("service", service)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(v)));
+                }
+            }
+            client
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/report?{}", q.join("&")),
+                    None,
+                )
+                .await
+                .and_then(|v| {
+                    if cli.json {
+                        return Ok(format!("{v}\n"));
+                    }
+                    let r: crate::history::report::Report = serde_json::from_value(v)
+                        .map_err(|e| ClientError::Protocol(format!("unexpected answer: {e}")))?;
+                    let zone = crate::history::timeline::Zone::of(settings.timezone);
+                    Ok(crate::history::report::render(&r, zone))
+                })
+        }
         Command::Run | Command::Check | Command::Generate { .. } => unreachable_command(),
     };
     match result {

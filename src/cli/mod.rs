@@ -70,6 +70,21 @@ pub enum Command {
         /// The page id (in the message, and in `detour oncall`).
         id: String,
     },
+    /// Availability, outages and their length (MTTR), time on the backup and on the outage
+    /// page, swaps and notifications, per service, from the history database.
+    Report {
+        /// Start: a duration back from now ("30d", "12h"), a date (2026-10-01, from its
+        /// start in [page] timezone) or an RFC 3339 time. Default: 30 days ago.
+        #[arg(long, value_parser = bound_arg)]
+        since: Option<String>,
+        /// End: a date (included), an RFC 3339 time or a duration back from now. Default:
+        /// now.
+        #[arg(long, value_parser = bound_arg)]
+        until: Option<String>,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Writes man pages or shell completions into a folder (for packaging).
     #[command(hide = true)]
     Generate {
@@ -191,6 +206,13 @@ pub enum IncidentCmd {
         #[arg(value_parser = text_arg)]
         text: Option<String>,
     },
+}
+
+/// `--since` / `--until`: refused here (exit 2) when the daemon would refuse it.
+fn bound_arg(s: &str) -> Result<String, String> {
+    let zone = crate::history::timeline::Zone::Local;
+    crate::history::parse_bound(s, chrono::Utc::now().timestamp_millis(), zone, false)
+        .map(|_| s.to_string())
 }
 
 /// A reason or message: refused here (exit 2) when the daemon would refuse it.

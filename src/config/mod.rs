@@ -56,8 +56,33 @@ pub struct Config {
     pub oncall: Option<crate::oncall::OnCall>,
     /// `[subscribers]`: visitors told by email or text; `None`: the page offers nothing.
     pub subscribers: Option<Subscribers>,
+    /// `[history]`: the history database.
+    pub history: History,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
+}
+
+/// `[history]`: transitions, operator actions and per-minute probe summaries, kept in
+/// `state_dir/history.db`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Record history at all (`enabled = false`: no database, no bars).
+    pub enabled: bool,
+    /// How long anything is kept (transitions, actions, daily probe roll-ups).
+    pub keep: Duration,
+    /// How long the per-minute probe summaries are kept before only their daily roll-up
+    /// remains.
+    pub detail: Duration,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep: Duration::from_secs(400 * 86_400),
+            detail: Duration::from_secs(2 * 86_400),
+        }
+    }
 }
 
 /// `[cluster]`: several instances share verdicts, overrides and incidents through etcd.

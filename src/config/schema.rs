@@ -59,6 +59,17 @@ pub struct RawConfig {
     pub cluster: Option<Spanned<RawCluster>>,
     pub oncall: Option<Spanned<RawOnCall>>,
     pub subscribers: Option<Spanned<RawSubscribers>>,
+    #[serde(default)]
+    pub history: RawHistory,
+}
+
+/// `[history]`: what `state_dir/history.db` keeps, and for how long.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    pub enabled: Option<bool>,
+    pub keep: Option<Spanned<Dur>>,
+    pub detail: Option<Spanned<Dur>>,
 }
 
 /// `[subscribers]`: visitors who asked to be told, by email or text.

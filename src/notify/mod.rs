@@ -200,6 +200,8 @@ struct Shared {
     fanout_wake: Arc<tokio::sync::Notify>,
     /// Subscribe requests per source address (IPv6: per /64) in the current window.
     form_limits: Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+    /// Where delivered notifications are counted (`detour report`).
+    history: std::sync::OnceLock<crate::history::Recorder>,
 }
 
 struct Sink {
@@ -370,6 +372,7 @@ impl Notifier {
             subscribers,
             fanout_wake: Arc::new(tokio::sync::Notify::new()),
             form_limits: Mutex::new(std::collections::HashMap::new()),
+            history: std::sync::OnceLock::new(),
         });
         if let Some(store) = &shared.subscribers {
             let handle = tokio::spawn(fanout::run(
@@ -689,6 +692,11 @@ impl Notifier {
             }
         }
         out
+    }
+
+    /// Counts every delivered notification in `history` from now on (for `detour report`).
+    pub fn record_into(&self, history: crate::history::Recorder) {
+        let _ = self.shared.history.set(history);
     }
 
     /// What went wrong loading the queue left by the last run (a corrupt file set aside),
@@ -1226,7 +1234,9 @@ impl Shared {
             let first = !store.told(&announce).unwrap_or(true);
             enqueue(notice("Planned"), &announce);
             for lead in &sc.remind_before {
-                let Ok(lead) = chrono::Duration::from_std(*lead) else { continue };
+                let Ok(lead) = chrono::Duration::from_std(*lead) else {
+                    continue;
+                };
                 let k = format!("{key}:remind:{}", lead.num_seconds());
                 if now >= start - lead {
                     if first {
@@ -1577,6 +1587,9 @@ async fn worker(shared: Arc<Shared>, sink: Arc<Sink>) {
                     p.inflight = None;
                     info!(sink = %label, target = %sink.target, event = kind, attempts = tried, "notification delivered: {event}");
                     metrics::counter!("detour_notifications_total", "sink" => label.clone(), "result" => "delivered").increment(1);
+                    if let Some(h) = shared.history.get() {
+                        h.notified(&label, kind, entry.notice.event.service.as_deref());
+                    }
                     None
                 }
                 Err(reason) if tried < cfg.attempts => {

@@ -1,5 +1,5 @@
-//! `/feed.atom`: an Atom 1.0 feed (RFC 4287) of incident updates and service state changes,
-//! newest first, for staff to subscribe to. Ids are `tag:` URIs (RFC 4151) under the first
+//! `/feed.atom`: an Atom 1.0 feed (RFC 4287) of incident updates and service state changes
+//! of the last 30 days, newest first, for staff to subscribe to (older ones: `/history`). Ids are `tag:` URIs (RFC 4151) under the first
 //! served zone, stable across restarts: they are made of what they describe.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -9,6 +9,9 @@ use crate::snapshot::Snapshot;
 
 /// At most this many entries, newest first.
 pub const MAX_ENTRIES: usize = 200;
+
+/// Only entries of the last this many days: older ones are on `/history`.
+pub const RECENT_DAYS: i64 = 30;
 
 /// One entry.
 #[derive(Debug, Clone)]
@@ -159,6 +162,8 @@ pub fn build(snap: &Snapshot, base: &str, now: DateTime<Utc>) -> Feed {
     // Newest first; a stable sort keeps posting order for equal times, reversed.
     entries.reverse();
     entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+    let recent = now - chrono::Duration::days(RECENT_DAYS);
+    entries.retain(|e| e.at >= recent);
     entries.truncate(MAX_ENTRIES);
     Feed {
         id: format!("tag:{auth},2026:detour/feed"),

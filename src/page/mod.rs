@@ -12,6 +12,8 @@
 //! | `/status.json`         | [`crate::status::build`] as JSON                       |
 //! | `/feed.atom`           | Atom feed of incident updates and state changes        |
 //! | `/api/v2/summary.json` | Statuspage-compatible summary (`/api/v2/status.json`)  |
+//! | `/history`             | past incidents, 90 days (HTML)                          |
+//! | `/status/history.json` | day bars, availability, response times, past incidents |
 //! | `/logo`                | `[page] logo`                                          |
 //! | `/ack/{token}`         | acknowledge an on-call page (link in a message)        |
 //! | `/subscribe`           | the subscribe form (GET) and what it posts             |
@@ -21,10 +23,14 @@
 //! | `/announcement.txt`    | the phone announcement ([`crate::announce`])           |
 //! | `/announcement.wav`    | the same, spoken (8 kHz; 404 without espeak-ng)        |
 //!
-//! Templates live in `templates/page/` (askama, escaping on: see `escape`).
+//! The status page, `/history` and `/status/history.json` are rendered once per Snapshot,
+//! history view and minute, and served from that cache: a page with 50 services' bars costs
+//! a render per change, not per request. Templates live in `templates/page/` (askama,
+//! escaping on: see `escape`).
 
 mod actions;
 mod feed;
+mod history;
 mod summary;
 mod tls;
 mod view;
@@ -77,6 +83,14 @@ struct StatusPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "page/history.html", config = "templates/askama.toml")]
+struct HistoryPage<'a> {
+    common: &'a Common<'a>,
+    past: &'a [history::PastIncident],
+    days: i64,
+}
+
+#[derive(Template)]
 #[template(path = "page/feed.xml", config = "templates/askama.toml")]
 struct FeedXml<'a> {
     f: &'a feed::Feed,
@@ -98,6 +112,67 @@ struct Derived {
     logo: Option<Logo>,
 }
 
+/// A rendered body and what it was rendered from: the Snapshot's generation, the history
+/// view's version and the minute (pages say "for 12 minutes").
+struct Cached {
+    key: (u64, u64, i64),
+    body: Bytes,
+    /// The same, gzipped, for clients that accept it.
+    gzip: Option<Bytes>,
+}
+
+/// A cached body, plain or gzipped.
+struct Body {
+    bytes: Bytes,
+    gzip: bool,
+}
+
+impl From<Body> for axum::body::Body {
+    fn from(b: Body) -> Self {
+        b.bytes.into()
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 8),
+        flate2::Compression::default(),
+    );
+    e.write_all(bytes).ok()?;
+    e.finish().ok().map(Bytes::from)
+}
+
+/// True when `Accept-Encoding` takes gzip (not refused with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// Sets `Content-Encoding` (and `Vary`) for a cached body.
+fn encoded(mut resp: Response, gzip: bool) -> Response {
+    let h = resp.headers_mut();
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    resp
+}
+
 /// State shared by every listener.
 struct Shared {
     snapshots: SnapshotHandle,
@@ -107,6 +182,52 @@ struct Shared {
     control: Option<Arc<crate::control::Control>>,
     /// The announcement's audio, kept until its text changes.
     speech: Speech,
+    history: Option<crate::history::Recorder>,
+    /// `/`, `/history` and `/status/history.json` as last rendered.
+    status_page: ArcSwapOption<Cached>,
+    history_page: ArcSwapOption<Cached>,
+    history_json: ArcSwapOption<Cached>,
+}
+
+impl Shared {
+    /// The history view, when history is kept.
+    fn history_view(&self) -> Option<Arc<crate::history::view::PageView>> {
+        self.history.as_ref().map(|h| h.view())
+    }
+}
+
+/// The body in `slot` when it was rendered from the same inputs, else `render`ed now and
+/// kept there.
+fn cached<E>(
+    slot: &ArcSwapOption<Cached>,
+    key: (u64, u64, i64),
+    want_gzip: bool,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<Body, E> {
+    let pick = |c: &Cached| match (&c.gzip, want_gzip) {
+        (Some(g), true) => Body {
+            bytes: g.clone(),
+            gzip: true,
+        },
+        _ => Body {
+            bytes: c.body.clone(),
+            gzip: false,
+        },
+    };
+    if let Some(c) = slot.load().as_ref()
+        && c.key == key
+    {
+        return Ok(pick(c));
+    }
+    let body = Bytes::from(render()?);
+    let c = Cached {
+        key,
+        gzip: gzip(&body),
+        body,
+    };
+    let out = pick(&c);
+    slot.store(Some(Arc::new(c)));
+    Ok(out)
 }
 
 /// One listener's view of the shared state.
@@ -291,7 +412,11 @@ fn wants_json(headers: &HeaderMap) -> bool {
     json > 0.0 && json > html
 }
 
-fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache: &str) -> Response {
+fn html_response<B: Into<axum::body::Body>>(
+    status: StatusCode,
+    body: Result<B, askama::Error>,
+    cache: &str,
+) -> Response {
     match body {
         Ok(body) => (
             status,
@@ -302,7 +427,7 @@ fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache:
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 (header::REFERRER_POLICY, "no-referrer"),
             ],
-            body,
+            body.into(),
         )
             .into_response(),
         Err(e) => {
@@ -316,7 +441,10 @@ fn html_response(status: StatusCode, body: Result<String, askama::Error>, cache:
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Result<String>) -> Response {
+fn json_response<B: Into<axum::body::Body>>(
+    status: StatusCode,
+    body: serde_json::Result<B>,
+) -> Response {
     match body {
         Ok(body) => (
             status,
@@ -326,7 +454,7 @@ fn json_response(status: StatusCode, body: serde_json::Result<String>) -> Respon
                 (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
-            body,
+            body.into(),
         )
             .into_response(),
         Err(e) => {
@@ -386,14 +514,64 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
     );
     match req.uri().path() {
         "/" | "/index.html" => {
-            let logo = derived.logo.as_ref().map(|_| "/logo");
-            let common = Common::new(&snap.config, logo, now);
-            let s = view::status(&snap, now);
-            let page = StatusPage {
-                common: &common,
-                s: &s,
+            let hv = app.shared.history_view();
+            let key = (
+                snap.generation,
+                hv.as_ref().map_or(0, |v| v.version),
+                now.timestamp() / 60,
+            );
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.status_page, key, z, || {
+                let logo = derived.logo.as_ref().map(|_| "/logo");
+                let common = Common::new(&snap.config, logo, now);
+                let s = view::status(&snap, hv.as_deref(), now);
+                StatusPage {
+                    common: &common,
+                    s: &s,
+                }
+                .render()
+            });
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(html_response(StatusCode::OK, body, "no-cache"), g)
+        }
+        "/history" => {
+            let hv = app.shared.history_view();
+            let key = (
+                snap.generation,
+                hv.as_ref().map_or(0, |v| v.version),
+                now.timestamp() / 60,
+            );
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.history_page, key, z, || {
+                let logo = derived.logo.as_ref().map(|_| "/logo");
+                let common = Common::new(&snap.config, logo, now);
+                let past = history::past(&snap.config, &snap.incidents, hv.as_deref(), now);
+                HistoryPage {
+                    common: &common,
+                    past: &past,
+                    days: history::PAST_DAYS,
+                }
+                .render()
+            });
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(html_response(StatusCode::OK, body, "no-cache"), g)
+        }
+        "/status/history.json" => {
+            let Some(hv) = app.shared.history_view() else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    [(header::CACHE_CONTROL, "no-cache")],
+                    "No history is kept here ([history] enabled = false).\n",
+                )
+                    .into_response();
             };
-            html_response(StatusCode::OK, page.render(), "no-cache")
+            let key = (snap.generation, hv.version, now.timestamp() / 60);
+            let z = accepts_gzip(req.headers());
+            let body = cached(&app.shared.history_json, key, z, || {
+                serde_json::to_string(&history::json(&snap.config, &snap.incidents, &hv, now))
+            });
+            let g = body.as_ref().is_ok_and(|b| b.gzip);
+            encoded(json_response(StatusCode::OK, body), g)
         }
         "/status.json" => json_response(
             StatusCode::OK,
@@ -618,6 +796,7 @@ pub async fn serve(
     caps: crate::fds::Caps,
     snapshots: SnapshotHandle,
     control: Option<Arc<crate::control::Control>>,
+    history: Option<crate::history::Recorder>,
     cancel: CancellationToken,
     tasks: &mut JoinSet<io::Result<()>>,
 ) -> io::Result<Vec<String>> {
@@ -626,6 +805,10 @@ pub async fn serve(
         derived: ArcSwapOption::empty(),
         control,
         speech: Speech::default(),
+        history,
+        status_page: ArcSwapOption::empty(),
+        history_page: ArcSwapOption::empty(),
+        history_json: ArcSwapOption::empty(),
     });
     tasks.spawn(speak_ahead(shared.clone(), cancel.clone()));
     // Reads the logo now, so a bad one is reported at start.
@@ -779,6 +962,26 @@ mod tests {
         assert!(!h("*/*"));
         assert!(!h("application/json;q=0, text/html"));
         assert!(!wants_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_gzip(&m)
+        };
+        assert!(h("gzip, deflate, br"));
+        assert!(h("br;q=1.0, GZIP;q=0.5"));
+        assert!(!h("gzip;q=0, br"));
+        assert!(!h("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        let body = "<rect x=\"1\"/>".repeat(1000);
+        let z = gzip(body.as_bytes()).unwrap();
+        assert!(z.len() * 20 < body.len(), "{} of {}", z.len(), body.len());
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&z[..]), &mut out).unwrap();
+        assert_eq!(out, body);
     }
 
     #[test]

@@ -557,6 +557,8 @@ pub struct ServiceRow {
     pub label: &'static str,
     /// The state's badge class.
     pub class: &'static str,
+    /// Its 90 day bars, availability and response times (none without history).
+    pub history: Option<super::history::HistoryRow>,
 }
 
 /// An incident on the status page.
@@ -611,8 +613,12 @@ fn names(config: &Config, ids: &[String]) -> String {
         .join(", ")
 }
 
-/// The status view of `snap`.
-pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
+/// The status view of `snap`, with each service's `history` when there is one.
+pub fn status(
+    snap: &Snapshot,
+    history: Option<&crate::history::view::PageView>,
+    now: DateTime<Utc>,
+) -> Status {
     let config = &snap.config;
     let clock = Clock::new(config, now);
     let services: Vec<ServiceRow> = config
@@ -643,6 +649,12 @@ pub fn status(snap: &Snapshot, now: DateTime<Utc>) -> Status {
                 note: (state == ServiceState::Impacted).then(|| impacted_note(snap, &svc.id)),
                 label: state_label(&state),
                 class: state_class(&state),
+                history: history.and_then(|h| {
+                    let today = h.today?;
+                    h.services
+                        .get(&svc.id)
+                        .map(|r| super::history::row(r, today))
+                }),
             }
         })
         .collect();

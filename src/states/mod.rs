@@ -85,6 +85,9 @@ pub struct StatesTask {
     /// In a cluster: this instance's own engine and the link; `engine` is then the agreed
     /// one, fed by the view.
     pub cluster: Option<ClusterMode>,
+    /// Where transitions, answers, probes and operator actions are recorded (none with
+    /// `[history] enabled = false`).
+    pub history: Option<crate::history::Recorder>,
 }
 
 /// Waits for the next view (never, alone or once the mirror is gone).
@@ -112,6 +115,11 @@ impl StatesTask {
         // passed while something else was handled (or before this task started, since the
         // first Snapshot is built earlier) is applied at once instead of being skipped.
         let mut evaluated = Utc::now();
+        if let Some(h) = &self.history {
+            let snap = self.snapshots.load();
+            let answers = crate::history::answers(&snap.config, &snap.selection);
+            h.started(&self.engine.health(), self.engine.config(), answers);
+        }
         self.publish(false);
         self.export_gauges();
         self.write_pins();
@@ -131,6 +139,9 @@ impl StatesTask {
             tokio::select! {
                 r = self.reports.recv() => {
                     let Some(r) = r else { break };
+                    if let Some(h) = &self.history {
+                        h.probe(&r);
+                    }
                     let engine = match &mut self.cluster {
                         Some(c) => &mut c.local,
                         None => &mut self.engine,
@@ -138,6 +149,9 @@ impl StatesTask {
                     dirty |= engine.report(r);
                     // Take everything already queued before rebuilding once.
                     while let Ok(r) = self.reports.try_recv() {
+                        if let Some(h) = &self.history {
+                            h.probe(&r);
+                        }
                         dirty |= engine.report(r);
                     }
                     if self.cluster.is_some() {
@@ -184,11 +198,20 @@ impl StatesTask {
         }
         self.checks.stop();
         self.save();
+        if let Some(h) = &self.history {
+            h.stop().await;
+        }
     }
 
     /// Evaluates, logs transitions, and swaps in a new Snapshot when anything answered or
     /// shown changed.
     fn publish(&mut self, force: bool) {
+        self.publish_by(force, false);
+    }
+
+    /// [`Self::publish`]; `operator` when an operator's override caused it (history counts
+    /// the swaps it makes as manual).
+    pub(super) fn publish_by(&mut self, force: bool, operator: bool) {
         // In a cluster everything is evaluated at cluster time, so that every instance
         // computes the same answers from the same view.
         let (now, serial_floor) = match &self.cluster {
@@ -229,6 +252,10 @@ impl StatesTask {
         let changes = self.engine.evaluate(now);
         for c in &changes {
             log_change(c);
+            if let Some(h) = &self.history {
+                let t = &c.transition;
+                h.transition(&c.service, t.at, t.from, t.to, &t.reason);
+            }
             // The first verdict at start is not news.
             if let Some(from) = c.transition.from {
                 let since = c
@@ -278,6 +305,12 @@ impl StatesTask {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.
                 self.serial_ceilings = save_serials(&next);
+            }
+            if let Some(h) = &self.history {
+                h.answered(
+                    crate::history::answers(&next.config, &next.selection),
+                    operator,
+                );
             }
             self.snapshots.store(next);
             metrics::counter!("detour_snapshot_swaps_total").increment(1);

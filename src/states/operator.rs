@@ -128,6 +128,9 @@ impl StatesTask {
                 done,
             } => {
                 self.engine.set_config(config.clone(), Utc::now());
+                if let Some(h) = &self.history {
+                    h.services(&config);
+                }
                 if let Some(c) = &mut self.cluster {
                     // overrides.toml is only the cluster's cache here: etcd's overrides
                     // are the ones in force (set them with the CLI or the API).
@@ -143,6 +146,7 @@ impl StatesTask {
                     let health = self.engine.health();
                     self.checks.apply(&config, |id| health.verdict(id));
                 }
+
                 self.audit("reload", None, None, "", &actor);
                 self.publish(true);
                 let _ = done.send(());
@@ -171,7 +175,7 @@ impl StatesTask {
                 let r = operator_input(&actor, said)
                     .and_then(|()| self.override_service(&service, value, &reason, &actor));
                 if r.is_ok() {
-                    self.publish(true);
+                    self.publish_by(true, true);
                 }
                 let _ = done.send(r);
             }
@@ -468,6 +472,9 @@ impl StatesTask {
         actor: &Actor,
     ) {
         let entry = entry(action, service, incident, reason, actor);
+        if let Some(h) = &self.history {
+            h.action(&entry);
+        }
         if let Some(c) = &self.cluster {
             let link = c.link.clone();
             tokio::spawn(async move {

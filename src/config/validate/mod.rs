@@ -294,6 +294,7 @@ fn build(
     }
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
+    let history = history(src, raw.history);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
             warnings.push(format!(
@@ -320,8 +321,42 @@ fn build(
         cluster,
         oncall,
         subscribers,
+        history,
         warnings: Vec::new(),
     })
+}
+
+/// `[history]`: `keep` at least a day (the status page's bars are days), `detail` at least
+/// an hour and no longer than `keep`.
+fn history(src: &mut Source<'_>, raw: RawHistory) -> History {
+    let d = History::default();
+    let keep = match raw.keep {
+        Some(k) if k.get_ref().0 < Duration::from_secs(86_400) => {
+            src.error(
+                k.span(),
+                "[history] keep must be at least \"1d\" (the page shows days; \"400d\" keeps 13 months)",
+            );
+            d.keep
+        }
+        Some(k) => k.into_inner().0,
+        None => d.keep,
+    };
+    let detail = match raw.detail {
+        Some(x) if x.get_ref().0 < Duration::from_secs(3600) || x.get_ref().0 > keep => {
+            src.error(
+                x.span(),
+                "[history] detail must be between \"1h\" and `keep` (per-minute probe summaries are kept this long, then only daily ones)",
+            );
+            d.detail.min(keep)
+        }
+        Some(x) => x.into_inner().0,
+        None => d.detail.min(keep),
+    };
+    History {
+        enabled: raw.enabled.unwrap_or(true),
+        keep,
+        detail,
+    }
 }
 
 fn valid_id(id: &str) -> bool {
