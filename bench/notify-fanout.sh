@@ -111,13 +111,19 @@ for _ in $(seq 50); do grep -q ready "$work/smtp.out" 2>/dev/null && break; slee
 : >"$work/detour.log"
 start_detour
 printf 'www.example.test A\n' >"$work/queries"
-dnsrun() { dnsperf -s 127.0.0.1 -p "$dns" -d "$work/queries" -l "$LEN" -c 4 -q 100 2>&1 | awk '/Queries per second/ { print $4 }'; }
+# One bounded dnsperf run; its QPS (its whole output kept in $work/dnsperf.N.log).
+runs=0
+dnsrun() {
+  runs=$((runs + 1))
+  dnsperf -s 127.0.0.1 -p "$dns" -d "$work/queries" -l "$LEN" -c 4 -q 100 >"$work/dnsperf.$runs.log" 2>&1 || true
+  awk '/Queries per second/ { print $4 }' "$work/dnsperf.$runs.log"
+}
 idle=$(dnsrun)
 
 # 3. The incident update, the fan-out, DNS under it, RSS sampled every 0.2 s.
 t0=$(now)
 "$bin" incident open --service mls --config "$work/detour.toml" "Sign-on fails for everyone; the vendor is on it" >/dev/null
-(dnsrun >"$work/busy.qps") &
+(runs=1; dnsrun >"$work/busy.qps") &
 dnsjob=$!
 peak=0
 while :; do

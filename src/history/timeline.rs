@@ -477,8 +477,16 @@ mod tests {
         assert_eq!(percent(Some(0.5)), "50.00%");
         assert_eq!(percent(Some(0.123_456)), "12.34%");
         assert_eq!(percent(None), "no data");
-        // Worst first in the legend's order: up, maintenance, impacted, down.
-        assert_eq!(states_by_rank(), vec![Up, Maintenance, Impacted, Down]);
+        // Best first, the legend's order: up, degraded (slow), maintenance, impacted, down.
+        assert_eq!(
+            states_by_rank(),
+            vec![Up, Degraded, Maintenance, Impacted, Down]
+        );
+        // Slow is available time.
+        let mut slow = Totals::default();
+        slow.add(Degraded, 50);
+        slow.add(Up, 50);
+        assert_eq!(slow.availability(), Some(1.0));
     }
 
     #[test]
