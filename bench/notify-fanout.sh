@@ -104,10 +104,12 @@ EOF
 
 # 2. The SMTP server, detour, an idle DNS run.
 mkfifo "$work/smtp.in"
-python3 "$root/tests/support/smtp_server.py" "$smtp" "$work/mail" <"$work/smtp.in" >"$work/smtp.out" 2>/dev/null &
+# Debian's python3, which has python3-aiosmtpd (a pyenv python3 first on PATH may not).
+/usr/bin/python3 "$root/tests/support/smtp_server.py" "$smtp" "$work/mail" <"$work/smtp.in" >"$work/smtp.out" 2>"$work/smtp.err" &
 pids+=($!)
 exec 7>"$work/smtp.in"
 for _ in $(seq 50); do grep -q ready "$work/smtp.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$work/smtp.out" || die "the SMTP server did not start: $(tail -3 "$work/smtp.err")"
 : >"$work/detour.log"
 start_detour
 printf 'www.example.test A\n' >"$work/queries"
@@ -127,17 +129,18 @@ t0=$(now)
 dnsjob=$!
 peak=0
 while :; do
-  got=$(find "$work/mail" -name '*.eml' 2>/dev/null | wc -l)
+  # find may meet a file being renamed into place (and then exit 1): only the count matters.
+  got=$( (find "$work/mail" -name '*.eml' 2>/dev/null || true) | wc -l)
   rss=$(ps -o rss= -p "$pid" 2>/dev/null | tr -d ' ' || echo 0)
   (( rss > peak )) && peak=$rss
   (( got >= N )) && break
   awk -v t0="$t0" -v t="$(now)" -v m="$MAXWAIT" 'BEGIN { exit !(t - t0 > m) }' && die "only $got of $N after ${MAXWAIT}s"
   sleep 0.2
 done
-last=$(find "$work/mail" -name '*.eml' -printf '%T@\n' | sort -n | tail -1)
+last=$( (find "$work/mail" -name '*.eml' -printf '%T@\n' 2>/dev/null || true) | sort -n | tail -1)
 wait "$dnsjob"
 busy=$(cat "$work/busy.qps")
-dup=$(cat "$work/mail"/*.rcpt | sort | uniq -d | wc -l)
+dup=$(find "$work/mail" -name '*.rcpt' -exec cat {} + | sort | uniq -d | wc -l)
 awk -v n="$N" -v rate="$RATE" -v t0="$t0" -v last="$last" -v idle="$idle" -v busy="$busy" -v peak="$peak" -v dup="$dup" 'BEGIN {
   s = last - t0
   printf "subscribers %d, rate %d/s: last message accepted after %.1f s (%.0f msg/s; the rate alone needs %.1f s)\n", n, rate, s, n / s, n / rate
