@@ -127,13 +127,60 @@ fn secret(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Hands one email to the SMTP server: STARTTLS when an `smtp://` server offers it (and the
-/// certificate must then verify), TLS from the start for `smtps://`, AUTH when configured.
-async fn email(cfg: &Email, r: &Recipient, notice: &Notice, ctx: &Context) -> Result<(), String> {
-    use lettre::message::{Mailbox, MultiPart};
-    use lettre::transport::smtp::AsyncSmtpTransport;
+/// The SMTP client of an email sink: STARTTLS when an `smtp://` server offers it (the
+/// certificate must then verify), TLS from the start for `smtps://`, AUTH when configured
+/// (the password file read now). It keeps its connections open for reuse (lettre's pool):
+/// one per try for staff messages, one for a whole fan-out to subscribers.
+pub type Smtp = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+
+/// Builds the SMTP client of `cfg` (see [`Smtp`]).
+pub fn smtp(cfg: &Email) -> Result<Smtp, String> {
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-    use lettre::{AsyncTransport, Message, Tokio1Executor};
+    let host = cfg
+        .smtp
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
+    let implicit = cfg.smtp.scheme() == "smtps";
+    let port = cfg.smtp.port().unwrap_or(if implicit { 465 } else { 25 });
+    let mut tls = TlsParameters::builder(host.to_string());
+    if let Some(ca) = &cfg.ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| format!("invalid CA certificate {}: {e}", ca.display()))?;
+        tls = tls.add_root_certificate(cert);
+    }
+    let tls = tls
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let mut transport = Smtp::builder_dangerous(host).port(port).tls(if implicit {
+        Tls::Wrapper(tls)
+    } else {
+        Tls::Opportunistic(tls)
+    });
+    if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
+        transport = transport.credentials(
+            lettre::transport::smtp::authentication::Credentials::new(user.clone(), secret(file)?),
+        );
+    }
+    Ok(transport.build())
+}
+
+/// Hands one email to the SMTP server through a new client.
+async fn email(cfg: &Email, r: &Recipient, notice: &Notice, ctx: &Context) -> Result<(), String> {
+    email_via(&smtp(cfg)?, cfg, r, notice, ctx).await
+}
+
+/// Hands one email to the SMTP server through `transport` (bounded by the caller).
+pub async fn email_via(
+    transport: &Smtp,
+    cfg: &Email,
+    r: &Recipient,
+    notice: &Notice,
+    ctx: &Context,
+) -> Result<(), String> {
+    use lettre::message::{Mailbox, MultiPart};
+    use lettre::{AsyncTransport, Message};
 
     let m = message::build(notice, ctx, &r.addressing);
     let (text, html) = message::bodies(&m)?;
@@ -165,37 +212,6 @@ async fn email(cfg: &Email, r: &Recipient, notice: &Notice, ctx: &Context) -> Re
     let mail = builder
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("cannot build the email: {e}"))?;
-
-    let host = cfg
-        .smtp
-        .host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']']);
-    let implicit = cfg.smtp.scheme() == "smtps";
-    let port = cfg.smtp.port().unwrap_or(if implicit { 465 } else { 25 });
-    let mut tls = TlsParameters::builder(host.to_string());
-    if let Some(ca) = &cfg.ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| format!("invalid CA certificate {}: {e}", ca.display()))?;
-        tls = tls.add_root_certificate(cert);
-    }
-    let tls = tls
-        .build_rustls()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .tls(if implicit {
-            Tls::Wrapper(tls)
-        } else {
-            Tls::Opportunistic(tls)
-        });
-    if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
-        transport = transport.credentials(
-            lettre::transport::smtp::authentication::Credentials::new(user.clone(), secret(file)?),
-        );
-    }
-    let transport = transport.build();
     match transport.send(mail).await {
         Ok(resp) if resp.is_positive() => Ok(()),
         Ok(resp) => Err(format!(

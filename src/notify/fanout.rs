@@ -118,6 +118,9 @@ impl Shared {
 pub(super) async fn run(shared: Arc<Shared>, store: Arc<Store>, wake: Arc<tokio::sync::Notify>) {
     // Subscribers whose last try failed: when to try again, and tries so far.
     let mut backoff: HashMap<i64, (DateTime<Utc>, u32)> = HashMap::new();
+    // One SMTP client per email sink for the whole fan-out: its connections are reused
+    // from message to message (rebuilt when the sink changes).
+    let mut smtp: Option<(crate::config::Email, deliver::Smtp)> = None;
     let cancel = shared.cancel.clone();
     loop {
         let config = shared.current();
@@ -218,17 +221,41 @@ pub(super) async fn run(shared: Arc<Shared>, store: Arc<Store>, wake: Arc<tokio:
             let (ctx, base) = (ctx.clone(), base.clone());
             let id = sub.id;
             let channel = sub.channel.clone();
+            let transport = match &sink.sink {
+                Sink::Email(e) => {
+                    if smtp.as_ref().is_none_or(|(c, _)| c != e) {
+                        smtp = deliver::smtp(e).ok().map(|t| (e.clone(), t));
+                    }
+                    smtp.as_ref().map(|(c, t)| (c.clone(), t.clone()))
+                }
+                _ => None,
+            };
             set.spawn(async move {
-                let result = deliver::attempt(
-                    &client,
-                    &sink.sink,
-                    &base,
-                    &notice,
-                    &ctx,
-                    sink.timeout,
-                    Some(&r),
-                )
-                .await;
+                let result = match &transport {
+                    Some((cfg, t)) => {
+                        match tokio::time::timeout(
+                            sink.timeout,
+                            deliver::email_via(t, cfg, &r, &notice, &ctx),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err("timed out".to_string()),
+                        }
+                    }
+                    None => {
+                        deliver::attempt(
+                            &client,
+                            &sink.sink,
+                            &base,
+                            &notice,
+                            &ctx,
+                            sink.timeout,
+                            Some(&r),
+                        )
+                        .await
+                    }
+                };
                 if let Err(e) = &result {
                     warn!(to = %mask(&r.to), channel, error = %e, "subscriber message not delivered");
                 }
