@@ -238,7 +238,12 @@ async fn sms(client: &reqwest::Client, cfg: &Sms, to: &str, body: &str) -> Resul
             .ok_or_else(|| format!("{} must hold user:secret", f.display()))?;
         req = req.basic_auth(user, Some(pass));
     }
-    let mut resp = req.send().await.map_err(|e| cause(&e))?;
+    let resp = req.send().await.map_err(|e| cause(&e))?;
+    answer(resp).await
+}
+
+/// `Ok` for a 2xx answer; else "HTTP 503: the first part of its body".
+async fn answer(mut resp: reqwest::Response) -> Result<(), String> {
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -298,30 +303,14 @@ async fn webhook(
             HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
         map.insert(name, value);
     }
-    let mut resp = client
+    let resp = client
         .post(url.clone())
         .headers(map)
         .body(body.to_string())
         .send()
         .await
         .map_err(|e| cause(&e))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let mut got = Vec::new();
-    while got.len() < READ_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(c)) => got.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    let body = quote(&got);
-    if body.is_empty() {
-        Err(format!("HTTP {}", status.as_u16()))
-    } else {
-        Err(format!("HTTP {}: {body}", status.as_u16()))
-    }
+    answer(resp).await
 }
 
 /// The program to run: a relative path with a slash is relative to the config's folder;

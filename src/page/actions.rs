@@ -72,7 +72,12 @@ struct ActionPage<'a> {
 pub fn respond(app: &App, status: StatusCode, a: &Action) -> Response {
     let snap = app.shared.snapshots.load_full();
     let common = Common::new(&snap.config, None, Utc::now());
-    match (ActionPage { common: &common, a }).render() {
+    html(status, (ActionPage { common: &common, a }).render())
+}
+
+/// An action page's HTML, never cached, with its own CSP; a rendering error is a logged 500.
+fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
+    match body {
         Ok(body) => (
             status,
             [
@@ -255,33 +260,14 @@ fn form_page(app: &App, status: StatusCode, error: Option<String>) -> Response {
         error,
     };
     let common = Common::new(&snap.config, None, Utc::now());
-    match (SubscribePage {
-        common: &common,
-        f: &f,
-    })
-    .render()
-    {
-        Ok(body) => (
-            status,
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-                (header::CONTENT_SECURITY_POLICY, CSP),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                (header::REFERRER_POLICY, "no-referrer"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
-            warn!("page: cannot render: {e}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot render the page\n",
-            )
-                .into_response()
-        }
-    }
+    html(
+        status,
+        (SubscribePage {
+            common: &common,
+            f: &f,
+        })
+        .render(),
+    )
 }
 
 /// `GET /subscribe`: the form.
