@@ -6,7 +6,8 @@
 //! 1. Ground: [`proto`] (TSIG, DNS Cookies: wire helpers), [`text`] (operator text: limits,
 //!    escaping), [`store`] (atomic state files), [`telemetry`] (metrics, log throttling),
 //!    [`fds`] (the descriptor budget), [`oncall`] (who is on call: the rotation, pure),
-//!    [`markup`] (the templates' HTML/XML escaper).
+//!    [`markup`] (the templates' HTML/XML escaper), [`dnssec`] (a zone's keys on disk,
+//!    RRSIGs, NSEC3 hashing).
 //! 2. [`config`]: `detour.toml` and zone files, validated into an immutable `Config`.
 //! 3. [`checks`]: one task per probe (HTTP, TCP, DNS, journeys, vendor status pages),
 //!    heartbeats, rise/fall, adaptive pace.
@@ -14,7 +15,7 @@
 //! 5. [`selection`]: which answer each dynamic record gives (pure); [`health`]: the shared
 //!    state types (up / down / impacted / maintenance / degraded).
 //! 6. [`zone`]: zone data for lookup, the IXFR journal, the answer rules, answers compiled
-//!    to wire format; [`snapshot`]: all of it with health and incidents, swapped atomically
+//!    to wire format, DNSSEC signatures and denial chains; [`snapshot`]: all of it with health and incidents, swapped atomically
 //!    and read without locks.
 //! 7. [`states`]: the single writer: verdicts, overrides and maintenance become states, with
 //!    the guard; it publishes Snapshots and [`events`]. [`control`] is how SIGHUP, the admin
@@ -38,6 +39,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod dnssec;
 pub mod events;
 pub mod fds;
 pub mod health;

@@ -752,6 +752,36 @@ pub struct Zone {
     /// The `[tsig]` keys a transfer may be signed with (any one; more than one while a key
     /// is rotated); the first signs NOTIFY. Empty: transfers need no signature.
     pub transfer_keys: Vec<crate::proto::tsig::Key>,
+    /// `[dnssec]`: the zone is served signed.
+    pub dnssec: Option<Dnssec>,
+}
+
+/// A zone's `[dnssec]`: how it is signed, and its keys (read, or created, at load).
+#[derive(Debug, Clone)]
+pub struct Dnssec {
+    /// The keys' algorithm.
+    pub algorithm: crate::dnssec::Algorithm,
+    /// How absent names and types are proven.
+    pub denial: crate::dnssec::Denial,
+    /// Where the keys live.
+    pub keys_dir: PathBuf,
+    /// How long a signature is valid (RRSIG expiration less inception), seconds.
+    pub lifetime: u32,
+    /// How often every signature is made again, seconds (less than `lifetime`).
+    pub refresh: u32,
+    /// The keys, as read when the config was loaded.
+    pub keys: std::sync::Arc<crate::dnssec::Keyring>,
+}
+
+impl PartialEq for Dnssec {
+    fn eq(&self, other: &Self) -> bool {
+        self.algorithm == other.algorithm
+            && self.denial == other.denial
+            && self.keys_dir == other.keys_dir
+            && self.lifetime == other.lifetime
+            && self.refresh == other.refresh
+            && self.keys.fingerprint() == other.keys.fingerprint()
+    }
 }
 
 /// The longest chain of CNAMEs followed inside served zones (a loop ends there).

@@ -412,6 +412,18 @@ pub struct RawZone {
     pub also_notify: Vec<Spanned<String>>,
     pub transfer_key: Option<Spanned<String>>,
     pub transfer_keys: Option<Spanned<Vec<Spanned<String>>>>,
+    pub dnssec: Option<Spanned<RawDnssec>>,
+}
+
+/// `[dnssec]` in a zone file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssec {
+    pub algorithm: Option<Spanned<String>>,
+    pub denial: Option<Spanned<String>>,
+    pub keys_dir: Option<Spanned<String>>,
+    pub signature_lifetime: Option<Spanned<Dur>>,
+    pub signature_refresh: Option<Spanned<Dur>>,
 }
 
 /// `soa = { ... }`.

@@ -41,6 +41,7 @@ pub(super) fn load_dir(
     services: &BTreeMap<String, Service>,
     keys: &[crate::proto::tsig::Key],
     probe_source: Option<IpAddr>,
+    state_dir: &Path,
 ) -> Result<Vec<Zone>, Diagnostics> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -79,7 +80,7 @@ pub(super) fn load_dir(
         let mut src = Source::new(&file, &text);
         if let Some(raw) = super::split::parse_zone(&mut src, &text) {
             let origin_span = raw.origin.span();
-            if let Some(zone) = zone(&mut src, raw, services, keys, probe_source) {
+            if let Some(zone) = zone(&mut src, raw, services, keys, probe_source, state_dir) {
                 if let Some(first) = seen.get(&zone.origin) {
                     src.error(
                         origin_span,
@@ -353,6 +354,7 @@ fn zone(
     services: &BTreeMap<String, Service>,
     keys: &[crate::proto::tsig::Key],
     probe_source: Option<IpAddr>,
+    state_dir: &Path,
 ) -> Option<Zone> {
     let before = src.errors.len();
     let origin = fqdn(src, &raw.origin)?;
@@ -533,6 +535,28 @@ fn zone(
         }
     }
 
+    // Keys are read (or made) last, and only for a zone otherwise valid.
+    let dnssec = match &raw.dnssec {
+        Some(d) if src.errors.len() == before => {
+            if let Some(star) = records.iter().find(|r| r.name.is_wildcard()) {
+                let span = raw
+                    .records
+                    .iter()
+                    .find(|r| r.get_ref().name.get_ref().trim().starts_with('*'))
+                    .map_or(d.span(), |r| r.span());
+                src.error(
+                    span,
+                    format!(
+                        "wildcard {} in a signed zone: detour does not sign wildcard answers yet; remove [dnssec] or the wildcard",
+                        star.name
+                    ),
+                );
+                return None;
+            }
+            dnssec(src, &origin, d, state_dir)
+        }
+        _ => None,
+    };
     (src.errors.len() == before).then(|| Zone {
         file: src.path().to_path_buf(),
         origin,
@@ -543,7 +567,110 @@ fn zone(
         allow_transfer,
         also_notify,
         transfer_keys,
+        dnssec,
     })
+}
+
+/// Knot's defaults: signatures valid 14 days, made again after 7.
+const SIGNATURE_LIFETIME: u32 = 14 * 86_400;
+const SIGNATURE_REFRESH: u32 = 7 * 86_400;
+
+/// `[dnssec]`: settings checked, then the keys read from `keys_dir` (made when absent).
+fn dnssec(
+    src: &mut Source<'_>,
+    origin: &Name,
+    d: &Spanned<super::schema::RawDnssec>,
+    state_dir: &Path,
+) -> Option<Dnssec> {
+    let before = src.errors.len();
+    let raw = d.get_ref();
+    let algorithm = match &raw.algorithm {
+        None => crate::dnssec::Algorithm::EcdsaP256Sha256,
+        Some(a) => match crate::dnssec::Algorithm::from_name(a.get_ref()) {
+            Some(x) => x,
+            None => {
+                src.error(
+                    a.span(),
+                    format!(
+                        "unknown DNSSEC algorithm {:?}: expected \"ecdsap256sha256\" or \"ed25519\"",
+                        a.get_ref()
+                    ),
+                );
+                crate::dnssec::Algorithm::EcdsaP256Sha256
+            }
+        },
+    };
+    let denial = match raw.denial.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None => crate::dnssec::Denial::Nsec3,
+        Some((_, "nsec3")) => crate::dnssec::Denial::Nsec3,
+        Some((_, "nsec")) => crate::dnssec::Denial::Nsec,
+        Some((s, "compact")) => {
+            src.error(
+                s.span(),
+                "denial = \"compact\" (RFC 9824) is not implemented yet: use \"nsec3\" or \"nsec\"",
+            );
+            crate::dnssec::Denial::Nsec3
+        }
+        Some((s, other)) => {
+            src.error(
+                s.span(),
+                format!("unknown denial {other:?}: expected \"nsec3\" or \"nsec\""),
+            );
+            crate::dnssec::Denial::Nsec3
+        }
+    };
+    let secs = |d: &Spanned<super::duration::Dur>| u32::try_from(d.get_ref().0.as_secs()).ok();
+    let lifetime = raw
+        .signature_lifetime
+        .as_ref()
+        .map_or(Some(SIGNATURE_LIFETIME), secs);
+    let refresh = raw
+        .signature_refresh
+        .as_ref()
+        .map_or(Some(SIGNATURE_REFRESH), secs);
+    let (lifetime, refresh) = match (lifetime, refresh) {
+        (Some(l), Some(r)) if r >= 10 && l >= 2 * r && l <= 366 * 86_400 => (l, r),
+        _ => {
+            let span = raw
+                .signature_refresh
+                .as_ref()
+                .or(raw.signature_lifetime.as_ref())
+                .map_or(d.span(), |s| s.span());
+            src.error(
+                span,
+                "signature_refresh must be at least 10s and at most half of signature_lifetime (at most 366 days); the defaults are 7 days and 14 days",
+            );
+            return None;
+        }
+    };
+    let zone_name = origin.to_string();
+    let default_dir = format!("keys/{}", zone_name.trim_end_matches('.'));
+    let keys_dir = match &raw.keys_dir {
+        Some(k) if k.get_ref().trim().is_empty() => {
+            src.error(k.span(), "keys_dir is empty: expected a folder");
+            return None;
+        }
+        Some(k) => state_dir.join(k.get_ref()),
+        None => state_dir.join(default_dir),
+    };
+    if src.errors.len() != before {
+        return None;
+    }
+    match crate::dnssec::Keyring::load_or_create(&keys_dir, algorithm) {
+        Ok(keys) => Some(Dnssec {
+            algorithm,
+            denial,
+            keys_dir,
+            lifetime,
+            refresh,
+            keys: std::sync::Arc::new(keys),
+        }),
+        Err(e) => {
+            let span = raw.keys_dir.as_ref().map_or(d.span(), |k| k.span());
+            src.error(span, format!("DNSSEC keys: {e}"));
+            None
+        }
+    }
 }
 
 fn dynamic_record(

@@ -267,7 +267,10 @@ fn body(
         return transfer(snap, req, q.name(), qtype, protocol, edns, signer)
             .unwrap_or_else(|code| Reply::Message(error(code)));
     }
-    let res = resolve(snap, q.name(), qtype);
+    let mut res = resolve(snap, q.name(), qtype);
+    if edns.is_some_and(|e| e.flags().dnssec_ok) {
+        crate::zone::signed::add_dnssec(snap, &mut res);
+    }
     if res.rcode == ResponseCode::Refused {
         return Reply::Message(error(ResponseCode::Refused));
     }
@@ -363,6 +366,9 @@ fn transfer(
         }
         _ => {
             all.extend(zone.records().iter());
+            if let Some(s) = &zone.signed {
+                all.extend(s.records());
+            }
             all.push(&zone.soa);
             if qtype == RecordType::IXFR {
                 "ixfr_whole_zone"

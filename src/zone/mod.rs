@@ -10,6 +10,7 @@
 pub mod compiled;
 pub mod journal;
 pub mod resolve;
+pub mod signed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct ZoneData {
     journal: Vec<Arc<Delta>>,
     /// Answers compiled into wire format for the fast path.
     pub fast: FastZone,
+    /// DNSSEC signatures and denial chain, for a zone with `[dnssec]`.
+    pub signed: Option<Arc<signed::Signed>>,
 }
 
 /// The outcome of looking one name up in one zone.
@@ -131,13 +134,26 @@ impl ZoneData {
                 content.push(Record::from_rdata(d.name.clone(), d.ttl, v.clone()));
             }
         }
+        if let Some(d) = &zone.dnssec {
+            content.extend(signed::apex_records(zone, d));
+        }
         sort_content(&mut content);
         // An RRset is a set: a dynamic answer listing one address twice (or as "2001:db8::1"
         // and "2001:DB8::1") holds it once, as a secondary would.
         content.dedup();
         let floor = zone.soa.serial.unwrap_or(0);
+        // Signatures made again (a new window, other keys) change the zone too.
+        let signing_same = |p: &ZoneData| match (&p.signed, &zone.dnssec) {
+            (None, None) => true,
+            (Some(s), Some(d)) => s.current(d),
+            _ => false,
+        };
         let serial = match prev {
-            Some(p) if same_content(&p.content, &content) && p.soa_matches(zone) => p.serial,
+            Some(p)
+                if same_content(&p.content, &content) && p.soa_matches(zone) && signing_same(p) =>
+            {
+                p.serial
+            }
             Some(p) => p.serial.wrapping_add(1).max(now).max(floor),
             None => now.max(floor),
         };
@@ -238,7 +254,17 @@ impl ZoneData {
             children,
             journal,
             fast: FastZone::default(),
+            signed: None,
         };
+        if let Some(d) = &zone.dnssec {
+            let prev_signed = prev.and_then(|p| p.signed.as_deref());
+            match signed::Signed::build(zone, d, &z, prev_signed, changed.as_ref()) {
+                Ok(s) => z.signed = Some(Arc::new(s)),
+                // Keys that loaded but cannot sign: served unsigned would be rejected by
+                // validating resolvers all the same; say so loudly.
+                Err(e) => tracing::error!(zone = %z.origin, "cannot sign the zone: {e}"),
+            }
+        }
         z.fast = match (prev, changed) {
             (Some(p), Some(c)) => {
                 FastZone::update(&p.fast, p, &z, &c).unwrap_or_else(|| FastZone::build(&z))
@@ -328,6 +354,11 @@ impl ZoneData {
     /// still holds them all and they are smaller than the zone itself; `None` means the
     /// whole zone is the better answer.
     pub fn changes_since(&self, since: u32) -> Option<&[Arc<Delta>]> {
+        // The journal holds the content's changes, not the signatures': a signed zone is
+        // sent whole.
+        if self.signed.is_some() {
+            return None;
+        }
         let start = self
             .journal
             .iter()

@@ -121,6 +121,19 @@ pub struct Resolution<'a> {
     pub additional: Vec<&'a Record>,
     /// A CNAME chain led out of the zones searched.
     pub left_zones: bool,
+    /// What a negative answer or a referral must prove, for a query with DO.
+    pub proof: Option<Proof<'a>>,
+}
+
+/// Where a resolution ended without the data asked for: what DNSSEC must prove there.
+#[derive(Debug)]
+pub enum Proof<'a> {
+    /// The name exists in this zone, without the type.
+    NoData(&'a ZoneData, LowerName),
+    /// The name does not exist in this zone.
+    NxDomain(&'a ZoneData, LowerName),
+    /// The name is at or below this zone's delegation point, which has no DS.
+    Referral(&'a ZoneData, LowerName),
 }
 
 /// Resolves `qname`/`qtype` inside the served zones, following in-zone CNAMEs.
@@ -133,6 +146,7 @@ pub fn resolve<'a, Z: Zones>(snap: &'a Z, qname: &LowerName, qtype: RecordType) 
         authority: Vec::new(),
         additional: Vec::new(),
         left_zones: false,
+        proof: None,
     };
     let mut name = Cow::Borrowed(qname);
     for hop in 0..=MAX_CNAME_CHAIN {
@@ -166,16 +180,27 @@ pub fn resolve<'a, Z: Zones>(snap: &'a Z, qname: &LowerName, qtype: RecordType) 
             }
             Found::NoData => {
                 res.authority.push(&zone.negative_soa);
+                if zone.signed.is_some() {
+                    res.proof = Some(Proof::NoData(zone, name.into_owned()));
+                }
                 return res;
             }
             Found::NxDomain => {
                 res.rcode = ResponseCode::NXDomain;
                 res.authority.push(&zone.negative_soa);
+                if zone.signed.is_some() {
+                    res.proof = Some(Proof::NxDomain(zone, name.into_owned()));
+                }
                 return res;
             }
             Found::Referral { ns, glue } => {
                 // AA stays set when an authoritative CNAME led here.
                 res.aa = hop > 0;
+                if zone.signed.is_some()
+                    && let Some(first) = ns.first()
+                {
+                    res.proof = Some(Proof::Referral(zone, LowerName::new(&first.name)));
+                }
                 res.authority.extend(ns.iter());
                 res.additional = glue;
                 return res;

@@ -78,6 +78,7 @@ pub(super) fn load(path: &Path) -> Result<Config, Diagnostics> {
         &cfg.services,
         &cfg.tsig,
         cfg.server.probe_source,
+        &cfg.server.state_dir,
     ) {
         Ok(zones) => cfg.zones = zones,
         Err(mut zone_errors) => errors.append(&mut zone_errors.0),
