@@ -23,6 +23,31 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Dnssec(ref cmd) => {
+            let cfg = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in errors.iter() {
+                        eprintln!("error: {e}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            let out = match cmd {
+                detour::cli::DnssecCmd::Ds { zone } => detour::cli::dnssec::ds(&cfg, zone),
+                detour::cli::DnssecCmd::Status => detour::cli::dnssec::status(&cfg, cli.json),
+            };
+            match out {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Generate { ref what, ref out } => match detour::cli::generate(what, out) {
             Ok(files) => {
                 for f in files {

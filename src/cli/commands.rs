@@ -318,7 +318,9 @@ pub async fn run(cli: &Cli) -> Outcome {
                     Ok(crate::history::report::render(&r, zone))
                 })
         }
-        Command::Run | Command::Check | Command::Generate { .. } => unreachable_command(),
+        Command::Run | Command::Check | Command::Dnssec(_) | Command::Generate { .. } => {
+            unreachable_command()
+        }
     };
     match result {
         Ok(out) => Outcome::ok(out),

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod commands;
+pub mod dnssec;
 
 use std::path::PathBuf;
 
@@ -85,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// DNSSEC: the DS records for the parent, the keys and signatures of signed zones.
+    #[command(subcommand)]
+    Dnssec(DnssecCmd),
     /// Writes man pages or shell completions into a folder (for packaging).
     #[command(hide = true)]
     Generate {
@@ -121,6 +125,18 @@ pub fn generate(what: &str, out: &std::path::Path) -> std::io::Result<Vec<PathBu
         }
     }
     Ok(written)
+}
+
+/// `detour dnssec ...`.
+#[derive(Debug, Subcommand)]
+pub enum DnssecCmd {
+    /// Print the DS records of ZONE's key-signing keys, to give to the parent zone.
+    Ds {
+        /// The zone, e.g. example.test.
+        zone: String,
+    },
+    /// Every signed zone: algorithm, denial, keys, DS, signature validity.
+    Status,
 }
 
 /// `detour notify ...`.

@@ -28,6 +28,7 @@ pub const STATIC_TYPES: &[RecordType] = &[
     RecordType::SRV,
     RecordType::CAA,
     RecordType::PTR,
+    RecordType::DS,
 ];
 
 /// Record types a `[[dynamic]]` entry may have.
@@ -323,6 +324,13 @@ fn rdata(
             ),
         },
         RecordType::TXT => Some(RData::TXT(TXT::new(txt_chunks(v.get_ref())))),
+        RecordType::DS => match RData::try_from_str(RecordType::DS, text) {
+            Ok(r) => Some(r),
+            Err(_) => bad(
+                src,
+                "\"KEYTAG ALGORITHM DIGESTTYPE DIGEST\" as `detour dnssec ds` prints it, such as \"12345 13 2 3A6F...\"",
+            ),
+        },
         RecordType::CAA => match RData::try_from_str(RecordType::CAA, text) {
             Ok(r) => Some(r),
             Err(_) => bad(
@@ -883,11 +891,20 @@ fn conflicts(src: &mut Source<'_>, origin: &Name, owners: &Owners) {
                 }
             }
         }
+        if !cuts.contains(name)
+            && let Some((_, span, _)) = v.iter().find(|(t, _, _)| *t == RecordType::DS)
+        {
+            src.error(
+                span.clone(),
+                format!("{name} DS without NS: a DS record belongs at a delegation point (a name with NS records below the apex)"),
+            );
+        }
         for cut in &cuts {
             let below = name != *cut && cut.zone_of(name);
             for (t, span, dynamic) in v {
                 let glue = matches!(t, RecordType::A | RecordType::AAAA) && !dynamic;
-                let at_cut_ok = name == *cut && (*t == RecordType::NS || glue);
+                let at_cut_ok =
+                    name == *cut && (matches!(t, RecordType::NS | RecordType::DS) || glue);
                 if (below && !glue) || (name == *cut && !at_cut_ok) {
                     src.error(
                         span.clone(),

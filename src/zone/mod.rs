@@ -317,6 +317,12 @@ impl ZoneData {
         }
     }
 
+    /// The records of the RRset `name`/`rtype`, if the zone holds it.
+    pub fn rrset(&self, name: &LowerName, rtype: RecordType) -> Option<&[Record]> {
+        let node = self.nodes.get(name)?;
+        node.get(rtype).map(|set| self.slice(set))
+    }
+
     /// The records of one RRset.
     fn slice(&self, set: &RrSet) -> &[Record] {
         if set.len == 0 {

@@ -181,12 +181,15 @@ impl Signed {
                           node: &Node,
                           out: &mut Vec<((LowerName, RecordType), Arc<[Record]>)>|
          -> Result<(), String> {
-            if node.cut || below_cut(name) {
+            if below_cut(name) {
                 return Ok(()); // not authoritative: the child signs its data
             }
             for set in &node.rrsets {
                 if set.len == 0 {
                     continue; // the SOA, signed per serial below
+                }
+                if node.cut && set.rtype != RecordType::DS {
+                    continue; // at a delegation, only the DS is the parent's to sign
                 }
                 let records = z.slice(set);
                 let role = if ksk_signs(set.rtype) {
@@ -419,12 +422,18 @@ fn make_chain(
 
 /// The types a denial record at `node` lists.
 fn bitmap(node: &Node, denial: Denial) -> Vec<RecordType> {
-    let mut types: Vec<RecordType> = if node.cut {
-        vec![RecordType::NS]
+    let mut types: Vec<RecordType> = node
+        .rrsets
+        .iter()
+        .map(|s| s.rtype)
+        .filter(|t| !node.cut || matches!(t, RecordType::NS | RecordType::DS))
+        .collect();
+    // At a delegation only the DS is signed (RFC 4035 §2.2).
+    let signed = if node.cut {
+        types.contains(&RecordType::DS)
     } else {
-        node.rrsets.iter().map(|s| s.rtype).collect()
+        !types.is_empty()
     };
-    let signed = !node.cut && !types.is_empty();
     if signed {
         types.push(RecordType::RRSIG);
     }
@@ -561,7 +570,14 @@ pub fn add_dnssec<'a, Z: Zones>(snap: &'a Z, res: &mut Resolution<'a>) {
         }
         Some(Proof::Referral(z, cut)) => {
             if let Some(s) = z.signed.as_deref() {
-                s.nodata(cut, &mut proof);
+                // The child's DS (signed), else the proof that it has none.
+                match z.rrset(cut, RecordType::DS) {
+                    Some(ds) => {
+                        res.authority.extend(ds.iter());
+                        res.authority.extend(s.rrsigs(cut, RecordType::DS).iter());
+                    }
+                    None => s.nodata(cut, &mut proof),
+                }
             }
         }
         None => {}

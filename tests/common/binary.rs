@@ -38,6 +38,12 @@ impl Daemon {
         Self::spawn(sh, config)
     }
 
+    /// Runs `cmd` (which must end by running the binary, e.g. `ip netns exec NS BIN`) with
+    /// `run --config CONFIG` appended.
+    pub fn start_cmd(cmd: Command, config: &Path) -> Self {
+        Self::spawn(cmd, config)
+    }
+
     fn spawn(mut cmd: Command, config: &Path) -> Self {
         let mut child = cmd
             .arg("run")
