@@ -116,6 +116,8 @@ async fn answers_carry_signatures_only_with_do() {
     let (m, _) = udp(a, &do_query("www.example.test.", RecordType::A)).await;
     assert_eq!(sigs_over(&m.answers, RecordType::CNAME), 1);
     assert_eq!(sigs_over(&m.answers, RecordType::A), 1);
+    let (m, _) = udp(a, &do_query("example.test.", RecordType::SOA)).await;
+    assert_eq!(sigs_over(&m.answers, RecordType::SOA), 1, "the SOA signed");
     // The apex: DNSKEY (KSK and ZSK, signed), CDS and CDNSKEY, NSEC3PARAM.
     let (m, _) = tcp_msg(a, &do_query("example.test.", RecordType::DNSKEY)).await;
     assert_eq!(count(&m.answers, RecordType::DNSKEY), 2);
@@ -776,6 +778,41 @@ records = [
         &["192.0.2.10", "192.0.2.11"],
         &[],
     );
+    // Zonemaster's DNSSEC test cases, from the same fake root: nothing above NOTICE.
+    let out = ns
+        .cmd("zonemaster-cli")
+        .arg("example.test")
+        .arg("--hints")
+        .arg(base.join("root.hints"))
+        .args([
+            "--test",
+            "DNSSEC",
+            "--level",
+            "INFO",
+            "--raw",
+            "--show-level",
+            "--show-testcase",
+            "--no-ipv6",
+            "--no-progress",
+        ])
+        .output()
+        .expect("zonemaster-cli runs (Debian zonemaster-cli)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let above: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            ["WARNING", "ERROR", "CRITICAL"]
+                .iter()
+                .any(|lvl| l.split_whitespace().any(|w| w == *lvl))
+        })
+        .collect();
+    assert!(
+        out.status.success() && above.is_empty(),
+        "Zonemaster reported above NOTICE:\n{}\n---\n{text}\n{}",
+        above.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("Zonemaster:\n{text}");
     drop(unbounds);
     drop(child_d);
     drop(root_d);

@@ -280,6 +280,9 @@ impl Signed {
 
     /// The RRSIGs of the RRset `name`/`rtype` (empty when it is not signed here).
     pub fn rrsigs(&self, name: &LowerName, rtype: RecordType) -> &[Record] {
+        if rtype == RecordType::SOA {
+            return &self.soa_sigs; // the apex's: the only SOA of the zone
+        }
         self.sigs
             .get(&(name.clone(), rtype))
             .map_or(&[], |s| &s[..])
