@@ -84,7 +84,8 @@ impl Snapshot {
             // Same config and same selection: the compiled zone is reused as it is.
             let reusable = prev
                 .filter(|p| Arc::ptr_eq(&p.config, &config))
-                .and_then(|p| (p.selection.for_zone(zi) == mine).then(|| p.zones[zi].clone()));
+                .and_then(|p| (p.selection.for_zone(zi) == mine).then(|| p.zones[zi].clone()))
+                .filter(|z| !z.signatures_due());
             let compiled = match reusable {
                 Some(z) => z,
                 None => {

@@ -817,3 +817,60 @@ records = [
     drop(child_d);
     drop(root_d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_are_made_again_when_their_window_turns() {
+    let s = Server::start(
+        &page_config("", SERVICES),
+        &[(
+            "example.test.toml",
+            &zone(
+                "127.0.0.1",
+                "signature_lifetime = \"1m\"\nsignature_refresh = \"10s\"",
+            ),
+        )],
+    )
+    .await;
+    let sig = |m: &Message| {
+        m.answers.iter().find_map(|r| match &r.data {
+            RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::RRSIG(s)) => Some((
+                s.input().sig_inception.get(),
+                s.input().sig_expiration.get(),
+            )),
+            _ => None,
+        })
+    };
+    let serial = |m: &Message| {
+        m.answers.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+    };
+    let (m, _) = udp(s.addr, &do_query("mls.example.test.", RecordType::A)).await;
+    let (inception, expiration) = sig(&m).expect("signed");
+    assert_eq!(
+        expiration - inception,
+        60 + 3600,
+        "lifetime, plus an hour of clock skew"
+    );
+    let (m, _) = udp(s.addr, &do_query("example.test.", RecordType::SOA)).await;
+    let first_serial = serial(&m).unwrap();
+    // Within one refresh period (10 s) and a beat, the window turns.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (m, _) = udp(s.addr, &do_query("mls.example.test.", RecordType::A)).await;
+        let (i, _) = sig(&m).expect("signed");
+        if i > inception {
+            assert_eq!((i - inception) % 10, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not signed again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (m, _) = udp(s.addr, &do_query("example.test.", RecordType::SOA)).await;
+    assert!(
+        serial(&m).unwrap() > first_serial,
+        "new signatures, new serial"
+    );
+    ldns_verify(&dig_axfr(s.addr), "after signing again");
+}

@@ -187,6 +187,13 @@ impl StatesTask {
                 }
                 _ = alive.tick() => {
                     self.beat.beat();
+                    // A signed zone's signatures are made again when their window turns.
+                    if self.cluster.is_none()
+                        && self.snapshots.load().zones.iter().any(|z| z.signatures_due())
+                    {
+                        tracing::info!("DNSSEC: a new signing window; signing again");
+                        self.publish(true);
+                    }
                     continue;
                 }
                 _ = cancel.cancelled() => break,

@@ -274,6 +274,14 @@ impl ZoneData {
         z
     }
 
+    /// Whether the zone is signed and its signatures are due to be made again (a new
+    /// signing window has begun): the next Snapshot must compile it anew.
+    pub fn signatures_due(&self) -> bool {
+        self.signed
+            .as_ref()
+            .is_some_and(|s| !s.current(&s.settings))
+    }
+
     /// Whether `name` is in this zone's data: under its origin and not under a child zone's.
     pub fn holds(&self, name: &LowerName) -> bool {
         LowerName::new(&self.origin).zone_of(name) && !self.children.iter().any(|c| c.zone_of(name))
