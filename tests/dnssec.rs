@@ -580,11 +580,15 @@ fn unbound_validates_answers_before_and_after_swaps() {
     let base = tmp.path();
 
     // example.test. on 10.53.0.2, signed; its DS goes into the root zone.
+    // NSD on 10.53.0.6 is its secondary (IXFR asked, NOTIFY followed).
     let child = instance(
         &base.join("child"),
         "10.53.0.2",
         "example.test.toml",
-        &zone("10.53.0.2", ""),
+        &zone("10.53.0.2", "").replace(
+            "allow_transfer =",
+            "also_notify = [\"10.53.0.6:53\"]\nallow_transfer =",
+        ),
         SERVICES,
     );
     let (_, child_ds) = ds_of(&child, "example.test.");
@@ -641,6 +645,46 @@ records = [
             .expect("unbound runs (Debian unbound)");
         unbounds.push(Proc(child));
     }
+
+    let nsd_dir = base.join("nsd");
+    std::fs::create_dir_all(&nsd_dir).unwrap();
+    let nsd_conf = format!(
+        r#"server:
+    ip-address: 10.53.0.6
+    port: 53
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{d}"
+    pidfile: "{d}/nsd.pid"
+    xfrdfile: "{d}/xfrd.state"
+    xfrd-reload-timeout: 0
+    xfrdir: "{d}"
+    zonelistfile: "{d}/zone.list"
+    database: ""
+    logfile: "{d}/nsd.log"
+remote-control:
+    control-enable: no
+zone:
+    name: example.test
+    zonefile: "example.test.zone"
+    request-xfr: 10.53.0.2@53 NOKEY
+    allow-notify: 10.53.0.0/24 NOKEY
+    provide-xfr: 0.0.0.0/0 NOKEY
+"#,
+        d = nsd_dir.display()
+    );
+    std::fs::write(nsd_dir.join("nsd.conf"), nsd_conf).unwrap();
+    let _nsd = Proc(
+        ns.cmd("nsd")
+            .args(["-d", "-c"])
+            .arg(nsd_dir.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsd runs (Debian nsd)"),
+    );
+    let nsd_log = || std::fs::read_to_string(nsd_dir.join("nsd.log")).unwrap_or_default();
 
     // The control: with the wrong anchor, the same answer is bogus (SERVFAIL, no AD).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -736,6 +780,9 @@ records = [
             &["+tcp"],
         );
     }
+    // The secondary follows (NOTIFY, then IXFR: the whole signed zone) and serves it signed.
+    secondary_serves_signed(&ns, &["192.0.2.20"], &nsd_log);
+
     // Swap to the outage page: the DR down too.
     admin(&[
         "override",
@@ -767,6 +814,8 @@ records = [
         validated(&ns, r, "nope.example.test.", "A", "NXDOMAIN", &[], &[]);
         validated(&ns, r, "mls.example.test.", "AAAA", "NOERROR", &[], &[]);
     }
+    secondary_serves_signed(&ns, &["192.0.2.80"], &nsd_log);
+
     // And back.
     admin(&["override", "clear", "mls"]);
     validated(
@@ -873,4 +922,35 @@ async fn signatures_are_made_again_when_their_window_turns() {
         "new signatures, new serial"
     );
     ldns_verify(&dig_axfr(s.addr), "after signing again");
+}
+
+/// Waits (20 s at most) for NSD on 10.53.0.6 to answer mls.example.test. with `want` and
+/// its RRSIG, then checks an AXFR of NSD's copy with ldns-verify-zone.
+fn secondary_serves_signed(ns: &Netns, want: &[&str], log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = dig(ns, "10.53.0.6", &["+norec", "mls.example.test.", "A"]);
+        let mut got = d.answer.clone();
+        got.sort();
+        let signed = d
+            .text
+            .lines()
+            .any(|l| l.split_whitespace().nth(3) == Some("RRSIG"));
+        if got == want && signed && d.flags.iter().any(|f| f == "aa") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NSD: wanted {want:?} signed, got {got:?}\n{}\nNSD log:\n{}",
+            d.text,
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = ns
+        .cmd("dig")
+        .args(["@10.53.0.6", "example.test.", "AXFR", "+nocmd", "+nostats"])
+        .output()
+        .expect("dig runs");
+    ldns_verify(&String::from_utf8_lossy(&out.stdout), "NSD's copy");
 }

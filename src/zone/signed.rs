@@ -24,6 +24,9 @@ use super::{Node, ZoneData, labels};
 use crate::config::{Dnssec, Zone};
 use crate::dnssec::{Denial, Role, SigCache, Window, nsec3_hash, nsec3_owner, rrsig};
 
+/// An RRset's owner and type: what its RRSIGs are found by.
+type SigKey = (LowerName, RecordType);
+
 /// One denial record (NSEC3 or NSEC) and its signatures.
 #[derive(Debug)]
 pub struct DenialRecord {
@@ -52,7 +55,7 @@ pub struct Signed {
     /// The signing window of every signature here.
     pub window: Window,
     cache: Arc<SigCache>,
-    sigs: HashMap<(LowerName, RecordType), Arc<[Record]>>,
+    sigs: HashMap<SigKey, Arc<[Record]>>,
     /// RRSIGs of the SOA (this serial), TTL as the SOA's.
     pub soa_sigs: Vec<Record>,
     /// The same with the negative SOA's TTL (RFC 2308), for negative answers.
@@ -179,7 +182,7 @@ impl Signed {
         };
         let sign_owner = |name: &LowerName,
                           node: &Node,
-                          out: &mut Vec<((LowerName, RecordType), Arc<[Record]>)>|
+                          out: &mut Vec<(SigKey, Arc<[Record]>)>|
          -> Result<(), String> {
             if below_cut(name) {
                 return Ok(()); // not authoritative: the child signs its data
@@ -205,7 +208,7 @@ impl Signed {
             }
             Ok(())
         };
-        let mut sigs: HashMap<(LowerName, RecordType), Arc<[Record]>>;
+        let mut sigs: HashMap<SigKey, Arc<[Record]>>;
         let chain: Arc<Chain>;
         let mut denial: Vec<Arc<DenialRecord>>;
         match reuse {
@@ -407,7 +410,7 @@ fn make_chain(
                 .into_iter()
                 .map(|n| Ok((nsec3_hash(&Name::from(n.clone()))?, n)))
                 .collect::<Result<Vec<_>, String>>()?;
-            hashed.sort_by(|a, b| a.0.cmp(&b.0));
+            hashed.sort_by_key(|a| a.0);
             if hashed.windows(2).any(|w| w[0].0 == w[1].0) {
                 return Err("two names of the zone have the same NSEC3 hash".into());
             }
