@@ -392,6 +392,11 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     if let Some(c) = &cluster_mode_link {
         control.set_cluster(c.clone());
     }
+    tasks.spawn(key_rollovers(
+        snapshots.clone(),
+        control.clone(),
+        cancel.clone(),
+    ));
     let states_cancel = cancel.clone();
     tasks.spawn(async move {
         states_task.run(states_cancel).await;
@@ -581,6 +586,73 @@ fn summary(snapshots: &SnapshotHandle) -> String {
         line.push_str("; guard frozen (every canary down)");
     }
     line
+}
+
+/// DNSSEC key rollovers (`dnssec::rollover`): once a second, each signed zone's keys are
+/// moved on as their times come, and when the keys on disk differ from those served (a step
+/// here, or `detour dnssec ksk-roll`/`ksk-done`), the config is reloaded to serve them.
+async fn key_rollovers(
+    snapshots: crate::snapshot::SnapshotHandle,
+    control: Arc<Control>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use crate::dnssec::keys::{KeyState, metas};
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // The keys last reloaded for, per zone: a reload that fails is not retried every second.
+    let mut tried: std::collections::HashMap<String, Vec<(u16, KeyState)>> = Default::default();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let config = snapshots.load_full().config.clone();
+        let mut reload = false;
+        for z in &config.zones {
+            let (Some(d), Some(policy)) = (&z.dnssec, z.rollover_policy()) else {
+                continue;
+            };
+            let now = chrono::Utc::now().timestamp();
+            match crate::dnssec::rollover::step(&d.keys_dir, d.algorithm, &policy, now) {
+                Ok(steps) => {
+                    for s in steps {
+                        info!(zone = %z.origin, "DNSSEC key rollover: {s}");
+                    }
+                }
+                Err(e) => warn!(zone = %z.origin, "DNSSEC key rollover: {e}"),
+            }
+            let on_disk: Vec<(u16, KeyState)> = match metas(&d.keys_dir) {
+                Ok(m) => m
+                    .iter()
+                    .filter(|m| m.state != KeyState::Retired)
+                    .map(|m| (m.tag, m.state))
+                    .collect(),
+                Err(_) => continue,
+            };
+            let served: Vec<(u16, KeyState)> = d
+                .keys
+                .keys
+                .iter()
+                .map(|k| (k.meta.tag, k.meta.state))
+                .collect();
+            let mut sorted = (on_disk.clone(), served);
+            sorted.0.sort_by_key(|k| k.0);
+            sorted.1.sort_by_key(|k| k.0);
+            let zone = z.origin.to_string();
+            if sorted.0 != sorted.1 && tried.get(&zone) != Some(&sorted.0) {
+                tried.insert(zone, sorted.0);
+                reload = true;
+            }
+        }
+        if reload {
+            info!("DNSSEC keys changed on disk: reloading to serve them");
+            let actor = crate::states::Actor {
+                who: "DNSSEC key rollover".into(),
+            };
+            if control.reload(actor).await.is_err() {
+                warn!("reload for the new DNSSEC keys failed; still serving the old keys");
+            }
+        }
+    }
 }
 
 /// `detour run`: serve until SIGTERM or SIGINT; reload on SIGHUP.

@@ -36,6 +36,12 @@ fn main() -> ExitCode {
             let out = match cmd {
                 detour::cli::DnssecCmd::Ds { zone } => detour::cli::dnssec::ds(&cfg, zone),
                 detour::cli::DnssecCmd::Status => detour::cli::dnssec::status(&cfg, cli.json),
+                detour::cli::DnssecCmd::KskRoll { zone } => {
+                    detour::cli::dnssec::ksk_roll(&cfg, zone)
+                }
+                detour::cli::DnssecCmd::KskDone { zone } => {
+                    detour::cli::dnssec::ksk_done(&cfg, zone)
+                }
             };
             match out {
                 Ok(text) => {

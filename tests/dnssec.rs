@@ -954,3 +954,140 @@ fn secondary_serves_signed(ns: &Netns, want: &[&str], log: &dyn Fn() -> String) 
         .expect("dig runs");
     ldns_verify(&String::from_utf8_lossy(&out.stdout), "NSD's copy");
 }
+
+/// The tags of the DNSKEYs at `addr`, and of the key signing mls's A RRset.
+async fn keys_at(addr: std::net::SocketAddr) -> (Vec<u16>, Vec<u16>) {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    let (m, _) = udp(addr, &do_query("example.test.", RecordType::DNSKEY)).await;
+    let mut tags: Vec<u16> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) => k.calculate_key_tag().ok(),
+            _ => None,
+        })
+        .collect();
+    tags.sort();
+    let (m, _) = udp(addr, &do_query("mls.example.test.", RecordType::A)).await;
+    let signers = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s.input().key_tag),
+            _ => None,
+        })
+        .collect();
+    (tags, signers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zsk_rolls_over_by_itself_by_pre_publication() {
+    // TTLs of 2 s and a 1 s propagation delay: the whole rollover takes seconds.
+    let text = zone(
+        "127.0.0.1",
+        "signature_lifetime = \"1m\"\nsignature_refresh = \"10s\"\nzsk_lifetime = \"10s\"\npropagation_delay = \"1s\"",
+    )
+    .replace("ttl = 3600", "ttl = 2")
+    .replace("ttl = 300", "ttl = 2")
+    .replace("ttl  = 30", "ttl  = 2")
+    .replace("minimum = 60", "minimum = 2");
+    let s = Server::start(&page_config("", SERVICES), &[("example.test.toml", &text)]).await;
+    let (first_keys, first_signer) = keys_at(s.addr).await;
+    assert_eq!(first_keys.len(), 2);
+    assert_eq!(first_signer.len(), 1);
+    // Published: three DNSKEYs, the old ZSK still signing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_zsk = loop {
+        let (keys, signer) = keys_at(s.addr).await;
+        if keys.len() == 3 {
+            assert_eq!(signer, first_signer, "a published ZSK does not sign yet");
+            ldns_verify(&dig_axfr(s.addr), "ZSK published");
+            break *keys.iter().find(|k| !first_keys.contains(k)).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no ZSK published: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Active: the new ZSK signs, the old one still in DNSKEY (retiring).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (keys, signer) = keys_at(s.addr).await;
+        if signer == [new_zsk] {
+            assert_eq!(keys.len(), 3, "the old ZSK stays published a while");
+            ldns_verify(&dig_axfr(s.addr), "new ZSK signing");
+            break;
+        }
+        assert!(Instant::now() < deadline, "new ZSK not signing: {signer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Removed: two DNSKEYs, the KSK and the new ZSK.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (keys, _) = keys_at(s.addr).await;
+        if keys.len() == 2 {
+            assert!(keys.contains(&new_zsk));
+            ldns_verify(&dig_axfr(s.addr), "old ZSK removed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "old ZSK not removed: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, _) = common::binary::cli(&s.fixture.config_path(), &["dnssec", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("ZSK {new_zsk:>5}  active")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ksk_rolls_over_when_the_operator_says_the_ds_is_at_the_parent() {
+    let s = Server::start(
+        &page_config("", SERVICES),
+        &[("example.test.toml", &zone("127.0.0.1", ""))],
+    )
+    .await;
+    let config = s.fixture.config_path();
+    let (_, old_ds) = ds_of(&config, "example.test.");
+    let (first_keys, _) = keys_at(s.addr).await;
+    let (code, out, err) = common::binary::cli(&config, &["dnssec", "ksk-roll", "example.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("published"), "{out}");
+    let (code, _, err) = common::binary::cli(&config, &["dnssec", "ksk-roll", "example.test"]);
+    assert_eq!(code, 2, "one rollover at a time");
+    assert!(err.contains("already under way"), "{err}");
+    // The daemon serves the new KSK within moments: three DNSKEYs, signed by both KSKs,
+    // CDS naming the new one only; `dnssec ds` prints the new DS.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (keys, _) = keys_at(s.addr).await;
+        if keys.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new KSK not served: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (m, _) = udp(s.addr, &do_query("example.test.", RecordType::DNSKEY)).await;
+    assert_eq!(
+        sigs_over(&m.answers, RecordType::DNSKEY),
+        2,
+        "double signature"
+    );
+    let (_, new_ds) = ds_of(&config, "example.test.");
+    assert_ne!(new_ds, old_ds);
+    let (m, _) = udp(s.addr, &do_query("example.test.", RecordType::CDS)).await;
+    assert_eq!(count(&m.answers, RecordType::CDS), 1);
+    assert!(
+        m.answers[0]
+            .data
+            .to_string()
+            .starts_with(new_ds.split(' ').next().unwrap())
+    );
+    ldns_verify(&dig_axfr(s.addr), "KSK rollover under way");
+    let (code, out, err) = common::binary::cli(&config, &["dnssec", "ksk-done", "example.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("retiring"), "{out}");
+    let (code, out, _) = common::binary::cli(&config, &["dnssec", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("retiring") && out.contains("leaves DNSKEY at"),
+        "{out}"
+    );
+    assert!(first_keys.len() == 2);
+}

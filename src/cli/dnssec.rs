@@ -16,6 +16,25 @@ pub fn ds(cfg: &Config, zone: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Starts a KSK rollover of `zone` (a running daemon serves the new key within a second).
+pub fn ksk_roll(cfg: &Config, zone: &str) -> Result<String, String> {
+    let (z, d) = signed_zone(cfg, zone)?;
+    let said = crate::dnssec::rollover::start_ksk_roll(&d.keys_dir, d.algorithm)?;
+    Ok(format!("{}: {said}\n", z.origin))
+}
+
+/// Finishes a KSK rollover of `zone` once the parent's DS names the new key.
+pub fn ksk_done(cfg: &Config, zone: &str) -> Result<String, String> {
+    let (z, d) = signed_zone(cfg, zone)?;
+    let policy = z.rollover_policy().ok_or("not signed")?;
+    let now = chrono::Utc::now().timestamp();
+    let steps = crate::dnssec::rollover::finish_ksk_roll(&d.keys_dir, &policy, now)?;
+    Ok(steps
+        .iter()
+        .map(|s| format!("{}: {s}\n", z.origin))
+        .collect())
+}
+
 /// What `detour dnssec status` prints: every signed zone, its settings, keys and DS; JSON
 /// when `json`.
 pub fn status(cfg: &Config, json: bool) -> Result<String, String> {
@@ -40,6 +59,8 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, String> {
                     "tag": k.meta.tag,
                     "algorithm": k.meta.algorithm,
                     "state": k.meta.state,
+                    "signs_from": k.meta.activate.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+                    "removed_at": k.meta.remove.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
                     "created": chrono::DateTime::from_timestamp(k.meta.created, 0)
                         .map(|t| t.to_rfc3339()),
                 })
@@ -82,7 +103,7 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, String> {
             s("next_signing")
         );
         for k in z["keys"].as_array().into_iter().flatten() {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  {} {:>5}  {}  created {}",
                 k["role"].as_str().unwrap_or("").to_uppercase(),
@@ -90,6 +111,13 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, String> {
                 k["state"].as_str().unwrap_or(""),
                 k["created"].as_str().unwrap_or("")
             );
+            if let Some(t) = k["signs_from"].as_str() {
+                let _ = write!(out, "; signs from {t}");
+            }
+            if let Some(t) = k["removed_at"].as_str() {
+                let _ = write!(out, "; leaves DNSKEY at {t}");
+            }
+            out.push('\n');
         }
         for ds in z["ds"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "  DS {}", ds.as_str().unwrap_or(""));

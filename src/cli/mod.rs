@@ -137,6 +137,17 @@ pub enum DnssecCmd {
     },
     /// Every signed zone: algorithm, denial, keys, DS, signature validity.
     Status,
+    /// Start a KSK rollover: a new KSK, published and signing the DNSKEY RRset beside the
+    /// old one; `detour dnssec ds` then prints its DS for the parent.
+    KskRoll {
+        /// The zone.
+        zone: String,
+    },
+    /// The parent's DS names the new KSK now: finish the rollover (the old KSK retires).
+    KskDone {
+        /// The zone.
+        zone: String,
+    },
 }
 
 /// `detour notify ...`.

@@ -769,6 +769,10 @@ pub struct Dnssec {
     pub lifetime: u32,
     /// How often every signature is made again, seconds (less than `lifetime`).
     pub refresh: u32,
+    /// A ZSK's lifetime before it is rolled over, seconds; 0: never by itself.
+    pub zsk_lifetime: u32,
+    /// Margin for secondaries and caches in key rollovers, seconds.
+    pub propagation_delay: u32,
     /// The keys, as read when the config was loaded.
     pub keys: std::sync::Arc<crate::dnssec::Keyring>,
 }
@@ -780,7 +784,30 @@ impl PartialEq for Dnssec {
             && self.keys_dir == other.keys_dir
             && self.lifetime == other.lifetime
             && self.refresh == other.refresh
+            && self.zsk_lifetime == other.zsk_lifetime
+            && self.propagation_delay == other.propagation_delay
             && self.keys.fingerprint() == other.keys.fingerprint()
+    }
+}
+
+impl Zone {
+    /// The timings of this signed zone's key rollovers (`None` when it is not signed).
+    pub fn rollover_policy(&self) -> Option<crate::dnssec::rollover::Policy> {
+        let d = self.dnssec.as_ref()?;
+        let max_ttl = self
+            .records
+            .iter()
+            .map(|r| r.ttl)
+            .chain(self.dynamic.iter().map(|d| d.ttl))
+            .chain([self.soa.ttl, self.soa.minimum])
+            .max()
+            .unwrap_or(self.soa.ttl);
+        Some(crate::dnssec::rollover::Policy {
+            zsk_lifetime: d.zsk_lifetime,
+            dnskey_ttl: self.soa.ttl,
+            max_ttl,
+            propagation: d.propagation_delay,
+        })
     }
 }
 

@@ -424,6 +424,8 @@ pub struct RawDnssec {
     pub keys_dir: Option<Spanned<String>>,
     pub signature_lifetime: Option<Spanned<Dur>>,
     pub signature_refresh: Option<Spanned<Dur>>,
+    pub zsk_lifetime: Option<Spanned<Dur>>,
+    pub propagation_delay: Option<Spanned<Dur>>,
 }
 
 /// `soa = { ... }`.

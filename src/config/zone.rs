@@ -582,6 +582,9 @@ fn zone(
 /// Knot's defaults: signatures valid 14 days, made again after 7.
 const SIGNATURE_LIFETIME: u32 = 14 * 86_400;
 const SIGNATURE_REFRESH: u32 = 7 * 86_400;
+/// Knot's defaults: a ZSK rolled over after 30 days; an hour for secondaries and caches.
+const ZSK_LIFETIME: u32 = 30 * 86_400;
+const PROPAGATION_DELAY: u32 = 3600;
 
 /// `[dnssec]`: settings checked, then the keys read from `keys_dir` (made when absent).
 fn dnssec(
@@ -651,6 +654,29 @@ fn dnssec(
             return None;
         }
     };
+    let zsk_lifetime = match &raw.zsk_lifetime {
+        None => ZSK_LIFETIME,
+        Some(l) => match secs(l) {
+            Some(v) if v == 0 || v >= refresh => v,
+            _ => {
+                src.error(
+                    l.span(),
+                    "zsk_lifetime must be \"0s\" (no automatic rollover) or at least signature_refresh; the default is 30 days",
+                );
+                return None;
+            }
+        },
+    };
+    let propagation_delay = match &raw.propagation_delay {
+        None => PROPAGATION_DELAY,
+        Some(p) => match secs(p) {
+            Some(v) => v,
+            None => {
+                src.error(p.span(), "propagation_delay is too long");
+                return None;
+            }
+        },
+    };
     let zone_name = origin.to_string();
     let default_dir = format!("keys/{}", zone_name.trim_end_matches('.'));
     let keys_dir = match &raw.keys_dir {
@@ -671,6 +697,8 @@ fn dnssec(
             keys_dir,
             lifetime,
             refresh,
+            zsk_lifetime,
+            propagation_delay,
             keys: std::sync::Arc::new(keys),
         }),
         Err(e) => {

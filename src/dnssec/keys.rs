@@ -31,6 +31,15 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm of number `n`, if detour signs with it.
+    pub fn from_number(n: u8) -> Result<Algorithm, String> {
+        match n {
+            13 => Ok(Algorithm::EcdsaP256Sha256),
+            15 => Ok(Algorithm::Ed25519),
+            _ => Err(format!("algorithm {n} is not one detour signs with")),
+        }
+    }
+
     /// Its number in DNSKEY, RRSIG and DS records.
     pub fn number(self) -> u8 {
         match self {
@@ -84,8 +93,21 @@ pub enum KeyState {
     Active,
     /// In the DNSKEY RRset, not signing yet (pre-publication).
     Published,
+    /// In the DNSKEY RRset, no longer signing: its signatures may still be in caches.
+    Retiring,
     /// Neither published nor signing; kept on disk.
     Retired,
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyState::Active => "active",
+            KeyState::Published => "published",
+            KeyState::Retiring => "retiring",
+            KeyState::Retired => "retired",
+        })
+    }
 }
 
 /// A key's metadata file.
@@ -102,6 +124,15 @@ pub struct KeyMeta {
     pub created: i64,
     /// Where it is in its life.
     pub state: KeyState,
+    /// Unix time it started signing, when later than `created` (a rollover's new key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated: Option<i64>,
+    /// Unix time a published key starts signing (pre-publication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate: Option<i64>,
+    /// Unix time a retiring key leaves the DNSKEY RRset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<i64>,
 }
 
 /// The private half of a key.
@@ -290,11 +321,32 @@ impl Keyring {
         })
     }
 
-    /// The keys that sign, of `role`.
+    /// The keys that sign, of `role`: the active ZSKs; every published KSK (a KSK rollover
+    /// signs the DNSKEY RRset with the old and the new key throughout, RFC 6781 §4.1.2).
     pub fn signing(&self, role: Role) -> impl Iterator<Item = &Key> {
-        self.keys
-            .iter()
-            .filter(move |k| k.meta.role == role && k.meta.state == KeyState::Active)
+        self.keys.iter().filter(move |k| {
+            k.meta.role == role
+                && match role {
+                    Role::Zsk => k.meta.state == KeyState::Active,
+                    Role::Ksk => k.meta.state != KeyState::Retired,
+                }
+        })
+    }
+
+    /// The KSKs the parent's DS should name: the new one during a KSK rollover, else the
+    /// active ones. CDS and CDNSKEY publish these.
+    pub fn ds_keys(&self) -> Vec<&Key> {
+        let ksk = |state: KeyState| {
+            self.keys
+                .iter()
+                .filter(move |k| k.meta.role == Role::Ksk && k.meta.state == state)
+        };
+        let new: Vec<&Key> = ksk(KeyState::Published).collect();
+        if new.is_empty() {
+            ksk(KeyState::Active).collect()
+        } else {
+            new
+        }
     }
 
     /// The DNSKEY RRset: every key published or active.
@@ -302,9 +354,9 @@ impl Keyring {
         self.keys.iter().map(|k| &k.dnskey)
     }
 
-    /// The DS records of the active KSKs, for the parent.
+    /// The DS records the parent should hold ([`Keyring::ds_keys`]).
     pub fn ds(&self, origin: &Name) -> Result<Vec<DS>, String> {
-        self.signing(Role::Ksk).map(|k| k.ds(origin)).collect()
+        self.ds_keys().into_iter().map(|k| k.ds(origin)).collect()
     }
 
     /// What identifies this set of keys in a Snapshot: the tags and states.
@@ -317,7 +369,7 @@ impl Keyring {
 }
 
 /// Makes a key of `role` in `dir`: the private key 0600, then its metadata.
-fn create(dir: &Path, alg: Algorithm, role: Role, state: KeyState) -> Result<Key, String> {
+pub fn create(dir: &Path, alg: Algorithm, role: Role, state: KeyState) -> Result<Key, String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -336,22 +388,52 @@ fn create(dir: &Path, alg: Algorithm, role: Role, state: KeyState) -> Result<Key
         tag,
         created: chrono::Utc::now().timestamp(),
         state,
+        activated: None,
+        activate: None,
+        remove: None,
     };
     let base = dir.join(format!("{role}-{tag}"));
-    let write = |ext: &str, bytes: &[u8], mode: u32| {
-        let path = base.with_extension(ext);
-        crate::store::atomic_write_mode(&path, bytes, mode)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    write("pk8", &der, 0o600)?;
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-    write("json", &json, 0o644)?;
+    let pk8 = base.with_extension("pk8");
+    crate::store::atomic_write_mode(&pk8, &der, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", pk8.display()))?;
+    write_meta(dir, &meta)?;
     tracing::info!(dir = %dir.display(), %role, tag, algorithm = %alg, "DNSSEC key created");
     Ok(Key {
         meta,
         dnskey,
         private,
     })
+}
+
+/// Writes a key's metadata file (`<role>-<tag>.json` in `dir`), atomically.
+pub fn write_meta(dir: &Path, meta: &KeyMeta) -> Result<(), String> {
+    let path = dir.join(format!("{}-{}.json", meta.role, meta.tag));
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
+    crate::store::atomic_write_mode(&path, &json, 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Every key's metadata in `dir` (retired ones included), without reading private keys.
+pub fn metas(dir: &Path) -> Result<Vec<KeyMeta>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read keys_dir {}: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        out.push(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a key description: {e}", path.display()))?,
+        );
+    }
+    out.sort_by_key(|m: &KeyMeta| (m.role != Role::Ksk, m.tag));
+    Ok(out)
 }
 
 #[cfg(test)]

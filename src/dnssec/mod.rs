@@ -4,6 +4,7 @@
 //! served, is `zone::signed`'s; this module knows records, not zones.
 
 pub mod keys;
+pub mod rollover;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

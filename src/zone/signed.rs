@@ -77,7 +77,7 @@ pub fn apex_records(zone: &Zone, d: &Dnssec) -> Vec<Record> {
             RData::DNSSEC(DNSSECRData::DNSKEY(k.dnskey.clone())),
         ));
     }
-    for k in d.keys.signing(Role::Ksk) {
+    for k in d.keys.ds_keys() {
         let alg = k.dnskey.public_key().algorithm();
         if let Ok(ds) = k.ds(origin) {
             out.push(Record::from_rdata(
