@@ -147,11 +147,13 @@ fn write(snap: &Snapshot, raw: &[u8], client: &Client, out: &mut Vec<u8>) -> Opt
         .map(|&l| usize::from(l))
         .chain([qname.len() - 1])
         .find_map(|start| Some((start, snap.zone_by_wire(&qname[start..])?)))?;
-    // A signed zone's answers to DO queries carry signatures: the general path's.
-    if zone.signed.is_some() && q.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok) {
-        return None;
-    }
-    let found = zone.fast.get(qname, origin, labels, q.qtype)?;
+    // A signed zone's answers to DO queries carry signatures: compiled apart, positive
+    // answers only (the rest is the general path's).
+    let found = if zone.signed.is_some() && q.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok) {
+        Hit::Entry(zone.fast.get_signed(qname, q.qtype)?)
+    } else {
+        zone.fast.get(qname, origin, labels, q.qtype)?
+    };
     let (entry, moved) = match found {
         Hit::Entry(e) => (e, None),
         Hit::Missing(m, prefix) => (&m.entry, Some((m, prefix))),

@@ -20,7 +20,7 @@ use hickory_server::proto::rr::{LowerName, RData, RecordType};
 use rustc_hash::FxHashMap;
 
 use super::ZoneData;
-use super::resolve::compile;
+use super::resolve::{compile, compile_signed};
 use crate::proto::u16_at;
 
 /// One compiled answer.
@@ -80,6 +80,9 @@ fn last_soa_serial(tail: &[u8], records: usize) -> Option<usize> {
 struct Node {
     /// By query type.
     answers: Vec<(u16, Entry)>,
+    /// With signatures, by query type, for queries with DO to a signed zone (positive
+    /// answers only; the rest is the general path's).
+    signed: Vec<(u16, Entry)>,
     /// For every other ordinary type (absent for aliases and delegations).
     nodata: Option<Entry>,
     /// A delegation point: every name below it is a referral.
@@ -289,6 +292,18 @@ impl FastZone {
     }
 }
 
+impl FastZone {
+    /// The signed answer to `qname` (lowercase wire form) for a query with DO, when one
+    /// was compiled; `None` sends the query to the general path.
+    pub fn get_signed(&self, qname: &[u8], qtype: u16) -> Option<&Entry> {
+        let node = self.node(qname)?;
+        node.signed
+            .iter()
+            .find(|(t, _)| *t == qtype)
+            .map(|(_, e)| e)
+    }
+}
+
 /// What [`FastZone::get`] found.
 pub enum Hit<'a> {
     /// An answer compiled for this very name.
@@ -354,6 +369,11 @@ fn compile_node(
     for t in wanted {
         if let Some((head, tail)) = compile(zone, name, t) {
             node.answers.push((u16::from(t), Entry::new(head, tail)));
+        }
+        if zone.signed.is_some()
+            && let Some((head, tail)) = compile_signed(zone, name, t)
+        {
+            node.signed.push((u16::from(t), Entry::new(head, tail)));
         }
     }
     if !alias && let Some((head, tail)) = compile(zone, name, ABSENT) {

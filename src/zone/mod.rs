@@ -265,6 +265,16 @@ impl ZoneData {
                 Err(e) => tracing::error!(zone = %z.origin, "cannot sign the zone: {e}"),
             }
         }
+        // Signed answers compiled under other signatures (a new window, other keys) are
+        // all stale: compile everything again.
+        let resigned = match (&z.signed, prev.and_then(|p| p.signed.as_ref())) {
+            (Some(now), Some(before)) => {
+                now.window != before.window || now.settings != before.settings
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        let changed = if resigned { None } else { changed };
         z.fast = match (prev, changed) {
             (Some(p), Some(c)) => {
                 FastZone::update(&p.fast, p, &z, &c).unwrap_or_else(|| FastZone::build(&z))

@@ -85,6 +85,36 @@ pub fn compile(
     if !res.aa || res.left_zones || res.rcode == ResponseCode::Refused {
         return None;
     }
+    encode_compiled(qname, qtype, &res)
+}
+
+/// [`compile`] for a query with DO to a signed zone: the answer with its RRSIGs, to which
+/// the fast path appends an OPT record with DO. `None` also for answers holding the SOA
+/// (negative answers, the SOA itself): its RRSIG changes with every serial, so those are
+/// the general path's.
+pub fn compile_signed(
+    zone: &ZoneData,
+    qname: &LowerName,
+    qtype: RecordType,
+) -> Option<([u8; 10], Vec<u8>)> {
+    let mut res = resolve(zone, qname, qtype);
+    if !res.aa || res.left_zones || res.rcode != ResponseCode::NoError || res.answer.is_empty() {
+        return None;
+    }
+    let soa = |r: &Record| r.record_type() == RecordType::SOA;
+    if res.answer.iter().any(|r| soa(r)) || res.authority.iter().any(|r| soa(r)) {
+        return None;
+    }
+    super::signed::add_dnssec(zone, &mut res);
+    encode_compiled(qname, qtype, &res)
+}
+
+/// Encodes a resolution as [`compile`] returns it.
+fn encode_compiled(
+    qname: &LowerName,
+    qtype: RecordType,
+    res: &Resolution<'_>,
+) -> Option<([u8; 10], Vec<u8>)> {
     let mut question = Vec::with_capacity(qname.len() + 6);
     {
         let mut enc = BinEncoder::new(&mut question);
@@ -100,7 +130,7 @@ pub fn compile(
     let mut meta = Metadata::new(0, MessageType::Response, OpCode::Query);
     meta.authoritative = res.aa;
     meta.response_code = res.rcode;
-    let bytes = encode(&queries, meta, None, &res, u16::MAX as usize)?;
+    let bytes = encode(&queries, meta, None, res, u16::MAX as usize)?;
     let head: [u8; 10] = bytes.get(2..12)?.try_into().ok()?;
     let tail = bytes.get(HEADER_LEN + question.len()..)?.to_vec();
     Some((head, tail))
