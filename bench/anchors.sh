@@ -13,12 +13,15 @@
 #               next to gdnsd-failover and pdns-failover, on the same kill/restart events
 #   --watch     with --failover: watch = true on detour's check (an idle connection whose
 #               closing makes it probe at once)
+#   --dnssec    the zone signed (detour: [dnssec], ECDSA P-256 and NSEC3; Knot: automatic
+#               signing, same algorithm and NSEC3 without salt or iterations) and every query
+#               with DO (dnsperf -D); only the anchor that signs (Knot) is loaded
 # Every server is on loopback; detour is pinned to CPU 0 like the anchors, dnsperf to CPU 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 . "$here/lib.sh"
-reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 extra=()
+reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 dnssec=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) need_arg "$@"; reps="$2"; shift 2;;
@@ -27,6 +30,7 @@ while [[ $# -gt 0 ]]; do
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;
     --watch) watch=1; shift;;
+    --dnssec) dnssec=1; anchors="knot"; shift;;
     --) shift; extra=("$@"); break;;
     -h|--help) usage; exit 0;;
     *) usage >&2; die "unknown option $1";;
@@ -52,6 +56,24 @@ else
 fi
 (cd "$root" && cargo build --release --quiet)
 (cd "$work/h" && anchors/gen-configs.sh >/dev/null)
+if [[ $dnssec -eq 1 ]]; then
+  (( failover == 0 )) || die "--dnssec goes with the load runs, not --failover"
+  printf '\n[dnssec]\nalgorithm = "ecdsap256sha256"\ndenial = "nsec3"\n' >>"$work/detour/zones/example.test.toml"
+  # Knot signs the same zone itself: ECDSA P-256, NSEC3 (RFC 9276: no salt, no iteration).
+  cat >>"$work/h/anchors/knot/knot.conf" <<'EOF'
+    dnssec-signing: on
+    dnssec-policy: bench
+policy:
+  - id: bench
+    algorithm: ecdsap256sha256
+    nsec3: on
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
+EOF
+  # Every query with DO: dnsperf -D.
+  sed -i 's/dnsperf "\${args\[@\]}"/dnsperf -D "${args[@]}"/' "$work/h/qps.sh"
+  grep -q 'dnsperf -D' "$work/h/qps.sh" || die "could not make the harness send DO"
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

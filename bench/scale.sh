@@ -8,19 +8,22 @@
 # next to a flip that touches only the small zone (the baseline, same server). Loopback
 # only, every run bounded.
 #
-# usage: bench/scale.sh [--records N] [-l SECS] [--flips N] [--bin PATH]
-#   --bin   measure this detour binary instead of building the checkout (A/B of commits)
+# usage: bench/scale.sh [--records N] [-l SECS] [--flips N] [--bin PATH] [--dnssec]
+#   --bin     measure this detour binary instead of building the checkout (A/B of commits)
+#   --dnssec  both zones signed ([dnssec], ECDSA P-256, NSEC3): what a flip costs when it
+#             must pick signed answers (run once without and once with, same machine)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 . "$here/lib.sh"
-records=100000 secs=8 flips=40 bin=""
+records=100000 secs=8 flips=40 bin="" dnssec=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --records) need_arg "$@"; records="$2"; shift 2;;
     -l) need_arg "$@"; secs="$2"; shift 2;;
     --flips) need_arg "$@"; flips="$2"; shift 2;;
     --bin) need_arg "$@"; bin="$2"; shift 2;;
+    --dnssec) dnssec=1; shift;;
     -h|--help) usage; exit 0;;
     *) usage >&2; die "unknown option $1";;
   esac
@@ -87,6 +90,11 @@ with open(queries, "w") as q:
     for _ in range(100000):
         q.write(f"h{rnd.randrange(n)}.big.test A\n")
 PY
+if [[ $dnssec -eq 1 ]]; then
+  for z in "$work/big/zones/big.test.toml" "$work/big/zones/example.test.toml"; do
+    printf '\n[dnssec]\nalgorithm = "ecdsap256sha256"\ndenial = "nsec3"\n' >>"$z"
+  done
+fi
 zone_mb=$(du -m "$work/big/zones/big.test.toml" | cut -f1)
 t0=$(now)
 "$bin" check --config "$work/big/detour.toml" >"$work/check.out" 2>&1 || { cat "$work/check.out" >&2; exit 1; }
@@ -116,6 +124,7 @@ f_big=$(flip mls flip.big.test 127.0.0.10 127.0.0.80)
 rss_flips=$(kb VmRSS)
 stop
 
+[[ $dnssec -eq 1 ]] && echo "zones signed ([dnssec], ECDSA P-256, NSEC3)"
 echo "idle RSS, example config:       $((idle_rss / 1024)).$(((idle_rss % 1024) * 10 / 1024)) MB"
 echo "zone:                           $records A records, ${zone_mb} MB of TOML"
 echo "detour check:                   ${check_s} s"
