@@ -187,12 +187,15 @@ impl StatesTask {
                 }
                 _ = alive.tick() => {
                     self.beat.beat();
-                    // A signed zone's signatures are made again when their window turns.
-                    if self.cluster.is_none()
-                        && self.snapshots.load().zones.iter().any(|z| z.signatures_due())
-                    {
+                    // A signed zone's signatures are made again when their window turns
+                    // (in a cluster, from the agreed view, at the agreed serials).
+                    if self.snapshots.load().zones.iter().any(|z| z.signatures_due()) {
                         tracing::info!("DNSSEC: a new signing window; signing again");
-                        self.publish(true);
+                        if self.cluster.is_some() {
+                            self.follow_view(true);
+                        } else {
+                            self.publish(true);
+                        }
                     }
                     continue;
                 }
