@@ -60,16 +60,11 @@ if [[ $dnssec -eq 1 ]]; then
   (( failover == 0 )) || die "--dnssec goes with the load runs, not --failover"
   printf '\n[dnssec]\nalgorithm = "ecdsap256sha256"\ndenial = "nsec3"\n' >>"$work/detour/zones/example.test.toml"
   # Knot signs the same zone itself: ECDSA P-256, NSEC3 (RFC 9276: no salt, no iteration).
-  cat >>"$work/h/anchors/knot/knot.conf" <<'EOF'
-    dnssec-signing: on
-    dnssec-policy: bench
-policy:
-  - id: bench
-    algorithm: ecdsap256sha256
-    nsec3: on
-    nsec3-iterations: 0
-    nsec3-salt-length: 0
-EOF
+  # (A policy must come before the zone that names it.)
+  knot="$work/h/anchors/knot/knot.conf"
+  awk '/^zone:/ { print "policy:\n  - id: bench\n    algorithm: ecdsap256sha256\n    nsec3: on\n    nsec3-iterations: 0\n    nsec3-salt-length: 0" } { print }' \
+    "$knot" >"$knot.new" && mv "$knot.new" "$knot"
+  printf '    dnssec-signing: on\n    dnssec-policy: bench\n' >>"$knot"
   # Every query with DO: dnsperf -D.
   sed -i 's/dnsperf "\${args\[@\]}"/dnsperf -D "${args[@]}"/' "$work/h/qps.sh"
   grep -q 'dnsperf -D' "$work/h/qps.sh" || die "could not make the harness send DO"
