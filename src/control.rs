@@ -200,6 +200,7 @@ impl Control {
         &self,
         service: &str,
         value: Option<Override>,
+        force: bool,
         actor: Actor,
     ) -> Result<(), OperatorError> {
         let (done, wait) = oneshot::channel();
@@ -207,6 +208,7 @@ impl Control {
             service: service.to_string(),
             value,
             reason: String::new(),
+            force,
             actor,
             done,
         };
@@ -219,6 +221,7 @@ impl Control {
         &self,
         service: &str,
         reason: &str,
+        force: bool,
         actor: Actor,
     ) -> Result<(), OperatorError> {
         let (done, wait) = oneshot::channel();
@@ -226,10 +229,40 @@ impl Control {
             service: service.to_string(),
             value: None,
             reason: reason.to_string(),
+            force,
             actor,
             done,
         };
         self.commands.send(cmd).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Starts or stops drills; the drills started or stopped.
+    pub async fn drill(
+        &self,
+        op: crate::states::DrillOp,
+        actor: Actor,
+    ) -> Result<Vec<crate::rehearsal::Drill>, OperatorError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Drill { op, actor, done })
+            .await
+            .map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// The Snapshot DNS would answer from if `forced` services were in those states at
+    /// `at`; nothing changes.
+    pub async fn what_if(
+        &self,
+        forced: Vec<(String, crate::overrides::Forced)>,
+        at: DateTime<Utc>,
+    ) -> Result<std::sync::Arc<crate::snapshot::Snapshot>, OperatorError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::WhatIf { forced, at, done })
+            .await
+            .map_err(|_| gone())?;
         wait.await.map_err(|_| gone())?
     }
 

@@ -50,6 +50,7 @@ pub mod oncall;
 pub mod overrides;
 pub mod page;
 pub mod proto;
+pub mod rehearsal;
 pub mod selection;
 pub mod snapshot;
 pub mod states;

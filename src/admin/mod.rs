@@ -53,6 +53,7 @@ impl From<OperatorError> for ApiError {
             OperatorError::NotFound(_) => StatusCode::NOT_FOUND,
             OperatorError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             OperatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OperatorError::Refused(_) => StatusCode::CONFLICT,
         };
         ApiError(code, e.to_string())
     }
@@ -527,6 +528,9 @@ struct OverrideBody {
     reason: String,
     until: Option<String>,
     by: Option<String>,
+    /// Apply it even if it breaks a `[[safety]]` rule (needs a reason; audited).
+    #[serde(default)]
+    force: bool,
 }
 
 /// `until` as RFC 3339 or as a duration from now ("2h").
@@ -584,7 +588,7 @@ async fn put_override(
     };
     let forced = crate::health::ServiceState::from(o.state);
     app.control
-        .set_override(&service, Some(o.clone()), actor)
+        .set_override(&service, Some(o.clone()), b.force, actor)
         .await?;
     let mut told = Event::new(Kind::Override);
     told.service = Some(service.clone());
@@ -727,6 +731,9 @@ struct ByQuery {
     by: Option<String>,
     /// Why the override is cleared (audit log, notifications).
     reason: Option<String>,
+    /// Clear it even if that breaks a `[[safety]]` rule (needs a reason; audited).
+    #[serde(default)]
+    force: bool,
 }
 
 async fn delete_override(
@@ -744,7 +751,7 @@ async fn delete_override(
         .contains_key(&service);
     let reason = q.reason.unwrap_or_default();
     app.control
-        .clear_override(&service, &reason, actor(q.by, &headers))
+        .clear_override(&service, &reason, q.force, actor(q.by, &headers))
         .await?;
     Ok(Json(json!({ "service": service, "cleared": had })))
 }

@@ -61,6 +61,29 @@ pub struct RawConfig {
     pub subscribers: Option<Spanned<RawSubscribers>>,
     #[serde(default)]
     pub history: RawHistory,
+    #[serde(default)]
+    pub views: BTreeMap<Spanned<String>, Spanned<RawView>>,
+    #[serde(default)]
+    pub safety: Vec<Spanned<RawSafety>>,
+}
+
+/// `[views.NAME]`: the resolvers (by source address) that see the view's drills.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    #[serde(default)]
+    pub sources: Vec<Spanned<String>>,
+}
+
+/// One `[[safety]]` rule: either `at_least`/`of`/`state`, or `max_overrides`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafety {
+    pub name: Option<Spanned<String>>,
+    pub at_least: Option<Spanned<i64>>,
+    pub of: Option<Vec<Spanned<String>>>,
+    pub state: Option<Spanned<String>>,
+    pub max_overrides: Option<Spanned<i64>>,
 }
 
 /// `[history]`: what `state_dir/history.db` keeps, and for how long.

@@ -3,6 +3,7 @@
 pub(super) mod checks;
 mod cluster;
 mod comms;
+mod rehearsal;
 mod server;
 mod services;
 mod sinks;
@@ -295,6 +296,8 @@ fn build(
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
     let history = history(src, raw.history);
+    let views = rehearsal::views(src, raw.views);
+    let safety = rehearsal::safety(src, raw.safety, &ids);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
             warnings.push(format!(
@@ -322,6 +325,8 @@ fn build(
         oncall,
         subscribers,
         history,
+        views,
+        safety,
         warnings: Vec::new(),
     })
 }
