@@ -28,6 +28,9 @@ pub struct DynamicAnswer {
     pub rtype: RecordType,
     /// The selection behind it.
     pub choice: Choice,
+    /// Since when it answers this (the Snapshot that first answered it): a cache may hold
+    /// the previous answer until this plus the TTL.
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 /// An immutable view of everything detour answers.
@@ -124,15 +127,27 @@ impl Snapshot {
             .map(|z| labels(&LowerName::new(&z.origin)));
         let min_labels = counts.clone().min().unwrap_or(0);
         let max_labels = counts.max().unwrap_or(0);
+        let built = chrono::Utc::now();
         let dynamic = selection
             .choices
             .iter()
             .map(|c| {
                 let d = &config.zones[c.zone].dynamic[c.record];
+                let since = prev
+                    .and_then(|p| {
+                        p.dynamic.iter().find(|x| {
+                            x.name == d.name
+                                && x.rtype == d.rtype
+                                && x.choice.chosen == c.chosen
+                                && x.choice.values == c.values
+                        })
+                    })
+                    .map_or(built, |x| x.since);
                 DynamicAnswer {
                     name: d.name.clone(),
                     rtype: d.rtype,
                     choice: c.clone(),
+                    since,
                 }
             })
             .collect();
@@ -174,6 +189,18 @@ impl Snapshot {
         }
     }
 
+    /// [`Snapshot::for_source`] as an owned `Arc`, for holding across `.await`.
+    pub fn of_source(this: &Arc<Snapshot>, ip: std::net::IpAddr) -> Arc<Snapshot> {
+        match &this.views {
+            None => this.clone(),
+            Some(v) => v
+                .matcher
+                .of(ip)
+                .and_then(|i| v.snapshots.get(i)?.clone())
+                .unwrap_or_else(|| this.clone()),
+        }
+    }
+
     /// Attaches the views' Snapshots (by index in `config.views`; `None` for a view without
     /// drills, which answers as everyone does).
     pub fn with_views(mut self, snapshots: Vec<Option<Arc<Snapshot>>>) -> Snapshot {
@@ -188,8 +215,11 @@ impl Snapshot {
         self
     }
 
-    /// Marks this as the Snapshot of a view with drills.
-    pub fn as_view(mut self, drill: DrillView) -> Snapshot {
+    /// Marks this as the Snapshot of view number `index` (in `config.views`) with drills,
+    /// beside `main`. Its generation is main's with the top bit and the view's index set:
+    /// never one of main's, so nothing cached for everyone is served to the view, or back.
+    pub fn as_view(mut self, main: &Snapshot, index: usize, drill: DrillView) -> Snapshot {
+        self.generation = main.generation | (1 << 63) | ((index as u64 & 0x7fff) << 48);
         self.drill = Some(Arc::new(drill));
         self
     }

@@ -2,13 +2,13 @@
 //! it breaks a rule that held, or makes a broken one worse; automatic swaps are never
 //! refused (the checks are the truth), but a state that breaks a rule is reported.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{SafetyKind, SafetyRule};
 use crate::health::{Health, ServiceState};
 
 /// A rule that does not hold, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breach {
     /// The rule's name.
     pub rule: String,

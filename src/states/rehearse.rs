@@ -211,7 +211,8 @@ impl StatesTask {
         config
             .views
             .iter()
-            .map(|v| {
+            .enumerate()
+            .map(|(i, v)| {
                 let drills: Vec<Drill> = self.drills.of_view(&v.name).cloned().collect();
                 if drills.is_empty() {
                     return None;
@@ -246,10 +247,14 @@ impl StatesTask {
                     Some(main),
                     serial_floor,
                 )
-                .as_view(DrillView {
-                    view: v.name.clone(),
-                    drills,
-                });
+                .as_view(
+                    main,
+                    i,
+                    DrillView {
+                        view: v.name.clone(),
+                        drills,
+                    },
+                );
                 Some(Arc::new(snap))
             })
             .collect()
