@@ -592,7 +592,7 @@ async fn put_override(
     };
     let forced = crate::health::ServiceState::from(o.state);
     app.control
-        .set_override(&service, Some(o.clone()), b.force, actor)
+        .change_override(&service, Some(o.clone()), "", b.force, actor)
         .await?;
     let mut told = Event::new(Kind::Override);
     told.service = Some(service.clone());
@@ -818,7 +818,7 @@ async fn get_explain(
         || main.clone(),
         |ip| crate::snapshot::Snapshot::of_source(&main, ip),
     );
-    let mut doc = status::build(&answering, None);
+    let mut doc = status::build(&answering, Some((None, Vec::new())));
     if let Some(c) = app.control.cluster() {
         status::add_cluster(&mut doc, c, &answering);
     }
@@ -949,7 +949,7 @@ async fn delete_override(
         .contains_key(&service);
     let reason = q.reason.unwrap_or_default();
     app.control
-        .clear_override(&service, &reason, q.force, actor(q.by, &headers))
+        .change_override(&service, None, &reason, q.force, actor(q.by, &headers))
         .await?;
     Ok(Json(json!({ "service": service, "cleared": had })))
 }
