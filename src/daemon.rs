@@ -287,7 +287,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     problems.extend(p);
     let (saved_incidents, p) = incidents::load(state_dir);
     problems.extend(p);
-    // Drills are this instance's own (not shared through etcd): none in a cluster.
+    // In a cluster, drills live in etcd (the view brings them): drills.json is not read.
     let (drills, p) = if config.cluster.is_none() {
         crate::rehearsal::Drills::load(state_dir)
     } else {

@@ -735,3 +735,108 @@ async fn an_instance_whose_canaries_are_all_down_abstains() {
     agree(&all, "strict.example.test.", "127.0.0.80").await;
     agree(&all, "mls.example.test.", "127.0.0.10").await;
 }
+
+/// One UDP query for `name`'s A records sent from `src`.
+async fn a_from(src: &str, dns: SocketAddr, name: &str) -> Vec<String> {
+    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+    let q = query(name, RecordType::A, None);
+    sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    common::a_values(&hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap())
+}
+
+/// Waits (up to 15 s) until every instance answers `want` to queries from `src`.
+async fn views_agree(live: &[&Instance], src: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut got = Vec::new();
+        for i in live {
+            got.push(a_from(src, i.dns, "mls.example.test.").await);
+        }
+        if got.iter().all(|a| a == &[want.to_string()]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances do not answer {want} to {src}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_is_shared_by_every_instance_and_ends_once() {
+    let Setup {
+        etcd: _etcd,
+        hooks,
+        configs,
+        dir: _dir,
+        ..
+    } = Setup::new(1, 2).await;
+    for c in &configs {
+        let text = std::fs::read_to_string(c).unwrap().replace(
+            r#"events = ["down", "up", "override"]"#,
+            r#"events = ["down", "up", "override", "drill"]"#,
+        ) + "\n[views.staff]\nsources = [\"127.0.0.9/32\"]\n";
+        write(c, &text);
+    }
+    let a = Instance::start(configs[0].clone());
+    let b = Instance::start(configs[1].clone());
+    agree(&[&a, &b], "mls.example.test.", "127.0.0.10").await;
+
+    // Started on one instance, seen by the view's source on both; nobody else sees it.
+    let (code, out, err) = cli(
+        &configs[0],
+        &[
+            "drill",
+            "start",
+            "mls",
+            "--view",
+            "staff",
+            "--for",
+            "3s",
+            "--reason",
+            "rehearsal",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.80").await;
+    views_agree(&[&a, &b], "127.0.0.1", "127.0.0.10").await;
+    let (_, out, _) = cli(&configs[1], &["status"]);
+    assert!(out.contains("DRILL in view staff: mls is down"), "{out}");
+
+    // It ends by itself at cluster time, everywhere; the leader removes it and tells once.
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.10").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks.count("drill", "mls") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the drill's start and end were not both told"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hooks.count("drill", "mls"),
+        2,
+        "start and end, each told once"
+    );
+    let (_, out, _) = cli(&configs[0], &["status", "--history"]);
+    assert!(out.contains("drill.end"), "{out}");
+
+    // Started on one, stopped from the other.
+    let (code, _, err) = cli(
+        &configs[1],
+        &["drill", "start", "mls", "--view", "staff", "--for", "30m"],
+    );
+    assert_eq!(code, 0, "{err}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.80").await;
+    let (code, out, err) = cli(&configs[0], &["drill", "stop", "mls"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("drill ended: mls in view staff"), "{out}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.10").await;
+}

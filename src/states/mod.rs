@@ -299,6 +299,7 @@ impl StatesTask {
         let selection = selection::select(&config, &health, now);
         let current = self.snapshots.load_full();
         let rebuild = force
+            || drills_differ(&current, &self.drills)
             || !changes.is_empty()
             || !expired.is_empty()
             || !Arc::ptr_eq(&current.config, &config)
@@ -427,6 +428,22 @@ impl StatesTask {
             Err(e) => warn!(error = %e, "cannot encode service states"),
         }
     }
+}
+
+/// True when the drills in force are not the ones `snap`'s views were built with (in a
+/// cluster, a drill arrives with the view, not as a command).
+fn drills_differ(snap: &Snapshot, drills: &crate::rehearsal::Drills) -> bool {
+    let key = |d: &crate::rehearsal::Drill| (d.view.clone(), d.service.clone(), d.started);
+    let mut published: Vec<_> = snap
+        .view_snapshots()
+        .into_iter()
+        .filter_map(|(_, v)| v.drill.as_ref())
+        .flat_map(|d| d.drills.iter().map(key))
+        .collect();
+    let mut wanted: Vec<_> = drills.list.iter().map(key).collect();
+    published.sort();
+    wanted.sort();
+    published != wanted
 }
 
 /// True when verdicts differ (which changes answers for `check_each` records), or what the

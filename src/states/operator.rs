@@ -209,6 +209,15 @@ impl StatesTask {
                 let _ = done.send(r);
             }
             Command::Drill { op, actor, done } => {
+                if self.cluster.is_some() {
+                    match self.drill_in_cluster(op, &actor) {
+                        Ok((write, changed)) => self.finish_in_cluster(write, changed, done),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    }
+                    return;
+                }
                 let r = self.drill(op, &actor);
                 if r.is_ok() {
                     self.publish(true);
@@ -470,7 +479,7 @@ impl StatesTask {
 
     /// Writes `w` to etcd in the background and answers `done` once this instance serves
     /// the result (or with why not: etcd unreachable, a conflict).
-    fn finish_in_cluster<T: Send + 'static>(
+    pub(super) fn finish_in_cluster<T: Send + 'static>(
         &self,
         w: ClusterWrite,
         ok: T,
@@ -532,15 +541,15 @@ impl StatesTask {
 
 /// A change for etcd: operations, the condition they need, the audit entry that goes with
 /// them, and what to tell the operator when the condition fails.
-struct ClusterWrite {
-    when: Vec<crate::cluster::Cond>,
-    ops: Vec<crate::cluster::Op>,
-    entry: audit::Entry,
-    conflict: String,
+pub(super) struct ClusterWrite {
+    pub(super) when: Vec<crate::cluster::Cond>,
+    pub(super) ops: Vec<crate::cluster::Op>,
+    pub(super) entry: audit::Entry,
+    pub(super) conflict: String,
 }
 
 /// An audit entry, now.
-fn entry(
+pub(super) fn entry(
     action: &str,
     service: Option<&str>,
     incident: Option<&str>,
@@ -558,6 +567,6 @@ fn entry(
 }
 
 /// etcd could not take a change: the operator's command fails (HTTP 503, exit 1).
-fn unavailable(e: crate::cluster::Unavailable) -> OperatorError {
+pub(super) fn unavailable(e: crate::cluster::Unavailable) -> OperatorError {
     OperatorError::Unavailable(e.to_string())
 }

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::StatesTask;
-use super::operator::{Actor, OperatorError};
+use super::operator::{Actor, ClusterWrite, OperatorError, entry, unavailable};
+use crate::cluster::keys;
 use crate::events::Event;
 use crate::health::{Health, ServiceState};
 use crate::overrides::{Forced, Override};
@@ -46,11 +47,80 @@ impl StatesTask {
         op: DrillOp,
         actor: &Actor,
     ) -> Result<Vec<Drill>, OperatorError> {
-        if self.cluster.is_some() {
-            return Err(OperatorError::Invalid(
-                "drills are not shared through etcd yet: in a [cluster], rehearse with `detour simulate`, or run the drill on a detour without [cluster]".into(),
-            ));
+        let config = self.engine.config().clone();
+        let (next, changed, started) = self.drill_change(op, actor)?;
+        if let Err(e) = next.save(&config.server.state_dir) {
+            return Err(OperatorError::Storage(format!("cannot save drills: {e}")));
         }
+        self.drills = next;
+        for d in &changed {
+            if started {
+                self.announce_drill_start(d, actor);
+            } else {
+                self.announce_drill_end(d, "stopped by an operator", actor);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A drill change in a cluster: `drills/<view>/<service>` keys written with one audit
+    /// entry; every instance applies it from its view, and the leader tells it.
+    pub(super) fn drill_in_cluster(
+        &self,
+        op: DrillOp,
+        actor: &Actor,
+    ) -> Result<(ClusterWrite, Vec<Drill>), OperatorError> {
+        let Some(c) = &self.cluster else {
+            return Err(OperatorError::Storage("not in a cluster".into()));
+        };
+        let (_, changed, started) = self.drill_change(op, actor)?;
+        let mut ops = Vec::new();
+        for d in &changed {
+            let rel = format!("{}{}/{}", keys::DRILLS, d.view, d.service);
+            ops.push(if started {
+                c.link.put_json(&rel, d).map_err(unavailable)?
+            } else {
+                c.link.delete(&rel)
+            });
+        }
+        let services: Vec<&str> = changed.iter().map(|d| d.service.as_str()).collect();
+        let entry = match (started, changed.first()) {
+            (true, Some(d)) => entry(
+                &format!("drill.{}", ServiceState::from(d.state)),
+                Some(&d.service),
+                None,
+                &drill_reason(d),
+                actor,
+            ),
+            (_, first) => entry(
+                "drill.end",
+                Some(&services.join(",")),
+                None,
+                &format!(
+                    "view {}: stopped by an operator",
+                    first.map_or("-", |d| d.view.as_str())
+                ),
+                actor,
+            ),
+        };
+        Ok((
+            ClusterWrite {
+                when: Vec::new(),
+                ops,
+                entry,
+                conflict: String::new(),
+            },
+            changed,
+        ))
+    }
+
+    /// The drills after `op`, the drills it starts or stops, and whether it starts them;
+    /// or why not. Nothing changes here.
+    fn drill_change(
+        &self,
+        op: DrillOp,
+        actor: &Actor,
+    ) -> Result<(crate::rehearsal::Drills, Vec<Drill>, bool), OperatorError> {
         let config = self.engine.config().clone();
         let mut next = self.drills.clone();
         let now = Utc::now();
@@ -110,18 +180,7 @@ impl StatesTask {
                 (next.stop(service.as_deref()), false)
             }
         };
-        if let Err(e) = next.save(&config.server.state_dir) {
-            return Err(OperatorError::Storage(format!("cannot save drills: {e}")));
-        }
-        self.drills = next;
-        for d in &changed {
-            if started {
-                self.announce_drill_start(d, actor);
-            } else {
-                self.announce_drill_end(d, "stopped by an operator", actor);
-            }
-        }
-        Ok(changed)
+        Ok((next, changed, started))
     }
 
     fn announce_drill_start(&self, d: &Drill, actor: &Actor) {
@@ -131,12 +190,7 @@ impl StatesTask {
             &format!("drill.{state}"),
             Some(&d.service),
             None,
-            &format!(
-                "view {} until {}: {}",
-                d.view,
-                d.until.to_rfc3339(),
-                d.reason
-            ),
+            &drill_reason(d),
             actor,
         );
         self.emit(Event::drill(
@@ -365,4 +419,14 @@ impl StatesTask {
         }
         self.breaches = now;
     }
+}
+
+/// A drill's start in the audit log: "view staff until 2026-12-24T02:30:00+00:00: why".
+fn drill_reason(d: &Drill) -> String {
+    format!(
+        "view {} until {}: {}",
+        d.view,
+        d.until.to_rfc3339(),
+        d.reason
+    )
 }
