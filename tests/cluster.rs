@@ -839,4 +839,10 @@ async fn a_drill_is_shared_by_every_instance_and_ends_once() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("drill ended: mls in view staff"), "{out}");
     views_agree(&[&a, &b], "127.0.0.9", "127.0.0.10").await;
+
+    // explain shows the instances' votes and the quorum behind the answer.
+    let (code, out, err) = cli(&configs[1], &["explain", "mls.example.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster quorum majority: "), "{out}");
+    assert!(out.contains("i0 sees up") && out.contains("i1 sees up"), "{out}");
 }
