@@ -26,7 +26,7 @@ reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 views=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) need_arg "$@"; reps="$2"; shift 2;;
-    --anchors) need_arg "$@"; anchors="$2"; shift 2;;
+    --anchors) [[ $# -ge 2 ]] || die "--anchors needs a value"; anchors="$2"; shift 2;;
     --swap) swap=1; shift;;
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;

@@ -356,7 +356,15 @@ async fn a_drill_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn safety_rules_refuse_an_override_unless_forced_with_a_reason() {
-    let s = server().await;
+    let hooks = common::hooks::Hooks::default();
+    let hook = hooks.start().await;
+    let config = page_config("", &services(""))
+        .replace("http://127.0.0.1:9/hook", &format!("http://{hook}/hook"))
+        .replace(
+            r#"events = ["down", "impacted", "drill"]"#,
+            r#"events = ["safety"]"#,
+        );
+    let s = Server::start(&config, &[("example.test.toml", ZONE)]).await;
     let api = Api::of(&s);
     let set = |service: &str, body: Value| {
         let path = format!("/api/v1/overrides/{service}");
@@ -425,6 +433,29 @@ async fn safety_rules_refuse_an_override_unless_forced_with_a_reason() {
     assert_eq!(code, 200);
     let (_, st) = api.send(Method::GET, "/api/v1/status", None).await;
     assert!(st.get("safety").is_none(), "{st}");
+
+    // The rule broken, then holding again, was told to the sinks that take "safety".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let told = loop {
+        let told: Vec<String> = hooks
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["event"] == "safety")
+            .map(|v| v["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if told.len() >= 2 || Instant::now() > deadline {
+            break told;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[0].starts_with("safety rule \"at least 1 of mls, mls_dr up\" is broken: 0 of"),
+        "{told:?}"
+    );
+    assert!(told[1].contains("holds again"), "{told:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
