@@ -352,12 +352,21 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     if let Some(h) = &history {
         control.set_history(h.clone());
     }
-    let admin_addr = admin::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
-        .await
-        .map_err(|source| RunError::Io {
-            context: "cannot start the admin API".into(),
-            source,
-        })?;
+    // The operator console, beside the API on admin_listen (plain HTTP there).
+    let console = crate::console::router(control.clone(), false);
+    let admin_addr = admin::serve(
+        &config,
+        caps,
+        control.clone(),
+        Some(console),
+        cancel.clone(),
+        &mut tasks,
+    )
+    .await
+    .map_err(|source| RunError::Io {
+        context: "cannot start the admin API".into(),
+        source,
+    })?;
     let page_addrs = page::serve(
         &config,
         caps,

@@ -26,6 +26,8 @@
 //!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
 //!    its document), both served by [`http`]; [`announce`] (the phone announcement, its words
 //!    and its audio, which both serve); and [`notify`], which delivers events.
+//!    [`console`]: the operator console in the browser (local accounts, sessions, the same
+//!    operations as the admin API), served beside it on `admin_listen`.
 //! 9. [`daemon`] wires it all (and tells systemd how it goes: [`systemd`]); [`cli`] is the
 //!    command line.
 pub mod admin;
@@ -35,6 +37,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod daemon;
 pub mod dns;

@@ -61,6 +61,30 @@ pub struct RawConfig {
     pub subscribers: Option<Spanned<RawSubscribers>>,
     #[serde(default)]
     pub history: RawHistory,
+    pub console: Option<Spanned<RawConsole>>,
+    #[serde(default)]
+    pub incident_templates: Vec<Spanned<RawIncidentTemplate>>,
+}
+
+/// `[console]`: the operator console's sessions and sign-in limits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub idle_timeout: Option<Spanned<Dur>>,
+    pub absolute_timeout: Option<Spanned<Dur>>,
+    pub lockout_after: Option<Spanned<u32>>,
+    pub lockout: Option<Spanned<Dur>>,
+    pub source_limit: Option<Spanned<u32>>,
+}
+
+/// One `[[incident_templates]]`: a ready-made incident for the console's form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidentTemplate {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub services: Vec<Spanned<String>>,
+    pub message: Spanned<String>,
 }
 
 /// `[history]`: what `state_dir/history.db` keeps, and for how long.

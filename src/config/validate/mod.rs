@@ -3,6 +3,7 @@
 pub(super) mod checks;
 mod cluster;
 mod comms;
+mod console;
 mod server;
 mod services;
 mod sinks;
@@ -295,6 +296,8 @@ fn build(
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
     let history = history(src, raw.history);
+    let console_settings = console::console(src, raw.console);
+    let incident_templates = console::templates(src, raw.incident_templates, &ids);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
             warnings.push(format!(
@@ -322,6 +325,8 @@ fn build(
         oncall,
         subscribers,
         history,
+        console: console_settings,
+        incident_templates,
         warnings: Vec::new(),
     })
 }
