@@ -298,13 +298,13 @@ async fn checked_post(c: &Console, req: Request) -> Result<(Signed, Form), Respo
     }
 }
 
-/// Refuses a communicator's attempt to change DNS.
-fn operators_only(c: &Console, signed: &Signed, what: &str) -> Result<(), Response> {
+/// The refusal of a communicator's attempt to change DNS; `None` for an operator.
+fn operators_only(c: &Console, signed: &Signed, what: &str) -> Option<Response> {
     if signed.s.role.changes_dns() {
-        return Ok(());
+        return None;
     }
     warn!(account = %signed.s.account, "console: a communicator tried to {what}; refused");
-    Err(message(
+    Some(message(
         c,
         Some(signed),
         StatusCode::FORBIDDEN,
@@ -1114,7 +1114,7 @@ async fn dns_override(State(c): State<Arc<Console>>, req: Request) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = operators_only(&c, &signed, "change DNS (overrides)") {
+    if let Some(r) = operators_only(&c, &signed, "change DNS (overrides)") {
         return r;
     }
     let Some(state) = Forced::parse(form.get("state")) else {
@@ -1131,7 +1131,7 @@ async fn dns_maintenance(State(c): State<Arc<Console>>, req: Request) -> Respons
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = operators_only(
+    if let Some(r) = operators_only(
         &c,
         &signed,
         "put a service into maintenance (it changes DNS)",
@@ -1146,7 +1146,7 @@ async fn dns_clear(State(c): State<Arc<Console>>, req: Request) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = operators_only(&c, &signed, "change DNS (overrides)") {
+    if let Some(r) = operators_only(&c, &signed, "change DNS (overrides)") {
         return r;
     }
     let service = form.get("service").to_string();
@@ -1176,7 +1176,7 @@ async fn dns_reload(State(c): State<Arc<Console>>, req: Request) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = operators_only(&c, &signed, "reload the configuration") {
+    if let Some(r) = operators_only(&c, &signed, "reload the configuration") {
         return r;
     }
     match c.control.reload(Console::actor(&signed)).await {
