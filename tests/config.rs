@@ -132,6 +132,22 @@ fn common_refused() -> Vec<Refused> {
             ],
         ),
         (
+            "a console HTTPS listener without certificates, and one that is no address",
+            "[server]\nzones_dir = \"zones\"\n[console]\nlisten = [\"127.0.0.1:0\", \"nope\"]\ncerts = [ { cert = \"missing.crt\", key = \"missing.key\" } ]\n".into(),
+            zone_ok(),
+            &[
+                "detour.toml:4:26: invalid console listen address \"nope\"",
+                "detour.toml:5:11: [console] file",
+                "detour.toml:5:11: [console] file",
+            ],
+        ),
+        (
+            "a console HTTPS listener with no certificate anywhere",
+            "[server]\nzones_dir = \"zones\"\n[console]\nlisten = [\"127.0.0.1:0\"]\n".into(),
+            zone_ok(),
+            &["detour.toml:3:1: [console] listen serves HTTPS only: it needs certificates"],
+        ),
+        (
             "a wrong type names what was expected",
             "[check_defaults]\nrise = \"two\"\n".into(),
             zone_ok(),

@@ -545,3 +545,101 @@ fn the_user_command_takes_the_password_from_stdin_never_the_command_line() {
     assert_eq!(code, 2);
     assert!(err.contains("unexpected argument"), "{err}");
 }
+
+/// A certificate for `name` signed by `ca`, written into `dir`: (chain, key).
+fn leaf(
+    dir: &std::path::Path,
+    ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.signed_by(&key, ca).unwrap();
+    let c = dir.join(format!("{name}.crt"));
+    let k = dir.join(format!("{name}.key"));
+    std::fs::write(&c, format!("{}{}", cert.pem(), ca.pem())).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn its_own_https_listener_uses_secure_host_only_cookies() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "detour console test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let (c, k) = leaf(certs.path(), &ca, "console.example.test");
+    let extra = format!(
+        "[console]\nlisten = [\"127.0.0.1:0\"]\ncerts = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
+        c.display(),
+        k.display()
+    );
+    let s = Server::start(
+        &console_config(&extra),
+        &[("example.test.toml", &page_zone())],
+    )
+    .await;
+    add_account(&s.fixture.dir.path().join("state"), "dana", Role::Operator);
+    let urls = s.running.console_addrs().to_vec();
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    let addr = page::addr_of(&urls[0]);
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .resolve("console.example.test", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut a = Agent::with(
+        http,
+        format!("https://console.example.test:{}", addr.port()),
+    );
+    let form = a.get("/console/login").await;
+    assert_eq!(form.status, 200);
+    let login_cookie = &form.set_cookies[0];
+    assert!(
+        login_cookie.starts_with("__Host-detour_console_login="),
+        "{login_cookie}"
+    );
+    let r = a
+        .post(
+            "/console/login",
+            &[("name", "dana"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let session = r
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-detour_console="))
+        .expect("a __Host- session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(session.contains(attr), "{attr} missing: {session}");
+    }
+    assert!(!session.contains("Domain"), "host-only: {session}");
+    let home = a.get("/console/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("dana (operator)"));
+    // An Origin of plain http is another origin here.
+    let _ = a.get("/console/incidents/new").await;
+    let r = a
+        .post_as(
+            "/console/incidents/new",
+            &[("service", "mls"), ("message", "x"), ("do", "open")],
+            true,
+            Some(&format!("http://console.example.test:{}", addr.port())),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // Only the console is there: not the admin API.
+    let api = a.get("/api/v1/status").await;
+    assert_eq!(api.status, 404);
+}

@@ -89,8 +89,9 @@ impl Default for History {
     }
 }
 
-/// `[console]`: how long a console session lasts and when sign-in stops being tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[console]`: how long a console session lasts, when sign-in stops being tried, and the
+/// console's own HTTPS listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
     /// A session unused this long ends.
     pub idle_timeout: Duration,
@@ -102,6 +103,10 @@ pub struct Console {
     pub lockout: Duration,
     /// Sign-in attempts one source (an IPv4 address, an IPv6 /64) may make per `lockout`.
     pub source_limit: u32,
+    /// HTTPS listeners of the console alone (it is always on `admin_listen` too, over TCP).
+    pub listen: Vec<SocketAddr>,
+    /// Their certificate/key pairs, chosen by SNI: `certs` here, else `[page.tls] certs`.
+    pub certs: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Default for Console {
@@ -112,6 +117,8 @@ impl Default for Console {
             lockout_after: 5,
             lockout: Duration::from_secs(15 * 60),
             source_limit: 20,
+            listen: Vec::new(),
+            certs: Vec::new(),
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct RawConsole {
     pub lockout_after: Option<Spanned<u32>>,
     pub lockout: Option<Spanned<Dur>>,
     pub source_limit: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub certs: Vec<Spanned<RawCertPair>>,
 }
 
 /// One `[[incident_templates]]`: a ready-made incident for the console's form.

@@ -148,20 +148,26 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// The host a request names: its `Host` header, or for HTTP/2 the URI's authority.
+fn request_host(req: &axum::extract::Request) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_string()
+}
+
 /// True when a POST comes from the console's own pages as far as the browser says:
-/// `Sec-Fetch-Site` (when sent) is `same-origin`, and `Origin` (when sent) is this host.
+/// `Sec-Fetch-Site` (when sent) is `same-origin`, and `Origin` (when sent) is this `host`.
 /// Clients that send neither (curl, scripts) still need the CSRF token.
-fn same_origin(headers: &HeaderMap, secure: bool) -> bool {
+fn same_origin(headers: &HeaderMap, host: &str, secure: bool) -> bool {
     if let Some(site) = headers.get("sec-fetch-site")
         && site.as_bytes() != b"same-origin"
     {
         return false;
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         let scheme = if secure { "https" } else { "http" };
         return !host.is_empty() && origin.as_bytes() == format!("{scheme}://{host}").as_bytes();
     }
@@ -205,6 +211,49 @@ fn see_other(to: &str) -> Response {
         .into_response()
 }
 
+/// Binds every `[console] listen` address (HTTPS, certificates by SNI from `[console] certs`
+/// or `[page.tls] certs`, read at start) and serves the console alone there until `cancel`
+/// fires. Returns the URLs listened on ("https://127.0.0.1:8443").
+pub async fn serve(
+    config: &Config,
+    caps: crate::fds::Caps,
+    control: Arc<Control>,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> std::io::Result<Vec<String>> {
+    let c = &config.console;
+    if c.listen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let acceptor = crate::page::tls_acceptor(&c.certs)?;
+    let router = router(control, true);
+    let mut urls = Vec::new();
+    for addr in &c.listen {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen for the console on {addr} (HTTPS): {e}"),
+            )
+        })?;
+        urls.push(format!("https://{}", l.local_addr()?));
+        let site = crate::http::Site {
+            router: router.clone(),
+            tls: Some(acceptor.clone()),
+            limits: crate::config::HttpLimits {
+                max_connections: caps.admin,
+                ..config.server.http.admin()
+            },
+            name: "console (HTTPS)",
+        };
+        tasks.spawn(crate::http::serve(
+            crate::http::Listener::Tcp(l),
+            site,
+            cancel.clone(),
+        ));
+    }
+    Ok(urls)
+}
+
 /// The console's routes, for `admin_listen` (merged outside the admin API's bearer token:
 /// the console signs people in itself). `secure`: served over TLS.
 pub fn router(control: Arc<Control>, secure: bool) -> Router {
@@ -217,6 +266,7 @@ mod tests {
 
     #[test]
     fn same_origin_reads_what_the_browser_says() {
+        let host = "127.0.0.1:8053";
         let h = |pairs: &[(&str, &str)]| {
             let mut m = HeaderMap::new();
             for (k, v) in pairs {
@@ -227,28 +277,32 @@ mod tests {
             }
             m
         };
-        assert!(same_origin(&h(&[]), false));
-        assert!(same_origin(
-            &h(&[
-                ("host", "127.0.0.1:8053"),
-                ("origin", "http://127.0.0.1:8053"),
-                ("sec-fetch-site", "same-origin")
-            ]),
+        assert!(same_origin(&h(&[]), host, false));
+        let ours = [
+            ("origin", "http://127.0.0.1:8053"),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        assert!(same_origin(&h(&ours), host, false));
+        assert!(
+            !same_origin(&h(&ours), host, true),
+            "https is another origin"
+        );
+        assert!(!same_origin(&h(&ours), "", false), "no host, no match");
+        assert!(!same_origin(
+            &h(&[("origin", "http://evil.test")]),
+            host,
             false
         ));
         assert!(!same_origin(
-            &h(&[("host", "127.0.0.1:8053"), ("origin", "http://evil.test")]),
+            &h(&[("sec-fetch-site", "cross-site")]),
+            host,
             false
         ));
         assert!(!same_origin(
-            &h(&[
-                ("host", "127.0.0.1:8053"),
-                ("origin", "http://127.0.0.1:8053")
-            ]),
-            true
+            &h(&[("sec-fetch-site", "same-site")]),
+            host,
+            false
         ));
-        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")]), false));
-        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")]), false));
         let c = h(&[("cookie", "a=1; detour_console=abc ; b=2")]);
         assert_eq!(cookie_value(&c, "detour_console"), Some("abc"));
         assert_eq!(cookie_value(&c, "detour"), None);

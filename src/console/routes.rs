@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::accounts;
 use super::sessions::{Limits, Refusal, Session, token};
-use super::{Console, cookie_value, html, same_origin, see_other};
+use super::{Console, cookie_value, html, request_host, same_origin, see_other};
 use crate::health::ServiceState;
 use crate::incidents::{Incident, Incidents, Update};
 use crate::overrides::{Forced, Override};
@@ -256,6 +256,7 @@ async fn not_found(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
 /// origin: the session and the form; otherwise the refusal to send.
 async fn checked_post(c: &Console, req: Request) -> Result<(Signed, Form), Response> {
     let headers = req.headers().clone();
+    let host = request_host(&req);
     let Some(signed) = c.signed_in(&headers) else {
         return Err(message(
             c,
@@ -266,7 +267,7 @@ async fn checked_post(c: &Console, req: Request) -> Result<(Signed, Form), Respo
             "/console/login",
         ));
     };
-    let origin_ok = same_origin(&headers, c.secure);
+    let origin_ok = same_origin(&headers, &host, c.secure);
     let form = read_form(req).await;
     let token_ok = form
         .as_ref()
@@ -372,6 +373,7 @@ async fn login_form(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
 
 async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
     let headers = req.headers().clone();
+    let host = request_host(&req);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -385,7 +387,7 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
         );
     };
     let cookie = cookie_value(&headers, c.login_cookie_name()).unwrap_or("");
-    if !same_origin(&headers, c.secure)
+    if !same_origin(&headers, &host, c.secure)
         || cookie.is_empty()
         || !super::sessions::same(form.get("csrf"), cookie)
     {

@@ -942,6 +942,27 @@ pub async fn serve(
     Ok(urls)
 }
 
+/// A TLS acceptor that chooses among `pairs` (certificate, key) by SNI, as the page's HTTPS
+/// listeners do: for the operator console's own listeners. Logs which names each covers.
+pub fn tls_acceptor(
+    pairs: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> io::Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = tls::load(pairs, &provider)?;
+    for ((cert, _), names) in pairs.iter().zip(&certs.names) {
+        info!(
+            "console certificate {} covers {}",
+            cert.display(),
+            names.join(", ")
+        );
+    }
+    let resolver = Arc::new(tls::SniResolver {
+        certs: arc_swap::ArcSwap::from_pointee(certs),
+    });
+    let server_config = tls::server_config(resolver, provider)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
+}
+
 /// Re-reads the certificates whenever the config is reloaded (SIGHUP), so renewed files are
 /// served without a restart; a bad set is logged and the previous one kept.
 async fn watch_certs(

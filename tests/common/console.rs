@@ -70,12 +70,18 @@ pub struct Got {
 impl Agent {
     pub fn new(admin_addr: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self::with(http, format!("http://{admin_addr}"))
+    }
+
+    /// An agent using `http` (its own TLS roots, name resolution) against `base`.
+    pub fn with(http: reqwest::Client, base: String) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: format!("http://{admin_addr}"),
+            http,
+            base,
             cookies: Vec::new(),
             csrf: String::new(),
         }

@@ -3,11 +3,48 @@
 use super::*;
 
 /// `[console]`, with file:line:col on every problem.
-pub(super) fn console(src: &mut Source<'_>, raw: Option<Spanned<RawConsole>>) -> Console {
+pub(super) fn console(
+    src: &mut Source<'_>,
+    raw: Option<Spanned<RawConsole>>,
+    dir: &Path,
+    page_tls: Option<&PageTls>,
+) -> Console {
     let d = Console::default();
-    let Some(raw) = raw.map(Spanned::into_inner) else {
+    let Some(raw) = raw else {
         return d;
     };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let listen: Vec<SocketAddr> = raw
+        .listen
+        .iter()
+        .filter_map(|s| server::addr(src, s, "console listen address"))
+        .collect();
+    let mut certs = Vec::new();
+    for c in &raw.certs {
+        let pair = (
+            resolve(dir, &c.get_ref().cert),
+            resolve(dir, &c.get_ref().key),
+        );
+        for p in [&pair.0, &pair.1] {
+            if !p.is_file() {
+                src.error(
+                    c.span(),
+                    format!("[console] file {} does not exist", p.display()),
+                );
+            }
+        }
+        certs.push(pair);
+    }
+    if certs.is_empty() {
+        certs = page_tls.map(|t| t.certs.clone()).unwrap_or_default();
+    }
+    if !raw.listen.is_empty() && certs.is_empty() {
+        src.error(
+            span,
+            "[console] listen serves HTTPS only: it needs certificates, `certs = [{ cert = \"...\", key = \"...\" }]` here or in [page.tls]",
+        );
+    }
     // (the value, its key, the longest it may be and how that is written, the default)
     let mut dur = |v: Option<Spanned<Dur>>, what: &str, max: (u64, &str), or: Duration| match v {
         None => or,
@@ -48,6 +85,8 @@ pub(super) fn console(src: &mut Source<'_>, raw: Option<Spanned<RawConsole>>) ->
         lockout_after,
         lockout,
         source_limit,
+        listen,
+        certs,
     }
 }
 

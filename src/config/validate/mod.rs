@@ -296,7 +296,7 @@ fn build(
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
     let history = history(src, raw.history);
-    let console_settings = console::console(src, raw.console);
+    let console_settings = console::console(src, raw.console, dir, page.tls.as_ref());
     let incident_templates = console::templates(src, raw.incident_templates, &ids);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
