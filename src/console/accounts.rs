@@ -1,6 +1,7 @@
-//! The console's local accounts: `state_dir/accounts.json`, one entry per person with a role
-//! and an Argon2id password hash (PHC string). `detour user` writes the file (atomically,
-//! under a lock); the daemon only reads it, again whenever it changes.
+//! The console's local accounts: `state_dir/accounts.json` (with `[cluster]`, the same
+//! document in etcd's `accounts` key), one entry per person with a role and an Argon2id
+//! password hash (PHC string). `detour user` writes it (atomically under a lock, or by a
+//! compare-and-swap in etcd); the daemon only reads it, again whenever it changes.
 //!
 //! Accounts are local on purpose: the console must work when the company's single sign-on
 //! is the thing that is down.
@@ -99,6 +100,9 @@ pub enum AccountError {
     /// The account exists already.
     #[error("account {0:?} exists already (`detour user passwd` changes its password)")]
     Exists(String),
+    /// The cluster's etcd could not be read or written.
+    #[error("{0}")]
+    Cluster(String),
     /// accounts.json could not be read, parsed or written.
     #[error("{path}: {message}")]
     File {
@@ -192,6 +196,18 @@ pub fn authenticate<'a>(accounts: &'a Accounts, name: &str, password: &str) -> O
     }
 }
 
+/// Parses the accounts document (`accounts.json`, or the cluster's `accounts` key).
+pub fn parse(bytes: &[u8]) -> Result<Accounts, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a valid accounts document: {e}"))
+}
+
+/// The accounts document, as written (pretty JSON, a final newline).
+pub fn to_bytes(accounts: &Accounts) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(accounts).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Reads `accounts.json`: no file is no accounts; a file that cannot be read or parsed is an
 /// error (nobody signs in, and `detour user` refuses to write over it) rather than set aside:
 /// accounts are not state detour can rebuild.
@@ -207,23 +223,17 @@ pub fn load(state_dir: &Path) -> Result<Accounts, AccountError> {
             });
         }
     };
-    serde_json::from_str(&text).map_err(|e| AccountError::File {
-        path: p,
-        message: format!("not a valid accounts file: {e}"),
-    })
+    parse(text.as_bytes()).map_err(|message| AccountError::File { path: p, message })
 }
 
 /// Writes `accounts.json` atomically, mode 0600 (it holds password hashes).
 fn save(state_dir: &Path, accounts: &Accounts) -> Result<(), AccountError> {
     let p = path(state_dir);
-    let mut bytes = serde_json::to_vec_pretty(accounts).map_err(|e| AccountError::File {
-        path: p.clone(),
-        message: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    crate::store::atomic_write_mode(&p, &bytes, 0o600).map_err(|e| AccountError::File {
-        path: p,
-        message: format!("cannot write: {e}"),
+    crate::store::atomic_write_mode(&p, &to_bytes(accounts), 0o600).map_err(|e| {
+        AccountError::File {
+            path: p,
+            message: format!("cannot write: {e}"),
+        }
     })
 }
 
@@ -253,62 +263,98 @@ fn locked<T>(
     Ok(out)
 }
 
-/// Adds an account.
-pub fn add(state_dir: &Path, name: &str, role: Role, password: &str) -> Result<(), AccountError> {
+/// An account command, with any password already hashed: what `detour user` does to the
+/// accounts, wherever they are kept.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Adds an account (name, role, PHC hash).
+    Add(String, Role, String),
+    /// Removes an account.
+    Remove(String),
+    /// Sets an account's hash (and role).
+    Passwd(String, String, Option<Role>),
+}
+
+impl Change {
+    /// Applies the change to `a`, or says why not.
+    pub fn apply(&self, a: &mut Accounts) -> Result<(), AccountError> {
+        let now = Utc::now();
+        match self {
+            Change::Add(name, role, phc) => {
+                check_name(name)?;
+                if a.get(name).is_some() {
+                    return Err(AccountError::Exists(name.clone()));
+                }
+                a.accounts.push(Account {
+                    name: name.clone(),
+                    role: *role,
+                    hash: phc.clone(),
+                    created: now,
+                    changed: now,
+                });
+            }
+            Change::Remove(name) => {
+                let before = a.accounts.len();
+                a.accounts.retain(|x| &x.name != name);
+                if a.accounts.len() == before {
+                    return Err(AccountError::NotFound(name.clone()));
+                }
+            }
+            Change::Passwd(name, phc, role) => {
+                let acct = a
+                    .accounts
+                    .iter_mut()
+                    .find(|x| &x.name == name)
+                    .ok_or_else(|| AccountError::NotFound(name.clone()))?;
+                acct.hash = phc.clone();
+                if let Some(r) = role {
+                    acct.role = *r;
+                }
+                acct.changed = now;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Change::Add`] for `password`, checked and hashed.
+pub fn adding(name: &str, role: Role, password: &str) -> Result<Change, AccountError> {
     check_name(name)?;
     check_password(password)?;
-    let phc = hash(password)?;
-    locked(state_dir, |a| {
-        if a.get(name).is_some() {
-            return Err(AccountError::Exists(name.to_string()));
-        }
-        let now = Utc::now();
-        a.accounts.push(Account {
-            name: name.to_string(),
-            role,
-            hash: phc,
-            created: now,
-            changed: now,
-        });
-        Ok(())
-    })
+    Ok(Change::Add(name.to_string(), role, hash(password)?))
 }
 
-/// Removes an account; its sessions end at their next request.
-pub fn remove(state_dir: &Path, name: &str) -> Result<(), AccountError> {
-    locked(state_dir, |a| {
-        let before = a.accounts.len();
-        a.accounts.retain(|x| x.name != name);
-        if a.accounts.len() == before {
-            return Err(AccountError::NotFound(name.to_string()));
-        }
-        Ok(())
-    })
+/// [`Change::Passwd`] for `password`, checked and hashed.
+pub fn changing(name: &str, password: &str, role: Option<Role>) -> Result<Change, AccountError> {
+    check_password(password)?;
+    Ok(Change::Passwd(name.to_string(), hash(password)?, role))
 }
 
-/// Sets an account's password (and its role, when given); its sessions end at their next
+/// Applies `change` to `state_dir/accounts.json`.
+pub fn apply(state_dir: &Path, change: &Change) -> Result<(), AccountError> {
+    locked(state_dir, |a| change.apply(a))
+}
+
+/// Adds an account to `state_dir/accounts.json`.
+pub fn add(state_dir: &Path, name: &str, role: Role, password: &str) -> Result<(), AccountError> {
+    apply(state_dir, &adding(name, role, password)?)
+}
+
+/// Removes an account from `state_dir/accounts.json`; its sessions end at their next
 /// request.
+pub fn remove(state_dir: &Path, name: &str) -> Result<(), AccountError> {
+    apply(state_dir, &Change::Remove(name.to_string()))
+}
+
+/// Sets an account's password (and its role, when given) in `state_dir/accounts.json`; its
+/// sessions end at their next request.
 pub fn passwd(
     state_dir: &Path,
     name: &str,
     password: &str,
     role: Option<Role>,
 ) -> Result<(), AccountError> {
-    check_password(password)?;
-    let phc = hash(password)?;
-    locked(state_dir, |a| {
-        let acct = a
-            .accounts
-            .iter_mut()
-            .find(|x| x.name == name)
-            .ok_or_else(|| AccountError::NotFound(name.to_string()))?;
-        acct.hash = phc;
-        if let Some(r) = role {
-            acct.role = r;
-        }
-        acct.changed = Utc::now();
-        Ok(())
-    })
+    apply(state_dir, &changing(name, password, role)?)
 }
 
 #[cfg(test)]

@@ -38,6 +38,10 @@ use sessions::{Gate, Sessions};
 /// preview is an inline, sandboxed frame.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// A cluster's unreadable accounts are logged at most this often.
+static BAD_ACCOUNTS_LOG: crate::telemetry::Throttle =
+    crate::telemetry::Throttle::new(std::time::Duration::from_secs(60));
+
 /// `accounts.json` as last read, and what it was read from (modification time and length),
 /// so that it is read again only when `detour user` changed it.
 #[derive(Debug)]
@@ -81,9 +85,23 @@ impl Console {
         self.config().server.state_dir.clone()
     }
 
-    /// The accounts, read again when the file changed (a stat per request); an unreadable
-    /// file is logged once per change and lets nobody in.
+    /// The accounts: in a cluster, etcd's `accounts` key as the mirror last saw it (a
+    /// change there reaches every instance by its watch); else `accounts.json`, read again
+    /// when the file changed (a stat per request). An unreadable document is logged once
+    /// per change and lets nobody in.
     fn accounts(&self) -> Result<Arc<Accounts>, String> {
+        if let Some(cluster) = self.control.cluster() {
+            let view = cluster.view().borrow().clone();
+            return match &view.accounts {
+                None => Ok(Arc::new(Accounts::default())),
+                Some(raw) => accounts::parse(raw).map(Arc::new).map_err(|e| {
+                    if let Some(held) = BAD_ACCOUNTS_LOG.allow() {
+                        error!("console: the cluster's accounts: {e}; nobody can sign in until it is fixed ({held} more)");
+                    }
+                    e
+                }),
+            };
+        }
         let dir = self.state_dir();
         let p = accounts::path(&dir);
         let key = std::fs::metadata(&p)
