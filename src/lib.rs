@@ -28,6 +28,8 @@
 //!    its document), both served by [`http`]; [`simulate`] and [`explain`] (what would
 //!    change, why a name answers what it does); [`announce`] (the phone announcement, its words
 //!    and its audio, which both serve); and [`notify`], which delivers events.
+//!    [`console`]: the operator console in the browser (local accounts, sessions, the same
+//!    operations as the admin API), served beside it on `admin_listen`.
 //! 9. [`daemon`] wires it all (and tells systemd how it goes: [`systemd`]); [`cli`] is the
 //!    command line.
 pub mod admin;
@@ -37,6 +39,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod daemon;
 pub mod dns;

@@ -35,6 +35,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::User(ref cmd) => {
+            let out = detour::cli::user::run(&cli.config, cmd, cli.json);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            ExitCode::from(out.code)
+        }
         Command::Status { .. }
         | Command::Override(_)
         | Command::Incident(_)

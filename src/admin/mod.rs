@@ -1075,17 +1075,23 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Binds `admin_listen` and serves the API until `cancel` fires. Returns where it listens.
+/// `beside`: routes served on the same listener outside the API's bearer token and JSON
+/// errors (the operator console, which signs people in itself).
 pub async fn serve(
     config: &Config,
     caps: crate::fds::Caps,
     control: Arc<Control>,
+    beside: Option<Router>,
     cancel: CancellationToken,
     tasks: &mut tokio::task::JoinSet<io::Result<()>>,
 ) -> io::Result<String> {
     telemetry::install();
     // One site per listener: the token decides whether requests need a bearer token.
     let site = |token: Option<String>| http::Site {
-        router: router_for(control.clone(), token),
+        router: match &beside {
+            Some(r) => router_for(control.clone(), token).merge(r.clone()),
+            None => router_for(control.clone(), token),
+        },
         tls: None,
         limits: HttpLimits {
             max_connections: caps.admin,

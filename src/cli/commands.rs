@@ -26,7 +26,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn ok(stdout: String) -> Self {
+    pub(super) fn ok(stdout: String) -> Self {
         Self {
             code: 0,
             stdout,
@@ -34,7 +34,7 @@ impl Outcome {
         }
     }
 
-    fn fail(code: u8, stderr: String) -> Self {
+    pub(super) fn fail(code: u8, stderr: String) -> Self {
         Self {
             code,
             stdout: String::new(),
@@ -329,7 +329,9 @@ pub async fn run(cli: &Cli) -> Outcome {
         Command::Explain { name, rtype, from } => {
             super::rehearse::explain(&client, name, rtype, from.as_deref(), cli.json).await
         }
-        Command::Run | Command::Check | Command::Generate { .. } => unreachable_command(),
+        Command::Run | Command::Check | Command::Generate { .. } | Command::User(_) => {
+            unreachable_command()
+        }
     };
     match result {
         Ok(out) => Outcome::ok(out),

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod commands;
 pub mod rehearse;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -111,6 +112,12 @@ pub enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Console accounts (the operator console at /console/ on admin_listen): add, remove,
+    /// change a password, list. Acts on state_dir/accounts.json directly; the daemon sees
+    /// the change at the next request. Passwords are read from stdin (or prompted for on a
+    /// terminal), never from the command line.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Writes man pages or shell completions into a folder (for packaging).
     #[command(hide = true)]
     Generate {
@@ -184,6 +191,35 @@ pub enum NotifyCmd {
         #[arg(long)]
         sink: Option<usize>,
     },
+}
+
+/// `detour user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add an account: `detour user add dana --role communicator` (then type the password).
+    Add {
+        /// Sign-in name: lowercase letters, digits, '.', '_', '-'.
+        name: String,
+        /// communicator (incidents, announcements, previews) or operator (also overrides,
+        /// maintenance, reload).
+        #[arg(long, value_parser = ["communicator", "operator"])]
+        role: String,
+    },
+    /// Remove an account; its sessions end at their next request.
+    Remove {
+        /// Sign-in name.
+        name: String,
+    },
+    /// Set an account's password (and, with --role, its role); its sessions end.
+    Passwd {
+        /// Sign-in name.
+        name: String,
+        /// A new role, if it changes.
+        #[arg(long, value_parser = ["communicator", "operator"])]
+        role: Option<String>,
+    },
+    /// Every account: name, role, when added and last changed (never the hashes).
+    List,
 }
 
 /// `detour subscribers ...`.

@@ -83,6 +83,9 @@ pub struct View {
     pub serial_base: Option<u32>,
     /// The serial agreed for each zone's content, by origin (`zones/<origin>`).
     pub zones: BTreeMap<String, Pin>,
+    /// The console's accounts (`accounts`), as written by `detour user`: JSON, parsed by
+    /// the console.
+    pub accounts: Option<Vec<u8>>,
     /// The latest audit entries that arrived by watch, with their revisions (not those
     /// present at the first read: they are history, not news); at most [`NEWS`].
     pub news: std::collections::VecDeque<(i64, audit::Entry)>,
@@ -112,6 +115,8 @@ pub mod keys {
     pub const SERIAL_BASE: &str = "serial_base";
     /// Agreed serials: `zones/<origin>`.
     pub const ZONES: &str = "zones/";
+    /// The console's accounts, one JSON document (`detour user` writes it).
+    pub const ACCOUNTS: &str = "accounts";
 
     /// `clock`'s value for `t`.
     pub fn clock_value(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -186,6 +191,8 @@ impl View {
                 })?;
             let t = DateTime::from_timestamp_millis(ms);
             self.clock = self.clock.max(t);
+        } else if key == keys::ACCOUNTS {
+            self.accounts = Some(value.to_vec());
         } else if key == keys::SERIAL_BASE {
             let base: u32 = std::str::from_utf8(value)
                 .ok()
@@ -221,6 +228,8 @@ impl View {
             self.drills.remove(id);
         } else if let Some(origin) = key.strip_prefix(keys::ZONES) {
             self.zones.remove(origin);
+        } else if key == keys::ACCOUNTS {
+            self.accounts = None;
         }
     }
 

@@ -65,6 +65,9 @@ pub struct RawConfig {
     pub views: BTreeMap<Spanned<String>, Spanned<RawView>>,
     #[serde(default)]
     pub safety: Vec<Spanned<RawSafety>>,
+    pub console: Option<Spanned<RawConsole>>,
+    #[serde(default)]
+    pub incident_templates: Vec<Spanned<RawIncidentTemplate>>,
 }
 
 /// `[views.NAME]`: the resolvers (by source address) that see the view's drills.
@@ -84,6 +87,31 @@ pub struct RawSafety {
     pub of: Option<Vec<Spanned<String>>>,
     pub state: Option<Spanned<String>>,
     pub max_overrides: Option<Spanned<i64>>,
+}
+
+/// `[console]`: the operator console's sessions and sign-in limits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub idle_timeout: Option<Spanned<Dur>>,
+    pub absolute_timeout: Option<Spanned<Dur>>,
+    pub lockout_after: Option<Spanned<u32>>,
+    pub lockout: Option<Spanned<Dur>>,
+    pub source_limit: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub certs: Vec<Spanned<RawCertPair>>,
+}
+
+/// One `[[incident_templates]]`: a ready-made incident for the console's form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidentTemplate {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub services: Vec<Spanned<String>>,
+    pub message: Spanned<String>,
 }
 
 /// `[history]`: what `state_dir/history.db` keeps, and for how long.

@@ -49,7 +49,7 @@ pub fn outage(
     view::outage(snap, zone, record, host, now)
 }
 
-pub use view::zoned;
+pub use view::{state_class, state_label, zoned};
 
 use std::collections::HashMap;
 use std::io;
@@ -794,6 +794,63 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// What a visitor would see if `incidents` were in force: the console's preview of an
+/// incident before it is posted.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Which page it is, in words ("the outage page of mls.example.test").
+    pub what: String,
+    /// The page, as the page listener would send it (without the logo, which the preview
+    /// cannot fetch).
+    pub html: String,
+}
+
+/// Renders, with the page's own templates, what visitors would see about `services` if the
+/// incidents were `incidents` instead of the Snapshot's: the outage page of the first name
+/// that follows one of them and answers the outage page now, else the status page (where
+/// every open incident is shown too). Nothing is sent or saved.
+pub fn preview(
+    snap: &Snapshot,
+    incidents: crate::incidents::Incidents,
+    services: &[String],
+    now: DateTime<Utc>,
+) -> Result<Preview, askama::Error> {
+    let mut s = snap.clone();
+    s.incidents = Arc::new(incidents);
+    let config = s.config.clone();
+    let common = Common::new(&config, None, now);
+    for (zi, zone) in config.zones.iter().enumerate() {
+        for (ri, d) in zone.dynamic.iter().enumerate() {
+            if !d.answers.iter().any(|a| services.contains(&a.if_up)) {
+                continue;
+            }
+            let host = host_key(&d.name);
+            if let Some(o) = view::outage(&s, zi, ri, &host, now) {
+                let html = OutagePage {
+                    common: &common,
+                    o: &o,
+                }
+                .render()?;
+                return Ok(Preview {
+                    what: format!("the outage page of {host} (it is redirected there now)"),
+                    html,
+                });
+            }
+        }
+    }
+    let st = view::status(&s, None, now);
+    let html = StatusPage {
+        common: &common,
+        s: &st,
+    }
+    .render()?;
+    Ok(Preview {
+        what: "the status page (no name these services answer for is on the outage page now)"
+            .into(),
+        html,
+    })
+}
+
 /// "http://127.0.0.1:8080" as the daemon logs it: "127.0.0.1:8080 (HTTP)".
 pub fn label(url: &str) -> String {
     match url.split_once("://") {
@@ -905,6 +962,27 @@ pub async fn serve(
         ));
     }
     Ok(urls)
+}
+
+/// A TLS acceptor that chooses among `pairs` (certificate, key) by SNI, as the page's HTTPS
+/// listeners do: for the operator console's own listeners. Logs which names each covers.
+pub fn tls_acceptor(
+    pairs: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> io::Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = tls::load(pairs, &provider)?;
+    for ((cert, _), names) in pairs.iter().zip(&certs.names) {
+        info!(
+            "console certificate {} covers {}",
+            cert.display(),
+            names.join(", ")
+        );
+    }
+    let resolver = Arc::new(tls::SniResolver {
+        certs: arc_swap::ArcSwap::from_pointee(certs),
+    });
+    let server_config = tls::server_config(resolver, provider)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
 }
 
 /// Re-reads the certificates whenever the config is reloaded (SIGHUP), so renewed files are

@@ -3,6 +3,7 @@
 pub(super) mod checks;
 mod cluster;
 mod comms;
+mod console;
 mod rehearsal;
 mod server;
 mod services;
@@ -298,6 +299,8 @@ fn build(
     let history = history(src, raw.history);
     let views = rehearsal::views(src, raw.views);
     let safety = rehearsal::safety(src, raw.safety, &ids);
+    let console_settings = console::console(src, raw.console, dir, page.tls.as_ref());
+    let incident_templates = console::templates(src, raw.incident_templates, &ids);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
             warnings.push(format!(
@@ -327,6 +330,8 @@ fn build(
         history,
         views,
         safety,
+        console: console_settings,
+        incident_templates,
         warnings: Vec::new(),
     })
 }
