@@ -52,14 +52,7 @@ pub fn render_simulation(v: &Value) -> String {
     );
     let _ = writeln!(o, "\nDNS answers               now -> would be");
     for r in v["records"].as_array().into_iter().flatten() {
-        let list = |k: &str| {
-            r[k].as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let list = |k: &str| strings(&r[k]).join(" ");
         let mark = if r["changes"].as_bool() == Some(true) {
             if r["outage"].as_bool() == Some(true) {
                 "  CHANGES (outage page)"
@@ -95,12 +88,7 @@ pub fn render_simulation(v: &Value) -> String {
             }
         );
     }
-    let impacted: Vec<&str> = v["impacted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let impacted = strings(&v["impacted"]);
     let _ = writeln!(
         o,
         "\nImpacted: {}",
@@ -141,21 +129,7 @@ pub fn render_simulation(v: &Value) -> String {
             }
         );
     }
-    let told: Vec<&str> = v["notified"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let _ = writeln!(
-        o,
-        "Would notify: {}",
-        if told.is_empty() {
-            "nobody".to_string()
-        } else {
-            t(&told.join("; ")).into_owned()
-        }
-    );
+    let _ = writeln!(o, "Would notify: {}", told(v, "nobody"));
     for b in v["safety"].as_array().into_iter().flatten() {
         let _ = writeln!(
             o,
@@ -206,20 +180,10 @@ pub async fn drill(
                     d["service"].as_str().unwrap_or("?"),
                 );
             }
-            let told: Vec<&str> = v["notified"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             let _ = writeln!(
                 o,
                 "notified: {}",
-                if told.is_empty() {
-                    "nobody (no [[notify]] sink takes \"drill\")".to_string()
-                } else {
-                    t(&told.join("; ")).into_owned()
-                }
+                told(&v, "nobody (no [[notify]] sink takes \"drill\")")
             );
             Ok(o)
         }
@@ -288,4 +252,23 @@ pub async fn explain(
         let _ = writeln!(o, "  {}", t(s.as_str().unwrap_or("")));
     }
     Ok(o)
+}
+
+/// The strings of a JSON array (none when it is not one).
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// An answer's `notified` list for people, or `nobody` when it is empty.
+fn told(v: &Value, nobody: &str) -> String {
+    let list = strings(&v["notified"]);
+    if list.is_empty() {
+        nobody.to_string()
+    } else {
+        t(&list.join("; ")).into_owned()
+    }
 }
