@@ -352,6 +352,16 @@ async fn five_wrong_passwords_lock_the_account_and_unknown_names_look_the_same()
     assert!(a.get("/console/").await.status == 303, "not signed in");
     // Another account is not locked.
     assert_eq!(a.sign_in("cal", PASSWORD).await.status, 303);
+    // A new password (`detour user passwd`) lifts the lock.
+    accounts::passwd(
+        &s.fixture.dir.path().join("state"),
+        "dana",
+        "a new long passphrase",
+        None,
+    )
+    .unwrap();
+    let mut c = Agent::new(s.running.admin_addr());
+    assert_eq!(c.sign_in("dana", "a new long passphrase").await.status, 303);
     // A sign-in form that did not come from the console is refused before any password
     // is tried.
     let mut b = Agent::new(s.running.admin_addr());
