@@ -552,6 +552,8 @@ struct DashboardPage {
     incidents: Vec<IncidentLine>,
     /// (who now, until, who next).
     oncall: Option<(String, String, String)>,
+    /// `[[maintenance]]` windows not over yet: (services, start, end, message, under way).
+    windows: Vec<(String, String, String, String, bool)>,
     frozen: bool,
     problems: Vec<String>,
 }
@@ -646,6 +648,19 @@ async fn dashboard(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
         .notifier()
         .and_then(|n| n.oncall(Utc::now()))
         .map(|v| (v.now.name, when(v.now.until, zone), v.next.name));
+    let windows = doc
+        .maintenance
+        .iter()
+        .map(|m| {
+            (
+                service_names(&snap.config, &m.services),
+                when(m.start, zone),
+                when(m.end, zone),
+                m.message.clone(),
+                m.active,
+            )
+        })
+        .collect();
     let page = DashboardPage {
         b: c.base(Some(&signed), "home"),
         headline,
@@ -653,6 +668,7 @@ async fn dashboard(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
         records,
         incidents,
         oncall,
+        windows,
         frozen: doc.guard.frozen,
         problems: doc.problems,
     };
