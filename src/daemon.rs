@@ -288,6 +288,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     problems.extend(p);
     let (saved_incidents, p) = incidents::load(state_dir);
     problems.extend(p);
+    // In a cluster, drills live in etcd (the view brings them): drills.json is not read.
+    let (drills, p) = if config.cluster.is_none() {
+        crate::rehearsal::Drills::load(state_dir)
+    } else {
+        (crate::rehearsal::Drills::default(), None)
+    };
+    problems.extend(p);
     let caps = connection_caps(&config);
     let (floor, p) = states::serial_floor(&config);
     problems.extend(p);
@@ -405,6 +412,8 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         beat: liveness.register("states task"),
         cluster: cluster_mode,
         history: history.clone(),
+        drills,
+        breaches: Vec::new(),
     };
     if let Some(c) = &cluster_mode_link {
         control.set_cluster(c.clone());

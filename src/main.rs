@@ -50,7 +50,10 @@ fn main() -> ExitCode {
         | Command::Oncall { .. }
         | Command::Ack { .. }
         | Command::Subscribers(_)
-        | Command::Report { .. } => {
+        | Command::Report { .. }
+        | Command::Simulate { .. }
+        | Command::Drill(_)
+        | Command::Explain { .. } => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);
             };

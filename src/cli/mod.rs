@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod commands;
+pub mod rehearse;
 pub mod user;
 
 use std::path::PathBuf;
@@ -86,6 +87,31 @@ pub enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// What would happen if services were in these states (nothing changes): answers,
+    /// impacted services, outage pages and who would be told, next to what happens now.
+    Simulate {
+        /// SERVICE=STATE, STATE up, down or maintenance: `detour simulate sso=down`.
+        #[arg(required = true, value_parser = assumption_arg)]
+        states: Vec<String>,
+        /// Evaluate at this moment (maintenance windows then): RFC 3339 or a duration
+        /// from now ("3h").
+        #[arg(long, value_parser = until_arg)]
+        at: Option<String>,
+    },
+    /// Drills: show a service's outage to one view's sources (staff) only, for a while.
+    #[command(subcommand)]
+    Drill(DrillCmd),
+    /// The answer detour gives for NAME now, and every step that chose it.
+    Explain {
+        /// The name asked.
+        name: String,
+        /// The type asked (A by default).
+        #[arg(default_value = "A")]
+        rtype: String,
+        /// Ask as this source address (views are chosen by it; 127.0.0.1 by default).
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Console accounts (the operator console at /console/ on admin_listen): add, remove,
     /// change a password, list. Acts on state_dir/accounts.json directly; the daemon sees
     /// the change at the next request. Passwords are read from stdin (or prompted for on a
@@ -128,6 +154,31 @@ pub fn generate(what: &str, out: &std::path::Path) -> std::io::Result<Vec<PathBu
         }
     }
     Ok(written)
+}
+
+/// `detour drill ...`.
+#[derive(Debug, Subcommand)]
+pub enum DrillCmd {
+    /// Start one: `detour drill start mls --view staff --for 30m --reason "rehearsal"`.
+    Start {
+        /// SERVICE or SERVICE=STATE (STATE up, down or maintenance; down by default).
+        #[arg(value_parser = drill_arg)]
+        service: String,
+        /// The view whose sources see it (`[views.NAME]`).
+        #[arg(long)]
+        view: String,
+        /// How long it lasts ("30m"); it ends by itself then. At most 7 days.
+        #[arg(long = "for", value_parser = duration_arg)]
+        lasts: String,
+        /// Why (audit log, notifications).
+        #[arg(long, default_value = "", value_parser = text_arg)]
+        reason: String,
+    },
+    /// End drills early: those of SERVICE, or every one.
+    Stop {
+        /// The service (every drill when absent).
+        service: Option<String>,
+    },
 }
 
 /// `detour notify ...`.
@@ -195,6 +246,9 @@ pub enum OverrideCmd {
         /// Why (kept in the audit log, sent with the notification).
         #[arg(long, value_parser = text_arg)]
         reason: Option<String>,
+        /// Clear it even if that breaks a [[safety]] rule (needs --reason; audited).
+        #[arg(long, requires = "reason")]
+        force: bool,
     },
 }
 
@@ -212,6 +266,9 @@ pub struct OverrideSet {
     /// When it ends by itself: a duration ("2h", at most 10 years) or an RFC 3339 time.
     #[arg(long, value_parser = until_arg)]
     pub until: Option<String>,
+    /// Apply it even if it breaks a [[safety]] rule (needs --reason; audited).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
 }
 
 /// `detour incident ...`.
@@ -263,6 +320,38 @@ fn name_arg(s: &str) -> Result<String, String> {
     crate::text::check_name("the name", s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// `SERVICE=STATE` for `detour simulate`.
+fn assumption_arg(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((service, state))
+            if !service.is_empty() && crate::overrides::Forced::parse(state).is_some() =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "expected SERVICE=STATE with STATE up, down or maintenance, e.g. sso=down; got {s:?}"
+        )),
+    }
+}
+
+/// `SERVICE` or `SERVICE=STATE` for `detour drill start`.
+fn drill_arg(s: &str) -> Result<String, String> {
+    if s.contains('=') {
+        assumption_arg(s)
+    } else if s.is_empty() {
+        Err("name a service".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A duration such as "30m".
+fn duration_arg(s: &str) -> Result<String, String> {
+    crate::config::duration::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30m, 2h"))
 }
 
 /// `--until`: a duration or an RFC 3339 time, checked here as the daemon will check it.

@@ -737,7 +737,13 @@ impl Cluster {
             ..View::default()
         };
         let mut kvs: Vec<etcd_client::KeyValue> = first.kvs().to_vec();
-        for family in [keys::VOTES, keys::OVERRIDES, keys::INCIDENTS, keys::ZONES] {
+        for family in [
+            keys::VOTES,
+            keys::OVERRIDES,
+            keys::INCIDENTS,
+            keys::DRILLS,
+            keys::ZONES,
+        ] {
             let r = client
                 .get(
                     format!("{prefix}{family}"),

@@ -75,6 +75,8 @@ pub struct View {
     pub overrides: Overrides,
     /// Incidents, by id.
     pub incidents: BTreeMap<String, Incident>,
+    /// Drills, by `<view>/<service>`.
+    pub drills: BTreeMap<String, crate::rehearsal::Drill>,
     /// Cluster time: the latest wall-clock time any writer put in `clock`.
     pub clock: Option<DateTime<Utc>>,
     /// The base every serial is counted from (`serial_base`, written once).
@@ -102,6 +104,8 @@ pub mod keys {
     pub const OVERRIDES: &str = "overrides/";
     /// Incidents: `incidents/<id>`.
     pub const INCIDENTS: &str = "incidents/";
+    /// Drills: `drills/<view>/<service>`.
+    pub const DRILLS: &str = "drills/";
     /// The audit log: `audit/<unix ms, 16 digits>-<instance>`.
     pub const AUDIT: &str = "audit/";
     /// Cluster time, unix milliseconds as 16 digits (so that etcd's byte-wise comparison
@@ -166,6 +170,8 @@ impl View {
                 .insert(service.to_string(), parse(key, value)?);
         } else if let Some(id) = key.strip_prefix(keys::INCIDENTS) {
             self.incidents.insert(id.to_string(), parse(key, value)?);
+        } else if let Some(id) = key.strip_prefix(keys::DRILLS) {
+            self.drills.insert(id.to_string(), parse(key, value)?);
         } else if let Some(origin) = key.strip_prefix(keys::ZONES) {
             self.zones.insert(origin.to_string(), parse(key, value)?);
         } else if key.starts_with(keys::AUDIT) {
@@ -218,6 +224,8 @@ impl View {
             self.overrides.remove(service);
         } else if let Some(id) = key.strip_prefix(keys::INCIDENTS) {
             self.incidents.remove(id);
+        } else if let Some(id) = key.strip_prefix(keys::DRILLS) {
+            self.drills.remove(id);
         } else if let Some(origin) = key.strip_prefix(keys::ZONES) {
             self.zones.remove(origin);
         } else if key == keys::ACCOUNTS {
@@ -240,6 +248,19 @@ impl View {
         let mut list: Vec<Incident> = self.incidents.values().cloned().collect();
         list.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then(a.id.cmp(&b.id)));
         Incidents { list }
+    }
+
+    /// Drills still in force at `now`, oldest first (an expired one is ignored until its
+    /// key goes).
+    pub fn drills_at(&self, now: DateTime<Utc>) -> crate::rehearsal::Drills {
+        let mut list: Vec<crate::rehearsal::Drill> = self
+            .drills
+            .values()
+            .filter(|d| d.until > now)
+            .cloned()
+            .collect();
+        list.sort_by_key(|d| d.started);
+        crate::rehearsal::Drills { list }
     }
 
     /// Overrides still in force at `now` (an expired one is ignored until its key goes).

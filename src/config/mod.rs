@@ -58,12 +58,51 @@ pub struct Config {
     pub subscribers: Option<Subscribers>,
     /// `[history]`: the history database.
     pub history: History,
+    /// `[views.*]`: source addresses that see their own drills, by name.
+    pub views: Vec<View>,
+    /// `[[safety]]` rules, checked before an operator change is applied.
+    pub safety: Vec<SafetyRule>,
     /// `[console]`: the operator console's sessions and sign-in limits.
     pub console: Console,
     /// `[[incident_templates]]`: ready-made incidents the console's form offers.
     pub incident_templates: Vec<IncidentTemplate>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
+}
+
+/// `[views.NAME]`: queries (and page requests) from `sources` are answered from the view's
+/// own Snapshot, which differs from everyone's only by the view's drills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The view's name (`staff`).
+    pub name: String,
+    /// The resolvers' (or browsers') addresses it covers.
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+/// A `[[safety]]` rule: what an operator change may not bring about without `--force`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyRule {
+    /// Its name, as refusals and status say it (given, or made from the rule).
+    pub name: String,
+    /// What it asks.
+    pub kind: SafetyKind,
+}
+
+/// What a `[[safety]]` rule asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SafetyKind {
+    /// At least `count` of the services `of` are in `state` ("up" counts degraded too).
+    AtLeast {
+        /// How many.
+        count: usize,
+        /// Of which services.
+        of: Vec<String>,
+        /// In which state: up, down, maintenance, impacted or degraded.
+        state: String,
+    },
+    /// No more than this many services overridden at once.
+    MaxOverrides(usize),
 }
 
 /// `[history]`: transitions, operator actions and per-minute probe summaries, kept in

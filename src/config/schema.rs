@@ -61,9 +61,32 @@ pub struct RawConfig {
     pub subscribers: Option<Spanned<RawSubscribers>>,
     #[serde(default)]
     pub history: RawHistory,
+    #[serde(default)]
+    pub views: BTreeMap<Spanned<String>, Spanned<RawView>>,
+    #[serde(default)]
+    pub safety: Vec<Spanned<RawSafety>>,
     pub console: Option<Spanned<RawConsole>>,
     #[serde(default)]
     pub incident_templates: Vec<Spanned<RawIncidentTemplate>>,
+}
+
+/// `[views.NAME]`: the resolvers (by source address) that see the view's drills.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    #[serde(default)]
+    pub sources: Vec<Spanned<String>>,
+}
+
+/// One `[[safety]]` rule: either `at_least`/`of`/`state`, or `max_overrides`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafety {
+    pub name: Option<Spanned<String>>,
+    pub at_least: Option<Spanned<i64>>,
+    pub of: Option<Vec<Spanned<String>>>,
+    pub state: Option<Spanned<String>>,
+    pub max_overrides: Option<Spanned<i64>>,
 }
 
 /// `[console]`: the operator console's sessions and sign-in limits.

@@ -840,6 +840,7 @@ fn status_of(e: &OperatorError) -> StatusCode {
         OperatorError::NotFound(_) => StatusCode::NOT_FOUND,
         OperatorError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         OperatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OperatorError::Refused(_) => StatusCode::CONFLICT,
     }
 }
 

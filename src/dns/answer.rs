@@ -64,7 +64,7 @@ const AXFR_CHUNK: usize = 256;
 /// when the query is plain, else through [`general`].
 pub fn respond(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
     let mut out = Vec::new();
-    if fast::answer(snap, raw, client, &mut out) {
+    if fast::answer(snap.for_source(client.src.ip()), raw, client, &mut out) {
         Reply::Message(out)
     } else {
         general(snap, raw, client)
@@ -267,7 +267,9 @@ fn body(
         return transfer(snap, req, q.name(), qtype, protocol, edns, signer)
             .unwrap_or_else(|code| Reply::Message(error(code)));
     }
-    let res = resolve(snap, q.name(), qtype);
+    // A view's drills change answers; transfers (above) always carry everyone's zone, so
+    // that a secondary inside a view never copies a drill.
+    let res = resolve(snap.for_source(req.src().ip()), q.name(), qtype);
     if res.rcode == ResponseCode::Refused {
         return Reply::Message(error(ResponseCode::Refused));
     }

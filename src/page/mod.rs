@@ -35,6 +35,20 @@ mod summary;
 mod tls;
 mod view;
 
+pub use view::Outage;
+
+/// The outage page's facts for dynamic record `record` of zone `zone` asked as `host`, when
+/// it points at the page in `snap` (what `detour simulate` shows it would say).
+pub fn outage(
+    snap: &Snapshot,
+    zone: usize,
+    record: usize,
+    host: &str,
+    now: DateTime<Utc>,
+) -> Option<Outage> {
+    view::outage(snap, zone, record, host, now)
+}
+
 pub use view::{state_class, state_label, zoned};
 
 use std::collections::HashMap;
@@ -60,7 +74,7 @@ use crate::announce::speech::{Speech, SpeechError};
 use crate::config::Config;
 use crate::health::ServiceState;
 use crate::snapshot::{Snapshot, SnapshotHandle};
-use view::{Cause, Common, Outage, Status};
+use view::{Cause, Common, Status};
 
 /// The largest logo detour serves (it is also inlined into the outage page).
 const MAX_LOGO: usize = 256 * 1024;
@@ -467,7 +481,7 @@ fn json_response<B: Into<axum::body::Body>>(
 fn outage_response(
     req: &Request,
     derived: &Derived,
-    config: &Config,
+    snap: &Snapshot,
     o: &Outage,
     now: DateTime<Utc>,
 ) -> Response {
@@ -476,7 +490,7 @@ fn outage_response(
         json_response(StatusCode::SERVICE_UNAVAILABLE, serde_json::to_string(o))
     } else {
         let logo = derived.logo.as_ref().map(|l| l.data_uri.as_str());
-        let common = Common::new(config, logo, now);
+        let common = Common::new(&snap.config, logo, now).drilled(snap, now);
         let page = OutagePage { common: &common, o };
         html_response(StatusCode::SERVICE_UNAVAILABLE, page.render(), "no-store")
     };
@@ -489,7 +503,15 @@ fn outage_response(
 
 /// Every request: the outage page for a redirected name, else the status page's routes.
 async fn handle(State(app): State<App>, req: Request) -> Response {
+    // A request from a view with a drill sees the view's Snapshot, banner included.
     let snap = app.shared.snapshots.load_full();
+    let snap = match req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        Some(c) => Snapshot::of_source(&snap, c.0.ip()),
+        None => snap,
+    };
     let derived = app.shared.derived(&snap).await;
     let now = Utc::now();
     let host = request_host(&req);
@@ -497,7 +519,7 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         && let Some(&(zone, record)) = derived.hosts.get(&h)
         && let Some(o) = view::outage(&snap, zone, record, &h, now)
     {
-        return outage_response(&req, &derived, &snap.config, &o, now);
+        return outage_response(&req, &derived, &snap, &o, now);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return (
@@ -523,7 +545,7 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             let z = accepts_gzip(req.headers());
             let body = cached(&app.shared.status_page, key, z, || {
                 let logo = derived.logo.as_ref().map(|_| "/logo");
-                let common = Common::new(&snap.config, logo, now);
+                let common = Common::new(&snap.config, logo, now).drilled(&snap, now);
                 let s = view::status(&snap, hv.as_deref(), now);
                 StatusPage {
                     common: &common,
