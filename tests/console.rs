@@ -13,8 +13,15 @@ use console::*;
 use detour::console::accounts::{self, Role};
 use page::page_zone;
 
+/// A maintenance window far ahead: shown, never on.
+const LATER: &str = "[[maintenance]]\nservices = [\"mls\"]\nstart = \"2099-12-24T22:00:00-05:00\"\nend = \"2099-12-25T02:00:00-05:00\"\nmessage = \"Database upgrade\"\n";
+
 async fn start() -> Server {
-    let s = Server::start(&console_config(""), &[("example.test.toml", &page_zone())]).await;
+    let s = Server::start(
+        &console_config(LATER),
+        &[("example.test.toml", &page_zone())],
+    )
+    .await;
     let state = s.fixture.dir.path().join("state");
     add_account(&state, "dana", Role::Operator);
     add_account(&state, "cal", Role::Communicator);
@@ -79,6 +86,8 @@ async fn signing_in_sets_a_strict_session_cookie_and_actions_are_audited_by_acco
         "MLS Sign-On",
         "mls.example.test. A",
         "127.0.0.10",
+        "Planned maintenance",
+        "Database upgrade",
     ] {
         assert!(
             home.body.contains(part),
@@ -352,6 +361,16 @@ async fn five_wrong_passwords_lock_the_account_and_unknown_names_look_the_same()
     assert!(a.get("/console/").await.status == 303, "not signed in");
     // Another account is not locked.
     assert_eq!(a.sign_in("cal", PASSWORD).await.status, 303);
+    // A new password (`detour user passwd`) lifts the lock.
+    accounts::passwd(
+        &s.fixture.dir.path().join("state"),
+        "dana",
+        "a new long passphrase",
+        None,
+    )
+    .unwrap();
+    let mut c = Agent::new(s.running.admin_addr());
+    assert_eq!(c.sign_in("dana", "a new long passphrase").await.status, 303);
     // A sign-in form that did not come from the console is refused before any password
     // is tried.
     let mut b = Agent::new(s.running.admin_addr());

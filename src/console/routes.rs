@@ -401,7 +401,14 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
             ),
         );
     }
-    let name = form.get("name").to_ascii_lowercase();
+    // No valid name is longer than 64 characters; longer ones are kept (by the gate, the
+    // log) cut to that, so that a huge form cannot fill memory.
+    let name: String = form
+        .get("name")
+        .to_ascii_lowercase()
+        .chars()
+        .take(64)
+        .collect();
     let password = form
         .0
         .iter()
@@ -415,7 +422,23 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
     };
     let now = Instant::now();
     let minutes = |d: std::time::Duration| d.as_secs().div_ceil(60).max(1);
-    match c.gate.admit(&name, peer, now, limits) {
+    let accts = match c.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            return message(
+                &c,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                format!(
+                    "The accounts file cannot be read ({e}). An administrator must fix it on the server."
+                ),
+                "/console/login",
+            );
+        }
+    };
+    let stamp = accts.get(&name).map(|a| a.hash.clone());
+    match c.gate.admit(&name, stamp.as_deref(), peer, now, limits) {
         Ok(()) => {}
         Err(Refusal::Locked(left)) => {
             return login_page(
@@ -440,21 +463,6 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
             );
         }
     }
-    let accts = match c.accounts() {
-        Ok(a) => a,
-        Err(e) => {
-            return message(
-                &c,
-                None,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                format!(
-                    "The accounts file cannot be read ({e}). An administrator must fix it on the server."
-                ),
-                "/console/login",
-            );
-        }
-    };
     let n = name.clone();
     // Argon2id takes tens of milliseconds on purpose: not on the async workers.
     let found =
@@ -463,7 +471,7 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
             .ok()
             .flatten();
     let Some(account) = found else {
-        if c.gate.failed(&name, now, limits) {
+        if c.gate.failed(&name, stamp.as_deref(), now, limits) {
             warn!(account = %crate::text::escape(&name), "console: sign-in locked after {} wrong passwords", limits.lockout_after);
         } else {
             info!(account = %crate::text::escape(&name), "console: wrong name or password");
@@ -544,6 +552,8 @@ struct DashboardPage {
     incidents: Vec<IncidentLine>,
     /// (who now, until, who next).
     oncall: Option<(String, String, String)>,
+    /// `[[maintenance]]` windows not over yet: (services, start, end, message, under way).
+    windows: Vec<(String, String, String, String, bool)>,
     frozen: bool,
     problems: Vec<String>,
 }
@@ -638,6 +648,19 @@ async fn dashboard(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
         .notifier()
         .and_then(|n| n.oncall(Utc::now()))
         .map(|v| (v.now.name, when(v.now.until, zone), v.next.name));
+    let windows = doc
+        .maintenance
+        .iter()
+        .map(|m| {
+            (
+                service_names(&snap.config, &m.services),
+                when(m.start, zone),
+                when(m.end, zone),
+                m.message.clone(),
+                m.active,
+            )
+        })
+        .collect();
     let page = DashboardPage {
         b: c.base(Some(&signed), "home"),
         headline,
@@ -645,6 +668,7 @@ async fn dashboard(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respons
         records,
         incidents,
         oncall,
+        windows,
         frozen: doc.guard.frozen,
         problems: doc.problems,
     };

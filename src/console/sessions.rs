@@ -135,7 +135,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Failed sign-ins of one name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Failures {
     /// Wrong passwords in a row.
     count: u32,
@@ -143,6 +143,9 @@ struct Failures {
     locked_until: Option<Instant>,
     /// The last failure.
     last: Instant,
+    /// The account's password hash then (`None`: no such account): a new password lifts
+    /// the lock.
+    stamp: Option<String>,
 }
 
 /// Attempts from one source in the current window.
@@ -181,11 +184,13 @@ pub struct Limits {
 }
 
 impl Gate {
-    /// Counts an attempt of `name` from `source`; refuses it when the name is locked or the
-    /// source has used its budget.
+    /// Counts an attempt of `name` (whose account's hash is `stamp` now) from `source`;
+    /// refuses it when the name is locked or the source has used its budget. A lock taken
+    /// before the password changed is lifted.
     pub fn admit(
         &self,
         name: &str,
+        stamp: Option<&str>,
         source: Option<IpAddr>,
         now: Instant,
         l: Limits,
@@ -210,7 +215,10 @@ impl Gate {
             }
             w.count += 1;
         }
-        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.get(name).is_some_and(|f| f.stamp.as_deref() != stamp) {
+            names.remove(name);
+        }
         if let Some(until) = names.get(name).and_then(|f| f.locked_until)
             && until > now
         {
@@ -221,7 +229,7 @@ impl Gate {
 
     /// A wrong password (or an unknown name): the name locks after `lockout_after` in a row.
     /// True when this failure locked it.
-    pub fn failed(&self, name: &str, now: Instant, l: Limits) -> bool {
+    pub fn failed(&self, name: &str, stamp: Option<&str>, now: Instant, l: Limits) -> bool {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         prune(&mut names, |f| {
             now.duration_since(f.last) > l.lockout && f.locked_until.is_none_or(|u| u <= now)
@@ -230,6 +238,7 @@ impl Gate {
             count: 0,
             locked_until: None,
             last: now,
+            stamp: stamp.map(str::to_string),
         });
         if f.locked_until.is_some_and(|u| u <= now) {
             // The lock has run out: a fresh count.
@@ -350,40 +359,57 @@ mod tests {
         let t0 = Instant::now();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for i in 0..4 {
-            assert_eq!(g.admit("dana", Some(ip), t0, l), Ok(()));
-            assert!(!g.failed("dana", t0, l), "failure {i} does not lock yet");
+            assert_eq!(g.admit("dana", None, Some(ip), t0, l), Ok(()));
+            assert!(
+                !g.failed("dana", None, t0, l),
+                "failure {i} does not lock yet"
+            );
         }
-        assert_eq!(g.admit("dana", Some(ip), t0, l), Ok(()));
-        assert!(g.failed("dana", t0, l), "the fifth locks");
+        assert_eq!(g.admit("dana", None, Some(ip), t0, l), Ok(()));
+        assert!(g.failed("dana", None, t0, l), "the fifth locks");
         let later = t0 + Duration::from_secs(60);
         assert_eq!(
-            g.admit("dana", None, later, l),
+            g.admit("dana", None, None, later, l),
             Err(Refusal::Locked(Duration::from_secs(840)))
         );
         // Another name from elsewhere is not locked; the lock runs out.
-        assert_eq!(g.admit("sam", None, later, l), Ok(()));
+        assert_eq!(g.admit("sam", None, None, later, l), Ok(()));
         let after = t0 + Duration::from_secs(901);
-        assert_eq!(g.admit("dana", None, after, l), Ok(()));
-        assert!(!g.failed("dana", after, l), "a fresh count after the lock");
+        assert_eq!(g.admit("dana", None, None, after, l), Ok(()));
+        assert!(
+            !g.failed("dana", None, after, l),
+            "a fresh count after the lock"
+        );
         g.succeeded("dana");
+
+        // A new password lifts a lock taken before it.
+        for _ in 0..5 {
+            g.failed("cal", Some("h1"), t0, l);
+        }
+        assert!(g.admit("cal", Some("h1"), None, later, l).is_err());
+        assert_eq!(g.admit("cal", Some("h2"), None, later, l), Ok(()));
 
         // The source has used 5 of its 8 attempts; 3 more, then it is refused, whatever
         // the name. Another address of the same IPv6 /64 shares a budget.
         for _ in 0..3 {
-            assert_eq!(g.admit("x", Some(ip), t0, l), Ok(()));
+            assert_eq!(g.admit("x", None, Some(ip), t0, l), Ok(()));
         }
         assert!(matches!(
-            g.admit("y", Some(ip), t0, l),
+            g.admit("y", None, Some(ip), t0, l),
             Err(Refusal::Source(_))
         ));
-        assert_eq!(g.admit("y", Some(ip), after, l), Ok(()), "a new window");
+        assert_eq!(
+            g.admit("y", None, Some(ip), after, l),
+            Ok(()),
+            "a new window"
+        );
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         assert_eq!(source_key(a), source_key(b));
         for _ in 0..8 {
-            assert_eq!(g.admit("z", Some(a), t0, l), Ok(()));
+            assert_eq!(g.admit("z", None, Some(a), t0, l), Ok(()));
         }
-        assert!(g.admit("z", Some(b), t0, l).is_err());
+        assert!(g.admit("z", None, Some(b), t0, l).is_err());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
     }
 }
