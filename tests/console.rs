@@ -662,3 +662,128 @@ async fn its_own_https_listener_uses_secure_host_only_cookies() {
     let api = a.get("/api/v1/status").await;
     assert_eq!(api.status, 404);
 }
+
+/// One UDP query for `name` sent from `src` (views are chosen by it).
+async fn a_from(src: &str, dns: std::net::SocketAddr, name: &str) -> Vec<String> {
+    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+    let q = common::query(name, hickory_server::proto::rr::RecordType::A, None);
+    sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    common::a_values(&hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_run_drills_and_pass_safety_rules_only_when_they_say_so() {
+    let extra = "[views.staff]\nsources = [\"127.0.0.2/32\"]\n\n[[safety]]\nat_least = 1\nof = [\"mls\", \"mls_dr\"]\nstate = \"up\"\n";
+    let s = Server::start(
+        &console_config(&format!("{LATER}{extra}")),
+        &[("example.test.toml", &page_zone())],
+    )
+    .await;
+    let state = s.fixture.dir.path().join("state");
+    add_account(&state, "dana", Role::Operator);
+    add_account(&state, "cal", Role::Communicator);
+
+    // A communicator sees no drill form and is refused one.
+    let mut cal = Agent::new(s.running.admin_addr());
+    assert_eq!(cal.sign_in("cal", PASSWORD).await.status, 303);
+    let _ = cal.get("/console/dns").await;
+    let fields = [
+        ("service", "mls"),
+        ("state", "down"),
+        ("view", "staff"),
+        ("for", "30m"),
+        ("reason", "x"),
+    ];
+    let r = cal.post("/console/dns/drill", &fields).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // An operator starts one: staff see the outage answer, everyone else the MLS.
+    let mut dana = Agent::new(s.running.admin_addr());
+    assert_eq!(dana.sign_in("dana", PASSWORD).await.status, 303);
+    let page = dana.get("/console/dns").await;
+    assert!(
+        page.body.contains("action=\"/console/dns/drill\""),
+        "{}",
+        page.body
+    );
+    let r = dana
+        .post(
+            "/console/dns/drill",
+            &[
+                ("service", "mls"),
+                ("state", "down"),
+                ("view", "staff"),
+                ("for", "30m"),
+                ("reason", "night rehearsal"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        a_from("127.0.0.2", s.addr, "mls.example.test.").await,
+        ["127.0.0.20"]
+    );
+    assert_eq!(
+        a_from("127.0.0.1", s.addr, "mls.example.test.").await,
+        ["127.0.0.10"]
+    );
+    let page = dana.get("/console/dns").await;
+    assert!(
+        page.body.contains("mls is down for view staff only"),
+        "{}",
+        page.body
+    );
+    let last = audit_lines(&s).pop().unwrap();
+    assert_eq!(last["action"], "drill.down");
+    assert_eq!(last["who"], "dana");
+    let r = dana
+        .post("/console/dns/drill/stop", &[("service", "mls")])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        a_from("127.0.0.2", s.addr, "mls.example.test.").await,
+        ["127.0.0.10"]
+    );
+
+    // The safety rule: both MLS sites down is refused with the rule named, unless the
+    // operator ticks the box (audited as safety.forced with the account).
+    let form = |service: &'static str| {
+        vec![
+            ("service", service),
+            ("state", "down"),
+            ("reason", "rebuild"),
+        ]
+    };
+    assert_eq!(
+        dana.post("/console/dns/override", &form("mls"))
+            .await
+            .status,
+        303
+    );
+    let r = dana.post("/console/dns/override", &form("mls_dr")).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body.contains("at least 1 of mls, mls_dr up"),
+        "{}",
+        r.body
+    );
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.20"]);
+    let mut forced = form("mls_dr");
+    forced.push(("force", "on"));
+    assert_eq!(
+        dana.post("/console/dns/override", &forced).await.status,
+        303
+    );
+    assert_eq!(udp_a(s.addr, "mls.example.test.").await, ["127.0.0.80"]);
+    assert!(
+        audit_lines(&s)
+            .iter()
+            .any(|e| e["action"] == "safety.forced" && e["who"] == "dana"),
+        "the forced change is audited with the account"
+    );
+}

@@ -98,6 +98,11 @@ pub(super) fn router(c: Arc<Console>) -> Router {
         )
         .route("/console/dns/clear", axum::routing::post(dns_clear))
         .route("/console/dns/reload", axum::routing::post(dns_reload))
+        .route("/console/dns/drill", axum::routing::post(dns_drill))
+        .route(
+            "/console/dns/drill/stop",
+            axum::routing::post(dns_drill_stop),
+        )
         .route("/console/audit", get(audit_page))
         .route("/console/console.js", get(script))
         .route("/console/{*rest}", axum::routing::any(not_found))
@@ -1032,6 +1037,10 @@ struct DnsPage {
     b: Base,
     operator: bool,
     services: Vec<DnsLine>,
+    /// `[views.*]` names: drills are offered when there is one.
+    views: Vec<String>,
+    /// Drills in force, in words, with the service to stop.
+    drills: Vec<(String, String)>,
     error: Option<String>,
 }
 
@@ -1041,6 +1050,26 @@ fn dns_view(c: &Console, signed: &Signed, error: Option<String>) -> DnsPage {
     DnsPage {
         b: c.base(Some(signed), "dns"),
         operator: signed.s.role.changes_dns(),
+        views: snap.config.views.iter().map(|v| v.name.clone()).collect(),
+        drills: snap
+            .view_snapshots()
+            .into_iter()
+            .filter_map(|(_, v)| v.drill.as_ref())
+            .flat_map(|d| d.drills.iter())
+            .map(|d| {
+                (
+                    d.service.clone(),
+                    format!(
+                        "{} is {} for view {} only, until {} (started by {})",
+                        d.service,
+                        ServiceState::from(d.state),
+                        d.view,
+                        when(d.until, zone),
+                        d.by
+                    ),
+                )
+            })
+            .collect(),
         services: snap
             .config
             .services
@@ -1115,9 +1144,12 @@ async fn set_override(
         by: Some(signed.s.account.clone()),
         set_at: Some(now),
     };
+    // "Break the safety rule anyway": the same as the CLI's --force (the reason is required
+    // above; the states task audits it).
+    let force = form.get("force") == "on";
     match c
         .control
-        .set_override(&service, Some(o), Console::actor(signed))
+        .change_override(&service, Some(o), "", force, Console::actor(signed))
         .await
     {
         Ok(()) => {
@@ -1166,6 +1198,87 @@ async fn dns_maintenance(State(c): State<Arc<Console>>, req: Request) -> Respons
         return r;
     }
     set_override(&c, &signed, &form, Forced::Maintenance, true).await
+}
+
+/// Starts a drill: the service in the chosen state for one view's sources only.
+async fn dns_drill(State(c): State<Arc<Console>>, req: Request) -> Response {
+    let (signed, form) = match checked_post(&c, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = operators_only(&c, &signed, "start a drill") {
+        return r;
+    }
+    let refuse = |text: String| {
+        html(
+            StatusCode::BAD_REQUEST,
+            dns_view(&c, &signed, Some(text)).render(),
+        )
+    };
+    let Some(state) = Forced::parse(form.get("state")) else {
+        return refuse("Choose down, maintenance or up.".into());
+    };
+    let lasts = match crate::config::duration::parse(form.get("for")) {
+        Ok(d)
+            if d > std::time::Duration::ZERO && d <= std::time::Duration::from_secs(7 * 86_400) =>
+        {
+            d
+        }
+        _ => return refuse("Say how long, such as \"30m\" (at most 7 days).".into()),
+    };
+    let Ok(lasts) = chrono::Duration::from_std(lasts) else {
+        return refuse("Say how long, such as \"30m\".".into());
+    };
+    let op = crate::states::DrillOp::Start {
+        service: form.get("service").to_string(),
+        state,
+        view: form.get("view").to_string(),
+        until: Utc::now() + lasts,
+        reason: form.get("reason").to_string(),
+    };
+    match c.control.drill(op, Console::actor(&signed)).await {
+        Ok(started) => {
+            info!(account = %signed.s.account, "console: drill started");
+            let line = started.first().map_or_else(String::new, |d| {
+                format!(
+                    "Drill started: {} is {} for view {} only.",
+                    d.service,
+                    ServiceState::from(d.state),
+                    d.view
+                )
+            });
+            done(&c, &signed, line, "/console/dns")
+        }
+        Err(e) => html(
+            status_of(&e),
+            dns_view(&c, &signed, Some(refusal(&e))).render(),
+        ),
+    }
+}
+
+/// Ends a service's drills early.
+async fn dns_drill_stop(State(c): State<Arc<Console>>, req: Request) -> Response {
+    let (signed, form) = match checked_post(&c, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = operators_only(&c, &signed, "stop a drill") {
+        return r;
+    }
+    let service = Some(form.get("service").to_string()).filter(|s| !s.is_empty());
+    let op = crate::states::DrillOp::Stop { service };
+    match c.control.drill(op, Console::actor(&signed)).await {
+        Ok(stopped) => done(
+            &c,
+            &signed,
+            format!("{} drill(s) ended.", stopped.len()),
+            "/console/dns",
+        ),
+        Err(e) => html(
+            status_of(&e),
+            dns_view(&c, &signed, Some(refusal(&e))).render(),
+        ),
+    }
 }
 
 async fn dns_clear(State(c): State<Arc<Console>>, req: Request) -> Response {
