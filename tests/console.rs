@@ -465,6 +465,16 @@ async fn the_preview_shows_the_outage_page_without_posting() {
         s.running.snapshots().load().incidents.list.is_empty(),
         "nothing posted"
     );
+    // The messages it would send, by the notifications' own code, and to whom.
+    assert!(r.body.contains("The messages it would send"), "{}", r.body);
+    assert!(r.body.contains("Email: "), "{}", r.body);
+    assert!(r.body.contains("Text message"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("To: nobody: no [[notify]] sink takes incidents"),
+        "this config has no sink: {}",
+        r.body
+    );
     // The live preview's JSON says the same.
     let r = a
         .post(

@@ -699,6 +699,8 @@ struct NewIncidentPage {
     message: String,
     error: Option<String>,
     preview: Option<Preview>,
+    /// The email and text message it would send, and to whom (with a preview).
+    messages: Option<MessagePreview>,
 }
 
 #[derive(Deserialize)]
@@ -739,6 +741,7 @@ fn new_incident_view(
         message,
         error,
         preview,
+        messages: None,
     }
 }
 
@@ -769,6 +772,61 @@ fn render_preview(c: &Console, incidents: Incidents, services: &[String]) -> Opt
             None
         }
     }
+}
+
+/// What an incident change would send: the email's subject and text, the text message, and
+/// whom it would reach, rendered by the notifications' own code.
+pub struct MessagePreview {
+    /// The email's subject.
+    pub subject: String,
+    /// The email's plain-text body.
+    pub text: String,
+    /// The text message (at most 160 characters).
+    pub sms: String,
+    /// Whom it would reach ("on call: Dana (SMS)", "312 subscribers queued").
+    pub notified: String,
+}
+
+/// The messages `inc` (as it would be after `action`) would send; nothing is sent.
+fn message_preview(
+    c: &Console,
+    inc: Option<&Incident>,
+    action: &str,
+    account: &str,
+) -> Option<MessagePreview> {
+    use crate::notify::{message, payload};
+    let inc = inc?;
+    let said = inc.updates.last().map_or("", |u| u.message.as_str());
+    let event = crate::events::Event::incident(inc.clone(), action, said, account);
+    let notice = payload::Notice::single(event.clone());
+    let ctx = payload::Context::of(&c.config());
+    let to = message::Addressing {
+        why: "You get this as a subscriber of these services or as detour's on-call person.".into(),
+        ..message::Addressing::default()
+    };
+    let m = message::build(&notice, &ctx, &to);
+    let text = match message::bodies(&m) {
+        Ok((text, _html)) => text,
+        Err(e) => {
+            warn!("console: cannot render the message preview: {e}");
+            return None;
+        }
+    };
+    let reach = c
+        .control
+        .notifier()
+        .map(|n| n.reach(&event))
+        .unwrap_or_default();
+    Some(MessagePreview {
+        subject: m.subject,
+        text,
+        sms: message::sms(&notice, &ctx, &to),
+        notified: if reach.is_empty() {
+            "nobody: no [[notify]] sink takes incidents".into()
+        } else {
+            reach.join("; ")
+        },
+    })
 }
 
 /// The preview as JSON, for the live preview script.
@@ -811,11 +869,13 @@ async fn new_incident(State(c): State<Arc<Console>>, req: Request) -> Response {
                 status: "investigating".into(),
             }],
         });
+        let messages = message_preview(&c, next.list.last(), "incident.open", &signed.s.account);
         let p = render_preview(&c, next, &services);
         if act == "preview-json" {
             return preview_json(p);
         }
-        let page = new_incident_view(&c, &signed, &services, message, None, p);
+        let mut page = new_incident_view(&c, &signed, &services, message, None, p);
+        page.messages = messages;
         return html(StatusCode::OK, page.render());
     }
     let op = IncidentOp::Open {
@@ -869,6 +929,8 @@ struct IncidentPage {
     message: String,
     error: Option<String>,
     preview: Option<Preview>,
+    /// The email and text message it would send, and to whom (with a preview).
+    messages: Option<MessagePreview>,
 }
 
 fn incident_view(
@@ -899,6 +961,7 @@ fn incident_view(
         message,
         error,
         preview,
+        messages: None,
     }
 }
 
@@ -980,11 +1043,23 @@ async fn incident_post(
                 i.resolved_at = Some(now);
             }
         }
+        let action = if act == "preview-resolve" {
+            "incident.resolve"
+        } else {
+            "incident.update"
+        };
+        let messages = message_preview(
+            &c,
+            next.list.iter().find(|i| i.id == id),
+            action,
+            &signed.s.account,
+        );
         let p = render_preview(&c, next, &inc.services);
         if act == "preview-json" {
             return preview_json(p);
         }
-        let page = incident_view(&c, &signed, &inc, text, None, p);
+        let mut page = incident_view(&c, &signed, &inc, text, None, p);
+        page.messages = messages;
         return html(StatusCode::OK, page.render());
     }
     let (op, what) = match act {
