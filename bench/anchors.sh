@@ -16,21 +16,26 @@
 #   --dnssec    the zone signed (detour: [dnssec], ECDSA P-256 and NSEC3; Knot: automatic
 #               signing, same algorithm and NSEC3 without salt or iterations) and every query
 #               with DO (dnsperf -D); only the anchor that signs (Knot) is loaded
+#   --views     a second detour (port 5310, also pinned to CPU 0) with two [views.*] and a
+#               drill in force in one of them, loaded in the same run as "detour-views":
+#               every query from 127.0.0.1 (in no view) is matched against the views'
+#               prefixes, the cost views add to everyone's answers
 # Every server is on loopback; detour is pinned to CPU 0 like the anchors, dnsperf to CPU 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 . "$here/lib.sh"
-reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 dnssec=0 extra=()
+reps="" anchors="gdnsd nsd knot pdns" swap=0 reload=0 failover=0 watch=0 dnssec=0 views=0 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) need_arg "$@"; reps="$2"; shift 2;;
-    --anchors) need_arg "$@"; anchors="$2"; shift 2;;
+    --anchors) [[ $# -ge 2 ]] || die "--anchors needs a value"; anchors="$2"; shift 2;;
     --swap) swap=1; shift;;
     --reload) reload=1; shift;;
     --failover) failover=1; shift;;
     --watch) watch=1; shift;;
     --dnssec) dnssec=1; anchors="knot"; shift;;
+    --views) views=1; shift;;
     --) shift; extra=("$@"); break;;
     -h|--help) usage; exit 0;;
     *) usage >&2; die "unknown option $1";;
@@ -39,6 +44,7 @@ done
 [[ -z "$reps" ]] || in_range "$reps" 1 100 || die "--reps must be 1..100"
 (( swap + reload + failover <= 1 )) || die "--swap, --reload and --failover exclude each other"
 (( watch == 0 || failover == 1 )) || die "--watch goes with --failover"
+(( views == 0 || failover == 0 )) || die "--views does not go with --failover"
 shared="$root/../shared/bench-anchors"
 [[ -d "$shared" ]] || { echo "no $shared" >&2; exit 2; }
 need_cmds "dnsperf gdnsd nsd knot pdns-server pdns-backend-bind bind9-dnsutils" \
@@ -88,6 +94,37 @@ if [[ $failover -eq 1 ]]; then
   echo "detour log: $work/detour.log"
   exit 0
 fi
+targets=("detour=127.0.0.1:5309@$dpid")
+if [[ $views -eq 1 ]]; then
+  # The same zone and config, plus two views; a drill of mls in view staff (30 minutes,
+  # ended with the process) so that the views' Snapshots are live during the load.
+  cp -r "$here/anchors" "$work/detour-views"
+  sed -i 's/127.0.0.1:5309/127.0.0.1:5310/' "$work/detour-views/detour.toml"
+  cat >>"$work/detour-views/detour.toml" <<'TOML'
+
+[views.staff]
+sources = ["10.0.0.0/8", "2001:db8::/32"]
+
+[views.lab]
+sources = ["192.168.50.0/24", "172.16.0.0/12"]
+TOML
+  (cd "$work/detour-views" && exec taskset -c 0 "$root/target/release/detour" run --config detour.toml 2>"$work/detour-views.log") &
+  vpid=$!; pids+=("$vpid")
+  for _ in $(seq 1 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p 5310 mls.example.test >/dev/null 2>&1 && break; sleep 0.1; done
+  kill -0 "$vpid" 2>/dev/null || { echo "detour-views did not start:" >&2; tail -5 "$work/detour-views.log" >&2; exit 1; }
+  python3 - "$work/detour-views/state/admin.sock" <<'PY'
+import http.client, json, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
+c = Unix("detour")
+c.request("POST", "/api/v1/drills", body=json.dumps({"service": "mls", "view": "staff", "for": "30m", "by": "bench"}),
+          headers={"content-type": "application/json"})
+r = c.getresponse()
+if r.status != 200: sys.exit(f"drill start answered HTTP {r.status}: {r.read()!r}")
+PY
+  targets+=("detour-views=127.0.0.1:5310@$vpid")
+fi
 if [[ $reload -eq 1 ]]; then
   ( end=$((SECONDS + 900))
     while [[ $SECONDS -lt $end ]] && kill -HUP "$dpid" 2>/dev/null; do sleep 1; done ) &
@@ -117,7 +154,7 @@ print(f"swapper: {flips} flips", file=sys.stderr)
 PY
   pids+=("$!")
 fi
-(cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" $anchors "detour=127.0.0.1:5309@$dpid")
+(cd "$work/h" && ./bench.sh --reps "${reps:-3}" "${extra[@]}" $anchors "${targets[@]}")
 [[ $swap -eq 1 ]] && echo "swaps detour logged: $(grep -c 'service state changed' "$work/detour.log" || true)"
 [[ $reload -eq 1 ]] && echo "reloads detour logged: $(grep -c 'reload done' "$work/detour.log" || true)"
 echo "detour log: $work/detour.log; results under $work/h/results"

@@ -195,23 +195,14 @@ impl Control {
         Ok(())
     }
 
-    /// Sets or clears an override; answers once it is saved and in the Snapshot.
+    /// Sets (`Some`) or clears (`None`) a service's override.
     pub async fn set_override(
         &self,
         service: &str,
         value: Option<Override>,
         actor: Actor,
     ) -> Result<(), OperatorError> {
-        let (done, wait) = oneshot::channel();
-        let cmd = Command::Override {
-            service: service.to_string(),
-            value,
-            reason: String::new(),
-            actor,
-            done,
-        };
-        self.commands.send(cmd).await.map_err(|_| gone())?;
-        wait.await.map_err(|_| gone())?
+        self.change_override(service, value, "", false, actor).await
     }
 
     /// Clears a service's override, saying why (audit log, notifications).
@@ -221,15 +212,59 @@ impl Control {
         reason: &str,
         actor: Actor,
     ) -> Result<(), OperatorError> {
+        self.change_override(service, None, reason, false, actor)
+            .await
+    }
+
+    /// Sets or clears an override; `force` applies it even if it breaks a `[[safety]]`
+    /// rule (the reason, the override's own when set, is then required and audited).
+    pub async fn change_override(
+        &self,
+        service: &str,
+        value: Option<Override>,
+        cleared_because: &str,
+        force: bool,
+        actor: Actor,
+    ) -> Result<(), OperatorError> {
         let (done, wait) = oneshot::channel();
         let cmd = Command::Override {
             service: service.to_string(),
-            value: None,
-            reason: reason.to_string(),
+            value,
+            reason: cleared_because.to_string(),
+            force,
             actor,
             done,
         };
         self.commands.send(cmd).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Starts or stops drills; the drills started or stopped.
+    pub async fn drill(
+        &self,
+        op: crate::states::DrillOp,
+        actor: Actor,
+    ) -> Result<Vec<crate::rehearsal::Drill>, OperatorError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Drill { op, actor, done })
+            .await
+            .map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// The Snapshot DNS would answer from if `forced` services were in those states at
+    /// `at`; nothing changes.
+    pub async fn what_if(
+        &self,
+        forced: Vec<(String, crate::overrides::Forced)>,
+        at: DateTime<Utc>,
+    ) -> Result<std::sync::Arc<crate::snapshot::Snapshot>, OperatorError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::WhatIf { forced, at, done })
+            .await
+            .map_err(|_| gone())?;
         wait.await.map_err(|_| gone())?
     }
 

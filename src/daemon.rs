@@ -46,6 +46,7 @@ pub struct Running {
     dns_addrs: Vec<SocketAddr>,
     admin_addr: String,
     page_addrs: Vec<String>,
+    console_addrs: Vec<String>,
     control: Arc<Control>,
     cancel: CancellationToken,
     tasks: JoinSet<io::Result<()>>,
@@ -287,6 +288,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     problems.extend(p);
     let (saved_incidents, p) = incidents::load(state_dir);
     problems.extend(p);
+    // In a cluster, drills live in etcd (the view brings them): drills.json is not read.
+    let (drills, p) = if config.cluster.is_none() {
+        crate::rehearsal::Drills::load(state_dir)
+    } else {
+        (crate::rehearsal::Drills::default(), None)
+    };
+    problems.extend(p);
     let caps = connection_caps(&config);
     let (floor, p) = states::serial_floor(&config);
     problems.extend(p);
@@ -352,12 +360,28 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     if let Some(h) = &history {
         control.set_history(h.clone());
     }
-    let admin_addr = admin::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
-        .await
-        .map_err(|source| RunError::Io {
-            context: "cannot start the admin API".into(),
-            source,
-        })?;
+    // The operator console, beside the API on admin_listen (plain HTTP there).
+    let console = crate::console::router(control.clone(), false);
+    let admin_addr = admin::serve(
+        &config,
+        caps,
+        control.clone(),
+        Some(console),
+        cancel.clone(),
+        &mut tasks,
+    )
+    .await
+    .map_err(|source| RunError::Io {
+        context: "cannot start the admin API".into(),
+        source,
+    })?;
+    let console_addrs =
+        crate::console::serve(&config, caps, control.clone(), cancel.clone(), &mut tasks)
+            .await
+            .map_err(|source| RunError::Io {
+                context: "cannot start the console's HTTPS listener".into(),
+                source,
+            })?;
     let page_addrs = page::serve(
         &config,
         caps,
@@ -388,6 +412,8 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         beat: liveness.register("states task"),
         cluster: cluster_mode,
         history: history.clone(),
+        drills,
+        breaches: Vec::new(),
     };
     if let Some(c) = &cluster_mode_link {
         control.set_cluster(c.clone());
@@ -431,7 +457,10 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
     for a in &dns_addrs {
         info!("listening for DNS on {a} (UDP and TCP)");
     }
-    info!("listening for the admin API on {admin_addr}");
+    info!("listening for the admin API on {admin_addr} (and the console, /console/)");
+    for a in &console_addrs {
+        info!("listening for the console on {}", page::label(a));
+    }
     for a in &page_addrs {
         info!("listening for the page on {}", page::label(a));
     }
@@ -448,6 +477,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<Running, RunErr
         dns_addrs,
         admin_addr,
         page_addrs,
+        console_addrs,
         control,
         cancel,
         tasks,
@@ -482,6 +512,12 @@ impl Running {
     /// then HTTPS ones.
     pub fn page_addrs(&self) -> &[String] {
         &self.page_addrs
+    }
+
+    /// Where the console's own HTTPS listeners are ("https://127.0.0.1:8443"); empty
+    /// without `[console] listen` (it is on the admin listener in any case).
+    pub fn console_addrs(&self) -> &[String] {
+        &self.console_addrs
     }
 
     /// The control surface (reload, overrides, incidents).

@@ -30,6 +30,10 @@ pub enum Kind {
     Degraded,
     /// A test event from `detour notify test`.
     Test,
+    /// A drill started or ended: only a view's sources see it.
+    Drill,
+    /// A `[[safety]]` rule stopped holding, or holds again.
+    Safety,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
             Kind::Guard => "guard",
             Kind::Degraded => "degraded",
             Kind::Test => "test",
+            Kind::Drill => "drill",
+            Kind::Safety => "safety",
         }
     }
 
@@ -115,6 +121,51 @@ impl Event {
 }
 
 impl Event {
+    /// A drill of `service` in `view` started (`state` is what the view sees) or ended
+    /// (`None`); `reason` says why, or why it ended.
+    pub fn drill(
+        service: &str,
+        name: Option<String>,
+        view: &str,
+        state: Option<ServiceState>,
+        until: Option<DateTime<Utc>>,
+        reason: &str,
+        who: &str,
+    ) -> Self {
+        let reason = match (state, until) {
+            (Some(_), Some(u)) => format!(
+                "only view {view} sees it, until {}{}",
+                u.format("%Y-%m-%d %H:%M UTC"),
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
+            ),
+            _ => format!("drill in view {view} ended ({reason})"),
+        };
+        Self {
+            service: Some(service.to_string()),
+            service_name: name,
+            new_state: state,
+            reason,
+            who: who.to_string(),
+            ..Self::new(Kind::Drill)
+        }
+    }
+
+    /// A `[[safety]]` rule named `rule` stopped holding (`broken`), or holds again.
+    pub fn safety(rule: &str, broken: bool, detail: &str) -> Self {
+        Self {
+            reason: if broken {
+                format!("safety rule \"{rule}\" is broken: {detail}")
+            } else {
+                format!("safety rule \"{rule}\" holds again: {detail}")
+            },
+            ..Self::new(Kind::Safety)
+        }
+    }
+
     /// A service went from `from` to `to` at `at` (`since`: when `from` began); `name` is its
     /// display name.
     pub fn state_change(

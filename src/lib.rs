@@ -12,7 +12,8 @@
 //! 3. [`checks`]: one task per probe (HTTP, TCP, DNS, journeys, vendor status pages),
 //!    heartbeats, rise/fall, adaptive pace.
 //! 4. What operators say, kept in `state_dir`: [`overrides`], [`incidents`], [`audit`].
-//! 5. [`selection`]: which answer each dynamic record gives (pure); [`health`]: the shared
+//! 5. [`selection`]: which answer each dynamic record gives (pure); [`rehearsal`]: views,
+//!    drills and safety rules (pure); [`health`]: the shared
 //!    state types (up / down / impacted / maintenance / degraded).
 //! 6. [`zone`]: zone data for lookup, the IXFR journal, the answer rules, answers compiled
 //!    to wire format, DNSSEC signatures and denial chains; [`snapshot`]: all of it with health and incidents, swapped atomically
@@ -25,8 +26,11 @@
 //!    API and `detour report`.
 //! 8. Readers of the Snapshot: [`dns`] (fast and general paths, UDP and TCP, transfers,
 //!    NOTIFY), [`page`] (outage and status pages, feeds), [`admin`] (the API; [`status`] is
-//!    its document), both served by [`http`]; [`announce`] (the phone announcement, its words
+//!    its document), both served by [`http`]; [`simulate`] and [`explain`] (what would
+//!    change, why a name answers what it does); [`announce`] (the phone announcement, its words
 //!    and its audio, which both serve); and [`notify`], which delivers events.
+//!    [`console`]: the operator console in the browser (local accounts, sessions, the same
+//!    operations as the admin API), served beside it on `admin_listen`.
 //! 9. [`daemon`] wires it all (and tells systemd how it goes: [`systemd`]); [`cli`] is the
 //!    command line.
 pub mod admin;
@@ -36,11 +40,13 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod dnssec;
 pub mod events;
+pub mod explain;
 pub mod fds;
 pub mod health;
 pub mod history;
@@ -52,7 +58,9 @@ pub mod oncall;
 pub mod overrides;
 pub mod page;
 pub mod proto;
+pub mod rehearsal;
 pub mod selection;
+pub mod simulate;
 pub mod snapshot;
 pub mod states;
 pub mod status;

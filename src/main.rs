@@ -66,6 +66,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::User(ref cmd) => {
+            let out = detour::cli::user::run(&cli.config, cmd, cli.json);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            ExitCode::from(out.code)
+        }
         Command::Status { .. }
         | Command::Override(_)
         | Command::Incident(_)
@@ -75,7 +81,10 @@ fn main() -> ExitCode {
         | Command::Oncall { .. }
         | Command::Ack { .. }
         | Command::Subscribers(_)
-        | Command::Report { .. } => {
+        | Command::Report { .. }
+        | Command::Simulate { .. }
+        | Command::Drill(_)
+        | Command::Explain { .. } => {
             let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
                 return ExitCode::from(1);
             };

@@ -28,6 +28,9 @@ pub struct DynamicAnswer {
     pub rtype: RecordType,
     /// The selection behind it.
     pub choice: Choice,
+    /// Since when it answers this (the Snapshot that first answered it): a cache may hold
+    /// the previous answer until this plus the TTL.
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 /// An immutable view of everything detour answers.
@@ -55,6 +58,27 @@ pub struct Snapshot {
     max_labels: u8,
     /// Current answer of every dynamic record.
     pub dynamic: Vec<DynamicAnswer>,
+    /// The Snapshots of views with drills in force, matched by source address; `None` while
+    /// no drill is in force, so that the query path pays nothing for idle views.
+    views: Option<Arc<ViewSnapshots>>,
+    /// In a view's Snapshot: the view and its drills (the page's banner, status, explain).
+    pub drill: Option<Arc<DrillView>>,
+}
+
+/// The Snapshots of `[views.*]` with drills, by view index in `config.views`.
+#[derive(Debug)]
+struct ViewSnapshots {
+    matcher: crate::rehearsal::Views,
+    snapshots: Vec<Option<Arc<Snapshot>>>,
+}
+
+/// What a view's Snapshot differs by: its name and the drills in force in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillView {
+    /// The view's name.
+    pub view: String,
+    /// Its drills.
+    pub drills: Vec<crate::rehearsal::Drill>,
 }
 
 impl Snapshot {
@@ -104,15 +128,27 @@ impl Snapshot {
             .map(|z| labels(&LowerName::new(&z.origin)));
         let min_labels = counts.clone().min().unwrap_or(0);
         let max_labels = counts.max().unwrap_or(0);
+        let built = chrono::Utc::now();
         let dynamic = selection
             .choices
             .iter()
             .map(|c| {
                 let d = &config.zones[c.zone].dynamic[c.record];
+                let since = prev
+                    .and_then(|p| {
+                        p.dynamic.iter().find(|x| {
+                            x.name == d.name
+                                && x.rtype == d.rtype
+                                && x.choice.chosen == c.chosen
+                                && x.choice.values == c.values
+                        })
+                    })
+                    .map_or(built, |x| x.since);
                 DynamicAnswer {
                     name: d.name.clone(),
                     rtype: d.rtype,
                     choice: c.clone(),
+                    since,
                 }
             })
             .collect();
@@ -135,7 +171,71 @@ impl Snapshot {
             min_labels,
             max_labels,
             dynamic,
+            views: None,
+            drill: None,
         }
+    }
+
+    /// The Snapshot a query or page request from `ip` is answered from: a view's, while it
+    /// has a drill in force and `ip` is among its sources; else this one.
+    #[inline]
+    pub fn for_source(&self, ip: std::net::IpAddr) -> &Snapshot {
+        match &self.views {
+            None => self,
+            Some(v) => v
+                .matcher
+                .of(ip)
+                .and_then(|i| v.snapshots.get(i)?.as_deref())
+                .unwrap_or(self),
+        }
+    }
+
+    /// [`Snapshot::for_source`] as an owned `Arc`, for holding across `.await`.
+    pub fn of_source(this: &Arc<Snapshot>, ip: std::net::IpAddr) -> Arc<Snapshot> {
+        match &this.views {
+            None => this.clone(),
+            Some(v) => v
+                .matcher
+                .of(ip)
+                .and_then(|i| v.snapshots.get(i)?.clone())
+                .unwrap_or_else(|| this.clone()),
+        }
+    }
+
+    /// Attaches the views' Snapshots (by index in `config.views`; `None` for a view without
+    /// drills, which answers as everyone does).
+    pub fn with_views(mut self, snapshots: Vec<Option<Arc<Snapshot>>>) -> Snapshot {
+        if snapshots.iter().all(Option::is_none) {
+            self.views = None;
+            return self;
+        }
+        self.views = Some(Arc::new(ViewSnapshots {
+            matcher: crate::rehearsal::Views::new(&self.config.views),
+            snapshots,
+        }));
+        self
+    }
+
+    /// Marks this as the Snapshot of view number `index` (in `config.views`) with drills,
+    /// beside `main`. Its generation is main's with the top bit and the view's index set:
+    /// never one of main's, so nothing cached for everyone is served to the view, or back.
+    pub fn as_view(mut self, main: &Snapshot, index: usize, drill: DrillView) -> Snapshot {
+        self.generation = main.generation | (1 << 63) | ((index as u64 & 0x7fff) << 48);
+        self.drill = Some(Arc::new(drill));
+        self
+    }
+
+    /// The views' Snapshots in force, with their names (for status).
+    pub fn view_snapshots(&self) -> Vec<(&str, &Snapshot)> {
+        let Some(v) = &self.views else {
+            return Vec::new();
+        };
+        self.config
+            .views
+            .iter()
+            .zip(v.snapshots.iter())
+            .filter_map(|(view, s)| Some((view.name.as_str(), s.as_deref()?)))
+            .collect()
     }
 
     /// Gives zones the serials `pin` says (by origin and content digest), recompiling them

@@ -43,6 +43,12 @@ pub struct StatusDoc {
     /// Who is on call, when `[oncall]` is set (admin view only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oncall: Option<OnCallDoc>,
+    /// Drills in force, by view (admin view only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<crate::rehearsal::Drill>,
+    /// `[[safety]]` rules the current states break (admin view only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety: Vec<crate::rehearsal::Breach>,
 }
 
 /// Who is on call and the pages nobody acknowledged yet.
@@ -434,6 +440,20 @@ pub fn build(snap: &Snapshot, admin: Option<(Option<ReloadStatus>, Vec<String>)>
         problems,
         cluster: None,
         oncall: None,
+        drills: if public {
+            Vec::new()
+        } else {
+            snap.view_snapshots()
+                .into_iter()
+                .filter_map(|(_, v)| v.drill.as_ref())
+                .flat_map(|d| d.drills.iter().cloned())
+                .collect()
+        },
+        safety: if public {
+            Vec::new()
+        } else {
+            crate::rehearsal::breaches(&cfg.safety, h)
+        },
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::{Daemon, cli};
 use common::etcd::Etcd;
+use common::hooks::Hooks;
 use common::{query, udp, udp_a, write};
 use hickory_server::proto::rr::{RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,74 +57,6 @@ impl Backend {
             }
         });
         addr
-    }
-}
-
-/// Collects webhook bodies.
-#[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<serde_json::Value>>>);
-
-impl Hooks {
-    async fn start(&self) -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let bodies = self.0.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    continue;
-                };
-                let bodies = bodies.clone();
-                tokio::spawn(async move {
-                    let mut data = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        let Ok(Ok(n)) =
-                            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
-                        else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        data.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&data).into_owned();
-                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse().ok())?
-                                })
-                                .unwrap_or(0);
-                            if body.len() >= len {
-                                if let Ok(v) = serde_json::from_str(&body[..len]) {
-                                    bodies.lock().unwrap().push(v);
-                                }
-                                let _ = s
-                                    .write_all(
-                                        b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
-                                    )
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    /// How many events of `kind` about `service` arrived.
-    fn count(&self, kind: &str, service: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| v["event"] == kind && v["service"] == service)
-            .count()
     }
 }
 
@@ -734,4 +667,118 @@ async fn an_instance_whose_canaries_are_all_down_abstains() {
     canary.blocked.lock().unwrap().clear();
     agree(&all, "strict.example.test.", "127.0.0.80").await;
     agree(&all, "mls.example.test.", "127.0.0.10").await;
+}
+
+/// One UDP query for `name`'s A records sent from `src`.
+async fn a_from(src: &str, dns: SocketAddr, name: &str) -> Vec<String> {
+    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+    let q = query(name, RecordType::A, None);
+    sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    common::a_values(&hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap())
+}
+
+/// Waits (up to 15 s) until every instance answers `want` to queries from `src`.
+async fn views_agree(live: &[&Instance], src: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut got = Vec::new();
+        for i in live {
+            got.push(a_from(src, i.dns, "mls.example.test.").await);
+        }
+        if got.iter().all(|a| a == &[want.to_string()]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances do not answer {want} to {src}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_is_shared_by_every_instance_and_ends_once() {
+    let Setup {
+        etcd: _etcd,
+        hooks,
+        configs,
+        dir: _dir,
+        ..
+    } = Setup::new(1, 2).await;
+    for c in &configs {
+        let text = std::fs::read_to_string(c).unwrap().replace(
+            r#"events = ["down", "up", "override"]"#,
+            r#"events = ["down", "up", "override", "drill"]"#,
+        ) + "\n[views.staff]\nsources = [\"127.0.0.9/32\"]\n";
+        write(c, &text);
+    }
+    let a = Instance::start(configs[0].clone());
+    let b = Instance::start(configs[1].clone());
+    agree(&[&a, &b], "mls.example.test.", "127.0.0.10").await;
+
+    // Started on one instance, seen by the view's source on both; nobody else sees it.
+    let (code, out, err) = cli(
+        &configs[0],
+        &[
+            "drill",
+            "start",
+            "mls",
+            "--view",
+            "staff",
+            "--for",
+            "3s",
+            "--reason",
+            "rehearsal",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.80").await;
+    views_agree(&[&a, &b], "127.0.0.1", "127.0.0.10").await;
+    let (_, out, _) = cli(&configs[1], &["status"]);
+    assert!(out.contains("DRILL in view staff: mls is down"), "{out}");
+
+    // It ends by itself at cluster time, everywhere; the leader removes it and tells once.
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.10").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks.count("drill", "mls") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the drill's start and end were not both told"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hooks.count("drill", "mls"),
+        2,
+        "start and end, each told once"
+    );
+    let (_, out, _) = cli(&configs[0], &["status", "--history"]);
+    assert!(out.contains("drill.end"), "{out}");
+
+    // Started on one, stopped from the other.
+    let (code, _, err) = cli(
+        &configs[1],
+        &["drill", "start", "mls", "--view", "staff", "--for", "30m"],
+    );
+    assert_eq!(code, 0, "{err}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.80").await;
+    let (code, out, err) = cli(&configs[0], &["drill", "stop", "mls"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("drill ended: mls in view staff"), "{out}");
+    views_agree(&[&a, &b], "127.0.0.9", "127.0.0.10").await;
+
+    // explain shows the instances' votes and the quorum behind the answer.
+    let (code, out, err) = cli(&configs[1], &["explain", "mls.example.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster quorum majority: "), "{out}");
+    assert!(
+        out.contains("i0 sees up") && out.contains("i1 sees up"),
+        "{out}"
+    );
 }

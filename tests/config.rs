@@ -120,6 +120,34 @@ fn common_refused() -> Vec<Refused> {
             &["detour.toml:8:1: unknown field `listen_dns`"],
         ),
         (
+            "console limits out of range, incident templates with an unknown service, no message, a name twice",
+            "[server]\nzones_dir = \"zones\"\n[services.mls]\n[console]\nidle_timeout = \"10s\"\nlockout_after = 0\n[[incident_templates]]\nname = \"Sign-on outage\"\nservices = [\"ghost\"]\nmessage = \"\"\n[[incident_templates]]\nname = \"sign-on outage\"\nmessage = \"x\"\n".into(),
+            zone_ok(),
+            &[
+                "detour.toml:5:16: [console] idle_timeout must be between \"1m\" and \"24h\"",
+                "detour.toml:6:17: [console] lockout_after must be between 1 and 100",
+                "detour.toml:9:13: unknown service \"ghost\" in incident_templates: expected one of mls",
+                "detour.toml:10:11: an incident template needs a message",
+                "detour.toml:12:8: incident template \"sign-on outage\" is defined twice",
+            ],
+        ),
+        (
+            "a console HTTPS listener without certificates, and one that is no address",
+            "[server]\nzones_dir = \"zones\"\n[console]\nlisten = [\"127.0.0.1:0\", \"nope\"]\ncerts = [ { cert = \"missing.crt\", key = \"missing.key\" } ]\n".into(),
+            zone_ok(),
+            &[
+                "detour.toml:4:26: invalid console listen address \"nope\"",
+                "detour.toml:5:11: [console] file",
+                "detour.toml:5:11: [console] file",
+            ],
+        ),
+        (
+            "a console HTTPS listener with no certificate anywhere",
+            "[server]\nzones_dir = \"zones\"\n[console]\nlisten = [\"127.0.0.1:0\"]\n".into(),
+            zone_ok(),
+            &["detour.toml:3:1: [console] listen serves HTTPS only: it needs certificates"],
+        ),
+        (
             "a wrong type names what was expected",
             "[check_defaults]\nrise = \"two\"\n".into(),
             zone_ok(),
@@ -549,6 +577,13 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(cfg.maintenance.len(), 1);
     assert_eq!(cfg.guard.canaries.len(), 1);
     assert_eq!(cfg.notify.len(), 1);
+    let templates: Vec<&str> = cfg
+        .incident_templates
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(templates, ["Sign-on outage", "Planned maintenance"]);
+    assert_eq!(cfg.console.lockout_after, 5);
 }
 
 #[test]

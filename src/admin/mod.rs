@@ -53,6 +53,7 @@ impl From<OperatorError> for ApiError {
             OperatorError::NotFound(_) => StatusCode::NOT_FOUND,
             OperatorError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             OperatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OperatorError::Refused(_) => StatusCode::CONFLICT,
         };
         ApiError(code, e.to_string())
     }
@@ -179,6 +180,10 @@ fn router(app: App) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/notify/test", post(notify_test))
         .route("/api/v1/oncall", get(get_oncall))
+        .route("/api/v1/simulate", post(simulate))
+        .route("/api/v1/drills", post(start_drill))
+        .route("/api/v1/drills", delete(stop_drill))
+        .route("/api/v1/explain", get(get_explain))
         .route("/api/v1/subscribers", get(get_subscribers))
         .route("/api/v1/subscribers/{address}", delete(delete_subscriber))
         .route("/api/v1/pages/{id}/ack", post(ack_page))
@@ -527,6 +532,9 @@ struct OverrideBody {
     reason: String,
     until: Option<String>,
     by: Option<String>,
+    /// Apply it even if it breaks a `[[safety]]` rule (needs a reason; audited).
+    #[serde(default)]
+    force: bool,
 }
 
 /// `until` as RFC 3339 or as a duration from now ("2h").
@@ -584,7 +592,7 @@ async fn put_override(
     };
     let forced = crate::health::ServiceState::from(o.state);
     app.control
-        .set_override(&service, Some(o.clone()), actor)
+        .change_override(&service, Some(o.clone()), "", b.force, actor)
         .await?;
     let mut told = Event::new(Kind::Override);
     told.service = Some(service.clone());
@@ -628,6 +636,200 @@ fn incident_answer(app: &App, inc: crate::incidents::Incident) -> serde_json::Va
 struct AtQuery {
     /// RFC 3339, or a duration from now ("2d").
     at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateBody {
+    /// Service id -> up, down or maintenance.
+    states: std::collections::BTreeMap<String, String>,
+    /// RFC 3339, or a duration from now ("2h"); now when absent.
+    at: Option<String>,
+}
+
+/// `POST /api/v1/simulate`: what would happen if these services were in these states
+/// (at `at`), next to what happens now. Nothing changes.
+async fn simulate(
+    State(app): State<App>,
+    body: Result<Json<SimulateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::simulate::Simulation>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if b.states.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "name at least one SERVICE=STATE to simulate".into(),
+        ));
+    }
+    let now = Utc::now();
+    let at = match b.at.as_deref() {
+        None | Some("") => now,
+        Some(a) => parse_until(a, now).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+    };
+    let mut forced = Vec::new();
+    let mut assumed = std::collections::BTreeMap::new();
+    for (service, state) in &b.states {
+        let f = Forced::parse(state).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid state {state:?} for {service}: expected up, down or maintenance"),
+            )
+        })?;
+        forced.push((service.clone(), f));
+        assumed.insert(service.clone(), crate::health::ServiceState::from(f));
+    }
+    let would = app.control.what_if(forced, at).await?;
+    let current = app.control.snapshots.load_full();
+    let (mut sim, events) = crate::simulate::compare(&current, &would, assumed, at);
+    sim.notified = notified(&app, &events);
+    Ok(Json(sim))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillBody {
+    service: String,
+    /// up, down or maintenance (down when absent).
+    state: Option<String>,
+    view: String,
+    /// How long: "30m".
+    #[serde(rename = "for")]
+    lasts: String,
+    #[serde(default)]
+    reason: String,
+    by: Option<String>,
+}
+
+/// `POST /api/v1/drills`: starts a drill that only the view's sources see.
+async fn start_drill(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Json<DrillBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let state = Forced::parse(b.state.as_deref().unwrap_or("down")).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid state: expected up, down or maintenance".into(),
+        )
+    })?;
+    let lasts = crate::config::duration::parse(&b.lasts).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid duration {:?}: expected e.g. \"30m\" or \"2h\"",
+                b.lasts
+            ),
+        )
+    })?;
+    if lasts > std::time::Duration::from_secs(7 * 86_400) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a drill lasts at most 7 days".into(),
+        ));
+    }
+    let until = Utc::now()
+        + chrono::Duration::from_std(lasts)
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "duration too long".into()))?;
+    let actor = actor(b.by, &headers);
+    let op = crate::states::DrillOp::Start {
+        service: b.service.clone(),
+        state,
+        view: b.view,
+        until,
+        reason: b.reason,
+    };
+    let started = app.control.drill(op, actor).await?;
+    let events: Vec<Event> = started
+        .iter()
+        .map(|d| {
+            Event::drill(
+                &d.service,
+                None,
+                &d.view,
+                Some(crate::health::ServiceState::from(d.state)),
+                Some(d.until),
+                &d.reason,
+                &d.by,
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({ "drills": started, "notified": notified(&app, &events) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct StopDrillQuery {
+    service: Option<String>,
+    by: Option<String>,
+}
+
+/// `DELETE /api/v1/drills[?service=S]`: ends drills early (every one without `service`).
+async fn stop_drill(
+    State(app): State<App>,
+    Query(q): Query<StopDrillQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let service = q.service.filter(|s| !s.is_empty());
+    let op = crate::states::DrillOp::Stop { service };
+    let stopped = app.control.drill(op, actor(q.by, &headers)).await?;
+    Ok(Json(json!({ "stopped": stopped })))
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: Option<String>,
+    from: Option<String>,
+}
+
+/// `GET /api/v1/explain?name=N[&type=T][&from=ADDR]`: the answer now, and why.
+async fn get_explain(
+    State(app): State<App>,
+    Query(q): Query<ExplainQuery>,
+) -> Result<Json<crate::explain::Explanation>, ApiError> {
+    use std::str::FromStr;
+    let name = hickory_server::proto::rr::Name::from_str(q.name.trim())
+        .map(|mut n| {
+            n.set_fqdn(true);
+            n
+        })
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid name {:?}: {e}", q.name),
+            )
+        })?;
+    let rtype = match q.rtype.as_deref() {
+        None | Some("") => hickory_server::proto::rr::RecordType::A,
+        Some(t) => hickory_server::proto::rr::RecordType::from_str(&t.to_ascii_uppercase())
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid type {t:?}")))?,
+    };
+    let from =
+        match q.from.as_deref() {
+            None | Some("") => None,
+            Some(f) => Some(f.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                ApiError(StatusCode::BAD_REQUEST, format!("invalid address {f:?}"))
+            })?),
+        };
+    let main = app.control.snapshots.load_full();
+    let answering = from.map_or_else(
+        || main.clone(),
+        |ip| crate::snapshot::Snapshot::of_source(&main, ip),
+    );
+    let mut doc = status::build(&answering, Some((None, Vec::new())));
+    if let Some(c) = app.control.cluster() {
+        status::add_cluster(&mut doc, c, &answering);
+    }
+    Ok(Json(crate::explain::explain(
+        &main,
+        &doc,
+        &name,
+        rtype,
+        from,
+        Utc::now(),
+    )))
 }
 
 /// Who is on call (now, or `?at=`), who is next, and the pages.
@@ -727,6 +929,9 @@ struct ByQuery {
     by: Option<String>,
     /// Why the override is cleared (audit log, notifications).
     reason: Option<String>,
+    /// Clear it even if that breaks a `[[safety]]` rule (needs a reason; audited).
+    #[serde(default)]
+    force: bool,
 }
 
 async fn delete_override(
@@ -744,7 +949,7 @@ async fn delete_override(
         .contains_key(&service);
     let reason = q.reason.unwrap_or_default();
     app.control
-        .clear_override(&service, &reason, actor(q.by, &headers))
+        .change_override(&service, None, &reason, q.force, actor(q.by, &headers))
         .await?;
     Ok(Json(json!({ "service": service, "cleared": had })))
 }
@@ -870,17 +1075,23 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Binds `admin_listen` and serves the API until `cancel` fires. Returns where it listens.
+/// `beside`: routes served on the same listener outside the API's bearer token and JSON
+/// errors (the operator console, which signs people in itself).
 pub async fn serve(
     config: &Config,
     caps: crate::fds::Caps,
     control: Arc<Control>,
+    beside: Option<Router>,
     cancel: CancellationToken,
     tasks: &mut tokio::task::JoinSet<io::Result<()>>,
 ) -> io::Result<String> {
     telemetry::install();
     // One site per listener: the token decides whether requests need a bearer token.
     let site = |token: Option<String>| http::Site {
-        router: router_for(control.clone(), token),
+        router: match &beside {
+            Some(r) => router_for(control.clone(), token).merge(r.clone()),
+            None => router_for(control.clone(), token),
+        },
         tls: None,
         limits: HttpLimits {
             max_connections: caps.admin,

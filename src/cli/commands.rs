@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use super::{Cli, Command, IncidentCmd, NotifyCmd, OverrideCmd, SubscribersCmd};
@@ -26,7 +26,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn ok(stdout: String) -> Self {
+    pub(super) fn ok(stdout: String) -> Self {
         Self {
             code: 0,
             stdout,
@@ -34,7 +34,7 @@ impl Outcome {
         }
     }
 
-    fn fail(code: u8, stderr: String) -> Self {
+    pub(super) fn fail(code: u8, stderr: String) -> Self {
         Self {
             code,
             stdout: String::new(),
@@ -71,7 +71,7 @@ pub async fn run(cli: &Cli) -> Outcome {
     let result = match &cli.command {
         Command::Status { history } => status(&client, cli.json, *history).await,
         Command::Override(OverrideCmd::Set(s)) => {
-            let body = json!({ "state": s.state, "reason": s.reason, "until": s.until, "by": by });
+            let body = json!({ "state": s.state, "reason": s.reason, "until": s.until, "by": by, "force": s.force });
             client
                 .call(
                     Method::PUT,
@@ -95,11 +95,15 @@ pub async fn run(cli: &Cli) -> Outcome {
                     }
                 })
         }
-        Command::Override(OverrideCmd::Clear { service, reason }) => client
+        Command::Override(OverrideCmd::Clear {
+            service,
+            reason,
+            force,
+        }) => client
             .call(
                 Method::DELETE,
                 &format!(
-                    "/api/v1/overrides/{service}?by={}&reason={}",
+                    "/api/v1/overrides/{service}?by={}&reason={}&force={force}",
                     urlencode(&by),
                     urlencode(reason.as_deref().unwrap_or(""))
                 ),
@@ -318,12 +322,26 @@ pub async fn run(cli: &Cli) -> Outcome {
                     Ok(crate::history::report::render(&r, zone))
                 })
         }
-        Command::Run | Command::Check | Command::Dnssec(_) | Command::Generate { .. } => {
-            unreachable_command()
+        Command::Simulate { states, at } => {
+            super::rehearse::simulate(&client, states, at.as_deref(), cli.json).await
         }
+        Command::Drill(cmd) => super::rehearse::drill(&client, cmd, &by, cli.json).await,
+        Command::Explain { name, rtype, from } => {
+            super::rehearse::explain(&client, name, rtype, from.as_deref(), cli.json).await
+        }
+        Command::Run
+        | Command::Check
+        | Command::Dnssec(_)
+        | Command::Generate { .. }
+        | Command::User(_) => unreachable_command(),
     };
     match result {
         Ok(out) => Outcome::ok(out),
+        // A [[safety]] rule refused it: the operator must change course (exit 2, as for a
+        // usage error), not retry.
+        Err(e @ ClientError::Refused { status, .. }) if status == StatusCode::CONFLICT => {
+            Outcome::fail(2, format!("error: {e}\n"))
+        }
         Err(e) => Outcome::fail(1, format!("error: {e}\n")),
     }
 }
@@ -382,7 +400,7 @@ fn unreachable_command() -> Result<String, ClientError> {
     ))
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -512,7 +530,7 @@ fn stamp(t: DateTime<Utc>, pattern: &str) -> String {
 }
 
 /// "2026-11-27 09:01 EST (12m ago)" in the display zone.
-fn local(rfc3339: &str) -> String {
+pub(super) fn local(rfc3339: &str) -> String {
     DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| when(t.with_timezone(&Utc)))
         .unwrap_or_else(|_| rfc3339.to_string())
@@ -656,6 +674,31 @@ pub fn render_status(doc: &StatusDoc, history: Option<&[audit::Entry]>) -> Strin
             };
             let _ = writeln!(o, "  {:<w$}  check {} {verdict}: {last}", "", c.id);
         }
+    }
+    for d in &doc.drills {
+        let _ = writeln!(
+            o,
+            "DRILL in view {}: {} is {} until {} (by {}{}; detour drill stop {} ends it)",
+            d.view,
+            d.service,
+            ServiceState::from(d.state),
+            when(d.until),
+            t(&d.by),
+            if d.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", t(&d.reason))
+            },
+            d.service
+        );
+    }
+    for b in &doc.safety {
+        let _ = writeln!(
+            o,
+            "SAFETY RULE BROKEN: \"{}\": {}",
+            t(&b.rule),
+            t(&b.detail)
+        );
     }
     if let Some(oc) = &doc.oncall {
         let _ = writeln!(

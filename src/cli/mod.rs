@@ -4,6 +4,8 @@
 pub mod check;
 pub mod commands;
 pub mod dnssec;
+pub mod rehearse;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -89,6 +91,37 @@ pub enum Command {
     /// DNSSEC: the DS records for the parent, the keys and signatures of signed zones.
     #[command(subcommand)]
     Dnssec(DnssecCmd),
+    /// What would happen if services were in these states (nothing changes): answers,
+    /// impacted services, outage pages and who would be told, next to what happens now.
+    Simulate {
+        /// SERVICE=STATE, STATE up, down or maintenance: `detour simulate sso=down`.
+        #[arg(required = true, value_parser = assumption_arg)]
+        states: Vec<String>,
+        /// Evaluate at this moment (maintenance windows then): RFC 3339 or a duration
+        /// from now ("3h").
+        #[arg(long, value_parser = until_arg)]
+        at: Option<String>,
+    },
+    /// Drills: show a service's outage to one view's sources (staff) only, for a while.
+    #[command(subcommand)]
+    Drill(DrillCmd),
+    /// The answer detour gives for NAME now, and every step that chose it.
+    Explain {
+        /// The name asked.
+        name: String,
+        /// The type asked (A by default).
+        #[arg(default_value = "A")]
+        rtype: String,
+        /// Ask as this source address (views are chosen by it; 127.0.0.1 by default).
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Console accounts (the operator console at /console/ on admin_listen): add, remove,
+    /// change a password, list. Acts on state_dir/accounts.json directly; the daemon sees
+    /// the change at the next request. Passwords are read from stdin (or prompted for on a
+    /// terminal), never from the command line.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Writes man pages or shell completions into a folder (for packaging).
     #[command(hide = true)]
     Generate {
@@ -150,6 +183,31 @@ pub enum DnssecCmd {
     },
 }
 
+/// `detour drill ...`.
+#[derive(Debug, Subcommand)]
+pub enum DrillCmd {
+    /// Start one: `detour drill start mls --view staff --for 30m --reason "rehearsal"`.
+    Start {
+        /// SERVICE or SERVICE=STATE (STATE up, down or maintenance; down by default).
+        #[arg(value_parser = drill_arg)]
+        service: String,
+        /// The view whose sources see it (`[views.NAME]`).
+        #[arg(long)]
+        view: String,
+        /// How long it lasts ("30m"); it ends by itself then. At most 7 days.
+        #[arg(long = "for", value_parser = duration_arg)]
+        lasts: String,
+        /// Why (audit log, notifications).
+        #[arg(long, default_value = "", value_parser = text_arg)]
+        reason: String,
+    },
+    /// End drills early: those of SERVICE, or every one.
+    Stop {
+        /// The service (every drill when absent).
+        service: Option<String>,
+    },
+}
+
 /// `detour notify ...`.
 #[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
@@ -160,6 +218,35 @@ pub enum NotifyCmd {
         #[arg(long)]
         sink: Option<usize>,
     },
+}
+
+/// `detour user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add an account: `detour user add dana --role communicator` (then type the password).
+    Add {
+        /// Sign-in name: lowercase letters, digits, '.', '_', '-'.
+        name: String,
+        /// communicator (incidents, announcements, previews) or operator (also overrides,
+        /// maintenance, reload).
+        #[arg(long, value_parser = ["communicator", "operator"])]
+        role: String,
+    },
+    /// Remove an account; its sessions end at their next request.
+    Remove {
+        /// Sign-in name.
+        name: String,
+    },
+    /// Set an account's password (and, with --role, its role); its sessions end.
+    Passwd {
+        /// Sign-in name.
+        name: String,
+        /// A new role, if it changes.
+        #[arg(long, value_parser = ["communicator", "operator"])]
+        role: Option<String>,
+    },
+    /// Every account: name, role, when added and last changed (never the hashes).
+    List,
 }
 
 /// `detour subscribers ...`.
@@ -186,6 +273,9 @@ pub enum OverrideCmd {
         /// Why (kept in the audit log, sent with the notification).
         #[arg(long, value_parser = text_arg)]
         reason: Option<String>,
+        /// Clear it even if that breaks a [[safety]] rule (needs --reason; audited).
+        #[arg(long, requires = "reason")]
+        force: bool,
     },
 }
 
@@ -203,6 +293,9 @@ pub struct OverrideSet {
     /// When it ends by itself: a duration ("2h", at most 10 years) or an RFC 3339 time.
     #[arg(long, value_parser = until_arg)]
     pub until: Option<String>,
+    /// Apply it even if it breaks a [[safety]] rule (needs --reason; audited).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
 }
 
 /// `detour incident ...`.
@@ -254,6 +347,38 @@ fn name_arg(s: &str) -> Result<String, String> {
     crate::text::check_name("the name", s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// `SERVICE=STATE` for `detour simulate`.
+fn assumption_arg(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((service, state))
+            if !service.is_empty() && crate::overrides::Forced::parse(state).is_some() =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "expected SERVICE=STATE with STATE up, down or maintenance, e.g. sso=down; got {s:?}"
+        )),
+    }
+}
+
+/// `SERVICE` or `SERVICE=STATE` for `detour drill start`.
+fn drill_arg(s: &str) -> Result<String, String> {
+    if s.contains('=') {
+        assumption_arg(s)
+    } else if s.is_empty() {
+        Err("name a service".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A duration such as "30m".
+fn duration_arg(s: &str) -> Result<String, String> {
+    crate::config::duration::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30m, 2h"))
 }
 
 /// `--until`: a duration or an RFC 3339 time, checked here as the daemon will check it.

@@ -28,6 +28,20 @@ pub struct Cluster(Infallible);
 /// Why `[cluster]` cannot run here.
 pub const WITHOUT: &str = "this detour was built without the cluster: build it with `--features cluster` (which needs protoc, Debian's protobuf-compiler), or install the .deb";
 
+/// Refuses: this build has no etcd client.
+pub async fn read(_settings: &Settings, _rel: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+    Err(Unavailable(WITHOUT.into()))
+}
+
+/// Refuses: this build has no etcd client.
+pub async fn edit<E>(
+    _settings: &Settings,
+    _rel: &str,
+    _change: impl FnMut(Option<&[u8]>) -> Result<Vec<u8>, E>,
+) -> Result<Result<(), E>, Unavailable> {
+    Err(Unavailable(WITHOUT.into()))
+}
+
 impl Cluster {
     /// Refuses: this build has no etcd client.
     pub async fn start(

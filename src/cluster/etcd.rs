@@ -93,6 +93,80 @@ fn connect_options(s: &Settings) -> Result<ConnectOptions, String> {
     Ok(o)
 }
 
+/// A client of its own for a command (`detour user`): no lease, no member key, no vote.
+async fn command_client(settings: &Settings) -> Result<Client, Unavailable> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = connect_options(settings).map_err(Unavailable)?;
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        Client::connect(&settings.etcd, Some(options)),
+    )
+    .await
+    .map_err(|_| {
+        Unavailable(format!(
+            "no answer from etcd in {}s",
+            WRITE_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| Unavailable(format!("cannot connect to etcd: {e}")))
+}
+
+/// The value of `rel` (under the prefix) and its modification revision (0: no such key).
+async fn get_one(client: &mut Client, key: &str) -> Result<(Option<Vec<u8>>, i64), Unavailable> {
+    let r = tokio::time::timeout(WRITE_TIMEOUT, client.get(key, None))
+        .await
+        .map_err(|_| Unavailable("no answer from etcd".into()))?
+        .map_err(|e| Unavailable(e.to_string()))?;
+    Ok(match r.kvs().first() {
+        Some(kv) => (Some(kv.value().to_vec()), kv.mod_revision()),
+        None => (None, 0),
+    })
+}
+
+/// Reads the key `rel` under the cluster's prefix with a client of its own (a command's).
+pub async fn read(settings: &Settings, rel: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+    let mut client = command_client(settings).await?;
+    let key = format!("{}{rel}", settings.prefix);
+    get_one(&mut client, &key).await.map(|(v, _)| v)
+}
+
+/// Rewrites the key `rel` under the cluster's prefix with what `change` makes of its value
+/// (`None`: no such key), if nobody changed it in between (tried again, five times at
+/// most): a command's edit of one shared document (`detour user`). `change`'s own refusal
+/// is the inner error.
+pub async fn edit<E>(
+    settings: &Settings,
+    rel: &str,
+    mut change: impl FnMut(Option<&[u8]>) -> Result<Vec<u8>, E>,
+) -> Result<Result<(), E>, Unavailable> {
+    let mut client = command_client(settings).await?;
+    let key = format!("{}{rel}", settings.prefix);
+    for _ in 0..5 {
+        let (value, revision) = get_one(&mut client, &key).await?;
+        let new = match change(value.as_deref()) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then(vec![TxnOp::put(key.clone(), new, None)]);
+        let r = tokio::time::timeout(WRITE_TIMEOUT, client.txn(txn))
+            .await
+            .map_err(|_| Unavailable("no answer from etcd".into()))?
+            .map_err(|e| Unavailable(e.to_string()))?;
+        if r.succeeded() {
+            return Ok(Ok(()));
+        }
+    }
+    Err(Unavailable(format!(
+        "{rel} was changed by someone else five times in a row: try again"
+    )))
+}
+
 impl Cluster {
     /// Starts connecting (in the background: etcd may be down now, or refuse the
     /// password; status says so) and starts the session and the mirror.
@@ -663,7 +737,13 @@ impl Cluster {
             ..View::default()
         };
         let mut kvs: Vec<etcd_client::KeyValue> = first.kvs().to_vec();
-        for family in [keys::VOTES, keys::OVERRIDES, keys::INCIDENTS, keys::ZONES] {
+        for family in [
+            keys::VOTES,
+            keys::OVERRIDES,
+            keys::INCIDENTS,
+            keys::DRILLS,
+            keys::ZONES,
+        ] {
             let r = client
                 .get(
                     format!("{prefix}{family}"),

@@ -26,9 +26,9 @@ mod absent;
 #[cfg(feature = "cluster")]
 mod etcd;
 #[cfg(not(feature = "cluster"))]
-pub use absent::{Cluster, Cond, Op};
+pub use absent::{Cluster, Cond, Op, edit, read};
 #[cfg(feature = "cluster")]
-pub use etcd::{Cluster, Cond, Op};
+pub use etcd::{Cluster, Cond, Op, edit, read};
 
 /// Whether this build has the cluster: the `cluster` cargo feature, which needs protoc
 /// (Debian's protobuf-compiler) to compile etcd's API. The .deb has it.

@@ -75,12 +75,17 @@ pub struct View {
     pub overrides: Overrides,
     /// Incidents, by id.
     pub incidents: BTreeMap<String, Incident>,
+    /// Drills, by `<view>/<service>`.
+    pub drills: BTreeMap<String, crate::rehearsal::Drill>,
     /// Cluster time: the latest wall-clock time any writer put in `clock`.
     pub clock: Option<DateTime<Utc>>,
     /// The base every serial is counted from (`serial_base`, written once).
     pub serial_base: Option<u32>,
     /// The serial agreed for each zone's content, by origin (`zones/<origin>`).
     pub zones: BTreeMap<String, Pin>,
+    /// The console's accounts (`accounts`), as written by `detour user`: JSON, parsed by
+    /// the console.
+    pub accounts: Option<Vec<u8>>,
     /// The latest audit entries that arrived by watch, with their revisions (not those
     /// present at the first read: they are history, not news); at most [`NEWS`].
     pub news: std::collections::VecDeque<(i64, audit::Entry)>,
@@ -99,6 +104,8 @@ pub mod keys {
     pub const OVERRIDES: &str = "overrides/";
     /// Incidents: `incidents/<id>`.
     pub const INCIDENTS: &str = "incidents/";
+    /// Drills: `drills/<view>/<service>`.
+    pub const DRILLS: &str = "drills/";
     /// The audit log: `audit/<unix ms, 16 digits>-<instance>`.
     pub const AUDIT: &str = "audit/";
     /// Cluster time, unix milliseconds as 16 digits (so that etcd's byte-wise comparison
@@ -108,6 +115,8 @@ pub mod keys {
     pub const SERIAL_BASE: &str = "serial_base";
     /// Agreed serials: `zones/<origin>`.
     pub const ZONES: &str = "zones/";
+    /// The console's accounts, one JSON document (`detour user` writes it).
+    pub const ACCOUNTS: &str = "accounts";
 
     /// `clock`'s value for `t`.
     pub fn clock_value(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -161,6 +170,8 @@ impl View {
                 .insert(service.to_string(), parse(key, value)?);
         } else if let Some(id) = key.strip_prefix(keys::INCIDENTS) {
             self.incidents.insert(id.to_string(), parse(key, value)?);
+        } else if let Some(id) = key.strip_prefix(keys::DRILLS) {
+            self.drills.insert(id.to_string(), parse(key, value)?);
         } else if let Some(origin) = key.strip_prefix(keys::ZONES) {
             self.zones.insert(origin.to_string(), parse(key, value)?);
         } else if key.starts_with(keys::AUDIT) {
@@ -180,6 +191,8 @@ impl View {
                 })?;
             let t = DateTime::from_timestamp_millis(ms);
             self.clock = self.clock.max(t);
+        } else if key == keys::ACCOUNTS {
+            self.accounts = Some(value.to_vec());
         } else if key == keys::SERIAL_BASE {
             let base: u32 = std::str::from_utf8(value)
                 .ok()
@@ -211,8 +224,12 @@ impl View {
             self.overrides.remove(service);
         } else if let Some(id) = key.strip_prefix(keys::INCIDENTS) {
             self.incidents.remove(id);
+        } else if let Some(id) = key.strip_prefix(keys::DRILLS) {
+            self.drills.remove(id);
         } else if let Some(origin) = key.strip_prefix(keys::ZONES) {
             self.zones.remove(origin);
+        } else if key == keys::ACCOUNTS {
+            self.accounts = None;
         }
     }
 
@@ -231,6 +248,19 @@ impl View {
         let mut list: Vec<Incident> = self.incidents.values().cloned().collect();
         list.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then(a.id.cmp(&b.id)));
         Incidents { list }
+    }
+
+    /// Drills still in force at `now`, oldest first (an expired one is ignored until its
+    /// key goes).
+    pub fn drills_at(&self, now: DateTime<Utc>) -> crate::rehearsal::Drills {
+        let mut list: Vec<crate::rehearsal::Drill> = self
+            .drills
+            .values()
+            .filter(|d| d.until > now)
+            .cloned()
+            .collect();
+        list.sort_by_key(|d| d.started);
+        crate::rehearsal::Drills { list }
     }
 
     /// Overrides still in force at `now` (an expired one is ignored until its key goes).

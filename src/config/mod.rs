@@ -58,8 +58,51 @@ pub struct Config {
     pub subscribers: Option<Subscribers>,
     /// `[history]`: the history database.
     pub history: History,
+    /// `[views.*]`: source addresses that see their own drills, by name.
+    pub views: Vec<View>,
+    /// `[[safety]]` rules, checked before an operator change is applied.
+    pub safety: Vec<SafetyRule>,
+    /// `[console]`: the operator console's sessions and sign-in limits.
+    pub console: Console,
+    /// `[[incident_templates]]`: ready-made incidents the console's form offers.
+    pub incident_templates: Vec<IncidentTemplate>,
     /// Things that are allowed but probably not meant; `detour check` prints them.
     pub warnings: Vec<String>,
+}
+
+/// `[views.NAME]`: queries (and page requests) from `sources` are answered from the view's
+/// own Snapshot, which differs from everyone's only by the view's drills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The view's name (`staff`).
+    pub name: String,
+    /// The resolvers' (or browsers') addresses it covers.
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+/// A `[[safety]]` rule: what an operator change may not bring about without `--force`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyRule {
+    /// Its name, as refusals and status say it (given, or made from the rule).
+    pub name: String,
+    /// What it asks.
+    pub kind: SafetyKind,
+}
+
+/// What a `[[safety]]` rule asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SafetyKind {
+    /// At least `count` of the services `of` are in `state` ("up" counts degraded too).
+    AtLeast {
+        /// How many.
+        count: usize,
+        /// Of which services.
+        of: Vec<String>,
+        /// In which state: up, down, maintenance, impacted or degraded.
+        state: String,
+    },
+    /// No more than this many services overridden at once.
+    MaxOverrides(usize),
 }
 
 /// `[history]`: transitions, operator actions and per-minute probe summaries, kept in
@@ -83,6 +126,51 @@ impl Default for History {
             detail: Duration::from_secs(2 * 86_400),
         }
     }
+}
+
+/// `[console]`: how long a console session lasts, when sign-in stops being tried, and the
+/// console's own HTTPS listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Console {
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub absolute_timeout: Duration,
+    /// Wrong passwords in a row that lock an account.
+    pub lockout_after: u32,
+    /// How long a locked account stays locked.
+    pub lockout: Duration,
+    /// Sign-in attempts one source (an IPv4 address, an IPv6 /64) may make per `lockout`.
+    pub source_limit: u32,
+    /// HTTPS listeners of the console alone (it is always on `admin_listen` too, over TCP).
+    pub listen: Vec<SocketAddr>,
+    /// Their certificate/key pairs, chosen by SNI: `certs` here, else `[page.tls] certs`.
+    pub certs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            lockout_after: 5,
+            lockout: Duration::from_secs(15 * 60),
+            source_limit: 20,
+            listen: Vec::new(),
+            certs: Vec::new(),
+        }
+    }
+}
+
+/// One `[[incident_templates]]`: a name, the services it is usually about, the first words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentTemplate {
+    /// Shown in the console's list ("Sign-on outage").
+    pub name: String,
+    /// Services ticked in advance (may be empty).
+    pub services: Vec<String>,
+    /// The message the form starts with.
+    pub message: String,
 }
 
 /// `[cluster]`: several instances share verdicts, overrides and incidents through etcd.

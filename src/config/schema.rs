@@ -61,6 +61,57 @@ pub struct RawConfig {
     pub subscribers: Option<Spanned<RawSubscribers>>,
     #[serde(default)]
     pub history: RawHistory,
+    #[serde(default)]
+    pub views: BTreeMap<Spanned<String>, Spanned<RawView>>,
+    #[serde(default)]
+    pub safety: Vec<Spanned<RawSafety>>,
+    pub console: Option<Spanned<RawConsole>>,
+    #[serde(default)]
+    pub incident_templates: Vec<Spanned<RawIncidentTemplate>>,
+}
+
+/// `[views.NAME]`: the resolvers (by source address) that see the view's drills.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    #[serde(default)]
+    pub sources: Vec<Spanned<String>>,
+}
+
+/// One `[[safety]]` rule: either `at_least`/`of`/`state`, or `max_overrides`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafety {
+    pub name: Option<Spanned<String>>,
+    pub at_least: Option<Spanned<i64>>,
+    pub of: Option<Vec<Spanned<String>>>,
+    pub state: Option<Spanned<String>>,
+    pub max_overrides: Option<Spanned<i64>>,
+}
+
+/// `[console]`: the operator console's sessions and sign-in limits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub idle_timeout: Option<Spanned<Dur>>,
+    pub absolute_timeout: Option<Spanned<Dur>>,
+    pub lockout_after: Option<Spanned<u32>>,
+    pub lockout: Option<Spanned<Dur>>,
+    pub source_limit: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub certs: Vec<Spanned<RawCertPair>>,
+}
+
+/// One `[[incident_templates]]`: a ready-made incident for the console's form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidentTemplate {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub services: Vec<Spanned<String>>,
+    pub message: Spanned<String>,
 }
 
 /// `[history]`: what `state_dir/history.db` keeps, and for how long.

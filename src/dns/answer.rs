@@ -64,7 +64,7 @@ const AXFR_CHUNK: usize = 256;
 /// when the query is plain, else through [`general`].
 pub fn respond(snap: &Snapshot, raw: &[u8], client: &Client) -> Reply {
     let mut out = Vec::new();
-    if fast::answer(snap, raw, client, &mut out) {
+    if fast::answer(snap.for_source(client.src.ip()), raw, client, &mut out) {
         Reply::Message(out)
     } else {
         general(snap, raw, client)
@@ -267,9 +267,12 @@ fn body(
         return transfer(snap, req, q.name(), qtype, protocol, edns, signer)
             .unwrap_or_else(|code| Reply::Message(error(code)));
     }
-    let mut res = resolve(snap, q.name(), qtype);
+    // A view's drills change answers; transfers (above) always carry everyone's zone, so
+    // that a secondary inside a view never copies a drill.
+    let view = snap.for_source(req.src().ip());
+    let mut res = resolve(view, q.name(), qtype);
     if edns.is_some_and(|e| e.flags().dnssec_ok) {
-        crate::zone::signed::add_dnssec(snap, &mut res);
+        crate::zone::signed::add_dnssec(view, &mut res);
     }
     if res.rcode == ResponseCode::Refused {
         return Reply::Message(error(ResponseCode::Refused));

@@ -200,7 +200,7 @@ async fn connection(
             // The Snapshot is let go before anything is awaited.
             let reply = {
                 let snap = snapshots.load();
-                if fast::answer(&snap, query, &client, &mut msg) {
+                if fast::answer(snap.for_source(src.ip()), query, &client, &mut msg) {
                     None
                 } else {
                     Some(general(&snap, query, &client))

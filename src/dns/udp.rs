@@ -97,7 +97,7 @@ pub fn serve(
                 protocol: Protocol::Udp,
                 now,
             };
-            let mut answered = fast::answer(&snap, query, &client, out)
+            let mut answered = fast::answer(snap.for_source(src.ip()), query, &client, out)
                 || match general(&snap, query, &client) {
                     Reply::Message(m) => {
                         *out = m;

@@ -54,7 +54,8 @@ pub fn wanted(n: &Notice, automatic: bool) -> bool {
     match n.event.kind {
         Kind::Incident => true,
         Kind::Down | Kind::Up | Kind::Impacted | Kind::Maintenance | Kind::Degraded => automatic,
-        Kind::Override | Kind::Guard | Kind::Test => false,
+        // Drills are for staff; safety rules for operators.
+        Kind::Override | Kind::Guard | Kind::Test | Kind::Drill | Kind::Safety => false,
     }
 }
 

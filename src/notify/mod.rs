@@ -278,7 +278,7 @@ pub fn wants(sink: &Notify, n: &Notice) -> bool {
     }
     let e = &n.event;
     match e.kind {
-        Kind::Guard | Kind::Test => true,
+        Kind::Guard | Kind::Test | Kind::Safety => true,
         Kind::Incident => e
             .incident
             .as_ref()

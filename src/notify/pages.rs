@@ -99,7 +99,8 @@ pub fn pages(n: &Notice) -> bool {
                 )
         }
         // Slow is not down: told, not paged.
-        Kind::Override | Kind::Test | Kind::Degraded => false,
+        // Drills are rehearsals; a broken safety rule follows states that page already.
+        Kind::Override | Kind::Test | Kind::Degraded | Kind::Drill | Kind::Safety => false,
     }
 }
 

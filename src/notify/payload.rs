@@ -167,6 +167,15 @@ pub fn headline(n: &Notice) -> String {
             None => format!("Incident: {}", e.reason),
         },
         Kind::Guard => format!("detour guard: {}", e.reason),
+        Kind::Drill => match e.new_state {
+            Some(s) => format!(
+                "[DRILL] {who} is {} for the drill: {}",
+                shout(Some(s)),
+                e.reason
+            ),
+            None => format!("[DRILL] {who}: {}", e.reason),
+        },
+        Kind::Safety => format!("detour: {}", e.reason),
         Kind::Test => format!(
             "Test notification from detour, sent by {}: if you read this, this sink works",
             e.who

@@ -35,7 +35,21 @@ mod summary;
 mod tls;
 mod view;
 
-pub use view::zoned;
+pub use view::Outage;
+
+/// The outage page's facts for dynamic record `record` of zone `zone` asked as `host`, when
+/// it points at the page in `snap` (what `detour simulate` shows it would say).
+pub fn outage(
+    snap: &Snapshot,
+    zone: usize,
+    record: usize,
+    host: &str,
+    now: DateTime<Utc>,
+) -> Option<Outage> {
+    view::outage(snap, zone, record, host, now)
+}
+
+pub use view::{state_class, state_label, zoned};
 
 use std::collections::HashMap;
 use std::io;
@@ -60,7 +74,7 @@ use crate::announce::speech::{Speech, SpeechError};
 use crate::config::Config;
 use crate::health::ServiceState;
 use crate::snapshot::{Snapshot, SnapshotHandle};
-use view::{Cause, Common, Outage, Status};
+use view::{Cause, Common, Status};
 
 /// The largest logo detour serves (it is also inlined into the outage page).
 const MAX_LOGO: usize = 256 * 1024;
@@ -467,7 +481,7 @@ fn json_response<B: Into<axum::body::Body>>(
 fn outage_response(
     req: &Request,
     derived: &Derived,
-    config: &Config,
+    snap: &Snapshot,
     o: &Outage,
     now: DateTime<Utc>,
 ) -> Response {
@@ -476,7 +490,7 @@ fn outage_response(
         json_response(StatusCode::SERVICE_UNAVAILABLE, serde_json::to_string(o))
     } else {
         let logo = derived.logo.as_ref().map(|l| l.data_uri.as_str());
-        let common = Common::new(config, logo, now);
+        let common = Common::new(&snap.config, logo, now).drilled(snap, now);
         let page = OutagePage { common: &common, o };
         html_response(StatusCode::SERVICE_UNAVAILABLE, page.render(), "no-store")
     };
@@ -489,7 +503,15 @@ fn outage_response(
 
 /// Every request: the outage page for a redirected name, else the status page's routes.
 async fn handle(State(app): State<App>, req: Request) -> Response {
+    // A request from a view with a drill sees the view's Snapshot, banner included.
     let snap = app.shared.snapshots.load_full();
+    let snap = match req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        Some(c) => Snapshot::of_source(&snap, c.0.ip()),
+        None => snap,
+    };
     let derived = app.shared.derived(&snap).await;
     let now = Utc::now();
     let host = request_host(&req);
@@ -497,7 +519,7 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         && let Some(&(zone, record)) = derived.hosts.get(&h)
         && let Some(o) = view::outage(&snap, zone, record, &h, now)
     {
-        return outage_response(&req, &derived, &snap.config, &o, now);
+        return outage_response(&req, &derived, &snap, &o, now);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return (
@@ -523,7 +545,7 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             let z = accepts_gzip(req.headers());
             let body = cached(&app.shared.status_page, key, z, || {
                 let logo = derived.logo.as_ref().map(|_| "/logo");
-                let common = Common::new(&snap.config, logo, now);
+                let common = Common::new(&snap.config, logo, now).drilled(&snap, now);
                 let s = view::status(&snap, hv.as_deref(), now);
                 StatusPage {
                     common: &common,
@@ -772,6 +794,63 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// What a visitor would see if `incidents` were in force: the console's preview of an
+/// incident before it is posted.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Which page it is, in words ("the outage page of mls.example.test").
+    pub what: String,
+    /// The page, as the page listener would send it (without the logo, which the preview
+    /// cannot fetch).
+    pub html: String,
+}
+
+/// Renders, with the page's own templates, what visitors would see about `services` if the
+/// incidents were `incidents` instead of the Snapshot's: the outage page of the first name
+/// that follows one of them and answers the outage page now, else the status page (where
+/// every open incident is shown too). Nothing is sent or saved.
+pub fn preview(
+    snap: &Snapshot,
+    incidents: crate::incidents::Incidents,
+    services: &[String],
+    now: DateTime<Utc>,
+) -> Result<Preview, askama::Error> {
+    let mut s = snap.clone();
+    s.incidents = Arc::new(incidents);
+    let config = s.config.clone();
+    let common = Common::new(&config, None, now);
+    for (zi, zone) in config.zones.iter().enumerate() {
+        for (ri, d) in zone.dynamic.iter().enumerate() {
+            if !d.answers.iter().any(|a| services.contains(&a.if_up)) {
+                continue;
+            }
+            let host = host_key(&d.name);
+            if let Some(o) = view::outage(&s, zi, ri, &host, now) {
+                let html = OutagePage {
+                    common: &common,
+                    o: &o,
+                }
+                .render()?;
+                return Ok(Preview {
+                    what: format!("the outage page of {host} (it is redirected there now)"),
+                    html,
+                });
+            }
+        }
+    }
+    let st = view::status(&s, None, now);
+    let html = StatusPage {
+        common: &common,
+        s: &st,
+    }
+    .render()?;
+    Ok(Preview {
+        what: "the status page (no name these services answer for is on the outage page now)"
+            .into(),
+        html,
+    })
+}
+
 /// "http://127.0.0.1:8080" as the daemon logs it: "127.0.0.1:8080 (HTTP)".
 pub fn label(url: &str) -> String {
     match url.split_once("://") {
@@ -883,6 +962,27 @@ pub async fn serve(
         ));
     }
     Ok(urls)
+}
+
+/// A TLS acceptor that chooses among `pairs` (certificate, key) by SNI, as the page's HTTPS
+/// listeners do: for the operator console's own listeners. Logs which names each covers.
+pub fn tls_acceptor(
+    pairs: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> io::Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = tls::load(pairs, &provider)?;
+    for ((cert, _), names) in pairs.iter().zip(&certs.names) {
+        info!(
+            "console certificate {} covers {}",
+            cert.display(),
+            names.join(", ")
+        );
+    }
+    let resolver = Arc::new(tls::SniResolver {
+        certs: arc_swap::ArcSwap::from_pointee(certs),
+    });
+    let server_config = tls::server_config(resolver, provider)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
 }
 
 /// Re-reads the certificates whenever the config is reloaded (SIGHUP), so renewed files are

@@ -151,9 +151,48 @@ pub struct Common<'a> {
     /// The subscribe form, when `[subscribers]` is set (`[page] url` + `subscribe`, so that
     /// the outage page links to the status page's form).
     pub subscribe_url: Option<String>,
+    /// The banner of a drill, when the request came from a view with one in force.
+    pub drill: Option<DrillBanner>,
+}
+
+/// "DRILL — only staff see this": which view, and what is drilled until when.
+#[derive(Debug, Clone)]
+pub struct DrillBanner {
+    /// The view's name.
+    pub view: String,
+    /// "mls is down for this drill until 02:30 CET."
+    pub what: String,
 }
 
 impl<'a> Common<'a> {
+    /// The same, with the drill banner when `snap` is a view's Snapshot with drills.
+    #[must_use]
+    pub fn drilled(mut self, snap: &Snapshot, now: DateTime<Utc>) -> Self {
+        self.drill = snap.drill.as_ref().map(|d| {
+            let clock = Clock::new(&snap.config, now);
+            let what: Vec<String> = d
+                .drills
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} is {} for this drill until {}.",
+                        snap.config
+                            .services
+                            .get(&x.service)
+                            .map_or(x.service.as_str(), |s| s.name.as_str()),
+                        crate::health::ServiceState::from(x.state),
+                        clock.when(x.until).local
+                    )
+                })
+                .collect();
+            DrillBanner {
+                view: d.view.clone(),
+                what: what.join(" "),
+            }
+        });
+        self
+    }
+
     /// The parts of `[page]` every page shows.
     pub fn new(config: &Config, logo_src: Option<&'a str>, now: DateTime<Utc>) -> Self {
         Self {
@@ -167,6 +206,7 @@ impl<'a> Common<'a> {
                 Some(u) => format!("{u}subscribe"),
                 None => "/subscribe".to_string(),
             }),
+            drill: None,
         }
     }
 }

@@ -255,6 +255,9 @@ impl StatesTask {
         let view = c.view.borrow_and_update().clone();
         agree(&mut self.engine, &view);
         self.incidents = view.incidents();
+        self.drills = view.drills_at(cluster_now(&view));
+        // Drills of a view or service this config lacks apply nowhere here.
+        let _ignored = self.drills.retain_known(self.engine.config());
         let me = c.link.instance().to_string();
         let leader = view.leader() == Some(me.as_str());
         let news: Vec<audit::Entry> = view
@@ -295,6 +298,7 @@ impl StatesTask {
             self.announce(&view, &e);
         }
         self.expire_in_cluster(&view);
+        self.expire_drills_in_cluster(&view);
     }
 
     /// The leader tells notifications about an operator's change it saw in the audit log.
@@ -313,11 +317,74 @@ impl StatesTask {
             self.emit(Event::override_changed(
                 service, name, value, cleared, &e.who,
             ));
+        } else if let Some(what) = e.action.strip_prefix("drill.")
+            && let Some(services) = e.service.as_deref()
+        {
+            for service in services.split(',') {
+                let name = self.service_name(service);
+                if what == "end" {
+                    // "view staff: stopped by an operator"
+                    let (view_name, why) = e
+                        .reason
+                        .strip_prefix("view ")
+                        .and_then(|r| r.split_once(": "))
+                        .unwrap_or(("?", e.reason.as_str()));
+                    self.emit(Event::drill(
+                        service, name, view_name, None, None, why, &e.who,
+                    ));
+                } else if let Some(d) = view.drills.values().find(|d| d.service == service) {
+                    let state = ServiceState::from(d.state);
+                    self.emit(Event::drill(
+                        service,
+                        name,
+                        &d.view,
+                        Some(state),
+                        Some(d.until),
+                        &d.reason,
+                        &e.who,
+                    ));
+                }
+            }
         } else if e.action.starts_with("incident.")
             && let Some(id) = &e.incident
             && let Some(inc) = view.incidents.get(id)
         {
             self.emit(Event::incident(inc.clone(), &e.action, &e.reason, &e.who));
+        }
+    }
+
+    /// The leader removes drills whose time is up at cluster time (out of force everywhere
+    /// already) and audits it (told once, from the audit entry): a removal conditional on the key
+    /// being as it was, so a second try after the first succeeded changes nothing.
+    fn expire_drills_in_cluster(&self, view: &View) {
+        let Some(c) = &self.cluster else { return };
+        let now = cluster_now(view);
+        for (key, d) in view.drills.iter().filter(|(_, d)| d.until <= now) {
+            let link = c.link.clone();
+            let rel = format!("{}{key}", keys::DRILLS);
+            let entry = audit::Entry {
+                time: Utc::now(),
+                action: "drill.end".into(),
+                service: Some(d.service.clone()),
+                incident: None,
+                reason: format!("view {}: its time is up", d.view),
+                who: "detour".into(),
+            };
+            let when = vec![link.holds(&rel, d)];
+            let ops = vec![link.delete(&rel)];
+            let (service, view_name) = (d.service.clone(), d.view.clone());
+            tokio::spawn(async move {
+                match link.write(when, ops, &entry).await {
+                    // Told by the leader when the audit entry comes back as news.
+                    Ok((_, true)) => {
+                        info!(service = %service, view = %view_name, "drill ended (its time is up)");
+                    }
+                    Ok((_, false)) => {}
+                    Err(e) => {
+                        warn!(service = %service, "cluster: cannot remove an ended drill: {e}")
+                    }
+                }
+            });
         }
     }
 
@@ -447,7 +514,12 @@ impl StatesTask {
             return None;
         }
         let now = cluster_now(&c.view.borrow());
-        let edge = self.engine.next_boundary(now)?;
+        let edge = self
+            .engine
+            .next_boundary(now)
+            .into_iter()
+            .chain(self.drills.next_end())
+            .min()?;
         let wall = (edge - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         let floor = c
             .tick_after

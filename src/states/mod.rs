@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod engine;
 pub mod operator;
 pub mod persist;
+pub mod rehearse;
 
 pub use cluster::ClusterMode;
 pub use engine::{Change, Engine};
@@ -18,6 +19,7 @@ pub use persist::{
     HIGHEST, Persisted, RESTORE_WINDOW, SERIAL_LEASE, persisted_path, restore, save_serials,
     serial_floor, serials_path, snapshot_of,
 };
+pub use rehearse::DrillOp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,6 +90,10 @@ pub struct StatesTask {
     /// Where transitions, answers, probes and operator actions are recorded (none with
     /// `[history] enabled = false`).
     pub history: Option<crate::history::Recorder>,
+    /// Drills in force (`state_dir/drills.json`): each view with one gets its own Snapshot.
+    pub drills: crate::rehearsal::Drills,
+    /// The `[[safety]]` rules broken at the last evaluation (told when this changes).
+    pub breaches: Vec<crate::rehearsal::Breach>,
 }
 
 /// Waits for the next view (never, alone or once the mirror is gone).
@@ -120,7 +126,8 @@ impl StatesTask {
             let answers = crate::history::answers(&snap.config, &snap.selection);
             h.started(&self.engine.health(), self.engine.config(), answers);
         }
-        self.publish(false);
+        // Drills kept from the last run get their views' Snapshots now.
+        self.publish(!self.drills.is_empty());
         self.export_gauges();
         self.write_pins();
         let mut alive = tokio::time::interval(BEAT);
@@ -130,7 +137,12 @@ impl StatesTask {
             let until_wake = if self.cluster.is_some() {
                 self.until_tick().unwrap_or(Duration::from_secs(3600))
             } else {
-                let wake = self.engine.next_boundary(evaluated);
+                let wake = self
+                    .engine
+                    .next_boundary(evaluated)
+                    .into_iter()
+                    .chain(self.drills.next_end())
+                    .min();
                 wake.map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::from_secs(3600))
             };
@@ -258,6 +270,11 @@ impl StatesTask {
                 );
             }
         }
+        let drills_before = self.drills.list.len();
+        if self.cluster.is_none() {
+            self.expire_drills(now);
+        }
+        let force = force || self.drills.list.len() != drills_before;
         let was_frozen = self.snapshots.load().health.guard.frozen;
         let changes = self.engine.evaluate(now);
         for c in &changes {
@@ -287,10 +304,12 @@ impl StatesTask {
             self.emit(Event::guard(self.engine.frozen()));
         }
         let health = self.engine.health();
+        self.note_breaches(&health);
         let config = self.engine.config().clone();
         let selection = selection::select(&config, &health, now);
         let current = self.snapshots.load_full();
         let rebuild = force
+            || drills_differ(&current, &self.drills)
             || !changes.is_empty()
             || !expired.is_empty()
             || !Arc::ptr_eq(&current.config, &config)
@@ -311,6 +330,8 @@ impl StatesTask {
                 Some(&current),
                 serial_floor,
             );
+            let views = self.view_snapshots(&next, now, serial_floor);
+            let next = next.with_views(views);
             if persist::passes(&next, &self.serial_ceilings) {
                 // Before the new serials are served, so a crash between the two cannot lose
                 // one. A failed write is logged and the flip goes ahead: answering matters more.
@@ -417,6 +438,22 @@ impl StatesTask {
             Err(e) => warn!(error = %e, "cannot encode service states"),
         }
     }
+}
+
+/// True when the drills in force are not the ones `snap`'s views were built with (in a
+/// cluster, a drill arrives with the view, not as a command).
+fn drills_differ(snap: &Snapshot, drills: &crate::rehearsal::Drills) -> bool {
+    let key = |d: &crate::rehearsal::Drill| (d.view.clone(), d.service.clone(), d.started);
+    let mut published: Vec<_> = snap
+        .view_snapshots()
+        .into_iter()
+        .filter_map(|(_, v)| v.drill.as_ref())
+        .flat_map(|d| d.drills.iter().map(key))
+        .collect();
+    let mut wanted: Vec<_> = drills.list.iter().map(key).collect();
+    published.sort();
+    wanted.sort();
+    published != wanted
 }
 
 /// True when verdicts differ (which changes answers for `check_each` records), or what the

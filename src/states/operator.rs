@@ -71,10 +71,31 @@ pub enum Command {
         value: Option<Override>,
         /// Why it is cleared (a set override carries its own reason); may be empty.
         reason: String,
+        /// Apply it even if it breaks a `[[safety]]` rule (audited; needs a reason).
+        force: bool,
         /// Who asked.
         actor: Actor,
         /// Done, or why not.
         done: oneshot::Sender<Result<(), OperatorError>>,
+    },
+    /// Start or stop drills.
+    Drill {
+        /// What to do.
+        op: super::DrillOp,
+        /// Who asked.
+        actor: Actor,
+        /// The drills started or stopped, or why not.
+        done: oneshot::Sender<Result<Vec<crate::rehearsal::Drill>, OperatorError>>,
+    },
+    /// What DNS would answer if these services were in these states at `at` (nothing
+    /// changes): a Snapshot to compare with the current one.
+    WhatIf {
+        /// Services and the states to pretend.
+        forced: Vec<(String, crate::overrides::Forced)>,
+        /// When (maintenance windows are evaluated then).
+        at: chrono::DateTime<Utc>,
+        /// The Snapshot it would be, or why not.
+        done: oneshot::Sender<Result<Arc<crate::snapshot::Snapshot>, OperatorError>>,
     },
     /// Change an incident.
     Incident {
@@ -102,6 +123,9 @@ pub enum OperatorError {
     /// The cluster's shared store cannot take changes now (HTTP 503); nothing changed.
     #[error("{0}")]
     Unavailable(String),
+    /// A `[[safety]]` rule forbids it (HTTP 409; the CLI exits 2); nothing changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<crate::text::TextError> for OperatorError {
@@ -155,12 +179,17 @@ impl StatesTask {
                 service,
                 value,
                 reason,
+                force,
                 actor,
                 done,
             } => {
                 let said = value
                     .as_ref()
                     .map_or(reason.as_str(), |o| o.reason.as_str());
+                if let Err(e) = self.safe_override(&service, value.as_ref(), force, said, &actor) {
+                    let _ = done.send(Err(e));
+                    return;
+                }
                 if self.cluster.is_some() {
                     let r = operator_input(&actor, said)
                         .and_then(|()| self.override_in_cluster(&service, value, &reason, &actor));
@@ -178,6 +207,25 @@ impl StatesTask {
                     self.publish_by(true, true);
                 }
                 let _ = done.send(r);
+            }
+            Command::Drill { op, actor, done } => {
+                if self.cluster.is_some() {
+                    match self.drill_in_cluster(op, &actor) {
+                        Ok((write, changed)) => self.finish_in_cluster(write, changed, done),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    }
+                    return;
+                }
+                let r = self.drill(op, &actor);
+                if r.is_ok() {
+                    self.publish(true);
+                }
+                let _ = done.send(r);
+            }
+            Command::WhatIf { forced, at, done } => {
+                let _ = done.send(self.what_if(&forced, at));
             }
             Command::Incident { op, actor, done } => {
                 let message = match &op {
@@ -431,7 +479,7 @@ impl StatesTask {
 
     /// Writes `w` to etcd in the background and answers `done` once this instance serves
     /// the result (or with why not: etcd unreachable, a conflict).
-    fn finish_in_cluster<T: Send + 'static>(
+    pub(super) fn finish_in_cluster<T: Send + 'static>(
         &self,
         w: ClusterWrite,
         ok: T,
@@ -493,15 +541,15 @@ impl StatesTask {
 
 /// A change for etcd: operations, the condition they need, the audit entry that goes with
 /// them, and what to tell the operator when the condition fails.
-struct ClusterWrite {
-    when: Vec<crate::cluster::Cond>,
-    ops: Vec<crate::cluster::Op>,
-    entry: audit::Entry,
-    conflict: String,
+pub(super) struct ClusterWrite {
+    pub(super) when: Vec<crate::cluster::Cond>,
+    pub(super) ops: Vec<crate::cluster::Op>,
+    pub(super) entry: audit::Entry,
+    pub(super) conflict: String,
 }
 
 /// An audit entry, now.
-fn entry(
+pub(super) fn entry(
     action: &str,
     service: Option<&str>,
     incident: Option<&str>,
@@ -519,6 +567,6 @@ fn entry(
 }
 
 /// etcd could not take a change: the operator's command fails (HTTP 503, exit 1).
-fn unavailable(e: crate::cluster::Unavailable) -> OperatorError {
+pub(super) fn unavailable(e: crate::cluster::Unavailable) -> OperatorError {
     OperatorError::Unavailable(e.to_string())
 }

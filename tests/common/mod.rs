@@ -6,6 +6,7 @@ pub mod backend;
 pub mod binary;
 pub mod configs;
 pub mod etcd;
+pub mod hooks;
 
 #[allow(unused_imports)] // Not every test file uses them.
 pub use configs::*;

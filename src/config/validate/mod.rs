@@ -3,6 +3,8 @@
 pub(super) mod checks;
 mod cluster;
 mod comms;
+mod console;
+mod rehearsal;
 mod server;
 mod services;
 mod sinks;
@@ -296,6 +298,10 @@ fn build(
 
     let cluster = raw.cluster.and_then(|c| cluster(src, c, dir));
     let history = history(src, raw.history);
+    let views = rehearsal::views(src, raw.views);
+    let safety = rehearsal::safety(src, raw.safety, &ids);
+    let console_settings = console::console(src, raw.console, dir, page.tls.as_ref());
+    let incident_templates = console::templates(src, raw.incident_templates, &ids);
     if cluster.is_none() {
         for s in services.values().filter(|s| s.quorum.is_some()) {
             warnings.push(format!(
@@ -323,6 +329,10 @@ fn build(
         oncall,
         subscribers,
         history,
+        views,
+        safety,
+        console: console_settings,
+        incident_templates,
         warnings: Vec::new(),
     })
 }

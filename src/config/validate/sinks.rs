@@ -12,6 +12,8 @@ pub(super) const EVENTS: &[&str] = &[
     "override",
     "incident",
     "guard",
+    "drill",
+    "safety",
 ];
 
 /// The types of sink each field applies to.

@@ -35,7 +35,7 @@ pub struct Change {
 }
 
 /// Folds reports into service states. Pure: time is an argument.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     config: Arc<Config>,
     plan: BTreeMap<CheckId, (crate::checks::runner::Target, crate::config::Timing)>,
@@ -364,6 +364,22 @@ impl Engine {
             None => self.overrides.remove(service),
         };
         Ok(())
+    }
+
+    /// The health that would follow if `forced` services were in the given states (on top
+    /// of, and before, the overrides in force), evaluated at `at`: simulations, drills'
+    /// views and safety checks. Nothing here changes.
+    pub fn what_if(
+        &self,
+        forced: &[(String, Option<Override>)],
+        at: DateTime<Utc>,
+    ) -> Result<Health, OperatorError> {
+        let mut e = self.clone();
+        for (service, o) in forced {
+            e.set_override(service, o.clone())?;
+        }
+        e.evaluate(at);
+        Ok(e.health())
     }
 
     /// Removes overrides whose `until` has passed; returns them.
